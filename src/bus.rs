@@ -1,1 +1,363 @@
-//! (in progress)
+//! JetStream: the connection, the subjects, and idempotent set-up of streams and KV buckets.
+//!
+//! Set-up uses `create_or_update`, so running it again applies config drift (a changed retention,
+//! a new duplicate window) instead of silently keeping the old settings. What the server cannot
+//! change in place (storage type, for one) and what it is too old for come back as errors that
+//! name the stream and the config key.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::config::{Config, NatsConfig, Storage, StreamConfig};
+use crate::event::ChatKind;
+use crate::nats_server::{MIN_VERSION, Version};
+
+/// Normalized events as published by the account actors.
+pub const STREAM_RAW: &str = "TG_RAW";
+/// Deduplicated, scope-filtered, redacted events: the replay source.
+pub const STREAM_CLEAN: &str = "TG_CLEAN";
+/// Events Switchboard refused permanently, with the reason.
+pub const STREAM_DLQ: &str = "TG_DLQ";
+/// Sealed Telegram sessions, so any node can take an account over.
+pub const BUCKET_SESSIONS: &str = "TG_SESSIONS";
+/// Account ownership leases (one owner per account), with per-key TTL.
+pub const BUCKET_LEASES: &str = "TG_LEASES";
+/// Event-log chain heads of every node, anchored outside the node's own disk.
+pub const BUCKET_ANCHORS: &str = "TG_ANCHORS";
+
+/// `tg.raw.<account>.<chat-kind>`.
+pub fn raw_subject(account_id: &str, chat: ChatKind) -> String {
+    format!("tg.raw.{account_id}.{}", chat.as_str())
+}
+
+/// `tg.clean.<account>`.
+pub fn clean_subject(account_id: &str) -> String {
+    format!("tg.clean.{account_id}")
+}
+
+/// `tg.dlq.<account>`.
+pub fn dlq_subject(account_id: &str) -> String {
+    format!("tg.dlq.{account_id}")
+}
+
+/// Why the bus could not be reached or set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot read NATS credentials file {path}: {source}")]
+    Credentials {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error(
+        "the NATS server at {url} is version {found}; tgingest needs {MIN_VERSION} or newer for {feature}"
+    )]
+    ServerTooOld {
+        url: String,
+        found: String,
+        feature: &'static str,
+    },
+    #[error(
+        "the NATS server at {url} has JetStream disabled: start it with -js (or `jetstream {{}}` in its config)"
+    )]
+    NoJetStream { url: String },
+    #[error("cannot set up stream {name} (config [streams.{section}]): {message}")]
+    Stream {
+        name: &'static str,
+        section: &'static str,
+        message: String,
+    },
+    #[error("cannot set up KV bucket {name} (config [kv]): {message}")]
+    Bucket { name: &'static str, message: String },
+}
+
+/// A connected JetStream context.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    url: String,
+}
+
+/// What set-up did to one stream or bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Applied {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// What set-up did, per stream and bucket (for the start-up log and tests).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SetupReport {
+    pub items: Vec<(String, Applied)>,
+}
+
+impl Bus {
+    /// Connects (waiting for a server that is not up yet when `wait` is set) and checks the server.
+    pub async fn connect(url: &str, cfg: &NatsConfig, client_name: &str) -> Result<Bus, BusError> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(cfg.request_timeout.into()))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        metrics::counter!("tgingest_nats_disconnects_total").increment(1);
+                        tracing::warn!("NATS connection lost; reconnecting");
+                    }
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            });
+        if !cfg.credentials_file.as_os_str().is_empty() {
+            opts = opts
+                .credentials_file(&cfg.credentials_file)
+                .await
+                .map_err(|source| BusError::Credentials {
+                    path: cfg.credentials_file.display().to_string(),
+                    source,
+                })?;
+        }
+        let tls = &cfg.tls;
+        if tls.required {
+            opts = opts.require_tls(true);
+        }
+        if !tls.ca_file.as_os_str().is_empty() {
+            opts = opts.add_root_certificates(tls.ca_file.clone());
+        }
+        if !tls.cert_file.as_os_str().is_empty() {
+            opts = opts.add_client_certificate(tls.cert_file.clone(), tls.key_file.clone());
+        }
+        let client = opts.connect(url).await.map_err(|e| BusError::Connect {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+
+        let info = client.server_info();
+        let found = Version::parse(&info.version);
+        if found.is_none_or(|v| v < MIN_VERSION) {
+            return Err(BusError::ServerTooOld {
+                url: url.to_string(),
+                found: info.version,
+                feature: "per-key TTL on the TG_LEASES bucket",
+            });
+        }
+        let js = jetstream::ContextBuilder::new()
+            .timeout(cfg.request_timeout.into())
+            .max_ack_inflight(cfg.max_ack_inflight as usize)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        if js.query_account().await.is_err() {
+            return Err(BusError::NoJetStream {
+                url: url.to_string(),
+            });
+        }
+        Ok(Bus {
+            client,
+            js,
+            url: url.to_string(),
+        })
+    }
+
+    /// The URL this bus is connected to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Creates the streams and buckets, or brings them in line with `cfg`. Safe to run at every start.
+    pub async fn setup(&self, cfg: &Config) -> Result<SetupReport, BusError> {
+        let mut items = Vec::new();
+        let streams = [
+            (
+                STREAM_RAW,
+                "raw",
+                "tg.raw.>",
+                &cfg.streams.raw,
+                "normalized events from the account actors",
+            ),
+            (
+                STREAM_CLEAN,
+                "clean",
+                "tg.clean.>",
+                &cfg.streams.clean,
+                "deduplicated, filtered, redacted events (replay source)",
+            ),
+            (
+                STREAM_DLQ,
+                "dlq",
+                "tg.dlq.>",
+                &cfg.streams.dlq,
+                "events Switchboard refused permanently",
+            ),
+        ];
+        for (name, section, subject, sc, description) in streams {
+            let desired = stream_config(name, subject, sc, description);
+            let applied = self
+                .apply_stream(desired)
+                .await
+                .map_err(|message| BusError::Stream {
+                    name,
+                    section,
+                    message: explain_jetstream_error(&message),
+                })?;
+            items.push((name.to_string(), applied));
+        }
+
+        let storage = stream::StorageType::File;
+        let buckets = [
+            kv::Config {
+                bucket: BUCKET_SESSIONS.into(),
+                description: "sealed Telegram sessions (XChaCha20-Poly1305 under per-account keys)"
+                    .into(),
+                history: 1,
+                storage,
+                num_replicas: cfg.kv.replicas,
+                ..Default::default()
+            },
+            kv::Config {
+                bucket: BUCKET_LEASES.into(),
+                description: "account ownership leases, renewed by compare-and-set".into(),
+                history: 1,
+                storage,
+                num_replicas: cfg.kv.replicas,
+                limit_markers: Some(cfg.kv.lease_ttl.into()),
+                ..Default::default()
+            },
+            kv::Config {
+                bucket: BUCKET_ANCHORS.into(),
+                description: "event-log chain heads per node".into(),
+                history: 64,
+                storage,
+                num_replicas: cfg.kv.replicas,
+                ..Default::default()
+            },
+        ];
+        for bucket in buckets {
+            let name = match bucket.bucket.as_str() {
+                BUCKET_SESSIONS => BUCKET_SESSIONS,
+                BUCKET_LEASES => BUCKET_LEASES,
+                _ => BUCKET_ANCHORS,
+            };
+            let before = self
+                .js
+                .get_stream(format!("KV_{name}"))
+                .await
+                .ok()
+                .map(|s| s.cached_info().config.clone());
+            let store = self
+                .js
+                .create_or_update_key_value(bucket)
+                .await
+                .map_err(|e| BusError::Bucket {
+                    name,
+                    message: explain_jetstream_error(&error_chain(&e)),
+                })?;
+            let after = self
+                .js
+                .get_stream(format!("KV_{}", store.name))
+                .await
+                .ok()
+                .map(|s| s.cached_info().config.clone());
+            items.push((name.to_string(), classify(before.as_ref(), after.as_ref())));
+        }
+        Ok(SetupReport { items })
+    }
+
+    async fn apply_stream(&self, desired: stream::Config) -> Result<Applied, String> {
+        let before = self
+            .js
+            .get_stream(&desired.name)
+            .await
+            .ok()
+            .map(|s| s.cached_info().config.clone());
+        let info = self
+            .js
+            .create_or_update_stream(desired)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok(classify(before.as_ref(), Some(&info.config)))
+    }
+}
+
+fn classify(before: Option<&stream::Config>, after: Option<&stream::Config>) -> Applied {
+    match (before, after) {
+        (None, _) => Applied::Created,
+        (Some(b), Some(a)) if b == a => Applied::Unchanged,
+        _ => Applied::Updated,
+    }
+}
+
+/// The JetStream config of one of our streams.
+pub fn stream_config(
+    name: &str,
+    subject: &str,
+    sc: &StreamConfig,
+    description: &str,
+) -> stream::Config {
+    stream::Config {
+        name: name.to_string(),
+        description: Some(description.to_string()),
+        subjects: vec![subject.to_string()],
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        storage: match sc.storage {
+            Storage::File => stream::StorageType::File,
+            Storage::Memory => stream::StorageType::Memory,
+        },
+        max_age: sc.max_age.into(),
+        duplicate_window: sc.duplicate_window.into(),
+        num_replicas: sc.replicas,
+        max_bytes: sc.max_bytes,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Adds what to do to the JetStream errors an operator is likely to meet.
+fn explain_jetstream_error(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    let hint = if lower.contains("replicas > 1 not supported")
+        || lower.contains("insufficient resources")
+    {
+        " (replicas above 1 need a JetStream cluster of at least that many servers; set replicas = 1 for a single server)"
+    } else if lower.contains("can not change storage type") || lower.contains("storage type") {
+        " (the storage type of an existing stream cannot change: keep the old value, or delete the stream after draining it)"
+    } else if lower.contains("did not match any variant") || lower.contains("decode") {
+        " (the server answered in a form this client does not know: it is probably older than 2.11)"
+    } else {
+        ""
+    };
+    format!("{message}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_design() {
+        assert_eq!(raw_subject("42", ChatKind::Channel), "tg.raw.42.channel");
+        assert_eq!(clean_subject("42"), "tg.clean.42");
+        assert_eq!(dlq_subject("42"), "tg.dlq.42");
+    }
+}

@@ -66,7 +66,11 @@ mod tests {
     }
 
     fn sample() -> Sample {
-        Sample { id: "-1001234".into(), n: 42, tags: vec![Some(-7), None] }
+        Sample {
+            id: "-1001234".into(),
+            n: 42,
+            tags: vec![Some(-7), None],
+        }
     }
 
     #[test]
@@ -90,7 +94,10 @@ mod tests {
     fn every_truncation_is_refused() {
         let bytes = encode(&sample()).unwrap();
         for len in 0..bytes.len() {
-            assert!(decode::<Sample>(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
+            assert!(
+                decode::<Sample>(&bytes[..len]).is_err(),
+                "prefix of {len} bytes decoded"
+            );
         }
     }
 }

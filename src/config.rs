@@ -35,7 +35,10 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("SWITCHBOARD_MCP_URL", "switchboard.url"),
     ("CONNECTOR_PROVIDER", "switchboard.provider"),
     ("CONNECTOR_CHANNEL", "switchboard.channel"),
-    ("CONNECTOR_ENDPOINT_IDENTITY", "switchboard.endpoint_identity"),
+    (
+        "CONNECTOR_ENDPOINT_IDENTITY",
+        "switchboard.endpoint_identity",
+    ),
     ("CONNECTOR_MAX_INFLIGHT", "switchboard.max_inflight"),
     ("CONNECTOR_BACKFILL_WINDOW_H", "telegram.backfill_window_h"),
     ("TELEGRAM_API_ID", "telegram.api_id"),
@@ -79,7 +82,10 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { id: String::new(), data_dir: PathBuf::from("data") }
+        NodeConfig {
+            id: String::new(),
+            data_dir: PathBuf::from("data"),
+        }
     }
 }
 
@@ -208,7 +214,10 @@ pub struct KvConfig {
 
 impl Default for KvConfig {
     fn default() -> Self {
-        KvConfig { replicas: 1, lease_ttl: Dur::secs(30) }
+        KvConfig {
+            replicas: 1,
+            lease_ttl: Dur::secs(30),
+        }
     }
 }
 
@@ -299,7 +308,9 @@ pub struct DedupeConfig {
 
 impl Default for DedupeConfig {
     fn default() -> Self {
-        DedupeConfig { horizon: Dur::days(7) }
+        DedupeConfig {
+            horizon: Dur::days(7),
+        }
     }
 }
 
@@ -339,7 +350,9 @@ pub struct EventLogConfig {
 
 impl Default for EventLogConfig {
     fn default() -> Self {
-        EventLogConfig { anchor_interval: Dur::secs(60) }
+        EventLogConfig {
+            anchor_interval: Dur::secs(60),
+        }
     }
 }
 
@@ -354,7 +367,10 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        LoggingConfig { format: LogFormat::Human, level: "info".into() }
+        LoggingConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
     }
 }
 
@@ -376,7 +392,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "127.0.0.1:9464".into() }
+        AdminConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
     }
 }
 
@@ -479,13 +497,25 @@ impl Serialize for Secret {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{origin}: key `{key}`: {message}")]
-    Type { origin: String, key: String, message: String },
+    Type {
+        origin: String,
+        key: String,
+        message: String,
+    },
     #[error("{origin}: key `{key}` = {value}: {allowed}")]
-    Invalid { origin: String, key: String, value: String, allowed: String },
+    Invalid {
+        origin: String,
+        key: String,
+        value: String,
+        allowed: String,
+    },
     #[error("environment variable {var} is not a config key{hint}")]
     UnknownEnv { var: String, hint: String },
 }
@@ -512,17 +542,22 @@ pub fn load(
 ) -> Result<Loaded, ConfigError> {
     let mut table = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-            text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_path_buf(),
-                message: e.to_string().trim().replace('\n', " "),
-            })?
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    message: e.to_string().trim().replace('\n', " "),
+                })?
         }
         None => toml::Table::new(),
     };
-    let file_origin =
-        file.map_or_else(|| "built-in defaults".to_string(), |p| format!("{}", p.display()));
+    let file_origin = file.map_or_else(
+        || "built-in defaults".to_string(),
+        |p| format!("{}", p.display()),
+    );
 
     let env_overrides = apply_env(&mut table, env)?;
     let origin_of = |key: &str| -> String {
@@ -530,15 +565,27 @@ pub fn load(
             .iter()
             .rev()
             .find(|(_, k)| k == key)
-            .map_or_else(|| file_origin.clone(), |(var, _)| format!("environment variable {var}"))
+            .map_or_else(
+                || file_origin.clone(),
+                |(var, _)| format!("environment variable {var}"),
+            )
     };
 
-    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-        .map_err(|e| {
+    let config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let key = e.path().to_string();
             let message = e.into_inner().to_string();
-            let message = message.split(" in `").next().unwrap_or(&message).trim().to_string();
-            ConfigError::Type { origin: origin_of(&key), key, message }
+            let message = message
+                .split(" in `")
+                .next()
+                .unwrap_or(&message)
+                .trim()
+                .to_string();
+            ConfigError::Type {
+                origin: origin_of(&key),
+                key,
+                message,
+            }
         })?;
     config.validate().map_err(|mut e| {
         if let ConfigError::Invalid { origin, key, .. } = &mut e {
@@ -546,14 +593,22 @@ pub fn load(
         }
         e
     })?;
-    Ok(Loaded { config, file: file.map(Path::to_path_buf), env_overrides })
+    Ok(Loaded {
+        config,
+        file: file.map(Path::to_path_buf),
+        env_overrides,
+    })
 }
 
 /// Every key path with its default value, in file order.
 fn key_defaults() -> Vec<(String, toml::Value)> {
     fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
         for (k, v) in table {
-            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             match v {
                 toml::Value::Table(t) => walk(&path, t, out),
                 other => out.push((path, other.clone())),
@@ -601,7 +656,10 @@ fn apply_env(
             continue;
         }
         let Some((key, default)) = by_var.get(&var) else {
-            return Err(ConfigError::UnknownEnv { hint: env_hint(&var, &by_var), var });
+            return Err(ConfigError::UnknownEnv {
+                hint: env_hint(&var, &by_var),
+                var,
+            });
         };
         let value = env_value(&raw, default).ok_or_else(|| ConfigError::Invalid {
             origin: format!("environment variable {var}"),
@@ -669,7 +727,9 @@ fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
     let Some(last) = parts.pop() else { return };
     let mut cur = table;
     for part in parts {
-        let entry = cur.entry(part).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             // The file had a scalar where a section belongs; deserialization reports it.
             return;
@@ -699,14 +759,19 @@ fn check(ok: bool, err: impl FnOnce() -> ConfigError) -> Result<(), ConfigError>
 
 fn file_exists(key: &str, path: &Path) -> Result<(), ConfigError> {
     check(path.as_os_str().is_empty() || path.is_file(), || {
-        invalid(key, path, "no such file: give the path of an existing file, or leave it empty")
+        invalid(
+            key,
+            path,
+            "no such file: give the path of an existing file, or leave it empty",
+        )
     })
 }
 
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 const CHANNELS: &[&str] = &["telegram_user_client", "telegram"];
@@ -716,7 +781,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let node = &self.node;
         check(node.id.is_empty() || is_name(&node.id), || {
-            invalid("node.id", &node.id, "use 1 to 64 letters, digits, `-` or `_` (empty = host name)")
+            invalid(
+                "node.id",
+                &node.id,
+                "use 1 to 64 letters, digits, `-` or `_` (empty = host name)",
+            )
         })?;
         check(!node.data_dir.as_os_str().is_empty(), || {
             invalid("node.data_dir", &node.data_dir, "give a directory path")
@@ -724,9 +793,15 @@ impl Config {
 
         let nats = &self.nats;
         for url in nats.url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            let scheme_ok = ["nats://", "tls://", "ws://", "wss://"].iter().any(|s| url.starts_with(s));
+            let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|s| url.starts_with(s));
             check(scheme_ok && url.len() > 7, || {
-                invalid("nats.url", url, "use nats://host:port (or tls://, ws://, wss://), comma-separated for several; empty = embedded server")
+                invalid(
+                    "nats.url",
+                    url,
+                    "use nats://host:port (or tls://, ws://, wss://), comma-separated for several; empty = embedded server",
+                )
             })?;
         }
         file_exists("nats.credentials_file", &nats.credentials_file)?;
@@ -735,30 +810,69 @@ impl Config {
         file_exists("nats.tls.key_file", &nats.tls.key_file)?;
         check(
             nats.tls.cert_file.as_os_str().is_empty() == nats.tls.key_file.as_os_str().is_empty(),
-            || invalid("nats.tls.key_file", &nats.tls.key_file, "mutual TLS needs both nats.tls.cert_file and nats.tls.key_file"),
+            || {
+                invalid(
+                    "nats.tls.key_file",
+                    &nats.tls.key_file,
+                    "mutual TLS needs both nats.tls.cert_file and nats.tls.key_file",
+                )
+            },
         )?;
         file_exists("nats.embedded.binary", &nats.embedded.binary)?;
         check(nats.request_timeout.0 >= Duration::from_millis(100), || {
-            invalid("nats.request_timeout", nats.request_timeout, "at least 100ms")
+            invalid(
+                "nats.request_timeout",
+                nats.request_timeout,
+                "at least 100ms",
+            )
         })?;
         check((1..=65_536).contains(&nats.max_ack_inflight), || {
-            invalid("nats.max_ack_inflight", nats.max_ack_inflight, "a whole number from 1 to 65536")
+            invalid(
+                "nats.max_ack_inflight",
+                nats.max_ack_inflight,
+                "a whole number from 1 to 65536",
+            )
         })?;
 
-        for (name, s) in [("raw", &self.streams.raw), ("clean", &self.streams.clean), ("dlq", &self.streams.dlq)] {
+        for (name, s) in [
+            ("raw", &self.streams.raw),
+            ("clean", &self.streams.clean),
+            ("dlq", &self.streams.dlq),
+        ] {
             let key = |k: &str| format!("streams.{name}.{k}");
-            check(!s.max_age.is_zero(), || invalid(&key("max_age"), s.max_age, "a duration above zero"))?;
-            check(!s.duplicate_window.is_zero() && s.duplicate_window <= s.max_age, || {
-                invalid(&key("duplicate_window"), s.duplicate_window, format!("a duration above zero and at most max_age ({})", s.max_age))
+            check(!s.max_age.is_zero(), || {
+                invalid(&key("max_age"), s.max_age, "a duration above zero")
             })?;
-            check([1, 3, 5].contains(&s.replicas), || invalid(&key("replicas"), s.replicas, "1, 3 or 5"))?;
+            check(
+                !s.duplicate_window.is_zero() && s.duplicate_window <= s.max_age,
+                || {
+                    invalid(
+                        &key("duplicate_window"),
+                        s.duplicate_window,
+                        format!("a duration above zero and at most max_age ({})", s.max_age),
+                    )
+                },
+            )?;
+            check([1, 3, 5].contains(&s.replicas), || {
+                invalid(&key("replicas"), s.replicas, "1, 3 or 5")
+            })?;
             check(s.max_bytes == -1 || s.max_bytes > 0, || {
-                invalid(&key("max_bytes"), s.max_bytes, "a size in bytes above zero, or -1 for no limit")
+                invalid(
+                    &key("max_bytes"),
+                    s.max_bytes,
+                    "a size in bytes above zero, or -1 for no limit",
+                )
             })?;
         }
-        check([1, 3, 5].contains(&self.kv.replicas), || invalid("kv.replicas", self.kv.replicas, "1, 3 or 5"))?;
+        check([1, 3, 5].contains(&self.kv.replicas), || {
+            invalid("kv.replicas", self.kv.replicas, "1, 3 or 5")
+        })?;
         check(self.kv.lease_ttl.0 >= Duration::from_secs(5), || {
-            invalid("kv.lease_ttl", self.kv.lease_ttl, "at least 5s (a node renews at a third of it)")
+            invalid(
+                "kv.lease_ttl",
+                self.kv.lease_ttl,
+                "at least 5s (a node renews at a third of it)",
+            )
         })?;
         file_exists("security.master_key_file", &self.security.master_key_file)?;
 
@@ -767,62 +881,154 @@ impl Config {
             .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .unwrap_or(false);
         check(url_ok, || {
-            invalid("switchboard.url", &sb.url, "an http:// or https:// URL ending in /mcp (streamable HTTP) or /sse (legacy SSE)")
+            invalid(
+                "switchboard.url",
+                &sb.url,
+                "an http:// or https:// URL ending in /mcp (streamable HTTP) or /sse (legacy SSE)",
+            )
         })?;
         check(CHANNELS.contains(&sb.channel.as_str()), || {
-            invalid("switchboard.channel", &sb.channel, format!("one of {CHANNELS:?} (`telegram` for servers before mid-March 2026)"))
+            invalid(
+                "switchboard.channel",
+                &sb.channel,
+                format!("one of {CHANNELS:?} (`telegram` for servers before mid-March 2026)"),
+            )
         })?;
-        check(sb.provider == "telegram", || invalid("switchboard.provider", &sb.provider, "\"telegram\""))?;
-        check(sb.endpoint_identity.starts_with("telegram:user:") && sb.endpoint_identity.len() > 14, || {
-            invalid("switchboard.endpoint_identity", &sb.endpoint_identity, "telegram:user:<id>, telegram:user:@<username>, or the template telegram:user:{account}")
+        check(sb.provider == "telegram", || {
+            invalid("switchboard.provider", &sb.provider, "\"telegram\"")
         })?;
+        check(
+            sb.endpoint_identity.starts_with("telegram:user:") && sb.endpoint_identity.len() > 14,
+            || {
+                invalid(
+                    "switchboard.endpoint_identity",
+                    &sb.endpoint_identity,
+                    "telegram:user:<id>, telegram:user:@<username>, or the template telegram:user:{account}",
+                )
+            },
+        )?;
         check((1..=1024).contains(&sb.max_inflight), || {
-            invalid("switchboard.max_inflight", sb.max_inflight, "a whole number from 1 to 1024")
+            invalid(
+                "switchboard.max_inflight",
+                sb.max_inflight,
+                "a whole number from 1 to 1024",
+            )
         })?;
         check(sb.request_timeout.0 >= Duration::from_secs(1), || {
-            invalid("switchboard.request_timeout", sb.request_timeout, "at least 1s")
+            invalid(
+                "switchboard.request_timeout",
+                sb.request_timeout,
+                "at least 1s",
+            )
         })?;
-        check(sb.heartbeat_interval.is_zero() || sb.heartbeat_interval.0 >= Duration::from_secs(10), || {
-            invalid("switchboard.heartbeat_interval", sb.heartbeat_interval, "0s (off) or at least 10s")
-        })?;
+        check(
+            sb.heartbeat_interval.is_zero() || sb.heartbeat_interval.0 >= Duration::from_secs(10),
+            || {
+                invalid(
+                    "switchboard.heartbeat_interval",
+                    sb.heartbeat_interval,
+                    "0s (off) or at least 10s",
+                )
+            },
+        )?;
 
         let tg = &self.telegram;
         check(tg.api_id >= 0 && tg.api_id <= i64::from(i32::MAX), || {
-            invalid("telegram.api_id", tg.api_id, "the numeric api_id from my.telegram.org, or 0 for not set")
+            invalid(
+                "telegram.api_id",
+                tg.api_id,
+                "the numeric api_id from my.telegram.org, or 0 for not set",
+            )
         })?;
         let hash = tg.api_hash.expose();
-        check(hash.is_empty() || (hash.len() == 32 && hash.chars().all(|c| c.is_ascii_hexdigit())), || {
-            invalid("telegram.api_hash", format!("<{} characters>", hash.len()), "the 32 hex characters from my.telegram.org, or empty")
-        })?;
+        check(
+            hash.is_empty() || (hash.len() == 32 && hash.chars().all(|c| c.is_ascii_hexdigit())),
+            || {
+                invalid(
+                    "telegram.api_hash",
+                    format!("<{} characters>", hash.len()),
+                    "the 32 hex characters from my.telegram.org, or empty",
+                )
+            },
+        )?;
         check(tg.backfill_window_h <= 8760, || {
-            invalid("telegram.backfill_window_h", tg.backfill_window_h, "hours from 0 to 8760 (one year)")
+            invalid(
+                "telegram.backfill_window_h",
+                tg.backfill_window_h,
+                "hours from 0 to 8760 (one year)",
+            )
         })?;
         check(tg.update_channel_capacity >= 100, || {
-            invalid("telegram.update_channel_capacity", tg.update_channel_capacity, "at least 100 (grammers drops updates when it is full)")
+            invalid(
+                "telegram.update_channel_capacity",
+                tg.update_channel_capacity,
+                "at least 100 (grammers drops updates when it is full)",
+            )
         })?;
 
-        check(!self.dedupe.horizon.is_zero(), || invalid("dedupe.horizon", self.dedupe.horizon, "a duration above zero"))?;
+        check(!self.dedupe.horizon.is_zero(), || {
+            invalid(
+                "dedupe.horizon",
+                self.dedupe.horizon,
+                "a duration above zero",
+            )
+        })?;
 
         let sup = &self.supervision;
-        check(sup.max_restarts >= 1, || invalid("supervision.max_restarts", sup.max_restarts, "at least 1"))?;
-        check(!sup.window.is_zero(), || invalid("supervision.window", sup.window, "a duration above zero"))?;
+        check(sup.max_restarts >= 1, || {
+            invalid("supervision.max_restarts", sup.max_restarts, "at least 1")
+        })?;
+        check(!sup.window.is_zero(), || {
+            invalid("supervision.window", sup.window, "a duration above zero")
+        })?;
         check(!sup.backoff_initial.is_zero(), || {
-            invalid("supervision.backoff_initial", sup.backoff_initial, "a duration above zero")
+            invalid(
+                "supervision.backoff_initial",
+                sup.backoff_initial,
+                "a duration above zero",
+            )
         })?;
         check(sup.backoff_max >= sup.backoff_initial, || {
-            invalid("supervision.backoff_max", sup.backoff_max, format!("at least backoff_initial ({})", sup.backoff_initial))
+            invalid(
+                "supervision.backoff_max",
+                sup.backoff_max,
+                format!("at least backoff_initial ({})", sup.backoff_initial),
+            )
         })?;
-        check((0.0..=1.0).contains(&sup.jitter), || invalid("supervision.jitter", sup.jitter, "a fraction from 0 to 1"))?;
+        check((0.0..=1.0).contains(&sup.jitter), || {
+            invalid("supervision.jitter", sup.jitter, "a fraction from 0 to 1")
+        })?;
 
-        check(self.eventlog.anchor_interval.0 >= Duration::from_secs(1), || {
-            invalid("eventlog.anchor_interval", self.eventlog.anchor_interval, "at least 1s")
-        })?;
-        check(tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_ok(), || {
-            invalid("logging.level", &self.logging.level, "a level (error, warn, info, debug, trace) or a filter such as tgingest=debug,async_nats=warn")
-        })?;
-        check(self.admin.listen.is_empty() || self.admin.listen.parse::<SocketAddr>().is_ok(), || {
-            invalid("admin.listen", &self.admin.listen, "an address such as 127.0.0.1:9464, or empty for off")
-        })?;
+        check(
+            self.eventlog.anchor_interval.0 >= Duration::from_secs(1),
+            || {
+                invalid(
+                    "eventlog.anchor_interval",
+                    self.eventlog.anchor_interval,
+                    "at least 1s",
+                )
+            },
+        )?;
+        check(
+            tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_ok(),
+            || {
+                invalid(
+                    "logging.level",
+                    &self.logging.level,
+                    "a level (error, warn, info, debug, trace) or a filter such as tgingest=debug,async_nats=warn",
+                )
+            },
+        )?;
+        check(
+            self.admin.listen.is_empty() || self.admin.listen.parse::<SocketAddr>().is_ok(),
+            || {
+                invalid(
+                    "admin.listen",
+                    &self.admin.listen,
+                    "an address such as 127.0.0.1:9464, or empty for off",
+                )
+            },
+        )?;
         Ok(())
     }
 
@@ -838,7 +1044,13 @@ impl Config {
         }
         let host: String = hostname()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(64)
             .collect();
         if host.is_empty() { "node".into() } else { host }
@@ -876,7 +1088,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -889,7 +1104,10 @@ mod tests {
     fn generic_env_names_reach_every_key() {
         let loaded = load(
             None,
-            env(&[("TGINGEST_STREAMS_RAW_MAX_AGE", "2h"), ("TGINGEST_SWITCHBOARD_SEND_SENDER_DETAILS", "yes")]),
+            env(&[
+                ("TGINGEST_STREAMS_RAW_MAX_AGE", "2h"),
+                ("TGINGEST_SWITCHBOARD_SEND_SENDER_DETAILS", "yes"),
+            ]),
         )
         .unwrap();
         assert_eq!(loaded.config.streams.raw.max_age, Dur::hours(2));
@@ -916,17 +1134,37 @@ mod tests {
 
     #[test]
     fn env_errors_name_the_variable() {
-        let err = load(None, env(&[("CONNECTOR_MAX_INFLIGHT", "lots")])).unwrap_err().to_string();
-        assert!(err.contains("CONNECTOR_MAX_INFLIGHT") && err.contains("whole number"), "{err}");
-        let err = load(None, env(&[("CONNECTOR_MAX_INFLIGHT", "0")])).unwrap_err().to_string();
-        assert!(err.contains("environment variable CONNECTOR_MAX_INFLIGHT") && err.contains("1 to 1024"), "{err}");
-        let err = load(None, env(&[("TGINGEST_NATS_URLL", "nats://x:1")])).unwrap_err().to_string();
-        assert!(err.contains("TGINGEST_NATS_URLL") && err.contains("TGINGEST_NATS_URL"), "{err}");
+        let err = load(None, env(&[("CONNECTOR_MAX_INFLIGHT", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CONNECTOR_MAX_INFLIGHT") && err.contains("whole number"),
+            "{err}"
+        );
+        let err = load(None, env(&[("CONNECTOR_MAX_INFLIGHT", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable CONNECTOR_MAX_INFLIGHT")
+                && err.contains("1 to 1024"),
+            "{err}"
+        );
+        let err = load(None, env(&[("TGINGEST_NATS_URLL", "nats://x:1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TGINGEST_NATS_URLL") && err.contains("TGINGEST_NATS_URL"),
+            "{err}"
+        );
     }
 
     #[test]
     fn secrets_are_masked_when_printed() {
-        let loaded = load(None, env(&[("TELEGRAM_API_HASH", "0123456789abcdef0123456789abcdef")])).unwrap();
+        let loaded = load(
+            None,
+            env(&[("TELEGRAM_API_HASH", "0123456789abcdef0123456789abcdef")]),
+        )
+        .unwrap();
         let printed = loaded.config.to_masked_toml();
         assert!(!printed.contains("0123456789abcdef"), "{printed}");
         assert!(printed.contains("api_hash = \"***\""), "{printed}");

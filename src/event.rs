@@ -101,7 +101,12 @@ impl ChatKind {
     }
 
     /// All kinds, for iteration in configs and tests.
-    pub const ALL: [ChatKind; 4] = [ChatKind::Private, ChatKind::Group, ChatKind::Supergroup, ChatKind::Channel];
+    pub const ALL: [ChatKind; 4] = [
+        ChatKind::Private,
+        ChatKind::Group,
+        ChatKind::Supergroup,
+        ChatKind::Channel,
+    ];
 }
 
 impl std::str::FromStr for ChatKind {
@@ -110,7 +115,9 @@ impl std::str::FromStr for ChatKind {
         ChatKind::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown chat kind {s:?}: expected private, group, supergroup or channel"))
+            .ok_or_else(|| {
+                format!("unknown chat kind {s:?}: expected private, group, supergroup or channel")
+            })
     }
 }
 
@@ -196,7 +203,13 @@ pub enum Source {
 /// The deterministic id: keyed blake3 over the identifying fields, 128 bits as 32 hex characters.
 ///
 /// Each field is length-prefixed, so no two different inputs share a pre-image.
-pub fn event_id(account_id: &str, chat_id: &str, message_id: &str, kind: EventKind, edit_version: u64) -> String {
+pub fn event_id(
+    account_id: &str,
+    chat_id: &str,
+    message_id: &str,
+    kind: EventKind,
+    edit_version: u64,
+) -> String {
     let mut hasher = blake3::Hasher::new_derive_key("tgingest 2026-11 event_id v1");
     for field in [account_id, chat_id, message_id, kind.as_str()] {
         hasher.update(&(field.len() as u64).to_le_bytes());
@@ -222,15 +235,32 @@ pub enum EventError {
 }
 
 fn decimal(field: &'static str, value: &str, signed: bool) -> Result<(), EventError> {
-    let digits = if signed { value.strip_prefix('-').unwrap_or(value) } else { value };
+    let digits = if signed {
+        value.strip_prefix('-').unwrap_or(value)
+    } else {
+        value
+    };
     let ok = !digits.is_empty() && digits.len() <= 20 && digits.bytes().all(|b| b.is_ascii_digit());
-    if ok { Ok(()) } else { Err(EventError::BadId { field, value: value.to_string() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(EventError::BadId {
+            field,
+            value: value.to_string(),
+        })
+    }
 }
 
 impl Event {
     /// Recomputes the id from the fields.
     pub fn expected_id(&self) -> String {
-        event_id(&self.account_id, &self.chat.id, &self.message_id, self.kind, self.edit_version)
+        event_id(
+            &self.account_id,
+            &self.chat.id,
+            &self.message_id,
+            self.kind,
+            self.edit_version,
+        )
     }
 
     /// Checks what a producer outside this process could get wrong.
@@ -256,14 +286,20 @@ impl Event {
             _ => false,
         };
         if !matches {
-            return Err(EventError::ChatMismatch { id: self.chat.id.clone(), kind: self.chat.kind.as_str() });
+            return Err(EventError::ChatMismatch {
+                id: self.chat.id.clone(),
+                kind: self.chat.kind.as_str(),
+            });
         }
         if self.kind != EventKind::Edit && self.edit_version != 0 {
             return Err(EventError::StrayEditVersion(self.edit_version));
         }
         let expected = self.expected_id();
         if self.event_id != expected {
-            return Err(EventError::IdMismatch { found: self.event_id.clone(), expected });
+            return Err(EventError::IdMismatch {
+                found: self.event_id.clone(),
+                expected,
+            });
         }
         Ok(())
     }
@@ -293,15 +329,28 @@ mod tests {
             event_id: event_id("42", &chat_id, "7", EventKind::Message, 0),
             account_id: "42".into(),
             kind: EventKind::Message,
-            chat: Chat { kind: ChatKind::Supergroup, id: chat_id, title: Some("Team".into()) },
-            sender: Some(Sender { id: "99".into(), display_name: None, is_self: false }),
+            chat: Chat {
+                kind: ChatKind::Supergroup,
+                id: chat_id,
+                title: Some("Team".into()),
+            },
+            sender: Some(Sender {
+                id: "99".into(),
+                display_name: None,
+                is_self: false,
+            }),
             message_id: "7".into(),
             topic_id: Some("3".into()),
             reply_to: None,
             sent_at_us: 1_700_000_000_000_000,
             edit_version: 0,
             text: "hello".into(),
-            media: Some(Media { kind: MediaKind::Photo, mime_type: Some("image/jpeg".into()), size_bytes: Some(1), file_name: None }),
+            media: Some(Media {
+                kind: MediaKind::Photo,
+                mime_type: Some("image/jpeg".into()),
+                size_bytes: Some(1),
+                file_name: None,
+            }),
             source: Source::Live,
             observed_at_us: 1_700_000_000_123_456,
         }
@@ -331,7 +380,11 @@ mod tests {
         assert_eq!(marked_chat_id(ChatKind::Private, 777_000), "777000");
         assert_eq!(marked_chat_id(ChatKind::Group, 123), "-123");
         assert_eq!(marked_chat_id(ChatKind::Channel, 123), "-1000000000123");
-        for (kind, marked) in [(MarkedKind::User, "5"), (MarkedKind::Group, "-5"), (MarkedKind::Channel, "-1000000000005")] {
+        for (kind, marked) in [
+            (MarkedKind::User, "5"),
+            (MarkedKind::Group, "-5"),
+            (MarkedKind::Channel, "-1000000000005"),
+        ] {
             assert_eq!(parse_marked_chat_id(marked), Some((kind, 5)));
         }
         assert_eq!(parse_marked_chat_id("0"), None);
@@ -350,7 +403,13 @@ mod tests {
         sample().validate().unwrap();
         let mut e = sample();
         e.message_id = "7a".into();
-        assert_eq!(e.validate(), Err(EventError::BadId { field: "message_id", value: "7a".into() }));
+        assert_eq!(
+            e.validate(),
+            Err(EventError::BadId {
+                field: "message_id",
+                value: "7a".into()
+            })
+        );
         let mut e = sample();
         e.chat.kind = ChatKind::Private;
         assert!(matches!(e.validate(), Err(EventError::ChatMismatch { .. })));
@@ -366,7 +425,10 @@ mod tests {
 
     #[test]
     fn timestamps_have_six_fractional_digits() {
-        assert_eq!(rfc3339_micros(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(
+            rfc3339_micros(1_700_000_000_123_456),
+            "2023-11-14T22:13:20.123456Z"
+        );
         assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
     }
 }

@@ -52,14 +52,20 @@ pub enum KeyError {
     #[error("{origin}: the master key must be 64 hex characters (32 bytes); {problem}")]
     BadFormat { origin: String, problem: String },
     #[error("cannot read master key file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "master key file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`",
         path = path.display()
     )]
     TooOpen { path: PathBuf, mode: u32 },
     #[error("cannot create master key file {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "no master key: set {MASTER_KEY_ENV} (64 hex characters) or security.master_key_file \
          (or {MASTER_KEY_FILE_ENV}); only the embedded default generates one by itself"
@@ -100,7 +106,10 @@ impl MasterKey {
     /// Parses 64 hex characters (surrounding white space ignored); `origin` names the source in errors.
     pub fn from_hex(text: &str, origin: &str) -> Result<Self, KeyError> {
         let text = text.trim();
-        let bad = |problem: String| KeyError::BadFormat { origin: origin.to_string(), problem };
+        let bad = |problem: String| KeyError::BadFormat {
+            origin: origin.to_string(),
+            problem,
+        };
         if text.len() != 64 {
             return Err(bad(format!("found {} characters", text.len())));
         }
@@ -112,10 +121,19 @@ impl MasterKey {
 
     /// Reads a key file, refusing one that group or others can read.
     pub fn read_file(path: &Path) -> Result<Self, KeyError> {
-        let read_err = |source| KeyError::Read { path: path.to_path_buf(), source };
-        let mode = std::fs::metadata(path).map_err(read_err)?.permissions().mode();
+        let read_err = |source| KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mode = std::fs::metadata(path)
+            .map_err(read_err)?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
-            return Err(KeyError::TooOpen { path: path.to_path_buf(), mode: mode & 0o777 });
+            return Err(KeyError::TooOpen {
+                path: path.to_path_buf(),
+                mode: mode & 0o777,
+            });
         }
         let text = std::fs::read_to_string(path).map_err(read_err)?;
         Self::from_hex(&text, &format!("master key file {}", path.display()))
@@ -123,7 +141,10 @@ impl MasterKey {
 
     /// Writes a new random key to `path` (mode 0600, never overwriting) and returns it.
     pub fn generate_file(path: &Path) -> Result<Self, KeyError> {
-        let create_err = |source| KeyError::Create { path: path.to_path_buf(), source };
+        let create_err = |source| KeyError::Create {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(create_err)?;
         }
@@ -152,11 +173,16 @@ impl MasterKey {
         if let Some(path) = file {
             return Ok((Self::read_file(path)?, KeyOrigin::File(path.to_path_buf())));
         }
-        let Some(path) = generate_at else { return Err(KeyError::Missing) };
+        let Some(path) = generate_at else {
+            return Err(KeyError::Missing);
+        };
         if path.exists() {
             return Ok((Self::read_file(path)?, KeyOrigin::File(path.to_path_buf())));
         }
-        Ok((Self::generate_file(path)?, KeyOrigin::Generated(path.to_path_buf())))
+        Ok((
+            Self::generate_file(path)?,
+            KeyOrigin::Generated(path.to_path_buf()),
+        ))
     }
 
     /// The key for one purpose.
@@ -183,7 +209,10 @@ mod tests {
             key.derive_for(KeyPurpose::SessionSeal, "a"),
             key.derive_for(KeyPurpose::SessionSeal, "b")
         );
-        assert_eq!(chain, MasterKey::from_bytes([7; 32]).derive(KeyPurpose::EventLogChain));
+        assert_eq!(
+            chain,
+            MasterKey::from_bytes([7; 32]).derive(KeyPurpose::EventLogChain)
+        );
     }
 
     #[test]
@@ -205,16 +234,27 @@ mod tests {
         let path = dir.path().join("k");
         std::fs::write(&path, "ab".repeat(32)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(MasterKey::read_file(&path), Err(KeyError::TooOpen { mode: 0o644, .. })));
+        assert!(matches!(
+            MasterKey::read_file(&path),
+            Err(KeyError::TooOpen { mode: 0o644, .. })
+        ));
         let err = MasterKey::from_hex("zz", "test").unwrap_err().to_string();
         assert!(err.contains("found 2 characters"), "{err}");
-        let err = MasterKey::from_hex(&"g".repeat(64), "test").unwrap_err().to_string();
+        let err = MasterKey::from_hex(&"g".repeat(64), "test")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not hex"), "{err}");
-        assert!(matches!(MasterKey::resolve(None, None, None), Err(KeyError::Missing)));
+        assert!(matches!(
+            MasterKey::resolve(None, None, None),
+            Err(KeyError::Missing)
+        ));
     }
 
     #[test]
     fn debug_never_shows_the_key() {
-        assert_eq!(format!("{:?}", MasterKey::from_bytes([0xab; 32])), "MasterKey(***)");
+        assert_eq!(
+            format!("{:?}", MasterKey::from_bytes([0xab; 32])),
+            "MasterKey(***)"
+        );
     }
 }

@@ -3,26 +3,26 @@
 //!
 //! The modules, in the order data meets them:
 
-/// Typed configuration from `config/*.toml` plus environment overrides, with precise errors.
-pub mod config;
-/// The master key and the sub-keys derived from it.
-pub mod keys;
-/// The normalized `Event` and its deterministic id.
-pub mod event;
-/// The one binary encoding (format byte + bincode 2) of stored and bus payloads.
-pub mod codec;
-/// Finding, spawning and stopping `nats-server` processes (embedded mode and tests).
-pub mod nats_server;
 /// JetStream: connection, streams, KV buckets, idempotent setup.
 pub mod bus;
+/// The `tgingest` command line.
+pub mod cli;
+/// The one binary encoding (format byte + bincode 2) of stored and bus payloads.
+pub mod codec;
+/// Typed configuration from `config/*.toml` plus environment overrides, with precise errors.
+pub mod config;
+/// The normalized `Event` and its deterministic id.
+pub mod event;
 /// The append-only, blake3-chained audit and checkpoint log over sled.
 pub mod eventlog;
+/// The master key and the sub-keys derived from it.
+pub mod keys;
+/// Finding, spawning and stopping `nats-server` processes (embedded mode and tests).
+pub mod nats_server;
 /// One-for-one restarts with intensity limits, backoff and escalation for ractor actors.
 pub mod supervision;
 /// Logging and metrics set-up.
 pub mod telemetry;
-/// The `tgingest` command line.
-pub mod cli;
 
 /// This build's version, as reported by `--version` and in heartbeats.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -82,7 +82,11 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, NatsServerError
     let explicit = configured
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os(NATS_SERVER_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+        .or_else(|| {
+            std::env::var_os(NATS_SERVER_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
     if let Some(path) = explicit {
         check_version(&path)?;
         return Ok(path);
@@ -104,7 +108,9 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, NatsServerError
     if tried.is_empty() {
         tried.push(format!("{}, PATH", tools_binary().display()));
     }
-    Err(NatsServerError::NotFound { tried: tried.join("; ") })
+    Err(NatsServerError::NotFound {
+        tried: tried.join("; "),
+    })
 }
 
 /// Where `scripts/install-nats-server.sh` puts the pinned server.
@@ -114,12 +120,22 @@ pub fn tools_binary() -> PathBuf {
 
 /// Runs `nats-server --version` and refuses servers older than [`MIN_VERSION`].
 pub fn check_version(path: &Path) -> Result<Version, NatsServerError> {
-    let no_version = |detail: String| NatsServerError::NoVersion { path: path.to_path_buf(), detail };
-    let out = Command::new(path).arg("--version").output().map_err(|e| no_version(e.to_string()))?;
+    let no_version = |detail: String| NatsServerError::NoVersion {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let out = Command::new(path)
+        .arg("--version")
+        .output()
+        .map_err(|e| no_version(e.to_string()))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let found = Version::parse(&text).ok_or_else(|| no_version(format!("it printed {:?}", text.trim())))?;
+    let found =
+        Version::parse(&text).ok_or_else(|| no_version(format!("it printed {:?}", text.trim())))?;
     if found < MIN_VERSION {
-        return Err(NatsServerError::TooOld { path: path.to_path_buf(), found });
+        return Err(NatsServerError::TooOld {
+            path: path.to_path_buf(),
+            found,
+        });
     }
     Ok(found)
 }
@@ -166,7 +182,12 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts the server and waits until it accepts clients.
     pub fn start(options: ServerOptions) -> Result<NatsServer, NatsServerError> {
-        let mut server = NatsServer { options, child: None, port: 0, monitoring_url: None };
+        let mut server = NatsServer {
+            options,
+            child: None,
+            port: 0,
+            monitoring_url: None,
+        };
         server.spawn()?;
         Ok(server)
     }
@@ -210,7 +231,9 @@ impl NatsServer {
 
     /// Asks the server to shut down (SIGTERM), killing it if it has not exited in time.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + STOP_TIMEOUT;
@@ -244,20 +267,31 @@ impl NatsServer {
 
     fn spawn(&mut self) -> Result<(), NatsServerError> {
         let opts = &self.options;
-        let prepare = |path: &Path, source| NatsServerError::Prepare { path: path.to_path_buf(), source };
+        let prepare = |path: &Path, source| NatsServerError::Prepare {
+            path: path.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(&opts.store_dir).map_err(|e| prepare(&opts.store_dir, e))?;
         let ports_dir = opts.store_dir.join("ports");
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir).map_err(|e| prepare(&ports_dir, e))?;
         let log_path = opts.store_dir.join("nats-server.log");
-        let log = File::options().create(true).append(true).open(&log_path).map_err(|e| prepare(&log_path, e))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| prepare(&log_path, e))?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let log_err = log.try_clone().map_err(|e| prepare(&log_path, e))?;
 
         let mut cmd = Command::new(&opts.binary);
         cmd.args(["-a", "127.0.0.1", "-js", "--server_name", &opts.name])
             .arg("-p")
-            .arg(if opts.port == 0 { "-1".to_string() } else { opts.port.to_string() })
+            .arg(if opts.port == 0 {
+                "-1".to_string()
+            } else {
+                opts.port.to_string()
+            })
             .arg("-sd")
             .arg(&opts.store_dir)
             .arg("--ports_file_dir")
@@ -269,8 +303,11 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));
-        let mut child = spawn_bound_to_this_process(cmd)
-            .map_err(|source| NatsServerError::Spawn { path: opts.binary.clone(), source })?;
+        let mut child =
+            spawn_bound_to_this_process(cmd).map_err(|source| NatsServerError::Spawn {
+                path: opts.binary.clone(),
+                source,
+            })?;
 
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
@@ -319,7 +356,10 @@ impl PortsFile {
 }
 
 fn read_ports_file(dir: &Path) -> Option<PortsFile> {
-    let entry = std::fs::read_dir(dir).ok()?.flatten().find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
     serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()
 }
 
@@ -356,11 +396,13 @@ fn spawn_bound_to_this_process(mut cmd: Command) -> io::Result<Child> {
     }
     let sender = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        let spawn_thread = std::thread::Builder::new().name("child-spawner".into()).spawn(move || {
-            for (mut cmd, reply) in rx {
-                let _ = reply.send(cmd.spawn());
-            }
-        });
+        let spawn_thread = std::thread::Builder::new()
+            .name("child-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
         if let Err(e) = spawn_thread {
             tracing::error!(error = %e, "cannot start the child-spawner thread");
         }
@@ -372,7 +414,9 @@ fn spawn_bound_to_this_process(mut cmd: Command) -> io::Result<Child> {
         .map_err(|_| io::Error::other("child-spawner lock poisoned"))?
         .send((cmd, reply_tx))
         .map_err(|_| io::Error::other("child-spawner thread is gone"))?;
-    reply_rx.recv().map_err(|_| io::Error::other("child-spawner thread is gone"))?
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("child-spawner thread is gone"))?
 }
 
 #[cfg(test)]
@@ -381,7 +425,10 @@ mod tests {
 
     #[test]
     fn versions_parse_from_what_servers_print() {
-        assert_eq!(Version::parse("nats-server: v2.15.1\n"), Some(Version(2, 15, 1)));
+        assert_eq!(
+            Version::parse("nats-server: v2.15.1\n"),
+            Some(Version(2, 15, 1))
+        );
         assert_eq!(Version::parse("2.9.10"), Some(Version(2, 9, 10)));
         assert_eq!(Version::parse("v2.11"), Some(Version(2, 11, 0)));
         assert_eq!(Version::parse("nats-server"), None);

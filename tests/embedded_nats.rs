@@ -1,0 +1,87 @@
+//! Spawned nats-server processes never outlive their owner, however the owner ends.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{TestNats, process_alive, wait_until};
+
+#[test]
+fn dropping_the_handle_stops_the_server() {
+    let nats = TestNats::start();
+    let pid = nats.server.pid().unwrap();
+    assert!(process_alive(pid));
+    drop(nats);
+    assert!(!process_alive(pid), "nats-server {pid} survived its handle");
+}
+
+#[test]
+fn a_panicking_owner_still_stops_the_server() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let result = std::thread::spawn(move || {
+        let nats = TestNats::start();
+        tx.send(nats.server.pid().unwrap()).unwrap();
+        panic!("test failure while the server runs");
+    })
+    .join();
+    assert!(result.is_err());
+    let pid = rx.recv().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_alive(pid)),
+        "nats-server {pid} orphaned"
+    );
+}
+
+#[test]
+fn restart_keeps_the_port_and_the_stored_messages() {
+    let mut nats = TestNats::start();
+    let port = nats.server.port();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = nats.url();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "KEEP".into(),
+            subjects: vec!["keep".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        js.publish("keep", "1".into()).await.unwrap().await.unwrap();
+    });
+    let old_pid = nats.server.pid().unwrap();
+    nats.server.restart().unwrap();
+    assert_eq!(nats.server.port(), port);
+    assert!(!process_alive(old_pid));
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let mut stream = js.get_stream("KEEP").await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    });
+}
+
+#[test]
+fn a_bad_binary_fails_with_its_own_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("nats-server");
+    std::fs::write(&fake, "#!/bin/sh\necho 'nats-server: v2.9.10'\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let err = tgingest::nats_server::find_binary(Some(&fake))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("2.9.10") && err.contains("install-nats-server.sh"),
+        "{err}"
+    );
+
+    std::fs::write(&fake, "#!/bin/sh\ncase \"$1\" in --version) echo 'nats-server: v2.15.1';; *) echo 'boom: bad flag' >&2; exit 3;; esac\n").unwrap();
+    let opts =
+        tgingest::nats_server::ServerOptions::new(fake.clone(), dir.path().join("store"), "x");
+    let err = tgingest::nats_server::NatsServer::start(opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("exited during start-up") && err.contains("boom: bad flag"),
+        "{err}"
+    );
+}
