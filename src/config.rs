@@ -501,7 +501,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid TOML: {message}")]
+    #[error("config file {path} is not valid TOML {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{origin}: key `{key}`: {message}")]
     Type {
@@ -549,7 +549,7 @@ pub fn load(
             text.parse::<toml::Table>()
                 .map_err(|e| ConfigError::Syntax {
                     path: path.to_path_buf(),
-                    message: e.to_string().trim().replace('\n', " "),
+                    message: syntax_message(&text, &e),
                 })?
         }
         None => toml::Table::new(),
@@ -575,12 +575,15 @@ pub fn load(
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let key = e.path().to_string();
             let message = e.into_inner().to_string();
-            let message = message
-                .split(" in `")
-                .next()
-                .unwrap_or(&message)
-                .trim()
-                .to_string();
+            let message = message.split("\nin `").next().unwrap_or(&message).trim();
+            let message = match message.find("expected struct ") {
+                Some(at) => format!("{}expected a section [{key}]", &message[..at]),
+                None => message.to_string(),
+            };
+            let message = ["u16", "u32", "u64", "usize", "i64"]
+                .iter()
+                .fold(message, |m, t| m.replace(&format!("expected {t}"), "expected a whole number"))
+                .replace("expected f64", "expected a number");
             ConfigError::Type {
                 origin: origin_of(&key),
                 key,
@@ -598,6 +601,16 @@ pub fn load(
         file: file.map(Path::to_path_buf),
         env_overrides,
     })
+}
+
+/// "at line L, column C: what" from a TOML parse error.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim();
+    let Some(span) = e.span() else { return what.to_string() };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("at line {line}, column {column}: {what}")
 }
 
 /// Every key path with its default value, in file order.
@@ -1010,7 +1023,7 @@ impl Config {
             },
         )?;
         check(
-            tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_ok(),
+            valid_log_filter(&self.logging.level),
             || {
                 invalid(
                     "logging.level",
@@ -1070,6 +1083,19 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
+}
+
+/// A filter whose every directive is `level` or `target=level` (tracing would read a misspelt
+/// level as a target name and quietly log nothing).
+fn valid_log_filter(filter: &str) -> bool {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    !filter.trim().is_empty()
+        && filter.split(',').all(|d| match d.rsplit_once('=') {
+            Some((target, level)) => !target.trim().is_empty() && is_level(level),
+            None => is_level(d),
+        })
+        && tracing_subscriber::EnvFilter::try_new(filter).is_ok()
 }
 
 fn hostname() -> String {

@@ -1,12 +1,12 @@
 //! tgingest: ingests what a set of Telegram user accounts can see and delivers it, normalized,
 //! deduplicated, scope-filtered and redacted, to a downstream ingest hub (first: Switchboard).
 //!
-//! The modules, in the order data meets them:
+//! Where things are:
 
 /// JetStream: connection, streams, KV buckets, idempotent setup.
 pub mod bus;
 /// The `tgingest` command line.
-pub mod cli;
+//pub mod cli;
 /// The one binary encoding (format byte + bincode 2) of stored and bus payloads.
 pub mod codec;
 /// Typed configuration from `config/*.toml` plus environment overrides, with precise errors.
@@ -21,8 +21,10 @@ pub mod keys;
 pub mod nats_server;
 /// One-for-one restarts with intensity limits, backoff and escalation for ractor actors.
 pub mod supervision;
-/// Logging and metrics set-up.
+/// Logging and process-wide set-up.
 pub mod telemetry;
+/// One running node: its parts started in order and stopped in reverse.
+//pub mod node;
 
 /// This build's version, as reported by `--version` and in heartbeats.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

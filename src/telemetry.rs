@@ -1,1 +1,23 @@
-//! (in progress)
+//! Logging and process-wide set-up that must happen once, before anything else runs.
+//!
+//! Logs go to stderr (stdout is for the command's own output, such as `audit verify`'s JSON).
+//! `RUST_LOG` overrides the configured level.
+
+use crate::config::LogFormat;
+
+/// Installs the tracing subscriber; later calls are no-ops (tests start several nodes).
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
+}
+
+/// Installs `ring` as the one rustls crypto provider (two compiled-in providers make rustls panic).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -85,3 +85,27 @@ fn a_bad_binary_fails_with_its_own_words() {
         "{err}"
     );
 }
+
+#[test]
+fn the_shipped_nats_server_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "conf") {
+            continue;
+        }
+        let out = std::process::Command::new(support::binary())
+            .arg("-c")
+            .arg(&path)
+            .arg("-t")
+            .env("JS_KEY", "test-key")
+            .env("NODE_NAME", "nats-1")
+            .output()
+            .unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.contains("is valid"), "{}: {said}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 2);
+}

@@ -1,0 +1,277 @@
+//! One running tgingest node: the parts started in order, and stopped in reverse.
+//!
+//! Start-up: data dir → master key → NATS (the embedded server, or the configured URL) → bus
+//! set-up → event log (with a `node.start` audit record) → root supervisor → chain-head anchoring.
+//! Shut-down writes a flushed `node.stop` record, stops the actors, then NATS.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+
+use crate::bus::{BUCKET_ANCHORS, Bus, BusError, SetupReport};
+use crate::config::Config;
+use crate::eventlog::{AuditEntry, Durability, EventLog, EventLogError};
+use crate::keys::{GENERATED_KEY_FILE, KeyError, KeyOrigin, KeyPurpose, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKey};
+use crate::nats_server::{NatsServer, NatsServerError, ServerOptions, find_binary};
+use crate::supervision::{RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
+
+/// Why a node could not start (or stop cleanly).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("embedded NATS: {0}")]
+    NatsServer(#[from] NatsServerError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    EventLog(#[from] EventLogError),
+    #[error("cannot start the root supervisor: {0}")]
+    Supervisor(String),
+    #[error("a start-up task failed: {0}")]
+    Task(String),
+}
+
+/// Resolves the master key the way every command does: env, configured file, then (embedded
+/// mode only) the key file in the data dir, generated on first run when `generate` is set.
+pub fn master_key(config: &Config, generate: bool) -> Result<(MasterKey, KeyOrigin), KeyError> {
+    let env_key = std::env::var(MASTER_KEY_ENV).ok().filter(|v| !v.is_empty());
+    let file = std::env::var_os(MASTER_KEY_FILE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| Some(config.security.master_key_file.clone()).filter(|p| !p.as_os_str().is_empty()));
+    let generated = config.node.data_dir.join(GENERATED_KEY_FILE);
+    let fallback = (config.embedded_nats() && (generate || generated.exists())).then_some(generated.as_path());
+    MasterKey::resolve(env_key.as_deref(), file.as_deref(), fallback)
+}
+
+/// The nats-server this node started, restarted on the same port if it dies.
+struct EmbeddedNats {
+    server: Arc<Mutex<NatsServer>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl EmbeddedNats {
+    async fn start(config: &Config, node_id: &str) -> Result<EmbeddedNats, NodeError> {
+        let binary = find_binary(Some(&config.nats.embedded.binary))?;
+        let mut options = ServerOptions::new(binary, config.nats_store_dir(), node_id);
+        options.port = config.nats.embedded.port;
+        let server = tokio::task::spawn_blocking(move || NatsServer::start(options))
+            .await
+            .map_err(|e| NodeError::Task(e.to_string()))??;
+        tracing::info!(url = %server.url(), pid = server.pid(), "embedded nats-server started");
+        let server = Arc::new(Mutex::new(server));
+        let watcher = tokio::spawn(watch(server.clone()));
+        Ok(EmbeddedNats { server, watcher })
+    }
+
+    fn url(&self) -> String {
+        self.server.lock().map(|s| s.url()).unwrap_or_default()
+    }
+
+    async fn stop(self) {
+        self.watcher.abort();
+        let server = self.server;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(mut s) = server.lock() {
+                s.stop();
+            }
+        })
+        .await;
+        tracing::info!("embedded nats-server stopped");
+    }
+}
+
+/// Restarts the embedded server when it exits on its own, with growing pauses between tries.
+async fn watch(server: Arc<Mutex<NatsServer>>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let alive = server.lock().map(|mut s| s.is_running()).unwrap_or(true);
+        if alive {
+            backoff = Duration::from_secs(1);
+            continue;
+        }
+        tracing::error!("embedded nats-server exited; restarting it on the same port");
+        metrics::counter!("tgingest_embedded_nats_restarts_total").increment(1);
+        let handle = server.clone();
+        let result = tokio::task::spawn_blocking(move || handle.lock().map(|mut s| s.restart())).await;
+        match result {
+            Ok(Ok(Ok(()))) => tracing::info!("embedded nats-server is back"),
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, retry_in = ?backoff, "embedded nats-server did not restart");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            _ => return,
+        }
+    }
+}
+
+/// A started node.
+pub struct Node {
+    pub config: Config,
+    pub node_id: String,
+    pub bus: Bus,
+    pub setup: SetupReport,
+    pub eventlog: Arc<EventLog>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    supervisor_done: tokio::task::JoinHandle<()>,
+    anchoring: tokio::task::JoinHandle<()>,
+    embedded: Option<EmbeddedNats>,
+}
+
+impl Node {
+    /// Starts every part in order; on failure, what was started is stopped again.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let node_id = config.node_id();
+        let data_dir = config.node.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
+
+        let (key, origin) = master_key(&config, true)?;
+        match &origin {
+            KeyOrigin::Generated(path) => tracing::warn!(
+                path = %path.display(),
+                "generated a master key for the embedded default; production must supply its own ({MASTER_KEY_ENV} or security.master_key_file)"
+            ),
+            KeyOrigin::File(path) => tracing::info!(path = %path.display(), "master key from file"),
+            KeyOrigin::Env => tracing::info!("master key from {MASTER_KEY_ENV}"),
+        }
+
+        let embedded = if config.embedded_nats() { Some(EmbeddedNats::start(&config, &node_id).await?) } else { None };
+        let url = embedded.as_ref().map_or_else(|| config.nats.url.clone(), EmbeddedNats::url);
+        let started = async {
+            let bus = Bus::connect(&url, &config.nats, &format!("tgingest-{node_id}")).await?;
+            let setup = bus.setup(&config).await?;
+            for (name, applied) in &setup.items {
+                tracing::info!(%name, ?applied, "bus set-up");
+            }
+            let eventlog = Arc::new(EventLog::open(&config.eventlog_dir(), key.derive(KeyPurpose::EventLogChain))?);
+            let details = BTreeMap::from([
+                ("version".to_string(), crate::VERSION.to_string()),
+                ("nats".to_string(), if embedded.is_some() { "embedded".into() } else { "external".into() }),
+            ]);
+            eventlog.audit(&audit("node.start", &node_id, details), Durability::Flushed).await?;
+            Ok::<_, NodeError>((bus, setup, eventlog))
+        }
+        .await;
+        let (bus, setup, eventlog) = match started {
+            Ok(parts) => parts,
+            Err(e) => {
+                if let Some(nats) = embedded {
+                    nats.stop().await;
+                }
+                return Err(e);
+            }
+        };
+
+        let s = &config.supervision;
+        let policy = RestartPolicy {
+            max_restarts: s.max_restarts,
+            window: s.window.into(),
+            backoff_initial: s.backoff_initial.into(),
+            backoff_max: s.backoff_max.into(),
+            jitter: s.jitter,
+        };
+        let args = SupervisorArgs { name: format!("{node_id}/root"), policy, children: Vec::new() };
+        let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, args)
+            .await
+            .map_err(|e| NodeError::Supervisor(e.to_string()))?;
+
+        let anchoring = tokio::spawn(anchor_periodically(
+            bus.clone(),
+            eventlog.clone(),
+            node_id.clone(),
+            config.eventlog.anchor_interval.into(),
+        ));
+        Ok(Node { config, node_id, bus, setup, eventlog, supervisor, supervisor_done, anchoring, embedded })
+    }
+
+    /// The URL of the NATS server in use.
+    pub fn nats_url(&self) -> &str {
+        self.bus.url()
+    }
+
+    /// Runs until SIGINT/SIGTERM, or until the root supervisor gives up (an error).
+    pub async fn run_until_signal(mut self) -> Result<(), NodeError> {
+        let signal = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => "SIGTERM",
+            }
+        };
+        let escalated = tokio::select! {
+            which = signal => { tracing::info!(signal = which, "stopping"); false }
+            _ = &mut self.supervisor_done => true,
+        };
+        self.shutdown().await?;
+        if escalated {
+            return Err(NodeError::Supervisor("the root supervisor gave up after repeated failures".into()));
+        }
+        Ok(())
+    }
+
+    /// Stops every part in reverse order; the `node.stop` record is flushed before NATS goes.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.anchoring.abort();
+        self.supervisor.stop(Some("node shutting down".into()));
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.supervisor_done).await;
+        let result = self
+            .eventlog
+            .audit(&audit("node.stop", &self.node_id, BTreeMap::new()), Durability::Flushed)
+            .await;
+        let _ = anchor_once(&self.bus, &self.eventlog, &self.node_id).await;
+        let _ = self.bus.client.flush().await;
+        if let Some(nats) = self.embedded {
+            nats.stop().await;
+        }
+        result.map(|_| ()).map_err(NodeError::from)
+    }
+}
+
+fn audit(action: &str, actor: &str, details: BTreeMap<String, String>) -> AuditEntry {
+    AuditEntry { action: action.into(), actor: actor.into(), account_id: None, details }
+}
+
+/// The chain head as stored in `TG_ANCHORS` under the node id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AnchorRecord {
+    pub seq: u64,
+    pub hash: String,
+    pub at_us: i64,
+}
+
+async fn anchor_once(bus: &Bus, eventlog: &EventLog, node_id: &str) -> Result<(), String> {
+    let head = eventlog.head();
+    let record = AnchorRecord { seq: head.seq, hash: hex::encode(head.hash), at_us: crate::event::now_us() };
+    let body = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+    let kv = bus.js.get_key_value(BUCKET_ANCHORS).await.map_err(|e| e.to_string())?;
+    kv.put(node_id, body.into()).await.map_err(|e| e.to_string())?;
+    metrics::gauge!("tgingest_eventlog_anchored_seq").set(head.seq as f64);
+    Ok(())
+}
+
+/// Anchors the chain head to JetStream (another trust domain) so a rewritten or truncated local
+/// log is caught by `audit verify --anchored`.
+async fn anchor_periodically(bus: Bus, eventlog: Arc<EventLog>, node_id: String, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = anchor_once(&bus, &eventlog, &node_id).await {
+            tracing::warn!(error = %e, "cannot anchor the event-log head to JetStream; will retry");
+        }
+    }
+}
+
+/// The newest anchor of `node_id`, if any.
+pub async fn latest_anchor(bus: &Bus, node_id: &str) -> Result<Option<AnchorRecord>, String> {
+    let kv = bus.js.get_key_value(BUCKET_ANCHORS).await.map_err(|e| e.to_string())?;
+    let Some(bytes) = kv.get(node_id).await.map_err(|e| e.to_string())? else { return Ok(None) };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("anchor of {node_id} is not valid: {e}"))
+}
