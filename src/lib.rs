@@ -6,7 +6,7 @@
 /// JetStream: connection, streams, KV buckets, idempotent setup.
 pub mod bus;
 /// The `tgingest` command line.
-//pub mod cli;
+pub mod cli;
 /// The one binary encoding (format byte + bincode 2) of stored and bus payloads.
 pub mod codec;
 /// Typed configuration from `config/*.toml` plus environment overrides, with precise errors.
@@ -24,7 +24,7 @@ pub mod supervision;
 /// Logging and process-wide set-up.
 pub mod telemetry;
 /// One running node: its parts started in order and stopped in reverse.
-//pub mod node;
+pub mod node;
 
 /// This build's version, as reported by `--version` and in heartbeats.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -100,10 +100,14 @@ async fn watch(server: Arc<Mutex<NatsServer>>) {
         tracing::error!("embedded nats-server exited; restarting it on the same port");
         metrics::counter!("tgingest_embedded_nats_restarts_total").increment(1);
         let handle = server.clone();
-        let result = tokio::task::spawn_blocking(move || handle.lock().map(|mut s| s.restart())).await;
+        let result = tokio::task::spawn_blocking(move || match handle.lock() {
+            Ok(mut s) => Some(s.restart()),
+            Err(_) => None,
+        })
+        .await;
         match result {
-            Ok(Ok(Ok(()))) => tracing::info!("embedded nats-server is back"),
-            Ok(Ok(Err(e))) => {
+            Ok(Some(Ok(()))) => tracing::info!("embedded nats-server is back"),
+            Ok(Some(Err(e))) => {
                 tracing::error!(error = %e, retry_in = ?backoff, "embedded nats-server did not restart");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -178,7 +182,7 @@ impl Node {
             backoff_max: s.backoff_max.into(),
             jitter: s.jitter,
         };
-        let args = SupervisorArgs { name: format!("{node_id}/root"), policy, children: Vec::new() };
+        let args = SupervisorArgs::new(format!("{node_id}/root"), policy, Vec::new());
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, args)
             .await
             .map_err(|e| NodeError::Supervisor(e.to_string()))?;

@@ -9,19 +9,23 @@ use support::{children_of, process_alive, signal, tgingest_cmd, wait_until};
 
 /// Starts `tgingest run` and waits for its embedded nats-server; returns both.
 fn start_node(data_dir: &std::path::Path) -> (Child, u32) {
+    let log_path = data_dir.join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let child = tgingest_cmd(data_dir)
         .arg("run")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn tgingest run");
     let pid = child.id();
     let mut nats_pid = None;
     let found = wait_until(Duration::from_secs(30), || {
         nats_pid = children_of(pid).into_iter().find(|(_, comm)| comm == "nats-server").map(|(p, _)| p);
-        nats_pid.is_some() && data_dir.join("eventlog").exists()
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        nats_pid.is_some() && log.contains("node running")
     });
-    assert!(found, "tgingest run did not start its nats-server");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(found, "tgingest run did not come up; its log:\n{log}");
     (child, nats_pid.unwrap_or_default())
 }
 
@@ -42,8 +46,6 @@ fn verify(data_dir: &std::path::Path, anchored: bool) -> (Option<i32>, serde_jso
 fn sigterm_stops_the_node_and_its_nats_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, nats_pid) = start_node(dir.path());
-    // Let the node finish start-up (the start record is written before the supervisor starts).
-    std::thread::sleep(Duration::from_millis(500));
     signal(child.id(), libc::SIGTERM);
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
