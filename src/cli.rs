@@ -122,7 +122,10 @@ pub fn main() -> ExitCode {
     crate::telemetry::init_logging(cfg.logging.format, &cfg.logging.level);
     crate::telemetry::install_crypto_provider();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -140,26 +143,37 @@ pub fn main() -> ExitCode {
 }
 
 fn load_config(flag: Option<&Path>) -> Result<config::Loaded, config::ConfigError> {
-    let from_env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let from_env = std::env::var_os(CONFIG_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     let file = flag.map(Path::to_path_buf).or(from_env);
     config::load(file.as_deref(), std::env::vars())
 }
 
 fn config_check(loaded: &config::Loaded) -> ExitCode {
-    let source = loaded.file.as_ref().map_or_else(|| "built-in defaults".to_string(), |p| p.display().to_string());
+    let source = loaded.file.as_ref().map_or_else(
+        || "built-in defaults".to_string(),
+        |p| p.display().to_string(),
+    );
     println!("# config OK: {source}");
     for (var, key) in &loaded.env_overrides {
         println!("# {key} set by environment variable {var}");
     }
     let c = &loaded.config;
     if c.embedded_nats() {
-        println!("# NATS: embedded nats-server, store {}", c.nats_store_dir().display());
+        println!(
+            "# NATS: embedded nats-server, store {}",
+            c.nats_store_dir().display()
+        );
     }
     match node::master_key(c, false) {
         Ok((_, origin)) => println!("# master key: {origin:?}"),
         Err(_) if c.embedded_nats() => println!(
             "# master key: none yet; the embedded default will generate {}",
-            c.node.data_dir.join(crate::keys::GENERATED_KEY_FILE).display()
+            c.node
+                .data_dir
+                .join(crate::keys::GENERATED_KEY_FILE)
+                .display()
         ),
         Err(e) => {
             eprintln!("error: {e}");
@@ -213,7 +227,12 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> ExitCode {
         }
     };
     let report = node.eventlog.verify();
-    let streams: Vec<String> = node.setup.items.iter().map(|(name, _)| name.clone()).collect();
+    let streams: Vec<String> = node
+        .setup
+        .items
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
     let summary = serde_json::json!({
         "nats_url": node.nats_url(),
         "embedded_nats": node.config.embedded_nats(),
@@ -233,7 +252,10 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> ExitCode {
         println!("tgingest demo");
         println!("  NATS:       {nats_url} (embedded nats-server, stopped again)");
         println!("  bus:        {} ready", streams.join(", "));
-        println!("  event log:  {}", serde_json::to_string(&report).unwrap_or_default());
+        println!(
+            "  event log:  {}",
+            serde_json::to_string(&report).unwrap_or_default()
+        );
         println!("  pipeline:   not built yet, so nothing was produced or delivered");
     }
     match stopped {
@@ -271,14 +293,18 @@ async fn audit_verify(mut cfg: Config, args: VerifyArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        eventlog::verify_dir(&dir, chain_key) /* TODO anchor */
+        eventlog::verify_dir_against(&dir, chain_key, &anchor)
     } else {
         eventlog::verify_dir(&dir, chain_key)
     };
     match report {
         Ok(report) => {
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -292,8 +318,10 @@ async fn fetch_anchor(cfg: &Config) -> Result<Option<Anchor>, String> {
     let node_id = cfg.node_id();
     let mut server = None;
     let url = if cfg.embedded_nats() {
-        let binary = crate::nats_server::find_binary(Some(&cfg.nats.embedded.binary)).map_err(|e| e.to_string())?;
-        let options = crate::nats_server::ServerOptions::new(binary, cfg.nats_store_dir(), &node_id);
+        let binary = crate::nats_server::find_binary(Some(&cfg.nats.embedded.binary))
+            .map_err(|e| e.to_string())?;
+        let options =
+            crate::nats_server::ServerOptions::new(binary, cfg.nats_store_dir(), &node_id);
         let s = tokio::task::spawn_blocking(move || crate::nats_server::NatsServer::start(options))
             .await
             .map_err(|e| e.to_string())?
@@ -305,11 +333,19 @@ async fn fetch_anchor(cfg: &Config) -> Result<Option<Anchor>, String> {
         cfg.nats.url.clone()
     };
     let result = async {
-        let bus = crate::bus::Bus::connect(&url, &cfg.nats, "tgingest-audit").await.map_err(|e| e.to_string())?;
-        let Some(record) = node::latest_anchor(&bus, &node_id).await? else { return Ok(None) };
+        let bus = crate::bus::Bus::connect(&url, &cfg.nats, "tgingest-audit")
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(record) = node::latest_anchor(&bus, &node_id).await? else {
+            return Ok(None);
+        };
         let mut hash = [0u8; 32];
-        hex::decode_to_slice(&record.hash, &mut hash).map_err(|_| "anchor hash is not 64 hex characters".to_string())?;
-        Ok(Some(Anchor { seq: record.seq, hash }))
+        hex::decode_to_slice(&record.hash, &mut hash)
+            .map_err(|_| "anchor hash is not 64 hex characters".to_string())?;
+        Ok(Some(Anchor {
+            seq: record.seq,
+            hash,
+        }))
     }
     .await;
     if let Some(s) = server {

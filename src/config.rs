@@ -582,7 +582,9 @@ pub fn load(
             };
             let message = ["u16", "u32", "u64", "usize", "i64"]
                 .iter()
-                .fold(message, |m, t| m.replace(&format!("expected {t}"), "expected a whole number"))
+                .fold(message, |m, t| {
+                    m.replace(&format!("expected {t}"), "expected a whole number")
+                })
                 .replace("expected f64", "expected a number");
             ConfigError::Type {
                 origin: origin_of(&key),
@@ -606,7 +608,9 @@ pub fn load(
 /// "at line L, column C: what" from a TOML parse error.
 fn syntax_message(text: &str, e: &toml::de::Error) -> String {
     let what = e.message().trim();
-    let Some(span) = e.span() else { return what.to_string() };
+    let Some(span) = e.span() else {
+        return what.to_string();
+    };
     let before = &text[..span.start.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -1022,16 +1026,13 @@ impl Config {
                 )
             },
         )?;
-        check(
-            valid_log_filter(&self.logging.level),
-            || {
-                invalid(
-                    "logging.level",
-                    &self.logging.level,
-                    "a level (error, warn, info, debug, trace) or a filter such as tgingest=debug,async_nats=warn",
-                )
-            },
-        )?;
+        check(valid_log_filter(&self.logging.level), || {
+            invalid(
+                "logging.level",
+                &self.logging.level,
+                "a level (error, warn, info, debug, trace) or a filter such as tgingest=debug,async_nats=warn",
+            )
+        })?;
         check(
             self.admin.listen.is_empty() || self.admin.listen.parse::<SocketAddr>().is_ok(),
             || {

@@ -279,12 +279,15 @@ impl Event {
         if let Some(sender) = &self.sender {
             decimal("sender.id", &sender.id, true)?;
         }
-        let matches = match (self.chat.kind, parse_marked_chat_id(&self.chat.id)) {
-            (ChatKind::Private, Some((MarkedKind::User, _))) => true,
-            (ChatKind::Group, Some((MarkedKind::Group, _))) => true,
-            (ChatKind::Supergroup | ChatKind::Channel, Some((MarkedKind::Channel, _))) => true,
-            _ => false,
-        };
+        let matches = matches!(
+            (self.chat.kind, parse_marked_chat_id(&self.chat.id)),
+            (ChatKind::Private, Some((MarkedKind::User, _)))
+                | (ChatKind::Group, Some((MarkedKind::Group, _)))
+                | (
+                    ChatKind::Supergroup | ChatKind::Channel,
+                    Some((MarkedKind::Channel, _))
+                )
+        );
         if !matches {
             return Err(EventError::ChatMismatch {
                 id: self.chat.id.clone(),

@@ -19,12 +19,12 @@ pub mod eventlog;
 pub mod keys;
 /// Finding, spawning and stopping `nats-server` processes (embedded mode and tests).
 pub mod nats_server;
+/// One running node: its parts started in order and stopped in reverse.
+pub mod node;
 /// One-for-one restarts with intensity limits, backoff and escalation for ractor actors.
 pub mod supervision;
 /// Logging and process-wide set-up.
 pub mod telemetry;
-/// One running node: its parts started in order and stopped in reverse.
-pub mod node;
 
 /// This build's version, as reported by `--version` and in heartbeats.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -311,13 +311,13 @@ impl NatsServer {
 
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if let Some(ports) = read_ports_file(&ports_dir) {
-                if let Some(port) = ports.client_port() {
-                    self.port = port;
-                    self.monitoring_url = ports.monitoring.into_iter().next();
-                    self.child = Some(child);
-                    return Ok(());
-                }
+            if let Some(ports) = read_ports_file(&ports_dir)
+                && let Some(port) = ports.client_port()
+            {
+                self.port = port;
+                self.monitoring_url = ports.monitoring.into_iter().next();
+                self.child = Some(child);
+                return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(NatsServerError::EarlyExit {

@@ -14,7 +14,10 @@ use ractor::{Actor, ActorRef};
 use crate::bus::{BUCKET_ANCHORS, Bus, BusError, SetupReport};
 use crate::config::Config;
 use crate::eventlog::{AuditEntry, Durability, EventLog, EventLogError};
-use crate::keys::{GENERATED_KEY_FILE, KeyError, KeyOrigin, KeyPurpose, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKey};
+use crate::keys::{
+    GENERATED_KEY_FILE, KeyError, KeyOrigin, KeyPurpose, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV,
+    MasterKey,
+};
 use crate::nats_server::{NatsServer, NatsServerError, ServerOptions, find_binary};
 use crate::supervision::{RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
 
@@ -22,7 +25,10 @@ use crate::supervision::{RestartPolicy, Supervisor, SupervisorArgs, SupervisorMs
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("cannot create data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error("embedded NATS: {0}")]
@@ -44,9 +50,12 @@ pub fn master_key(config: &Config, generate: bool) -> Result<(MasterKey, KeyOrig
     let file = std::env::var_os(MASTER_KEY_FILE_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| Some(config.security.master_key_file.clone()).filter(|p| !p.as_os_str().is_empty()));
+        .or_else(|| {
+            Some(config.security.master_key_file.clone()).filter(|p| !p.as_os_str().is_empty())
+        });
     let generated = config.node.data_dir.join(GENERATED_KEY_FILE);
-    let fallback = (config.embedded_nats() && (generate || generated.exists())).then_some(generated.as_path());
+    let fallback =
+        (config.embedded_nats() && (generate || generated.exists())).then_some(generated.as_path());
     MasterKey::resolve(env_key.as_deref(), file.as_deref(), fallback)
 }
 
@@ -135,7 +144,10 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, NodeError> {
         let node_id = config.node_id();
         let data_dir = config.node.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| NodeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
 
         let (key, origin) = master_key(&config, true)?;
         match &origin {
@@ -147,20 +159,38 @@ impl Node {
             KeyOrigin::Env => tracing::info!("master key from {MASTER_KEY_ENV}"),
         }
 
-        let embedded = if config.embedded_nats() { Some(EmbeddedNats::start(&config, &node_id).await?) } else { None };
-        let url = embedded.as_ref().map_or_else(|| config.nats.url.clone(), EmbeddedNats::url);
+        let embedded = if config.embedded_nats() {
+            Some(EmbeddedNats::start(&config, &node_id).await?)
+        } else {
+            None
+        };
+        let url = embedded
+            .as_ref()
+            .map_or_else(|| config.nats.url.clone(), EmbeddedNats::url);
         let started = async {
             let bus = Bus::connect(&url, &config.nats, &format!("tgingest-{node_id}")).await?;
             let setup = bus.setup(&config).await?;
             for (name, applied) in &setup.items {
                 tracing::info!(%name, ?applied, "bus set-up");
             }
-            let eventlog = Arc::new(EventLog::open(&config.eventlog_dir(), key.derive(KeyPurpose::EventLogChain))?);
+            let eventlog = Arc::new(EventLog::open(
+                &config.eventlog_dir(),
+                key.derive(KeyPurpose::EventLogChain),
+            )?);
             let details = BTreeMap::from([
                 ("version".to_string(), crate::VERSION.to_string()),
-                ("nats".to_string(), if embedded.is_some() { "embedded".into() } else { "external".into() }),
+                (
+                    "nats".to_string(),
+                    if embedded.is_some() {
+                        "embedded".into()
+                    } else {
+                        "external".into()
+                    },
+                ),
             ]);
-            eventlog.audit(&audit("node.start", &node_id, details), Durability::Flushed).await?;
+            eventlog
+                .audit(&audit("node.start", &node_id, details), Durability::Flushed)
+                .await?;
             Ok::<_, NodeError>((bus, setup, eventlog))
         }
         .await;
@@ -193,7 +223,17 @@ impl Node {
             node_id.clone(),
             config.eventlog.anchor_interval.into(),
         ));
-        Ok(Node { config, node_id, bus, setup, eventlog, supervisor, supervisor_done, anchoring, embedded })
+        Ok(Node {
+            config,
+            node_id,
+            bus,
+            setup,
+            eventlog,
+            supervisor,
+            supervisor_done,
+            anchoring,
+            embedded,
+        })
     }
 
     /// The URL of the NATS server in use.
@@ -204,7 +244,8 @@ impl Node {
     /// Runs until SIGINT/SIGTERM, or until the root supervisor gives up (an error).
     pub async fn run_until_signal(mut self) -> Result<(), NodeError> {
         let signal = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => "SIGINT",
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => "SIGTERM",
@@ -216,7 +257,9 @@ impl Node {
         };
         self.shutdown().await?;
         if escalated {
-            return Err(NodeError::Supervisor("the root supervisor gave up after repeated failures".into()));
+            return Err(NodeError::Supervisor(
+                "the root supervisor gave up after repeated failures".into(),
+            ));
         }
         Ok(())
     }
@@ -228,7 +271,10 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.supervisor_done).await;
         let result = self
             .eventlog
-            .audit(&audit("node.stop", &self.node_id, BTreeMap::new()), Durability::Flushed)
+            .audit(
+                &audit("node.stop", &self.node_id, BTreeMap::new()),
+                Durability::Flushed,
+            )
             .await;
         let _ = anchor_once(&self.bus, &self.eventlog, &self.node_id).await;
         let _ = self.bus.client.flush().await;
@@ -240,7 +286,12 @@ impl Node {
 }
 
 fn audit(action: &str, actor: &str, details: BTreeMap<String, String>) -> AuditEntry {
-    AuditEntry { action: action.into(), actor: actor.into(), account_id: None, details }
+    AuditEntry {
+        action: action.into(),
+        actor: actor.into(),
+        account_id: None,
+        details,
+    }
 }
 
 /// The chain head as stored in `TG_ANCHORS` under the node id.
@@ -253,10 +304,20 @@ pub struct AnchorRecord {
 
 async fn anchor_once(bus: &Bus, eventlog: &EventLog, node_id: &str) -> Result<(), String> {
     let head = eventlog.head();
-    let record = AnchorRecord { seq: head.seq, hash: hex::encode(head.hash), at_us: crate::event::now_us() };
+    let record = AnchorRecord {
+        seq: head.seq,
+        hash: hex::encode(head.hash),
+        at_us: crate::event::now_us(),
+    };
     let body = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-    let kv = bus.js.get_key_value(BUCKET_ANCHORS).await.map_err(|e| e.to_string())?;
-    kv.put(node_id, body.into()).await.map_err(|e| e.to_string())?;
+    let kv = bus
+        .js
+        .get_key_value(BUCKET_ANCHORS)
+        .await
+        .map_err(|e| e.to_string())?;
+    kv.put(node_id, body.into())
+        .await
+        .map_err(|e| e.to_string())?;
     metrics::gauge!("tgingest_eventlog_anchored_seq").set(head.seq as f64);
     Ok(())
 }
@@ -275,7 +336,15 @@ async fn anchor_periodically(bus: Bus, eventlog: Arc<EventLog>, node_id: String,
 
 /// The newest anchor of `node_id`, if any.
 pub async fn latest_anchor(bus: &Bus, node_id: &str) -> Result<Option<AnchorRecord>, String> {
-    let kv = bus.js.get_key_value(BUCKET_ANCHORS).await.map_err(|e| e.to_string())?;
-    let Some(bytes) = kv.get(node_id).await.map_err(|e| e.to_string())? else { return Ok(None) };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("anchor of {node_id} is not valid: {e}"))
+    let kv = bus
+        .js
+        .get_key_value(BUCKET_ANCHORS)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(bytes) = kv.get(node_id).await.map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("anchor of {node_id} is not valid: {e}"))
 }

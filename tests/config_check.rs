@@ -11,7 +11,8 @@ use tgingest::config::{Config, load};
 /// Runs `tgingest config check` with a clean environment plus `env`.
 fn check(file: Option<&Path>, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(tgingest_bin());
-    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -42,11 +43,23 @@ const KEY: &str = "0000000000000000000000000000000000000000000000000000000000000
 #[test]
 fn every_shipped_config_passes_the_check() {
     let files = toml_files("config");
-    assert!(files.len() >= 2, "expected the default and the production example");
+    assert!(
+        files.len() >= 2,
+        "expected the default and the production example"
+    );
     for file in files {
         let out = check(Some(&file), &[("TGINGEST_MASTER_KEY", KEY)]);
-        assert!(out.status.success(), "{}: {}", file.display(), text(&out.stderr));
-        assert!(text(&out.stdout).starts_with("# config OK"), "{}", text(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).starts_with("# config OK"),
+            "{}",
+            text(&out.stdout)
+        );
     }
 }
 
@@ -54,7 +67,11 @@ fn every_shipped_config_passes_the_check() {
 fn the_shipped_default_config_equals_the_built_in_defaults() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tgingest.toml");
     let loaded = load(Some(&file), Vec::new()).unwrap();
-    assert_eq!(loaded.config, Config::default(), "config/tgingest.toml drifted from the code's defaults");
+    assert_eq!(
+        loaded.config,
+        Config::default(),
+        "config/tgingest.toml drifted from the code's defaults"
+    );
 }
 
 #[test]
@@ -63,41 +80,94 @@ fn every_broken_config_fails_with_a_precise_message() {
     assert!(files.len() >= 25);
     for file in files {
         let body = std::fs::read_to_string(&file).unwrap();
-        let expects: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("# expect: ")).collect();
-        assert!(!expects.is_empty(), "{} has no `# expect:` line", file.display());
+        let expects: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expects.is_empty(),
+            "{} has no `# expect:` line",
+            file.display()
+        );
         let out = check(Some(&file), &[]);
         let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{}: exit {:?}, stderr {stderr}", file.display(), out.status.code());
-        assert!(stderr.contains(&*file.to_string_lossy()), "{}: the message does not name the file: {stderr}", file.display());
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}: exit {:?}, stderr {stderr}",
+            file.display(),
+            out.status.code()
+        );
+        assert!(
+            stderr.contains(&*file.to_string_lossy()),
+            "{}: the message does not name the file: {stderr}",
+            file.display()
+        );
         for expect in expects {
-            assert!(stderr.contains(expect), "{}: expected {expect:?} in {stderr}", file.display());
+            assert!(
+                stderr.contains(expect),
+                "{}: expected {expect:?} in {stderr}",
+                file.display()
+            );
         }
-        assert!(out.stdout.is_empty(), "a broken config must print no config");
+        assert!(
+            out.stdout.is_empty(),
+            "a broken config must print no config"
+        );
     }
 }
 
 #[test]
 fn environment_overrides_are_applied_reported_and_checked() {
-    let out = check(None, &[("CONNECTOR_MAX_INFLIGHT", "32"), ("TGINGEST_STREAMS_RAW_MAX_AGE", "6h")]);
+    let out = check(
+        None,
+        &[
+            ("CONNECTOR_MAX_INFLIGHT", "32"),
+            ("TGINGEST_STREAMS_RAW_MAX_AGE", "6h"),
+        ],
+    );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(stdout.contains("max_inflight = 32") && stdout.contains("max_age = \"6h\""), "{stdout}");
-    assert!(stdout.contains("switchboard.max_inflight set by environment variable CONNECTOR_MAX_INFLIGHT"), "{stdout}");
+    assert!(
+        stdout.contains("max_inflight = 32") && stdout.contains("max_age = \"6h\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "switchboard.max_inflight set by environment variable CONNECTOR_MAX_INFLIGHT"
+        ),
+        "{stdout}"
+    );
 
     let out = check(None, &[("CONNECTOR_CHANNEL", "sms")]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("environment variable CONNECTOR_CHANNEL") && stderr.contains("switchboard.channel"), "{stderr}");
+    assert!(
+        stderr.contains("environment variable CONNECTOR_CHANNEL")
+            && stderr.contains("switchboard.channel"),
+        "{stderr}"
+    );
 
     let out = check(None, &[("TGINGEST_SWITCHBORD_URL", "http://x/mcp")]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("TGINGEST_SWITCHBORD_URL is not a config key"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("TGINGEST_SWITCHBORD_URL is not a config key"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn secrets_never_appear_in_the_printed_config() {
     let hash = "0123456789abcdef0123456789abcdef";
-    let out = check(None, &[("TELEGRAM_API_HASH", hash), ("TGINGEST_SWITCHBOARD_AUTH_TOKEN", "tok-canary-123"), ("TGINGEST_MASTER_KEY", KEY)]);
+    let out = check(
+        None,
+        &[
+            ("TELEGRAM_API_HASH", hash),
+            ("TGINGEST_SWITCHBOARD_AUTH_TOKEN", "tok-canary-123"),
+            ("TGINGEST_MASTER_KEY", KEY),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     for secret in [hash, "tok-canary-123", KEY] {
@@ -110,5 +180,9 @@ fn secrets_never_appear_in_the_printed_config() {
 fn an_external_nats_without_a_master_key_is_refused() {
     let out = check(None, &[("TGINGEST_NATS_URL", "nats://127.0.0.2:4222")]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no master key"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no master key"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -103,8 +103,16 @@ fn the_shipped_nats_server_configs_are_valid() {
             .env("NODE_NAME", "nats-1")
             .output()
             .unwrap();
-        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && said.contains("is valid"), "{}: {said}", path.display());
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.contains("is valid"),
+            "{}: {said}",
+            path.display()
+        );
         checked += 1;
     }
     assert!(checked >= 2);

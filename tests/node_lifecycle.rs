@@ -20,7 +20,10 @@ fn start_node(data_dir: &std::path::Path) -> (Child, u32) {
     let pid = child.id();
     let mut nats_pid = None;
     let found = wait_until(Duration::from_secs(30), || {
-        nats_pid = children_of(pid).into_iter().find(|(_, comm)| comm == "nats-server").map(|(p, _)| p);
+        nats_pid = children_of(pid)
+            .into_iter()
+            .find(|(_, comm)| comm == "nats-server")
+            .map(|(p, _)| p);
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         nats_pid.is_some() && log.contains("node running")
     });
@@ -37,8 +40,12 @@ fn verify(data_dir: &std::path::Path, anchored: bool) -> (Option<i32>, serde_jso
     }
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|_| panic!("not JSON: {stdout} / {}", String::from_utf8_lossy(&out.stderr)));
+    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "not JSON: {stdout} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (out.status.code(), json)
 }
 
@@ -49,15 +56,24 @@ fn sigterm_stops_the_node_and_its_nats_server_cleanly() {
     signal(child.id(), libc::SIGTERM);
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
-    assert!(!process_alive(nats_pid), "embedded nats-server {nats_pid} survived");
+    assert!(
+        !process_alive(nats_pid),
+        "embedded nats-server {nats_pid} survived"
+    );
 
     let (code, report) = verify(dir.path(), false);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["ok"], true);
-    assert!(report["verified"].as_u64().unwrap() >= 2, "node.start and node.stop: {report}");
+    assert!(
+        report["verified"].as_u64().unwrap() >= 2,
+        "node.start and node.stop: {report}"
+    );
     let (code, report) = verify(dir.path(), true);
     assert_eq!(code, Some(0), "anchored: {report}");
-    assert!(dir.path().join("master.key").exists(), "the embedded default generates a key");
+    assert!(
+        dir.path().join("master.key").exists(),
+        "the embedded default generates a key"
+    );
 }
 
 #[test]
@@ -84,7 +100,11 @@ fn demo_starts_and_stops_the_embedded_nats() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["embedded_nats"], true);
     assert_eq!(summary["eventlog"]["ok"], true);
@@ -99,8 +119,53 @@ fn demo_starts_and_stops_the_embedded_nats() {
 #[test]
 fn audit_verify_without_a_log_or_key_explains_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tgingest_cmd(dir.path()).args(["audit", "verify"]).output().unwrap();
+    let out = tgingest_cmd(dir.path())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("master key") || stderr.contains("no event log"), "{stderr}");
+    assert!(
+        stderr.contains("master key") || stderr.contains("no event log"),
+        "{stderr}"
+    );
+}
+
+/// What an attacker with the node's disk (but not the master key's other copies in JetStream)
+/// can do: cut the newest record off and rewrite the local head to match. The local chain still
+/// verifies; only the anchor in JetStream tells.
+#[test]
+fn a_truncated_log_with_a_rewritten_head_is_caught_only_by_the_anchor() {
+    use tgingest::eventlog::{Anchor, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _) = start_node(dir.path());
+    signal(child.id(), libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+
+    {
+        let db = sled::open(dir.path().join("eventlog")).unwrap();
+        let log = db.open_tree("log").unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        let (last_key, _) = log.last().unwrap().unwrap();
+        log.remove(&last_key).unwrap();
+        let (_, value) = log.last().unwrap().unwrap();
+        let new_head: Record = tgingest::codec::decode(&value).unwrap();
+        let head = Anchor {
+            seq: new_head.seq,
+            hash: new_head.hash,
+        };
+        meta.insert("head", tgingest::codec::encode(&head).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let (code, report) = verify(dir.path(), false);
+    assert_eq!(code, Some(0), "the local chain alone cannot tell: {report}");
+    let (code, report) = verify(dir.path(), true);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["ok"], false);
+    assert!(
+        report["reason"].as_str().unwrap().contains("truncated"),
+        "{report}"
+    );
 }

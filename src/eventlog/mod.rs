@@ -22,7 +22,7 @@ pub use audit::AuditEntry;
 pub use checkpoint::Checkpoint;
 pub use error::EventLogError;
 pub use record::{Anchor, Record, RecordKind, ZERO_HASH, chain_hash};
-pub use store::{Durability, EventLog, EventLogOptions, verify_dir};
+pub use store::{Durability, EventLog, EventLogOptions, verify_dir, verify_dir_against};
 pub use verify::{VerifyReport, verify_entries};
 
 /// Counter of appended records, labelled `kind="audit"|"checkpoint"`.

@@ -421,6 +421,24 @@ impl EventLog {
 /// Fails with [`EventLogError::NotFound`] when `dir` holds no event log, instead of creating one,
 /// and with [`EventLogError::InUse`] while the service has it open.
 pub fn verify_dir(dir: &Path, chain_key: [u8; 32]) -> Result<VerifyReport, EventLogError> {
+    verify_dir_with(dir, chain_key, None)
+}
+
+/// Like [`verify_dir`], and also checks that the log reaches `anchor` (a head recorded outside
+/// this node's disk) with the same hash, so a truncated or rewritten log is caught.
+pub fn verify_dir_against(
+    dir: &Path,
+    chain_key: [u8; 32],
+    anchor: &Anchor,
+) -> Result<VerifyReport, EventLogError> {
+    verify_dir_with(dir, chain_key, Some(anchor))
+}
+
+fn verify_dir_with(
+    dir: &Path,
+    chain_key: [u8; 32],
+    anchor: Option<&Anchor>,
+) -> Result<VerifyReport, EventLogError> {
     let not_found = |problem: &str| EventLogError::NotFound {
         dir: dir.to_path_buf(),
         problem: problem.to_string(),
@@ -449,7 +467,7 @@ pub fn verify_dir(dir: &Path, chain_key: [u8; 32]) -> Result<VerifyReport, Event
             source,
         })
     };
-    let report = verify_trees(&chain_key, &tree(LOG_TREE)?, &tree(META_TREE)?, None);
+    let report = verify_trees(&chain_key, &tree(LOG_TREE)?, &tree(META_TREE)?, anchor);
     report.publish();
     Ok(report)
 }
