@@ -26,5 +26,12 @@ pub mod supervision;
 /// Logging and process-wide set-up.
 pub mod telemetry;
 
+/// Scope filtering (which events may leave) and redaction (what text may leave).
+pub mod policy;
+/// Switchboard: the ingest.v1 envelope, the MCP client, and a fake for tests and the demo.
+pub mod switchboard;
+/// The gateway to Telegram (trait) and its implementations.
+pub mod telegram;
+
 /// This build's version, as reported by `--version` and in heartbeats.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,1 @@
+//! (in progress: scope filter and redaction)

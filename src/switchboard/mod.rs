@@ -1,0 +1,1 @@
+//! (in progress: envelope, MCP client, fake Switchboard)

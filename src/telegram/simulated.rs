@@ -1,0 +1,1 @@
+//! (in progress: the deterministic simulated source)
