@@ -28,6 +28,8 @@ pub mod telemetry;
 
 /// Scope filtering (which events may leave) and redaction (what text may leave).
 pub mod policy;
+/// The pipeline stages, as supervised actors.
+pub mod pipeline;
 /// Switchboard: the ingest.v1 envelope, the MCP client, and a fake for tests and the demo.
 pub mod switchboard;
 /// The gateway to Telegram (trait) and its implementations.

@@ -27,3 +27,18 @@ pub fn init_logging(format: LogFormat, level: &str) {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+static LOG_ID_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// Sets the key of [`hash_id`] (derived from the master key, so hashes are stable across restarts
+/// of one deployment but useless to anyone without the key). The first call wins.
+pub fn set_log_id_key(key: [u8; 32]) {
+    let _ = LOG_ID_KEY.set(key);
+}
+
+/// What stands for a person's or chat's id in a log line: a keyed hash, never the id itself.
+pub fn hash_id(id: &str) -> String {
+    let key = LOG_ID_KEY.get_or_init(rand::random);
+    let hash = blake3::keyed_hash(key, id.as_bytes());
+    hex::encode(&hash.as_bytes()[..6])
+}

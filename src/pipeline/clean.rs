@@ -1,0 +1,327 @@
+//! From `TG_RAW` to `TG_CLEAN`: the dedupe actor and the scope-filter/redaction actor.
+//!
+//! The dedupe actor pulls a batch from the durable consumer `dedupe`, drops what its persistent
+//! seen-set knows, and hands the rest to the filter actor with a `call` — one batch in flight, so
+//! the chain is bounded and a slow bus makes the dedupe actor wait instead of buffering. The
+//! filter actor applies the policy, publishes survivors to `TG_CLEAN` (`Nats-Msg-Id = event_id`)
+//! and answers once every PubAck is in; drops are audited (counts, never content) with a flushed
+//! record first. Only then are the ids marked seen and the `TG_RAW` messages acknowledged.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::PipelineStats;
+use super::seen::SeenSet;
+use crate::bus::{Bus, STREAM_RAW, clean_subject, dlq_subject};
+use crate::event::Event;
+use crate::eventlog::{AuditEntry, Durability, EventLog};
+use crate::policy::{Decision, Policy};
+
+/// Durable consumer of the dedupe stage on `TG_RAW`.
+pub const DEDUPE_CONSUMER: &str = "dedupe";
+/// Header naming why a message was dead-lettered.
+pub const REASON_HEADER: &str = "Tgingest-Reason";
+
+/// What happened to one event in the filter actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterOutcome {
+    /// Stored in `TG_CLEAN` (or already there: a Msg-Id repeat).
+    Published { duplicate: bool },
+    /// Dropped by the scope filter under this rule (audited).
+    Dropped { rule: String },
+    /// Could not be published; leave it for redelivery.
+    Failed(String),
+}
+
+/// Messages of the filter actor.
+pub enum FilterMsg {
+    /// Filter, redact and publish these events; answer one outcome per event, in order.
+    Batch(Vec<Event>, RpcReplyPort<Vec<FilterOutcome>>),
+}
+
+/// What the filter actor needs.
+#[derive(Clone)]
+pub struct FilterArgs {
+    pub policy: Arc<Policy>,
+    pub bus: Bus,
+    pub eventlog: Arc<EventLog>,
+    pub stats: Arc<PipelineStats>,
+    pub node_id: String,
+}
+
+/// The scope-filter and redaction actor.
+#[derive(Clone, Copy, Default)]
+pub struct FilterActor;
+
+impl Actor for FilterActor {
+    type Msg = FilterMsg;
+    type State = FilterArgs;
+    type Arguments = FilterArgs;
+
+    async fn pre_start(&self, _: ActorRef<FilterMsg>, args: FilterArgs) -> Result<FilterArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(&self, _: ActorRef<FilterMsg>, msg: FilterMsg, state: &mut FilterArgs) -> Result<(), ActorProcessingErr> {
+        let FilterMsg::Batch(events, reply) = msg;
+        let outcomes = filter_batch(state, events).await?;
+        let _ = reply.send(outcomes);
+        Ok(())
+    }
+}
+
+async fn filter_batch(state: &FilterArgs, events: Vec<Event>) -> Result<Vec<FilterOutcome>, ActorProcessingErr> {
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut acks = Vec::new();
+    let mut drops: BTreeMap<String, u64> = BTreeMap::new();
+    for event in events {
+        match state.policy.decide(&event) {
+            Decision::Drop { rule } => {
+                *drops.entry(rule.clone()).or_default() += 1;
+                outcomes.push(FilterOutcome::Dropped { rule });
+            }
+            Decision::Keep { event, redactions } => {
+                for (kind, count) in &redactions {
+                    state.stats.redacted.add(kind.as_ref(), u64::from(*count));
+                }
+                let payload: bytes::Bytes = crate::codec::encode(&event)?.into();
+                let subject = clean_subject(&event.account_id);
+                acks.push((outcomes.len(), subject, event.event_id.clone(), payload));
+                outcomes.push(FilterOutcome::Failed("not published yet".into()));
+            }
+        }
+    }
+    // The drop decision is acted on (acked upstream) only after its audit record is on disk.
+    if !drops.is_empty() {
+        for (rule, n) in &drops {
+            state.stats.filtered.add(rule, *n);
+        }
+        let details = drops.iter().map(|(rule, n)| (format!("rule.{rule}"), n.to_string())).collect();
+        let entry = AuditEntry { action: "scope.drop".into(), actor: format!("{}/filter", state.node_id), account_id: None, details };
+        state.eventlog.audit(&entry, Durability::Flushed).await?;
+    }
+    let mut pending = Vec::with_capacity(acks.len());
+    for (index, subject, event_id, payload) in acks {
+        let message = PublishMessage::build().payload(payload.clone()).message_id(&event_id);
+        let future = state.bus.js.send_publish(subject.clone(), message).await;
+        pending.push((index, subject, event_id, payload, future));
+    }
+    for (index, subject, event_id, payload, future) in pending {
+        let mut result = match future {
+            Ok(f) => f.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        // One immediate retry with the same Msg-Id (idempotent) before leaving it for redelivery.
+        if result.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let message = PublishMessage::build().payload(payload).message_id(&event_id);
+            result = match state.bus.js.send_publish(subject, message).await {
+                Ok(f) => f.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        outcomes[index] = match result {
+            Ok(ack) => {
+                if ack.duplicate {
+                    state.stats.duplicates_bus_clean.add(1);
+                    metrics::counter!("tgingest_dedupe_drops_total", "layer" => "bus_clean").increment(1);
+                } else {
+                    state.stats.published_clean.add(1);
+                }
+                FilterOutcome::Published { duplicate: ack.duplicate }
+            }
+            Err(e) => FilterOutcome::Failed(e),
+        };
+    }
+    Ok(outcomes)
+}
+
+/// What the dedupe actor needs.
+#[derive(Clone)]
+pub struct DedupeArgs {
+    pub bus: Bus,
+    pub seen_dir: std::path::PathBuf,
+    pub horizon: Duration,
+    /// Name under which the filter actor is registered (looked up per batch, so a restarted
+    /// filter is found again).
+    pub filter_name: String,
+    pub stats: Arc<PipelineStats>,
+    pub batch: usize,
+}
+
+/// Messages of the dedupe actor.
+pub enum DedupeMsg {
+    /// Pull and process one batch (sent to itself).
+    Pump,
+    /// Forget ids past the horizon (sent to itself periodically).
+    Prune,
+}
+
+/// The dedupe actor's state.
+pub struct DedupeState {
+    args: DedupeArgs,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    seen: Arc<SeenSet>,
+    idle_backoff: Duration,
+}
+
+/// The dedupe actor.
+#[derive(Clone, Copy, Default)]
+pub struct DedupeActor;
+
+/// The durable pull consumer of a stage, created or brought in line with this config.
+pub async fn durable_consumer(
+    bus: &Bus,
+    stream: &str,
+    name: &str,
+    ack_wait: Duration,
+    max_ack_pending: i64,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, ActorProcessingErr> {
+    let stream = bus.js.get_stream(stream).await?;
+    let config = pull::Config {
+        durable_name: Some(name.to_string()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait,
+        max_ack_pending,
+        max_deliver: -1,
+        ..Default::default()
+    };
+    Ok(stream.create_consumer(config).await?)
+}
+
+impl Actor for DedupeActor {
+    type Msg = DedupeMsg;
+    type State = DedupeState;
+    type Arguments = DedupeArgs;
+
+    async fn pre_start(&self, myself: ActorRef<DedupeMsg>, args: DedupeArgs) -> Result<DedupeState, ActorProcessingErr> {
+        let consumer = durable_consumer(&args.bus, STREAM_RAW, DEDUPE_CONSUMER, Duration::from_secs(30), 20_000).await?;
+        let (dir, horizon) = (args.seen_dir.clone(), args.horizon);
+        let seen = Arc::new(tokio::task::spawn_blocking(move || SeenSet::open(&dir, horizon)).await??);
+        myself.cast(DedupeMsg::Pump)?;
+        myself.send_interval(Duration::from_secs(60), || DedupeMsg::Prune);
+        Ok(DedupeState { args, consumer, seen, idle_backoff: Duration::from_millis(50) })
+    }
+
+    async fn handle(&self, myself: ActorRef<DedupeMsg>, msg: DedupeMsg, state: &mut DedupeState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DedupeMsg::Pump => {
+                if let Err(e) = pump_dedupe(state).await {
+                    tracing::warn!(error = %e, retry_in = ?state.idle_backoff, "dedupe stage: batch failed; retrying");
+                    tokio::time::sleep(state.idle_backoff).await;
+                    state.idle_backoff = (state.idle_backoff * 2).min(Duration::from_secs(5));
+                } else {
+                    state.idle_backoff = Duration::from_millis(50);
+                }
+                myself.cast(DedupeMsg::Pump)?;
+            }
+            DedupeMsg::Prune => {
+                let seen = state.seen.clone();
+                match tokio::task::spawn_blocking(move || seen.prune()).await? {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "dedupe seen-set pruned"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "dedupe seen-set prune failed"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One batch: fetch, drop known ids, filter and publish the rest, then mark and acknowledge.
+async fn pump_dedupe(state: &mut DedupeState) -> Result<(), ActorProcessingErr> {
+    let mut batch = state
+        .consumer
+        .fetch()
+        .max_messages(state.args.batch)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await?;
+    let mut messages = Vec::new();
+    while let Some(message) = batch.next().await {
+        messages.push(message?);
+    }
+    if messages.is_empty() {
+        return Ok(());
+    }
+
+    let mut fresh_ids = HashSet::new();
+    let mut to_filter = Vec::new(); // (message index, event)
+    let mut ack_now = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        let event: Event = match crate::codec::decode(&message.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                dead_letter_undecodable(&state.args.bus, message, &e.to_string()).await?;
+                ack_now.push(i);
+                continue;
+            }
+        };
+        let seen = state.seen.contains(&event.event_id)?;
+        if seen || !fresh_ids.insert(event.event_id.clone()) {
+            state.args.stats.duplicates_seen_set.add(1);
+            metrics::counter!("tgingest_dedupe_drops_total", "layer" => "seen_set").increment(1);
+            ack_now.push(i);
+        } else {
+            to_filter.push((i, event));
+        }
+    }
+
+    let mut failed = Vec::new();
+    if !to_filter.is_empty() {
+        let filter = ActorRef::<FilterMsg>::where_is(state.args.filter_name.clone())
+            .ok_or_else(|| format!("filter actor {} is not running", state.args.filter_name))?;
+        let (indexes, events): (Vec<usize>, Vec<Event>) = to_filter.into_iter().unzip();
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let outcomes = ractor::call_t!(filter, FilterMsg::Batch, 60_000, events)?;
+        let mut done_ids = Vec::new();
+        for ((index, id), outcome) in indexes.into_iter().zip(ids).zip(outcomes) {
+            match outcome {
+                FilterOutcome::Failed(reason) => {
+                    tracing::warn!(%reason, "event not published to TG_CLEAN; leaving it for redelivery");
+                    failed.push(index);
+                }
+                _ => {
+                    done_ids.push(id);
+                    ack_now.push(index);
+                }
+            }
+        }
+        let seen = state.seen.clone();
+        tokio::task::spawn_blocking(move || {
+            for id in &done_ids {
+                seen.mark(id)?;
+            }
+            seen.flush()
+        })
+        .await??;
+    }
+
+    for i in ack_now {
+        messages[i].ack().await?;
+    }
+    for i in failed {
+        messages[i].ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await?;
+    }
+    Ok(())
+}
+
+/// A `TG_RAW` message that is not an event goes to `TG_DLQ` with the reason, so nothing is lost
+/// silently and the stream is not blocked.
+async fn dead_letter_undecodable(bus: &Bus, message: &jetstream::Message, reason: &str) -> Result<(), ActorProcessingErr> {
+    tracing::error!(subject = %message.subject, %reason, "undecodable TG_RAW message; dead-lettering it");
+    metrics::counter!("tgingest_dead_letters_total", "stage" => "dedupe").increment(1);
+    let account = message.subject.split('.').nth(2).unwrap_or("unknown");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(REASON_HEADER, format!("undecodable TG_RAW message: {reason}").as_str());
+    let publish = PublishMessage::build().payload(message.payload.clone()).headers(headers);
+    bus.js.send_publish(dlq_subject(account), publish).await?.await?;
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! From `TG_CLEAN` to Switchboard: the delivery actor.
+//!
+//! It pulls from the durable consumer `switchboard` only as many messages as it has free call
+//! slots (`switchboard.max_inflight`; Switchboard has no backpressure signal of its own), and
+//! runs one task per message. A message is acknowledged only after Switchboard answered
+//! `accepted` (a duplicate counts: it is already stored). A permanent rejection goes to `TG_DLQ`
+//! with its reason and an audit record, then is acknowledged so it does not block the stream.
+//! Transport errors and `isError:true` are retried with exponential backoff and jitter, with
+//! progress acks so JetStream does not redeliver a message that is still being worked on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::PipelineStats;
+use super::clean::{REASON_HEADER, durable_consumer};
+use crate::bus::{Bus, STREAM_CLEAN, dlq_subject};
+use crate::config::SwitchboardConfig;
+use crate::event::{Event, now_us};
+use crate::eventlog::{AuditEntry, Durability, EventLog};
+use crate::switchboard::{IngestReply, McpClient, envelope};
+
+/// Durable consumer of the delivery stage on `TG_CLEAN`.
+pub const DELIVERY_CONSUMER: &str = "switchboard";
+
+const ACK_WAIT: Duration = Duration::from_secs(60);
+const PROGRESS_EVERY: Duration = Duration::from_secs(20);
+
+/// What the delivery actor needs.
+#[derive(Clone)]
+pub struct DeliveryArgs {
+    pub bus: Bus,
+    pub client: McpClient,
+    pub config: SwitchboardConfig,
+    pub eventlog: Arc<EventLog>,
+    pub stats: Arc<PipelineStats>,
+    pub node_id: String,
+}
+
+/// Messages of the delivery actor.
+pub enum DeliveryMsg {
+    /// Fill free call slots from the consumer (sent to itself).
+    Pump,
+}
+
+/// The delivery actor's state; dropping it aborts the calls in flight (they are redelivered).
+pub struct DeliveryState {
+    args: Arc<DeliveryArgs>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+}
+
+/// The delivery actor.
+#[derive(Clone, Copy, Default)]
+pub struct DeliveryActor;
+
+impl Actor for DeliveryActor {
+    type Msg = DeliveryMsg;
+    type State = DeliveryState;
+    type Arguments = DeliveryArgs;
+
+    async fn pre_start(&self, myself: ActorRef<DeliveryMsg>, args: DeliveryArgs) -> Result<DeliveryState, ActorProcessingErr> {
+        let max_inflight = args.config.max_inflight as usize;
+        let consumer = durable_consumer(&args.bus, STREAM_CLEAN, DELIVERY_CONSUMER, ACK_WAIT, 20_000).await?;
+        myself.cast(DeliveryMsg::Pump)?;
+        Ok(DeliveryState { args: Arc::new(args), consumer, slots: Arc::new(Semaphore::new(max_inflight)), tasks: JoinSet::new() })
+    }
+
+    async fn handle(&self, myself: ActorRef<DeliveryMsg>, msg: DeliveryMsg, state: &mut DeliveryState) -> Result<(), ActorProcessingErr> {
+        let DeliveryMsg::Pump = msg;
+        while let Some(done) = state.tasks.try_join_next() {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a delivery task failed; its message will be redelivered");
+            }
+        }
+        let free = state.slots.available_permits();
+        if free == 0 {
+            // Wait for a slot instead of spinning.
+            let _ = tokio::time::timeout(Duration::from_millis(200), state.tasks.join_next()).await;
+        } else if let Err(e) = fill_slots(state, free).await {
+            tracing::warn!(error = %e, "cannot fetch from TG_CLEAN; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        myself.cast(DeliveryMsg::Pump)?;
+        Ok(())
+    }
+}
+
+async fn fill_slots(state: &mut DeliveryState, free: usize) -> Result<(), ActorProcessingErr> {
+    let mut batch = state.consumer.fetch().max_messages(free).expires(Duration::from_millis(200)).messages().await?;
+    while let Some(message) = batch.next().await {
+        let message = message?;
+        let permit = state.slots.clone().acquire_owned().await?;
+        let args = state.args.clone();
+        state.tasks.spawn(async move {
+            deliver(&args, message).await;
+            drop(permit);
+        });
+    }
+    Ok(())
+}
+
+/// Delivers one message until Switchboard accepts or rejects it.
+async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
+    let event: Event = match crate::codec::decode(&message.payload) {
+        Ok(e) => e,
+        Err(e) => return dead_letter(args, &message, None, &format!("undecodable TG_CLEAN message: {e}")).await,
+    };
+    let envelope = envelope(&event, &args.config);
+    let mut backoff = Duration::from_millis(200);
+    let mut last_progress = Instant::now();
+    loop {
+        match args.client.ingest(&envelope).await {
+            Ok(IngestReply::Accepted { duplicate, .. }) => {
+                if duplicate {
+                    args.stats.resend_duplicates.add(1);
+                } else {
+                    args.stats.delivered.add(1);
+                }
+                let latency = now_us().saturating_sub(event.observed_at_us).max(0) as u64;
+                args.stats.latency.record(latency);
+                metrics::histogram!("tgingest_end_to_end_latency_seconds").record(latency as f64 / 1e6);
+                if let Err(e) = message.ack().await {
+                    tracing::warn!(error = %e, "ack on TG_CLEAN failed; Switchboard will answer the redelivery as a duplicate");
+                }
+                return;
+            }
+            Ok(IngestReply::Rejected { error }) => return dead_letter(args, &message, Some(&event), &error).await,
+            Err(e) => {
+                args.stats.retries.add(1);
+                metrics::counter!("tgingest_delivery_retries_total").increment(1);
+                tracing::debug!(error = %e, retry_in = ?backoff, "Switchboard call failed; retrying");
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                    last_progress = Instant::now();
+                }
+                let jitter = 0.8 + rand::random::<f64>() * 0.4;
+                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Parks a message Switchboard refused for good in `TG_DLQ` (with the reason), audits it, and
+/// acknowledges it so the stream moves on. If the DLQ publish fails, the message is left for
+/// redelivery instead: nothing is lost.
+async fn dead_letter(args: &DeliveryArgs, message: &jetstream::Message, event: Option<&Event>, reason: &str) {
+    let account = event.map_or_else(|| message.subject.split('.').nth(2).unwrap_or("unknown").to_string(), |e| e.account_id.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(REASON_HEADER, reason);
+    let mut publish = PublishMessage::build().payload(message.payload.clone()).headers(headers);
+    if let Some(e) = event {
+        publish = publish.message_id(&e.event_id);
+    }
+    let stored = match args.bus.js.send_publish(dlq_subject(&account), publish).await {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "cannot dead-letter a rejected message; it will be redelivered");
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        return;
+    }
+    let details = BTreeMap::from([
+        ("event_id".to_string(), event.map(|e| e.event_id.clone()).unwrap_or_default()),
+        ("stage".to_string(), "switchboard".to_string()),
+    ]);
+    let entry = AuditEntry { action: "delivery.dead_letter".into(), actor: format!("{}/delivery", args.node_id), account_id: Some(account), details };
+    if let Err(e) = args.eventlog.audit(&entry, Durability::Flushed).await {
+        tracing::error!(error = %e, "cannot audit a dead letter; leaving the message for redelivery");
+        return;
+    }
+    args.stats.dead_lettered.add(1);
+    metrics::counter!("tgingest_dead_letters_total", "stage" => "switchboard").increment(1);
+    tracing::warn!("Switchboard rejected an event permanently; it is in TG_DLQ with the reason");
+    let _ = message.ack_with(AckKind::Term).await;
+}

@@ -1,0 +1,100 @@
+//! The pipeline: account actors → `TG_RAW` → dedupe → scope filter and redaction → `TG_CLEAN` →
+//! Switchboard delivery. Each stage acknowledges upstream only after the step below it is
+//! durable (invariant 1), and each has a bounded window (invariant 6). Every stage is a child of
+//! the node's root supervisor.
+
+pub mod account;
+pub mod clean;
+pub mod delivery;
+pub mod seen;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::Actor;
+
+pub use stats::{PipelineStats, StatsSnapshot};
+
+use self::account::{AccountActor, AccountArgs};
+use self::clean::{DedupeActor, DedupeArgs, FilterActor, FilterArgs};
+use self::delivery::{DeliveryActor, DeliveryArgs};
+use crate::node::Node;
+use crate::policy::Policy;
+use crate::supervision::{ChildSpec, Restart, SupervisorCallError, start_child};
+use crate::switchboard::McpClient;
+use crate::telegram::gateway::GatewayFactory;
+
+/// What the pipeline is built from, besides the node.
+pub struct PipelineParts {
+    /// Makes each account's gateway (simulated, or grammers).
+    pub factory: Arc<dyn GatewayFactory>,
+    /// Account ids to run on this node.
+    pub accounts: Vec<String>,
+    pub policy: Arc<Policy>,
+    pub client: McpClient,
+}
+
+/// Events in flight per account before it stops pulling from its source.
+pub const ACCOUNT_WINDOW: usize = 512;
+/// Messages the dedupe stage pulls at once.
+pub const DEDUPE_BATCH: usize = 512;
+
+/// Starts every stage under the node's root supervisor; returns the shared counters.
+pub async fn start(node: &Node, parts: PipelineParts) -> Result<Arc<PipelineStats>, SupervisorCallError> {
+    let stats = Arc::new(PipelineStats::default());
+    let sup = &node.supervisor;
+
+    let filter_name = format!("{}/filter", node.node_id);
+    let filter_args = FilterArgs {
+        policy: parts.policy,
+        bus: node.bus.clone(),
+        eventlog: node.eventlog.clone(),
+        stats: stats.clone(),
+        node_id: node.node_id.clone(),
+    };
+    let registered = filter_name.clone();
+    start_child(
+        sup,
+        ChildSpec::new("filter", "filter", Restart::Permanent, move |supervisor| {
+            let (name, args) = (registered.clone(), filter_args.clone());
+            async move { Ok(Actor::spawn_linked(Some(name), FilterActor, args, supervisor).await?.0.get_cell()) }
+        }),
+    )
+    .await?;
+
+    let dedupe = DedupeArgs {
+        bus: node.bus.clone(),
+        seen_dir: node.config.node.data_dir.join("dedupe"),
+        horizon: node.config.dedupe.horizon.into(),
+        filter_name,
+        stats: stats.clone(),
+        batch: DEDUPE_BATCH,
+    };
+    start_child(sup, ChildSpec::actor("dedupe", "dedupe", Restart::Permanent, DedupeActor, dedupe)).await?;
+
+    let delivery = DeliveryArgs {
+        bus: node.bus.clone(),
+        client: parts.client,
+        config: node.config.switchboard.clone(),
+        eventlog: node.eventlog.clone(),
+        stats: stats.clone(),
+        node_id: node.node_id.clone(),
+    };
+    start_child(sup, ChildSpec::actor("delivery", "delivery", Restart::Permanent, DeliveryActor, delivery)).await?;
+
+    for account_id in parts.accounts {
+        let args = AccountArgs {
+            account_id: account_id.clone(),
+            factory: parts.factory.clone(),
+            bus: node.bus.clone(),
+            eventlog: node.eventlog.clone(),
+            stats: stats.clone(),
+            window: ACCOUNT_WINDOW,
+            checkpoint_every: Duration::from_secs(1),
+        };
+        let name = format!("account/{}", crate::telemetry::hash_id(&account_id));
+        start_child(sup, ChildSpec::actor(name, "account", Restart::Transient, AccountActor, args)).await?;
+    }
+    Ok(stats)
+}

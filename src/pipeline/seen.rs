@@ -1,0 +1,135 @@
+//! The dedupe stage's persistent seen-set: event ids it has passed on (or dropped on purpose),
+//! remembered for a horizon (default 7 days) so duplicates from catch-up, backfill overlap, a
+//! restart or a redelivery are dropped long after JetStream's 2-minute Nats-Msg-Id window.
+//!
+//! Two sled trees: `seen` (event id → first-seen time) answers lookups; `by_time` (time ‖ id)
+//! lets pruning walk the oldest entries without scanning everything.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why the seen-set could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SeenSetError {
+    #[error("dedupe seen-set at {dir}: {doing}: {source}")]
+    Storage { dir: PathBuf, doing: &'static str, source: sled::Error },
+}
+
+/// Event ids seen within the horizon.
+pub struct SeenSet {
+    dir: PathBuf,
+    db: sled::Db,
+    seen: sled::Tree,
+    by_time: sled::Tree,
+    horizon: Duration,
+}
+
+impl SeenSet {
+    /// Opens (or creates) the seen-set in `dir`.
+    pub fn open(dir: &Path, horizon: Duration) -> Result<SeenSet, SeenSetError> {
+        let err = |doing| move |source| SeenSetError::Storage { dir: dir.to_path_buf(), doing, source };
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(err("opening"))?;
+        let seen = db.open_tree("seen").map_err(err("opening tree seen"))?;
+        let by_time = db.open_tree("by_time").map_err(err("opening tree by_time"))?;
+        Ok(SeenSet { dir: dir.to_path_buf(), db, seen, by_time, horizon })
+    }
+
+    fn storage(&self, doing: &'static str) -> impl FnOnce(sled::Error) -> SeenSetError + '_ {
+        move |source| SeenSetError::Storage { dir: self.dir.clone(), doing, source }
+    }
+
+    /// Whether `event_id` was marked within the horizon.
+    pub fn contains(&self, event_id: &str) -> Result<bool, SeenSetError> {
+        let Some(value) = self.seen.get(event_id.as_bytes()).map_err(self.storage("reading"))? else {
+            return Ok(false);
+        };
+        let at = u64::from_be_bytes(value.as_ref().try_into().unwrap_or([0; 8]));
+        Ok(now_us().saturating_sub(at) <= self.horizon.as_micros() as u64)
+    }
+
+    /// Marks `event_id` as seen now (keeping the first time it was seen).
+    pub fn mark(&self, event_id: &str) -> Result<(), SeenSetError> {
+        let now = now_us();
+        let prev = self
+            .seen
+            .compare_and_swap(event_id.as_bytes(), None as Option<&[u8]>, Some(&now.to_be_bytes()[..]))
+            .map_err(self.storage("writing"))?;
+        if prev.is_ok() {
+            self.by_time.insert(time_key(now, event_id), &[]).map_err(self.storage("writing"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every mark so far durable.
+    pub fn flush(&self) -> Result<(), SeenSetError> {
+        self.db.flush().map(|_| ()).map_err(self.storage("flushing"))
+    }
+
+    /// Forgets ids older than the horizon; returns how many.
+    pub fn prune(&self) -> Result<u64, SeenSetError> {
+        let cutoff = now_us().saturating_sub(self.horizon.as_micros() as u64);
+        let mut removed = 0;
+        for entry in self.by_time.range(..cutoff.to_be_bytes().to_vec()) {
+            let (key, _) = entry.map_err(self.storage("pruning"))?;
+            if key.len() > 8 {
+                self.seen.remove(&key[8..]).map_err(self.storage("pruning"))?;
+            }
+            self.by_time.remove(&key).map_err(self.storage("pruning"))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Number of ids remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+fn time_key(at: u64, event_id: &str) -> Vec<u8> {
+    let mut key = at.to_be_bytes().to_vec();
+    key.extend_from_slice(event_id.as_bytes());
+    key
+}
+
+fn now_us() -> u64 {
+    crate::event::now_us().max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_across_reopen_and_forgets_after_the_horizon() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let set = SeenSet::open(dir.path(), Duration::from_secs(3600)).unwrap();
+            assert!(!set.contains("a").unwrap());
+            set.mark("a").unwrap();
+            set.mark("a").unwrap();
+            assert!(set.contains("a").unwrap());
+            set.flush().unwrap();
+        }
+        let set = SeenSet::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        assert!(set.contains("a").unwrap());
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.prune().unwrap(), 0);
+        drop(set);
+
+        let set = SeenSet::open(dir.path(), Duration::from_micros(1)).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(!set.contains("a").unwrap(), "past the horizon an id counts as new");
+        assert_eq!(set.prune().unwrap(), 1);
+        assert!(set.is_empty());
+    }
+}
