@@ -1,0 +1,833 @@
+//! The MCP client: the `initialize` → `notifications/initialized` → `tools/call` subset of
+//! JSON-RPC over both transports Switchboard serves, written directly on reqwest.
+//!
+//! Why not `rmcp`: its 3.x line has no legacy SSE client, and deployed Switchboards are
+//! addressed as `…/sse`; the subset needed here is three messages; and owning the exchange gives
+//! the properties the delivery actor relies on — one bound (`request_timeout`) over the whole
+//! call, one automatic re-initialize-and-resend when the server has forgotten the session (a
+//! restart), errors classified as transient or permanent, and no retries of its own.
+//!
+//! - **Streamable HTTP** (any URL not ending in `/sse`): every message is a `POST` to the URL;
+//!   the reply is `application/json` or an SSE body; the `mcp-session-id` header of the
+//!   `initialize` reply is echoed as `Mcp-Session-Id` with `MCP-Protocol-Version`. A `404`, or a
+//!   `400` that mentions the session, to a request that carried a session id means the session
+//!   is gone.
+//! - **Legacy SSE** (`…/sse`): `GET` opens the downstream; its `endpoint` event names the URL
+//!   each message is POSTed to (`202`); responses come back on the stream, matched by JSON-RPC
+//!   id. A closed stream, or a `404` from the message URL, means the session is gone.
+//!
+//! Resending after a lost session is safe: the server never saw the call (or, if the stream broke
+//! after it did, the envelope's idempotency key turns the resend into `duplicate: true`).
+//! Message text is never logged; error strings the server returns may quote the envelope, so
+//! callers should not log them verbatim either.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use reqwest::{StatusCode, Url};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::JoinHandle;
+
+use super::sse::SseParser;
+use super::{HEARTBEAT_TOOL, INGEST_TOOL, MCP_PROTOCOL_VERSION};
+use crate::config::SwitchboardConfig;
+
+/// Which MCP transport a client speaks, chosen from the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `POST` per message (`…/mcp`).
+    StreamableHttp,
+    /// `GET …/sse` downstream plus `POST …/messages/?session_id=…` upstream.
+    LegacySse,
+}
+
+impl Transport {
+    /// The transport a URL asks for: a path ending in `/sse` is legacy SSE.
+    pub fn for_url(url: &Url) -> Transport {
+        if url.path().trim_end_matches('/').ends_with("/sse") {
+            Transport::LegacySse
+        } else {
+            Transport::StreamableHttp
+        }
+    }
+}
+
+/// What Switchboard answered to one `ingest` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestReply {
+    /// Stored now (`duplicate: false`) or earlier (`duplicate: true`): either way, delivered.
+    Accepted { request_id: String, duplicate: bool },
+    /// `status: "error"`: the envelope is invalid. Permanent: dead-letter, do not retry.
+    Rejected { error: String },
+}
+
+/// Why a call produced no answer to act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Connection refused or broken, HTTP error status, stream ended early: retry later.
+    #[error("switchboard transport error: {0}")]
+    Transport(String),
+    /// The tool answered `isError: true` (missing argument, database failure): retry later.
+    #[error("switchboard tool error: {0}")]
+    ToolError(String),
+    /// A reply this client cannot read (not JSON-RPC, a JSON-RPC error, an unknown status):
+    /// resending the same request will not make it readable.
+    #[error("switchboard protocol error: {0}")]
+    Protocol(String),
+    /// No answer within `switchboard.request_timeout`: retry later (the key makes it safe).
+    #[error("switchboard call timed out")]
+    Timeout,
+}
+
+impl CallError {
+    /// Whether resending the same envelope later may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, CallError::Protocol(_))
+    }
+
+    /// The `kind` label of `connector_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Transport(_) => "transport",
+            CallError::ToolError(_) => "tool_error",
+            CallError::Protocol(_) => "protocol",
+            CallError::Timeout => "timeout",
+        }
+    }
+}
+
+/// Why a client could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum NewClientError {
+    #[error("switchboard.url {url:?} is not an http(s) URL: {reason}")]
+    Url { url: String, reason: String },
+    #[error("building the HTTP client failed: {0}")]
+    Http(String),
+}
+
+/// An MCP client bound to one Switchboard; cheap to clone, shared by concurrent callers (the
+/// caller bounds how many calls are in flight).
+#[derive(Clone)]
+pub struct McpClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for McpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpClient")
+            .field("url", &self.inner.url.as_str())
+            .field("transport", &self.inner.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    http: reqwest::Client,
+    url: Url,
+    transport: Transport,
+    auth: Option<String>,
+    timeout: Duration,
+    next_id: AtomicU64,
+    /// The current session; replaced under this lock so concurrent callers share one handshake.
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+enum Session {
+    Http(HttpSession),
+    Sse(SseSession),
+}
+
+impl Session {
+    fn usable(&self) -> bool {
+        match self {
+            Session::Http(_) => true,
+            Session::Sse(s) => !s.pending.is_closed(),
+        }
+    }
+}
+
+struct HttpSession {
+    /// `None` when the server runs stateless (no `mcp-session-id` header).
+    id: Option<String>,
+    protocol_version: String,
+}
+
+struct SseSession {
+    post_url: Url,
+    pending: Arc<Pending>,
+    _reader: AbortOnDrop,
+}
+
+/// The stream reader lives exactly as long as its session (or a handshake that failed).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Calls awaiting their response on the SSE stream; `None` once the stream has ended.
+struct Pending {
+    calls: StdMutex<Option<HashMap<u64, oneshot::Sender<Value>>>>,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Value>>>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, id: u64) -> Option<oneshot::Receiver<Value>> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().as_mut()?.insert(id, tx);
+        Some(rx)
+    }
+
+    fn forget(&self, id: u64) {
+        if let Some(calls) = self.lock().as_mut() {
+            calls.remove(&id);
+        }
+    }
+
+    fn resolve(&self, id: u64, response: Value) {
+        let tx = self.lock().as_mut().and_then(|calls| calls.remove(&id));
+        if let Some(tx) = tx {
+            let _ = tx.send(response);
+        }
+    }
+
+    /// The stream ended: every waiting call learns the session is gone.
+    fn close(&self) {
+        self.lock().take();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().is_none()
+    }
+}
+
+/// Unregisters a pending call when its future is dropped (timeout, cancellation).
+struct PendingGuard<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.pending.forget(self.id);
+    }
+}
+
+/// Internal outcome: either a final error or "the server forgot this session".
+enum Fail {
+    Call(CallError),
+    SessionGone(String),
+}
+
+impl From<CallError> for Fail {
+    fn from(e: CallError) -> Self {
+        Fail::Call(e)
+    }
+}
+
+impl Fail {
+    fn into_call_error(self) -> CallError {
+        match self {
+            Fail::Call(e) => e,
+            Fail::SessionGone(why) => CallError::Transport(format!("session lost again: {why}")),
+        }
+    }
+}
+
+/// Longest server-provided text kept in an error.
+const MAX_ERROR_TEXT: usize = 1000;
+
+fn clip(s: &str) -> String {
+    if s.len() <= MAX_ERROR_TEXT {
+        return s.to_string();
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn transport_error(e: reqwest::Error) -> CallError {
+    if e.is_timeout() {
+        CallError::Timeout
+    } else {
+        CallError::Transport(e.without_url().to_string())
+    }
+}
+
+impl McpClient {
+    /// A client for `cfg.url`; nothing is sent until the first call.
+    pub fn new(cfg: &SwitchboardConfig) -> Result<McpClient, NewClientError> {
+        crate::telemetry::install_crypto_provider();
+        let bad = |reason: String| NewClientError::Url {
+            url: cfg.url.clone(),
+            reason,
+        };
+        let url = Url::parse(&cfg.url).map_err(|e| bad(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad(format!(
+                "scheme {:?} is not http or https",
+                url.scheme()
+            )));
+        }
+        let timeout: Duration = cfg.request_timeout.0;
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| NewClientError::Http(e.to_string()))?;
+        let auth = cfg
+            .auth_token
+            .is_set()
+            .then(|| format!("Bearer {}", cfg.auth_token.expose()));
+        Ok(McpClient {
+            inner: Arc::new(Inner {
+                http,
+                transport: Transport::for_url(&url),
+                url,
+                auth,
+                timeout,
+                next_id: AtomicU64::new(1),
+                session: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The transport chosen from the URL.
+    pub fn transport(&self) -> Transport {
+        self.inner.transport
+    }
+
+    /// Submits one `ingest.v1` envelope. Emits `connector_ingest_submissions_total{status}`
+    /// (`accepted`, `duplicate`, `rejected`, `error`), `connector_ingest_latency_seconds` and,
+    /// on failure, `connector_errors_total{kind}` ([`CallError::kind`]; `session_lost` counts
+    /// automatic re-initializations).
+    pub async fn ingest(&self, envelope: &Value) -> Result<IngestReply, CallError> {
+        let started = Instant::now();
+        let reply = self
+            .call_tool(INGEST_TOOL, envelope)
+            .await
+            .and_then(|body| parse_ingest(&body));
+        metrics::histogram!("connector_ingest_latency_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let status = match &reply {
+            Ok(IngestReply::Accepted {
+                duplicate: false, ..
+            }) => "accepted",
+            Ok(IngestReply::Accepted {
+                duplicate: true, ..
+            }) => "duplicate",
+            Ok(IngestReply::Rejected { .. }) => "rejected",
+            Err(_) => "error",
+        };
+        metrics::counter!("connector_ingest_submissions_total", "status" => status).increment(1);
+        if let Err(e) = &reply {
+            metrics::counter!("connector_errors_total", "kind" => e.kind()).increment(1);
+        }
+        reply
+    }
+
+    /// Sends one `connector.heartbeat.v1`; a rejection (`status: "error"`) is a `Protocol` error.
+    pub async fn heartbeat(&self, heartbeat: &Value) -> Result<(), CallError> {
+        let result = self.call_tool(HEARTBEAT_TOOL, heartbeat).await;
+        let result = result.and_then(|body| match body["status"].as_str() {
+            Some("accepted") => Ok(()),
+            Some("error") => Err(CallError::Protocol(format!(
+                "heartbeat rejected: {}",
+                clip(body["error"].as_str().unwrap_or("(no reason given)"))
+            ))),
+            _ => Err(CallError::Protocol(format!(
+                "heartbeat reply has no known status: {}",
+                clip(&body.to_string())
+            ))),
+        });
+        if let Err(e) = &result {
+            metrics::counter!("connector_errors_total", "kind" => e.kind()).increment(1);
+        }
+        result
+    }
+
+    /// Calls a tool and returns its JSON body (from `structuredContent`, else `content[0].text`).
+    pub async fn call_tool(&self, name: &str, arguments: &Value) -> Result<Value, CallError> {
+        let params = json!({ "name": name, "arguments": arguments });
+        let call = async {
+            let result = self.request_resuming("tools/call", &params).await?;
+            tool_body(&result)
+        };
+        match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    /// One request; if the session turns out to be gone, one new handshake and one resend.
+    async fn request_resuming(&self, method: &str, params: &Value) -> Result<Value, CallError> {
+        let session = self.session().await?;
+        match self.request(&session, method, params).await {
+            Ok(v) => Ok(v),
+            Err(Fail::Call(e)) => Err(e),
+            Err(Fail::SessionGone(why)) => {
+                tracing::info!(reason = %why, "switchboard session lost; re-initializing");
+                metrics::counter!("connector_errors_total", "kind" => "session_lost").increment(1);
+                self.invalidate(&session).await;
+                let session = self.session().await?;
+                self.request(&session, method, params)
+                    .await
+                    .map_err(Fail::into_call_error)
+            }
+        }
+    }
+
+    /// The current session, or a new one after a handshake.
+    async fn session(&self) -> Result<Arc<Session>, CallError> {
+        let mut current = self.inner.session.lock().await;
+        if let Some(s) = current.as_ref().filter(|s| s.usable()) {
+            return Ok(s.clone());
+        }
+        *current = None;
+        let session = Arc::new(match self.inner.transport {
+            Transport::StreamableHttp => Session::Http(self.http_handshake().await?),
+            Transport::LegacySse => Session::Sse(self.sse_handshake().await?),
+        });
+        *current = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Forgets `session` unless another caller already replaced it.
+    async fn invalidate(&self, session: &Arc<Session>) {
+        let mut current = self.inner.session.lock().await;
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, session)) {
+            *current = None;
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn initialize_params() -> Value {
+        json!({
+            "protocolVersion": MCP_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": { "name": "tgingest", "version": crate::VERSION },
+        })
+    }
+
+    /// Sends a request over an established session and returns its `result`.
+    async fn request(
+        &self,
+        session: &Session,
+        method: &str,
+        params: &Value,
+    ) -> Result<Value, Fail> {
+        let id = self.next_id();
+        let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let response = match session {
+            Session::Http(s) => self.http_post(Some(s), Some(id), &message).await?.1,
+            Session::Sse(s) => self.sse_post(s, Some(id), &message).await?,
+        };
+        let response = response.ok_or_else(|| {
+            CallError::Protocol(format!("no response to {method} (HTTP 202 without a body)"))
+        })?;
+        Ok(rpc_result(response, id)?)
+    }
+
+    // -- streamable HTTP ------------------------------------------------------------------------
+
+    async fn http_handshake(&self) -> Result<HttpSession, CallError> {
+        let id = self.next_id();
+        let init = json!({
+            "jsonrpc": "2.0", "id": id, "method": "initialize", "params": Self::initialize_params(),
+        });
+        let (session_id, response) = self
+            .http_post(None, Some(id), &init)
+            .await
+            .map_err(Fail::into_call_error)?;
+        let response = response
+            .ok_or_else(|| CallError::Protocol("initialize got no response body".into()))?;
+        let result = rpc_result(response, id)?;
+        let session = HttpSession {
+            id: session_id,
+            protocol_version: negotiated_version(&result),
+        };
+        let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+        self.http_post(Some(&session), None, &initialized)
+            .await
+            .map_err(Fail::into_call_error)?;
+        tracing::debug!(
+            transport = "streamable_http",
+            "switchboard session initialized"
+        );
+        Ok(session)
+    }
+
+    /// POSTs one message; returns the session id header (if any) and the response to `id`.
+    async fn http_post(
+        &self,
+        session: Option<&HttpSession>,
+        id: Option<u64>,
+        message: &Value,
+    ) -> Result<(Option<String>, Option<Value>), Fail> {
+        let mut req = self
+            .inner
+            .http
+            .post(self.inner.url.clone())
+            .header(ACCEPT, "application/json, text/event-stream")
+            .json(message);
+        let mut sent_session = false;
+        if let Some(s) = session {
+            if let Some(sid) = &s.id {
+                req = req.header("Mcp-Session-Id", sid);
+                sent_session = true;
+            }
+            req = req.header("MCP-Protocol-Version", &s.protocol_version);
+        }
+        if let Some(auth) = &self.inner.auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        let resp = req.send().await.map_err(transport_error)?;
+        let status = resp.status();
+        let session_id = header_str(resp.headers(), "mcp-session-id");
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            let gone = status == StatusCode::NOT_FOUND
+                || (status == StatusCode::BAD_REQUEST && text.to_lowercase().contains("session"));
+            if sent_session && gone {
+                return Err(Fail::SessionGone(format!("HTTP {status}")));
+            }
+            return Err(
+                CallError::Transport(format!("HTTP {status}: {}", clip(text.trim()))).into(),
+            );
+        }
+        let Some(id) = id else {
+            return Ok((session_id, None));
+        };
+        if status == StatusCode::ACCEPTED {
+            return Ok((session_id, None));
+        }
+        let is_sse = header_str(resp.headers(), CONTENT_TYPE.as_str())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if !is_sse {
+            let bytes = resp.bytes().await.map_err(transport_error)?;
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                CallError::Protocol(format!(
+                    "reply is not JSON ({e}): {}",
+                    clip(&String::from_utf8_lossy(&bytes))
+                ))
+            })?;
+            return Ok((session_id, Some(v)));
+        }
+        let mut parser = SseParser::default();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(transport_error)?;
+            for ev in parser.push(&chunk) {
+                if let Some(v) = response_to(&ev.event, &ev.data, id) {
+                    return Ok((session_id, Some(v)));
+                }
+            }
+        }
+        Err(CallError::Transport("reply stream ended before the response".into()).into())
+    }
+
+    // -- legacy SSE -----------------------------------------------------------------------------
+
+    async fn sse_handshake(&self) -> Result<SseSession, CallError> {
+        let mut req = self
+            .inner
+            .http
+            .get(self.inner.url.clone())
+            .header(ACCEPT, "text/event-stream");
+        if let Some(auth) = &self.inner.auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        let resp = req.send().await.map_err(transport_error)?;
+        if !resp.status().is_success() {
+            return Err(CallError::Transport(format!(
+                "GET {}: HTTP {}",
+                self.inner.url.path(),
+                resp.status()
+            )));
+        }
+        let pending = Arc::new(Pending {
+            calls: StdMutex::new(Some(HashMap::new())),
+        });
+        let (endpoint_tx, endpoint_rx) = oneshot::channel();
+        let reader = AbortOnDrop(tokio::spawn(read_sse_stream(
+            resp,
+            pending.clone(),
+            endpoint_tx,
+        )));
+        let endpoint = endpoint_rx.await.map_err(|_| {
+            CallError::Transport("SSE stream ended before its endpoint event".into())
+        })?;
+        let post_url = self.inner.url.join(endpoint.trim()).map_err(|e| {
+            CallError::Protocol(format!("endpoint event {endpoint:?} is not a URL: {e}"))
+        })?;
+        let session = SseSession {
+            post_url,
+            pending,
+            _reader: reader,
+        };
+
+        let id = self.next_id();
+        let init = json!({
+            "jsonrpc": "2.0", "id": id, "method": "initialize", "params": Self::initialize_params(),
+        });
+        let response = self
+            .sse_post(&session, Some(id), &init)
+            .await
+            .map_err(Fail::into_call_error)?
+            .ok_or_else(|| CallError::Protocol("initialize got no response".into()))?;
+        rpc_result(response, id)?;
+        let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+        self.sse_post(&session, None, &initialized)
+            .await
+            .map_err(Fail::into_call_error)?;
+        tracing::debug!(transport = "legacy_sse", "switchboard session initialized");
+        Ok(session)
+    }
+
+    /// POSTs one message to the session's endpoint and, for a request, awaits its response on
+    /// the stream (registered before sending: the response may overtake the `202`).
+    async fn sse_post(
+        &self,
+        session: &SseSession,
+        id: Option<u64>,
+        message: &Value,
+    ) -> Result<Option<Value>, Fail> {
+        let waiting = match id {
+            Some(id) => {
+                let rx = session
+                    .pending
+                    .register(id)
+                    .ok_or_else(|| Fail::SessionGone("SSE stream closed".into()))?;
+                Some((
+                    rx,
+                    PendingGuard {
+                        pending: &session.pending,
+                        id,
+                    },
+                ))
+            }
+            None => None,
+        };
+        let mut req = self.inner.http.post(session.post_url.clone()).json(message);
+        if let Some(auth) = &self.inner.auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        let resp = req.send().await.map_err(transport_error)?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(Fail::SessionGone("message endpoint answered 404".into()));
+        }
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(
+                CallError::Transport(format!("HTTP {status}: {}", clip(text.trim()))).into(),
+            );
+        }
+        let Some((rx, _guard)) = waiting else {
+            return Ok(None);
+        };
+        match rx.await {
+            Ok(v) => Ok(Some(v)),
+            Err(_) => Err(Fail::SessionGone(
+                "SSE stream closed while awaiting the response".into(),
+            )),
+        }
+    }
+}
+
+/// Reads the legacy SSE downstream until it ends: the endpoint event first, then responses.
+async fn read_sse_stream(
+    resp: reqwest::Response,
+    pending: Arc<Pending>,
+    endpoint_tx: oneshot::Sender<String>,
+) {
+    let mut endpoint_tx = Some(endpoint_tx);
+    let mut parser = SseParser::default();
+    let mut body = resp.bytes_stream();
+    while let Some(Ok(chunk)) = body.next().await {
+        for ev in parser.push(&chunk) {
+            if ev.event == "endpoint" {
+                if let Some(tx) = endpoint_tx.take() {
+                    let _ = tx.send(ev.data);
+                }
+                continue;
+            }
+            if ev.event != "message" {
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                continue;
+            };
+            let is_response = v.get("result").is_some() || v.get("error").is_some();
+            if let (true, Some(id)) = (is_response, v.get("id").and_then(Value::as_u64)) {
+                pending.resolve(id, v);
+            }
+        }
+    }
+    tracing::debug!("switchboard SSE stream ended");
+    pending.close();
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The JSON-RPC response to `id` inside an SSE event, if that is what it carries.
+fn response_to(event: &str, data: &str, id: u64) -> Option<Value> {
+    if event != "message" {
+        return None;
+    }
+    let v: Value = serde_json::from_str(data).ok()?;
+    (v.get("id").and_then(Value::as_u64) == Some(id)
+        && (v.get("result").is_some() || v.get("error").is_some()))
+    .then_some(v)
+}
+
+/// The protocol version the server chose (the header value for later requests).
+fn negotiated_version(init_result: &Value) -> String {
+    init_result["protocolVersion"]
+        .as_str()
+        .unwrap_or(MCP_PROTOCOL_VERSION)
+        .to_string()
+}
+
+/// The `result` of a JSON-RPC response, or why there is none.
+fn rpc_result(mut response: Value, id: u64) -> Result<Value, CallError> {
+    if response.get("id").and_then(Value::as_u64) != Some(id) {
+        return Err(CallError::Protocol(format!(
+            "response id {} does not match request id {id}",
+            response.get("id").unwrap_or(&Value::Null)
+        )));
+    }
+    if let Some(err) = response.get("error") {
+        return Err(CallError::Protocol(format!(
+            "JSON-RPC error {}: {}",
+            err["code"],
+            clip(err["message"].as_str().unwrap_or(""))
+        )));
+    }
+    match response.get_mut("result") {
+        Some(result) => Ok(result.take()),
+        None => Err(CallError::Protocol(
+            "JSON-RPC response has neither result nor error".into(),
+        )),
+    }
+}
+
+/// A tool result's body: `isError: true` is a (transient) tool error; otherwise the JSON object
+/// from `structuredContent` (bare, or FastMCP's `{"result": …}` wrapping) or `content[0].text`.
+fn tool_body(result: &Value) -> Result<Value, CallError> {
+    let text = result["content"][0]["text"].as_str();
+    if result["isError"].as_bool().unwrap_or(false) {
+        return Err(CallError::ToolError(clip(
+            text.unwrap_or("tool reported an error without text"),
+        )));
+    }
+    let structured = &result["structuredContent"];
+    if structured.get("status").is_some() {
+        return Ok(structured.clone());
+    }
+    if structured["result"].get("status").is_some() {
+        return Ok(structured["result"].clone());
+    }
+    match text.map(serde_json::from_str::<Value>) {
+        Some(Ok(v)) if v.is_object() => Ok(v),
+        _ => Err(CallError::Protocol(
+            "tool result has neither structuredContent nor a JSON object in content[0].text".into(),
+        )),
+    }
+}
+
+fn parse_ingest(body: &Value) -> Result<IngestReply, CallError> {
+    match body["status"].as_str() {
+        Some("accepted") => {
+            let request_id = match &body["request_id"] {
+                Value::String(s) if !s.is_empty() => s.clone(),
+                _ => {
+                    return Err(CallError::Protocol(
+                        "accepted reply without a request_id".into(),
+                    ));
+                }
+            };
+            Ok(IngestReply::Accepted {
+                request_id,
+                duplicate: body["duplicate"].as_bool().unwrap_or(false),
+            })
+        }
+        Some("error") => Ok(IngestReply::Rejected {
+            error: clip(body["error"].as_str().unwrap_or("(no reason given)")),
+        }),
+        other => Err(CallError::Protocol(format!(
+            "ingest reply has unknown status {other:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_follows_the_url_path() {
+        let t = |u: &str| Transport::for_url(&Url::parse(u).unwrap());
+        assert_eq!(t("http://h:41100/sse"), Transport::LegacySse);
+        assert_eq!(t("http://h:41100/sse/"), Transport::LegacySse);
+        assert_eq!(t("http://h:41100/mcp"), Transport::StreamableHttp);
+        assert_eq!(t("http://h:41100/"), Transport::StreamableHttp);
+    }
+
+    #[test]
+    fn tool_bodies_come_from_structured_content_or_text() {
+        let accepted = json!({"status": "accepted", "request_id": "r", "duplicate": true});
+        let from_structured = json!({"structuredContent": accepted, "isError": false});
+        let wrapped = json!({"structuredContent": {"result": accepted}});
+        let from_text = json!({"content": [{"type": "text", "text": accepted.to_string()}]});
+        for r in [from_structured, wrapped, from_text] {
+            assert_eq!(
+                parse_ingest(&tool_body(&r).unwrap()).unwrap(),
+                IngestReply::Accepted {
+                    request_id: "r".into(),
+                    duplicate: true
+                }
+            );
+        }
+        let err = json!({"isError": true, "content": [{"type": "text", "text": "db down"}]});
+        assert_eq!(tool_body(&err), Err(CallError::ToolError("db down".into())));
+        assert!(matches!(
+            tool_body(&json!({"content": [{"type": "text", "text": "nope"}]})),
+            Err(CallError::Protocol(_))
+        ));
+        let rejected = json!({"status": "error", "error": "Invalid ingest.v1 envelope: x"});
+        assert_eq!(
+            parse_ingest(&rejected).unwrap(),
+            IngestReply::Rejected {
+                error: "Invalid ingest.v1 envelope: x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn only_protocol_errors_are_permanent() {
+        assert!(CallError::Transport("x".into()).is_transient());
+        assert!(CallError::ToolError("x".into()).is_transient());
+        assert!(CallError::Timeout.is_transient());
+        assert!(!CallError::Protocol("x".into()).is_transient());
+    }
+}
