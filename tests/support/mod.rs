@@ -112,3 +112,5 @@ pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a pid we started.
     unsafe { libc::kill(pid as i32, sig) };
 }
+
+pub mod rig;

@@ -1,0 +1,115 @@
+//! An in-process pipeline for tests: a real nats-server, a node with simulated accounts, and the
+//! fake Switchboard, with the ground truth of what should arrive.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tgingest::config::Config;
+use tgingest::event::Event;
+use tgingest::keys::MasterKey;
+use tgingest::node::Node;
+use tgingest::pipeline::PipelineStats;
+use tgingest::policy::{Decision, Policy};
+use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
+use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
+
+use super::TestNats;
+
+/// A running pipeline and everything around it; stopped when dropped.
+pub struct Rig {
+    pub node: Option<Node>,
+    pub stats: Arc<PipelineStats>,
+    pub fake: FakeSwitchboard,
+    pub world: Arc<SimulatedWorld>,
+    pub policy: Policy,
+    pub config: Config,
+    pub nats: TestNats,
+    pub dir: tempfile::TempDir,
+}
+
+/// A small simulation: `accounts` accounts, `messages` positions each, fast.
+pub fn simulation(accounts: u32, messages: u64, rate: f64, seed: u64) -> SimulatorConfig {
+    SimulatorConfig { accounts, messages_per_account: messages, rate, seed, ..SimulatorConfig::default() }
+}
+
+/// A config for a node on `nats` delivering to `fake`, with its own data dir and key.
+pub fn node_config(nats_url: &str, switchboard_url: &str, dir: &std::path::Path, sim: SimulatorConfig) -> Config {
+    let mut config = Config::default();
+    config.node.id = format!("rig-{}", rand::random::<u32>());
+    config.node.data_dir = dir.join("data");
+    config.nats.url = nats_url.to_string();
+    config.switchboard.url = switchboard_url.to_string();
+    config.switchboard.heartbeat_interval = tgingest::config::Dur::secs(0);
+    config.admin.listen = String::new();
+    let key = dir.join("master.key");
+    if !key.exists() {
+        MasterKey::generate_file(&key).expect("master key");
+    }
+    config.security.master_key_file = key;
+    config.simulator = sim;
+    config
+}
+
+impl Rig {
+    /// Starts NATS, the fake Switchboard and a node running the simulation in `sim`.
+    pub async fn start(sim: SimulatorConfig, tweak: impl FnOnce(&mut Config)) -> Rig {
+        tgingest::telemetry::install_crypto_provider();
+        let nats = TestNats::start();
+        let fake = FakeSwitchboard::start(FakeOptions::default()).await.expect("fake switchboard");
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = node_config(&nats.url(), &fake.mcp_url(), dir.path(), sim);
+        tweak(&mut config);
+        let policy = Policy::new(&config.policy).expect("policy");
+        let world = Arc::new(SimulatedWorld::new(config.simulator.clone()).expect("world"));
+        let node = Node::start(config.clone()).await.expect("node");
+        let stats = node.start_pipeline().await.expect("pipeline");
+        Rig { node: Some(node), stats, fake, world, policy, config, nats, dir }
+    }
+
+    /// What must arrive: every unique event of the simulation that the policy keeps, redacted.
+    pub fn expected(&self) -> HashMap<String, Event> {
+        let sim = &self.config.simulator;
+        let mut out = HashMap::new();
+        for i in 0..sim.accounts {
+            for event in self.world.expected(i, sim.messages_per_account) {
+                if let Decision::Keep { event, .. } = self.policy.decide(&event) {
+                    out.insert(event.event_id.clone(), event);
+                }
+            }
+        }
+        out
+    }
+
+    /// Event ids the fake Switchboard stored, with how often each was stored.
+    pub fn delivered(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for accepted in self.fake.accepted() {
+            let id = accepted.envelope["payload"]["raw"]["event_id"].as_str().unwrap_or_default().to_string();
+            *out.entry(id).or_default() += 1;
+        }
+        out
+    }
+
+    /// Waits until every expected event is stored (true) or `timeout` passes (false).
+    pub async fn wait_all_delivered(&self, timeout: Duration) -> bool {
+        let expected = self.expected();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let delivered = self.delivered();
+            if expected.keys().all(|id| delivered.contains_key(id)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Stops the node (clean shutdown).
+    pub async fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
