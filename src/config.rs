@@ -68,6 +68,8 @@ pub struct Config {
     pub eventlog: EventLogConfig,
     pub logging: LoggingConfig,
     pub admin: AdminConfig,
+    pub simulator: crate::telegram::simulated::SimulatorConfig,
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// This process: its name in the cluster and where it keeps local state.
@@ -1033,6 +1035,8 @@ impl Config {
                 "a level (error, warn, info, debug, trace) or a filter such as tgingest=debug,async_nats=warn",
             )
         })?;
+        self.simulator.validate()?;
+        self.policy.validate()?;
         check(
             self.admin.listen.is_empty() || self.admin.listen.parse::<SocketAddr>().is_ok(),
             || {

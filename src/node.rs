@@ -19,7 +19,12 @@ use crate::keys::{
     MasterKey,
 };
 use crate::nats_server::{NatsServer, NatsServerError, ServerOptions, find_binary};
+use crate::pipeline::{self, PipelineParts, PipelineStats};
+use crate::policy::Policy;
 use crate::supervision::{RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::switchboard::McpClient;
+use crate::telegram::gateway::GatewayFactory;
+use crate::telegram::simulated::{SimulatedFactory, SimulatedWorld, SimulatorFaults};
 
 /// Why a node could not start (or stop cleanly).
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,12 @@ pub enum NodeError {
     Supervisor(String),
     #[error("a start-up task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot set up the Switchboard client: {0}")]
+    Switchboard(String),
+    #[error("cannot start the pipeline: {0}")]
+    Pipeline(#[from] crate::supervision::SupervisorCallError),
 }
 
 /// Resolves the master key the way every command does: env, configured file, then (embedded
@@ -236,6 +247,21 @@ impl Node {
         })
     }
 
+    /// Starts the pipeline stages; with `simulator.accounts > 0` the accounts are simulated.
+    pub async fn start_pipeline(&self) -> Result<Arc<PipelineStats>, NodeError> {
+        let policy = Arc::new(Policy::new(&self.config.policy)?);
+        let client = McpClient::new(&self.config.switchboard).map_err(|e| NodeError::Switchboard(e.to_string()))?;
+        let (factory, accounts): (Arc<dyn GatewayFactory>, Vec<String>) = if self.config.simulator.accounts > 0 {
+            let world = Arc::new(SimulatedWorld::new(self.config.simulator.clone())?);
+            let accounts = world.account_ids().collect();
+            (Arc::new(SimulatedFactory::new(world, SimulatorFaults::new())), accounts)
+        } else {
+            (Arc::new(NoAccounts), Vec::new())
+        };
+        tracing::info!(accounts = accounts.len(), "starting the pipeline");
+        Ok(pipeline::start(self, PipelineParts { factory, accounts, policy, client }).await?)
+    }
+
     /// The URL of the NATS server in use.
     pub fn nats_url(&self) -> &str {
         self.bus.url()
@@ -282,6 +308,15 @@ impl Node {
             nats.stop().await;
         }
         result.map(|_| ()).map_err(NodeError::from)
+    }
+}
+
+/// The factory when this node runs no accounts of its own (its stages still drain the bus).
+struct NoAccounts;
+
+impl GatewayFactory for NoAccounts {
+    fn create(&self, account_id: &str) -> Box<dyn crate::telegram::gateway::Gateway> {
+        unreachable!("no accounts are configured, so no gateway for {account_id} is ever created")
     }
 }
 
