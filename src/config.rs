@@ -566,7 +566,7 @@ pub fn load(
         env_overrides
             .iter()
             .rev()
-            .find(|(_, k)| k == key)
+            .find(|(_, k)| k == key.split('[').next().unwrap_or(key))
             .map_or_else(
                 || file_origin.clone(),
                 |(var, _)| format!("environment variable {var}"),

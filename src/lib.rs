@@ -26,10 +26,10 @@ pub mod supervision;
 /// Logging and process-wide set-up.
 pub mod telemetry;
 
-/// Scope filtering (which events may leave) and redaction (what text may leave).
-pub mod policy;
 /// The pipeline stages, as supervised actors.
 pub mod pipeline;
+/// Scope filtering (which events may leave) and redaction (what text may leave).
+pub mod policy;
 /// Switchboard: the ingest.v1 envelope, the MCP client, and a fake for tests and the demo.
 pub mod switchboard;
 /// The gateway to Telegram (trait) and its implementations.

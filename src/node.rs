@@ -250,16 +250,30 @@ impl Node {
     /// Starts the pipeline stages; with `simulator.accounts > 0` the accounts are simulated.
     pub async fn start_pipeline(&self) -> Result<Arc<PipelineStats>, NodeError> {
         let policy = Arc::new(Policy::new(&self.config.policy)?);
-        let client = McpClient::new(&self.config.switchboard).map_err(|e| NodeError::Switchboard(e.to_string()))?;
-        let (factory, accounts): (Arc<dyn GatewayFactory>, Vec<String>) = if self.config.simulator.accounts > 0 {
-            let world = Arc::new(SimulatedWorld::new(self.config.simulator.clone())?);
-            let accounts = world.account_ids().collect();
-            (Arc::new(SimulatedFactory::new(world, SimulatorFaults::new())), accounts)
-        } else {
-            (Arc::new(NoAccounts), Vec::new())
-        };
+        let client = McpClient::new(&self.config.switchboard)
+            .map_err(|e| NodeError::Switchboard(e.to_string()))?;
+        let (factory, accounts): (Arc<dyn GatewayFactory>, Vec<String>) =
+            if self.config.simulator.accounts > 0 {
+                let world = Arc::new(SimulatedWorld::new(self.config.simulator.clone())?);
+                let accounts = world.account_ids().collect();
+                (
+                    Arc::new(SimulatedFactory::new(world, SimulatorFaults::new())),
+                    accounts,
+                )
+            } else {
+                (Arc::new(NoAccounts), Vec::new())
+            };
         tracing::info!(accounts = accounts.len(), "starting the pipeline");
-        Ok(pipeline::start(self, PipelineParts { factory, accounts, policy, client }).await?)
+        Ok(pipeline::start(
+            self,
+            PipelineParts {
+                factory,
+                accounts,
+                policy,
+                client,
+            },
+        )
+        .await?)
     }
 
     /// The URL of the NATS server in use.

@@ -20,7 +20,10 @@ async fn read_stream(rig: &Rig, stream: &str) -> Vec<async_nats::jetstream::Mess
     let stream = js.get_stream(stream).await.unwrap();
     let total = stream.cached_info().state.messages;
     let consumer = stream
-        .create_consumer(pull::OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();
@@ -37,27 +40,54 @@ async fn read_stream(rig: &Rig, stream: &str) -> Vec<async_nats::jetstream::Mess
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_allowed_event_arrives_exactly_once_with_the_right_envelope() {
     let mut rig = Rig::start(simulation(3, 400, 400.0, 7), |_| {}).await;
-    assert!(rig.wait_all_delivered(WAIT).await, "not everything arrived: {:?}", rig.stats.snapshot());
+    assert!(
+        rig.wait_all_delivered(WAIT).await,
+        "not everything arrived: {:?}",
+        rig.stats.snapshot()
+    );
     // Give stragglers (re-sends) a moment, then compare sets exactly.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let expected = rig.expected();
     let delivered = rig.delivered();
     assert_eq!(rig.fake.stored_twice(), 0);
     assert!(delivered.values().all(|n| *n == 1), "stored twice");
-    let unexpected: Vec<_> = delivered.keys().filter(|id| !expected.contains_key(*id)).collect();
-    assert!(unexpected.is_empty(), "{} events arrived that the policy should have stopped", unexpected.len());
+    let unexpected: Vec<_> = delivered
+        .keys()
+        .filter(|id| !expected.contains_key(*id))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "{} events arrived that the policy should have stopped",
+        unexpected.len()
+    );
     assert_eq!(delivered.len(), expected.len());
 
     // The envelope is the mapping of the redacted event (observed_at aside, which is emission time).
     for accepted in rig.fake.accepted() {
-        let id = accepted.envelope["payload"]["raw"]["event_id"].as_str().unwrap();
+        let id = accepted.envelope["payload"]["raw"]["event_id"]
+            .as_str()
+            .unwrap();
         let want = envelope(&expected[id], &rig.config.switchboard);
-        for pointer in ["/source", "/sender", "/control", "/event/external_event_id", "/event/external_thread_id", "/payload/normalized_text"] {
-            assert_eq!(accepted.envelope.pointer(pointer), want.pointer(pointer), "{pointer} of {id}");
+        for pointer in [
+            "/source",
+            "/sender",
+            "/control",
+            "/event/external_event_id",
+            "/event/external_thread_id",
+            "/payload/normalized_text",
+        ] {
+            assert_eq!(
+                accepted.envelope.pointer(pointer),
+                want.pointer(pointer),
+                "{pointer} of {id}"
+            );
         }
     }
     let snapshot = rig.stats.snapshot();
-    assert!(snapshot.duplicates_dropped.values().sum::<u64>() > 0, "the simulation re-delivers; some must be dropped: {snapshot:?}");
+    assert!(
+        snapshot.duplicates_dropped.values().sum::<u64>() > 0,
+        "the simulation re-delivers; some must be dropped: {snapshot:?}"
+    );
     assert!(snapshot.redacted.values().sum::<u64>() > 0, "{snapshot:?}");
     rig.stop().await;
 }
@@ -70,18 +100,34 @@ async fn denied_chats_never_reach_tg_clean_and_pii_never_leaves() {
     assert!(!clean.is_empty());
     for message in &clean {
         let event: Event = tgingest::codec::decode(&message.payload).unwrap();
-        assert_ne!(event.chat.id, TELEGRAM_SERVICE_CHAT, "the login-code chat reached TG_CLEAN");
-        assert_ne!(event.kind, EventKind::Service, "service messages are dropped by default");
+        assert_ne!(
+            event.chat.id, TELEGRAM_SERVICE_CHAT,
+            "the login-code chat reached TG_CLEAN"
+        );
+        assert_ne!(
+            event.kind,
+            EventKind::Service,
+            "service messages are dropped by default"
+        );
     }
     // Every piece of personal data the simulation embedded is gone from what Switchboard got.
-    let delivered_text: Vec<String> = rig.fake.accepted().iter().map(|a| a.envelope.to_string()).collect();
+    let delivered_text: Vec<String> = rig
+        .fake
+        .accepted()
+        .iter()
+        .map(|a| a.envelope.to_string())
+        .collect();
     let sim = &rig.config.simulator;
     let mut checked = 0;
     for i in 0..sim.accounts {
         for n in 0..sim.messages_per_account {
             if let Some(pii) = rig.world.event_at(i, n).pii {
                 checked += 1;
-                assert!(delivered_text.iter().all(|t| !t.contains(&pii.value)), "{:?} leaked", pii.kind);
+                assert!(
+                    delivered_text.iter().all(|t| !t.contains(&pii.value)),
+                    "{:?} leaked",
+                    pii.kind
+                );
             }
         }
     }
@@ -96,14 +142,25 @@ async fn switchboard_down_for_a_while_then_back_loses_nothing() {
     rig.fake.stop().await;
     let delivered_before = rig.delivered().len();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(rig.delivered().len(), delivered_before, "nothing can arrive while Switchboard is down");
+    assert_eq!(
+        rig.delivered().len(),
+        delivered_before,
+        "nothing can arrive while Switchboard is down"
+    );
     rig.fake.restart().await.unwrap();
-    assert!(rig.wait_all_delivered(WAIT).await, "{:?}", rig.stats.snapshot());
+    assert!(
+        rig.wait_all_delivered(WAIT).await,
+        "{:?}",
+        rig.stats.snapshot()
+    );
     assert_eq!(rig.fake.stored_twice(), 0);
     let retries = rig.stats.retries.get();
     assert!(retries > 0, "the outage must have caused retries");
     // Backoff bounds the retries: at most ~ (in-flight calls) × (doublings to 30 s + outage / 30 s).
-    assert!(retries < 8 * 20, "retries not bounded by the backoff: {retries}");
+    assert!(
+        retries < 8 * 20,
+        "retries not bounded by the backoff: {retries}"
+    );
     rig.stop().await;
 }
 
@@ -116,10 +173,25 @@ async fn a_permanently_invalid_envelope_is_dead_lettered_and_does_not_block_the_
     let mut bad = rig.expected().into_values().next().unwrap();
     bad.message_id = String::new();
     bad.event_id = "bad-envelope".into();
-    js.publish(format!("tg.clean.{}", bad.account_id), tgingest::codec::encode(&bad).unwrap().into()).await.unwrap().await.unwrap();
-    js.publish("tg.raw.1.private", "not an event".into()).await.unwrap().await.unwrap();
+    js.publish(
+        format!("tg.clean.{}", bad.account_id),
+        tgingest::codec::encode(&bad).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    js.publish("tg.raw.1.private", "not an event".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
-    assert!(rig.wait_all_delivered(WAIT).await, "the stream is blocked: {:?}", rig.stats.snapshot());
+    assert!(
+        rig.wait_all_delivered(WAIT).await,
+        "the stream is blocked: {:?}",
+        rig.stats.snapshot()
+    );
     let deadline = std::time::Instant::now() + WAIT;
     let mut dlq = Vec::new();
     while std::time::Instant::now() < deadline {
@@ -131,11 +203,27 @@ async fn a_permanently_invalid_envelope_is_dead_lettered_and_does_not_block_the_
     }
     let reasons: Vec<String> = dlq
         .iter()
-        .map(|m| m.headers.as_ref().and_then(|h| h.get("Tgingest-Reason")).map(|v| v.to_string()).unwrap_or_default())
+        .map(|m| {
+            m.headers
+                .as_ref()
+                .and_then(|h| h.get("Tgingest-Reason"))
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        })
         .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("Invalid ingest.v1 envelope")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("undecodable TG_RAW message")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("Invalid ingest.v1 envelope")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("undecodable TG_RAW message")),
+        "{reasons:?}"
+    );
     assert!(rig.stats.dead_lettered.get() >= 1);
     rig.stop().await;
 }
@@ -145,7 +233,11 @@ async fn a_nats_server_restart_mid_stream_is_survived() {
     let mut rig = Rig::start(simulation(2, 800, 200.0, 33), |_| {}).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     tokio::task::block_in_place(|| rig.nats.server.restart()).unwrap();
-    assert!(rig.wait_all_delivered(Duration::from_secs(90)).await, "{:?}", rig.stats.snapshot());
+    assert!(
+        rig.wait_all_delivered(Duration::from_secs(90)).await,
+        "{:?}",
+        rig.stats.snapshot()
+    );
     assert_eq!(rig.fake.stored_twice(), 0);
     rig.stop().await;
 }

@@ -105,7 +105,10 @@ pub struct AccountState {
     publish_backoff: Duration,
 }
 
-fn ack_future(pending: Pending, fut: AckFuture) -> BoxFuture<'static, (Pending, Result<PublishAck, PublishError>)> {
+fn ack_future(
+    pending: Pending,
+    fut: AckFuture,
+) -> BoxFuture<'static, (Pending, Result<PublishAck, PublishError>)> {
     Box::pin(async move {
         let result = fut.await;
         (pending, result)
@@ -113,14 +116,18 @@ fn ack_future(pending: Pending, fut: AckFuture) -> BoxFuture<'static, (Pending, 
 }
 
 /// Sends one publish; the returned future resolves to its PubAck.
-async fn publish(js: &async_nats::jetstream::Context, pending: &Pending) -> Result<AckFuture, PublishError> {
-    let message = PublishMessage::build().payload(pending.payload.clone()).message_id(&pending.event_id);
+async fn publish(
+    js: &async_nats::jetstream::Context,
+    pending: &Pending,
+) -> Result<AckFuture, PublishError> {
+    let message = PublishMessage::build()
+        .payload(pending.payload.clone())
+        .message_id(&pending.event_id);
     let ack = js.send_publish(pending.subject.clone(), message).await?;
     Ok(std::future::IntoFuture::into_future(ack))
 }
 
 impl AccountState {
-
     /// Publishes one update's events and remembers its cursor.
     async fn take_update(&mut self, update: SourceUpdate) -> Result<(), ActorProcessingErr> {
         self.args.stats.produced.add(update.events.len() as u64);
@@ -145,7 +152,8 @@ impl AccountState {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?self.publish_backoff, "publish to TG_RAW failed; retrying");
-                    metrics::counter!("tgingest_publish_retries_total", "stream" => "TG_RAW").increment(1);
+                    metrics::counter!("tgingest_publish_retries_total", "stream" => "TG_RAW")
+                        .increment(1);
                     tokio::time::sleep(self.publish_backoff).await;
                     self.publish_backoff = (self.publish_backoff * 2).min(Duration::from_secs(5));
                 }
@@ -159,7 +167,8 @@ impl AccountState {
             Ok(ack) => {
                 if ack.duplicate {
                     self.args.stats.duplicates_bus_raw.add(1);
-                    metrics::counter!("tgingest_dedupe_drops_total", "layer" => "bus_raw").increment(1);
+                    metrics::counter!("tgingest_dedupe_drops_total", "layer" => "bus_raw")
+                        .increment(1);
                 } else {
                     self.args.stats.published_raw.add(1);
                 }
@@ -170,7 +179,8 @@ impl AccountState {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no PubAck from TG_RAW; publishing again");
-                metrics::counter!("tgingest_publish_retries_total", "stream" => "TG_RAW").increment(1);
+                metrics::counter!("tgingest_publish_retries_total", "stream" => "TG_RAW")
+                    .increment(1);
                 tokio::time::sleep(self.publish_backoff).await;
                 self.publish_backoff = (self.publish_backoff * 2).min(Duration::from_secs(5));
                 let fut = self.publish_until_sent(&pending).await;
@@ -190,7 +200,9 @@ impl AccountState {
     /// Checkpoints the acknowledged cursor (flushed) and only then tells the source.
     async fn commit(&mut self) -> Result<(), ActorProcessingErr> {
         self.last_commit = Instant::now();
-        let Some(cursor) = self.acked.clone() else { return Ok(()) };
+        let Some(cursor) = self.acked.clone() else {
+            return Ok(());
+        };
         if self.committed.as_ref() == Some(&cursor) {
             return Ok(());
         }
@@ -247,7 +259,11 @@ async fn read_source(
 }
 
 fn gateway_failure(e: GatewayError) -> ActorProcessingErr {
-    if e.is_permanent() { Box::new(PermanentFailure::new(e.to_string())) } else { Box::new(e) }
+    if e.is_permanent() {
+        Box::new(PermanentFailure::new(e.to_string()))
+    } else {
+        Box::new(e)
+    }
 }
 
 impl Actor for AccountActor {
@@ -255,7 +271,11 @@ impl Actor for AccountActor {
     type State = AccountState;
     type Arguments = AccountArgs;
 
-    async fn pre_start(&self, myself: ActorRef<AccountMsg>, args: AccountArgs) -> Result<AccountState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AccountMsg>,
+        args: AccountArgs,
+    ) -> Result<AccountState, ActorProcessingErr> {
         myself.cast(AccountMsg::Start)?;
         Ok(AccountState {
             args,
@@ -272,7 +292,12 @@ impl Actor for AccountActor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<AccountMsg>, msg: AccountMsg, state: &mut AccountState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<AccountMsg>,
+        msg: AccountMsg,
+        state: &mut AccountState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             AccountMsg::Start => {
                 let mut gateway = state.args.factory.create(&state.args.account_id);
@@ -287,14 +312,17 @@ impl Actor for AccountActor {
                 gateway.catch_up(resume).await.map_err(gateway_failure)?;
                 let (tx, rx) = mpsc::channel(state.args.window.max(1));
                 let (commit_tx, commit_rx) = mpsc::unbounded_channel();
-                state._reader = Some(AbortOnDrop(tokio::spawn(read_source(gateway, tx, commit_rx))));
+                state._reader = Some(AbortOnDrop(tokio::spawn(read_source(
+                    gateway, tx, commit_rx,
+                ))));
                 state.updates = Some(rx);
                 state.commits = Some(commit_tx);
                 myself.cast(AccountMsg::Pump)?;
             }
             AccountMsg::Pump => {
                 self.pump(state).await?;
-                if !(state.source_ended && state.acks.is_empty() && state.acked == state.committed) {
+                if !(state.source_ended && state.acks.is_empty() && state.acked == state.committed)
+                {
                     myself.cast(AccountMsg::Pump)?;
                 } else {
                     tracing::info!(account = %crate::telemetry::hash_id(&state.args.account_id), "source ended; everything committed");
@@ -303,7 +331,13 @@ impl Actor for AccountActor {
             AccountMsg::Status(reply) => {
                 let _ = reply.send(AccountStatus {
                     account_id: state.args.account_id.clone(),
-                    state: if state.source_ended { "source_ended" } else if state.updates.is_some() { "running" } else { "connecting" },
+                    state: if state.source_ended {
+                        "source_ended"
+                    } else if state.updates.is_some() {
+                        "running"
+                    } else {
+                        "connecting"
+                    },
                     in_flight: state.acks.len(),
                     committed: state.committed.as_ref().map(|c| c.0.clone()),
                     acked: state.acked.as_ref().map(|c| c.0.clone()),
@@ -321,7 +355,9 @@ impl AccountActor {
         let room = state.acks.len() < state.args.window && !state.source_ended;
         let due = state.checkpoint_due();
         let step = {
-            let Some(updates) = state.updates.as_mut() else { return Ok(()) };
+            let Some(updates) = state.updates.as_mut() else {
+                return Ok(());
+            };
             let acks = &mut state.acks;
             let waiting = !acks.is_empty();
             tokio::select! {
@@ -358,6 +394,8 @@ enum Step {
 
 impl AccountState {
     fn checkpoint_due(&self) -> Duration {
-        self.args.checkpoint_every.saturating_sub(self.last_commit.elapsed())
+        self.args
+            .checkpoint_every
+            .saturating_sub(self.last_commit.elapsed())
     }
 }

@@ -65,11 +65,20 @@ impl Actor for FilterActor {
     type State = FilterArgs;
     type Arguments = FilterArgs;
 
-    async fn pre_start(&self, _: ActorRef<FilterMsg>, args: FilterArgs) -> Result<FilterArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<FilterMsg>,
+        args: FilterArgs,
+    ) -> Result<FilterArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn handle(&self, _: ActorRef<FilterMsg>, msg: FilterMsg, state: &mut FilterArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<FilterMsg>,
+        msg: FilterMsg,
+        state: &mut FilterArgs,
+    ) -> Result<(), ActorProcessingErr> {
         let FilterMsg::Batch(events, reply) = msg;
         let outcomes = filter_batch(state, events).await?;
         let _ = reply.send(outcomes);
@@ -77,19 +86,23 @@ impl Actor for FilterActor {
     }
 }
 
-async fn filter_batch(state: &FilterArgs, events: Vec<Event>) -> Result<Vec<FilterOutcome>, ActorProcessingErr> {
+async fn filter_batch(
+    state: &FilterArgs,
+    events: Vec<Event>,
+) -> Result<Vec<FilterOutcome>, ActorProcessingErr> {
     let mut outcomes = Vec::with_capacity(events.len());
     let mut acks = Vec::new();
     let mut drops: BTreeMap<String, u64> = BTreeMap::new();
     for event in events {
-        match state.policy.decide(&event) {
+        match state.policy.decide_owned(event) {
             Decision::Drop { rule } => {
+                let rule = rule.as_str().to_string();
                 *drops.entry(rule.clone()).or_default() += 1;
                 outcomes.push(FilterOutcome::Dropped { rule });
             }
             Decision::Keep { event, redactions } => {
                 for (kind, count) in &redactions {
-                    state.stats.redacted.add(kind.as_ref(), u64::from(*count));
+                    state.stats.redacted.add(kind.name(), u64::from(*count));
                 }
                 let payload: bytes::Bytes = crate::codec::encode(&event)?.into();
                 let subject = clean_subject(&event.account_id);
@@ -103,13 +116,23 @@ async fn filter_batch(state: &FilterArgs, events: Vec<Event>) -> Result<Vec<Filt
         for (rule, n) in &drops {
             state.stats.filtered.add(rule, *n);
         }
-        let details = drops.iter().map(|(rule, n)| (format!("rule.{rule}"), n.to_string())).collect();
-        let entry = AuditEntry { action: "scope.drop".into(), actor: format!("{}/filter", state.node_id), account_id: None, details };
+        let details = drops
+            .iter()
+            .map(|(rule, n)| (format!("rule.{rule}"), n.to_string()))
+            .collect();
+        let entry = AuditEntry {
+            action: "scope.drop".into(),
+            actor: format!("{}/filter", state.node_id),
+            account_id: None,
+            details,
+        };
         state.eventlog.audit(&entry, Durability::Flushed).await?;
     }
     let mut pending = Vec::with_capacity(acks.len());
     for (index, subject, event_id, payload) in acks {
-        let message = PublishMessage::build().payload(payload.clone()).message_id(&event_id);
+        let message = PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(&event_id);
         let future = state.bus.js.send_publish(subject.clone(), message).await;
         pending.push((index, subject, event_id, payload, future));
     }
@@ -121,7 +144,9 @@ async fn filter_batch(state: &FilterArgs, events: Vec<Event>) -> Result<Vec<Filt
         // One immediate retry with the same Msg-Id (idempotent) before leaving it for redelivery.
         if result.is_err() {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let message = PublishMessage::build().payload(payload).message_id(&event_id);
+            let message = PublishMessage::build()
+                .payload(payload)
+                .message_id(&event_id);
             result = match state.bus.js.send_publish(subject, message).await {
                 Ok(f) => f.await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -131,11 +156,14 @@ async fn filter_batch(state: &FilterArgs, events: Vec<Event>) -> Result<Vec<Filt
             Ok(ack) => {
                 if ack.duplicate {
                     state.stats.duplicates_bus_clean.add(1);
-                    metrics::counter!("tgingest_dedupe_drops_total", "layer" => "bus_clean").increment(1);
+                    metrics::counter!("tgingest_dedupe_drops_total", "layer" => "bus_clean")
+                        .increment(1);
                 } else {
                     state.stats.published_clean.add(1);
                 }
-                FilterOutcome::Published { duplicate: ack.duplicate }
+                FilterOutcome::Published {
+                    duplicate: ack.duplicate,
+                }
             }
             Err(e) => FilterOutcome::Failed(e),
         };
@@ -201,16 +229,38 @@ impl Actor for DedupeActor {
     type State = DedupeState;
     type Arguments = DedupeArgs;
 
-    async fn pre_start(&self, myself: ActorRef<DedupeMsg>, args: DedupeArgs) -> Result<DedupeState, ActorProcessingErr> {
-        let consumer = durable_consumer(&args.bus, STREAM_RAW, DEDUPE_CONSUMER, Duration::from_secs(30), 20_000).await?;
+    async fn pre_start(
+        &self,
+        myself: ActorRef<DedupeMsg>,
+        args: DedupeArgs,
+    ) -> Result<DedupeState, ActorProcessingErr> {
+        let consumer = durable_consumer(
+            &args.bus,
+            STREAM_RAW,
+            DEDUPE_CONSUMER,
+            Duration::from_secs(30),
+            20_000,
+        )
+        .await?;
         let (dir, horizon) = (args.seen_dir.clone(), args.horizon);
-        let seen = Arc::new(tokio::task::spawn_blocking(move || SeenSet::open(&dir, horizon)).await??);
+        let seen =
+            Arc::new(tokio::task::spawn_blocking(move || SeenSet::open(&dir, horizon)).await??);
         myself.cast(DedupeMsg::Pump)?;
         myself.send_interval(Duration::from_secs(60), || DedupeMsg::Prune);
-        Ok(DedupeState { args, consumer, seen, idle_backoff: Duration::from_millis(50) })
+        Ok(DedupeState {
+            args,
+            consumer,
+            seen,
+            idle_backoff: Duration::from_millis(50),
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<DedupeMsg>, msg: DedupeMsg, state: &mut DedupeState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<DedupeMsg>,
+        msg: DedupeMsg,
+        state: &mut DedupeState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             DedupeMsg::Pump => {
                 if let Err(e) = pump_dedupe(state).await {
@@ -308,20 +358,34 @@ async fn pump_dedupe(state: &mut DedupeState) -> Result<(), ActorProcessingErr> 
         messages[i].ack().await?;
     }
     for i in failed {
-        messages[i].ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await?;
+        messages[i]
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await?;
     }
     Ok(())
 }
 
 /// A `TG_RAW` message that is not an event goes to `TG_DLQ` with the reason, so nothing is lost
 /// silently and the stream is not blocked.
-async fn dead_letter_undecodable(bus: &Bus, message: &jetstream::Message, reason: &str) -> Result<(), ActorProcessingErr> {
+async fn dead_letter_undecodable(
+    bus: &Bus,
+    message: &jetstream::Message,
+    reason: &str,
+) -> Result<(), ActorProcessingErr> {
     tracing::error!(subject = %message.subject, %reason, "undecodable TG_RAW message; dead-lettering it");
     metrics::counter!("tgingest_dead_letters_total", "stage" => "dedupe").increment(1);
     let account = message.subject.split('.').nth(2).unwrap_or("unknown");
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(REASON_HEADER, format!("undecodable TG_RAW message: {reason}").as_str());
-    let publish = PublishMessage::build().payload(message.payload.clone()).headers(headers);
-    bus.js.send_publish(dlq_subject(account), publish).await?.await?;
+    headers.insert(
+        REASON_HEADER,
+        format!("undecodable TG_RAW message: {reason}").as_str(),
+    );
+    let publish = PublishMessage::build()
+        .payload(message.payload.clone())
+        .headers(headers);
+    bus.js
+        .send_publish(dlq_subject(account), publish)
+        .await?
+        .await?;
     Ok(())
 }

@@ -68,14 +68,29 @@ impl Actor for DeliveryActor {
     type State = DeliveryState;
     type Arguments = DeliveryArgs;
 
-    async fn pre_start(&self, myself: ActorRef<DeliveryMsg>, args: DeliveryArgs) -> Result<DeliveryState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<DeliveryMsg>,
+        args: DeliveryArgs,
+    ) -> Result<DeliveryState, ActorProcessingErr> {
         let max_inflight = args.config.max_inflight as usize;
-        let consumer = durable_consumer(&args.bus, STREAM_CLEAN, DELIVERY_CONSUMER, ACK_WAIT, 20_000).await?;
+        let consumer =
+            durable_consumer(&args.bus, STREAM_CLEAN, DELIVERY_CONSUMER, ACK_WAIT, 20_000).await?;
         myself.cast(DeliveryMsg::Pump)?;
-        Ok(DeliveryState { args: Arc::new(args), consumer, slots: Arc::new(Semaphore::new(max_inflight)), tasks: JoinSet::new() })
+        Ok(DeliveryState {
+            args: Arc::new(args),
+            consumer,
+            slots: Arc::new(Semaphore::new(max_inflight)),
+            tasks: JoinSet::new(),
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<DeliveryMsg>, msg: DeliveryMsg, state: &mut DeliveryState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<DeliveryMsg>,
+        msg: DeliveryMsg,
+        state: &mut DeliveryState,
+    ) -> Result<(), ActorProcessingErr> {
         let DeliveryMsg::Pump = msg;
         while let Some(done) = state.tasks.try_join_next() {
             if let Err(e) = done {
@@ -96,7 +111,13 @@ impl Actor for DeliveryActor {
 }
 
 async fn fill_slots(state: &mut DeliveryState, free: usize) -> Result<(), ActorProcessingErr> {
-    let mut batch = state.consumer.fetch().max_messages(free).expires(Duration::from_millis(200)).messages().await?;
+    let mut batch = state
+        .consumer
+        .fetch()
+        .max_messages(free)
+        .expires(Duration::from_millis(200))
+        .messages()
+        .await?;
     while let Some(message) = batch.next().await {
         let message = message?;
         let permit = state.slots.clone().acquire_owned().await?;
@@ -113,7 +134,15 @@ async fn fill_slots(state: &mut DeliveryState, free: usize) -> Result<(), ActorP
 async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
     let event: Event = match crate::codec::decode(&message.payload) {
         Ok(e) => e,
-        Err(e) => return dead_letter(args, &message, None, &format!("undecodable TG_CLEAN message: {e}")).await,
+        Err(e) => {
+            return dead_letter(
+                args,
+                &message,
+                None,
+                &format!("undecodable TG_CLEAN message: {e}"),
+            )
+            .await;
+        }
     };
     let envelope = envelope(&event, &args.config);
     let mut backoff = Duration::from_millis(200);
@@ -128,13 +157,16 @@ async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
                 }
                 let latency = now_us().saturating_sub(event.observed_at_us).max(0) as u64;
                 args.stats.latency.record(latency);
-                metrics::histogram!("tgingest_end_to_end_latency_seconds").record(latency as f64 / 1e6);
+                metrics::histogram!("tgingest_end_to_end_latency_seconds")
+                    .record(latency as f64 / 1e6);
                 if let Err(e) = message.ack().await {
                     tracing::warn!(error = %e, "ack on TG_CLEAN failed; Switchboard will answer the redelivery as a duplicate");
                 }
                 return;
             }
-            Ok(IngestReply::Rejected { error }) => return dead_letter(args, &message, Some(&event), &error).await,
+            Ok(IngestReply::Rejected { error }) => {
+                return dead_letter(args, &message, Some(&event), &error).await;
+            }
             Err(e) => {
                 args.stats.retries.add(1);
                 metrics::counter!("tgingest_delivery_retries_total").increment(1);
@@ -154,28 +186,60 @@ async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
 /// Parks a message Switchboard refused for good in `TG_DLQ` (with the reason), audits it, and
 /// acknowledges it so the stream moves on. If the DLQ publish fails, the message is left for
 /// redelivery instead: nothing is lost.
-async fn dead_letter(args: &DeliveryArgs, message: &jetstream::Message, event: Option<&Event>, reason: &str) {
-    let account = event.map_or_else(|| message.subject.split('.').nth(2).unwrap_or("unknown").to_string(), |e| e.account_id.clone());
+async fn dead_letter(
+    args: &DeliveryArgs,
+    message: &jetstream::Message,
+    event: Option<&Event>,
+    reason: &str,
+) {
+    let account = event.map_or_else(
+        || {
+            message
+                .subject
+                .split('.')
+                .nth(2)
+                .unwrap_or("unknown")
+                .to_string()
+        },
+        |e| e.account_id.clone(),
+    );
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(REASON_HEADER, reason);
-    let mut publish = PublishMessage::build().payload(message.payload.clone()).headers(headers);
+    let mut publish = PublishMessage::build()
+        .payload(message.payload.clone())
+        .headers(headers);
     if let Some(e) = event {
         publish = publish.message_id(&e.event_id);
     }
-    let stored = match args.bus.js.send_publish(dlq_subject(&account), publish).await {
+    let stored = match args
+        .bus
+        .js
+        .send_publish(dlq_subject(&account), publish)
+        .await
+    {
         Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = stored {
         tracing::error!(error = %e, "cannot dead-letter a rejected message; it will be redelivered");
-        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
         return;
     }
     let details = BTreeMap::from([
-        ("event_id".to_string(), event.map(|e| e.event_id.clone()).unwrap_or_default()),
+        (
+            "event_id".to_string(),
+            event.map(|e| e.event_id.clone()).unwrap_or_default(),
+        ),
         ("stage".to_string(), "switchboard".to_string()),
     ]);
-    let entry = AuditEntry { action: "delivery.dead_letter".into(), actor: format!("{}/delivery", args.node_id), account_id: Some(account), details };
+    let entry = AuditEntry {
+        action: "delivery.dead_letter".into(),
+        actor: format!("{}/delivery", args.node_id),
+        account_id: Some(account),
+        details,
+    };
     if let Err(e) = args.eventlog.audit(&entry, Durability::Flushed).await {
         tracing::error!(error = %e, "cannot audit a dead letter; leaving the message for redelivery");
         return;

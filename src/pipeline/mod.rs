@@ -41,7 +41,10 @@ pub const ACCOUNT_WINDOW: usize = 512;
 pub const DEDUPE_BATCH: usize = 512;
 
 /// Starts every stage under the node's root supervisor; returns the shared counters.
-pub async fn start(node: &Node, parts: PipelineParts) -> Result<Arc<PipelineStats>, SupervisorCallError> {
+pub async fn start(
+    node: &Node,
+    parts: PipelineParts,
+) -> Result<Arc<PipelineStats>, SupervisorCallError> {
     let stats = Arc::new(PipelineStats::default());
     let sup = &node.supervisor;
 
@@ -58,7 +61,14 @@ pub async fn start(node: &Node, parts: PipelineParts) -> Result<Arc<PipelineStat
         sup,
         ChildSpec::new("filter", "filter", Restart::Permanent, move |supervisor| {
             let (name, args) = (registered.clone(), filter_args.clone());
-            async move { Ok(Actor::spawn_linked(Some(name), FilterActor, args, supervisor).await?.0.get_cell()) }
+            async move {
+                Ok(
+                    Actor::spawn_linked(Some(name), FilterActor, args, supervisor)
+                        .await?
+                        .0
+                        .get_cell(),
+                )
+            }
         }),
     )
     .await?;
@@ -71,7 +81,11 @@ pub async fn start(node: &Node, parts: PipelineParts) -> Result<Arc<PipelineStat
         stats: stats.clone(),
         batch: DEDUPE_BATCH,
     };
-    start_child(sup, ChildSpec::actor("dedupe", "dedupe", Restart::Permanent, DedupeActor, dedupe)).await?;
+    start_child(
+        sup,
+        ChildSpec::actor("dedupe", "dedupe", Restart::Permanent, DedupeActor, dedupe),
+    )
+    .await?;
 
     let delivery = DeliveryArgs {
         bus: node.bus.clone(),
@@ -81,7 +95,17 @@ pub async fn start(node: &Node, parts: PipelineParts) -> Result<Arc<PipelineStat
         stats: stats.clone(),
         node_id: node.node_id.clone(),
     };
-    start_child(sup, ChildSpec::actor("delivery", "delivery", Restart::Permanent, DeliveryActor, delivery)).await?;
+    start_child(
+        sup,
+        ChildSpec::actor(
+            "delivery",
+            "delivery",
+            Restart::Permanent,
+            DeliveryActor,
+            delivery,
+        ),
+    )
+    .await?;
 
     for account_id in parts.accounts {
         let args = AccountArgs {
@@ -94,7 +118,11 @@ pub async fn start(node: &Node, parts: PipelineParts) -> Result<Arc<PipelineStat
             checkpoint_every: Duration::from_secs(1),
         };
         let name = format!("account/{}", crate::telemetry::hash_id(&account_id));
-        start_child(sup, ChildSpec::actor(name, "account", Restart::Transient, AccountActor, args)).await?;
+        start_child(
+            sup,
+            ChildSpec::actor(name, "account", Restart::Transient, AccountActor, args),
+        )
+        .await?;
     }
     Ok(stats)
 }

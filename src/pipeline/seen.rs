@@ -12,7 +12,11 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum SeenSetError {
     #[error("dedupe seen-set at {dir}: {doing}: {source}")]
-    Storage { dir: PathBuf, doing: &'static str, source: sled::Error },
+    Storage {
+        dir: PathBuf,
+        doing: &'static str,
+        source: sled::Error,
+    },
 }
 
 /// Event ids seen within the horizon.
@@ -27,24 +31,46 @@ pub struct SeenSet {
 impl SeenSet {
     /// Opens (or creates) the seen-set in `dir`.
     pub fn open(dir: &Path, horizon: Duration) -> Result<SeenSet, SeenSetError> {
-        let err = |doing| move |source| SeenSetError::Storage { dir: dir.to_path_buf(), doing, source };
+        let err = |doing| {
+            move |source| SeenSetError::Storage {
+                dir: dir.to_path_buf(),
+                doing,
+                source,
+            }
+        };
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(500))
             .open()
             .map_err(err("opening"))?;
         let seen = db.open_tree("seen").map_err(err("opening tree seen"))?;
-        let by_time = db.open_tree("by_time").map_err(err("opening tree by_time"))?;
-        Ok(SeenSet { dir: dir.to_path_buf(), db, seen, by_time, horizon })
+        let by_time = db
+            .open_tree("by_time")
+            .map_err(err("opening tree by_time"))?;
+        Ok(SeenSet {
+            dir: dir.to_path_buf(),
+            db,
+            seen,
+            by_time,
+            horizon,
+        })
     }
 
     fn storage(&self, doing: &'static str) -> impl FnOnce(sled::Error) -> SeenSetError + '_ {
-        move |source| SeenSetError::Storage { dir: self.dir.clone(), doing, source }
+        move |source| SeenSetError::Storage {
+            dir: self.dir.clone(),
+            doing,
+            source,
+        }
     }
 
     /// Whether `event_id` was marked within the horizon.
     pub fn contains(&self, event_id: &str) -> Result<bool, SeenSetError> {
-        let Some(value) = self.seen.get(event_id.as_bytes()).map_err(self.storage("reading"))? else {
+        let Some(value) = self
+            .seen
+            .get(event_id.as_bytes())
+            .map_err(self.storage("reading"))?
+        else {
             return Ok(false);
         };
         let at = u64::from_be_bytes(value.as_ref().try_into().unwrap_or([0; 8]));
@@ -56,17 +82,26 @@ impl SeenSet {
         let now = now_us();
         let prev = self
             .seen
-            .compare_and_swap(event_id.as_bytes(), None as Option<&[u8]>, Some(&now.to_be_bytes()[..]))
+            .compare_and_swap(
+                event_id.as_bytes(),
+                None as Option<&[u8]>,
+                Some(&now.to_be_bytes()[..]),
+            )
             .map_err(self.storage("writing"))?;
         if prev.is_ok() {
-            self.by_time.insert(time_key(now, event_id), &[]).map_err(self.storage("writing"))?;
+            self.by_time
+                .insert(time_key(now, event_id), &[])
+                .map_err(self.storage("writing"))?;
         }
         Ok(())
     }
 
     /// Makes every mark so far durable.
     pub fn flush(&self) -> Result<(), SeenSetError> {
-        self.db.flush().map(|_| ()).map_err(self.storage("flushing"))
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(self.storage("flushing"))
     }
 
     /// Forgets ids older than the horizon; returns how many.
@@ -76,7 +111,9 @@ impl SeenSet {
         for entry in self.by_time.range(..cutoff.to_be_bytes().to_vec()) {
             let (key, _) = entry.map_err(self.storage("pruning"))?;
             if key.len() > 8 {
-                self.seen.remove(&key[8..]).map_err(self.storage("pruning"))?;
+                self.seen
+                    .remove(&key[8..])
+                    .map_err(self.storage("pruning"))?;
             }
             self.by_time.remove(&key).map_err(self.storage("pruning"))?;
             removed += 1;
@@ -128,7 +165,10 @@ mod tests {
 
         let set = SeenSet::open(dir.path(), Duration::from_micros(1)).unwrap();
         std::thread::sleep(Duration::from_millis(2));
-        assert!(!set.contains("a").unwrap(), "past the horizon an id counts as new");
+        assert!(
+            !set.contains("a").unwrap(),
+            "past the horizon an id counts as new"
+        );
         assert_eq!(set.prune().unwrap(), 1);
         assert!(set.is_empty());
     }

@@ -31,11 +31,22 @@ pub struct Rig {
 
 /// A small simulation: `accounts` accounts, `messages` positions each, fast.
 pub fn simulation(accounts: u32, messages: u64, rate: f64, seed: u64) -> SimulatorConfig {
-    SimulatorConfig { accounts, messages_per_account: messages, rate, seed, ..SimulatorConfig::default() }
+    SimulatorConfig {
+        accounts,
+        messages_per_account: messages,
+        rate,
+        seed,
+        ..SimulatorConfig::default()
+    }
 }
 
 /// A config for a node on `nats` delivering to `fake`, with its own data dir and key.
-pub fn node_config(nats_url: &str, switchboard_url: &str, dir: &std::path::Path, sim: SimulatorConfig) -> Config {
+pub fn node_config(
+    nats_url: &str,
+    switchboard_url: &str,
+    dir: &std::path::Path,
+    sim: SimulatorConfig,
+) -> Config {
     let mut config = Config::default();
     config.node.id = format!("rig-{}", rand::random::<u32>());
     config.node.data_dir = dir.join("data");
@@ -57,7 +68,9 @@ impl Rig {
     pub async fn start(sim: SimulatorConfig, tweak: impl FnOnce(&mut Config)) -> Rig {
         tgingest::telemetry::install_crypto_provider();
         let nats = TestNats::start();
-        let fake = FakeSwitchboard::start(FakeOptions::default()).await.expect("fake switchboard");
+        let fake = FakeSwitchboard::start(FakeOptions::default())
+            .await
+            .expect("fake switchboard");
         let dir = tempfile::tempdir().unwrap();
         let mut config = node_config(&nats.url(), &fake.mcp_url(), dir.path(), sim);
         tweak(&mut config);
@@ -65,7 +78,16 @@ impl Rig {
         let world = Arc::new(SimulatedWorld::new(config.simulator.clone()).expect("world"));
         let node = Node::start(config.clone()).await.expect("node");
         let stats = node.start_pipeline().await.expect("pipeline");
-        Rig { node: Some(node), stats, fake, world, policy, config, nats, dir }
+        Rig {
+            node: Some(node),
+            stats,
+            fake,
+            world,
+            policy,
+            config,
+            nats,
+            dir,
+        }
     }
 
     /// What must arrive: every unique event of the simulation that the policy keeps, redacted.
@@ -86,7 +108,10 @@ impl Rig {
     pub fn delivered(&self) -> HashMap<String, usize> {
         let mut out = HashMap::new();
         for accepted in self.fake.accepted() {
-            let id = accepted.envelope["payload"]["raw"]["event_id"].as_str().unwrap_or_default().to_string();
+            let id = accepted.envelope["payload"]["raw"]["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             *out.entry(id).or_default() += 1;
         }
         out
