@@ -53,6 +53,9 @@ enum Command {
     /// Event-log commands
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Policy commands
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,9 +97,31 @@ struct DemoArgs {
     /// Keep state here instead of in a temporary directory
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Seed of the simulation (same seed, same messages)
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How long to wait for the last deliveries after the sources end
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Read texts (one per line) or JSONL events on stdin; print each decision and redacted text
+    Test(PolicyTestArgs),
+}
+
+#[derive(Args, Debug)]
+struct PolicyTestArgs {
+    /// One JSON object per line instead of text
+    #[arg(long)]
+    json: bool,
+    /// Account whose policy applies (and that plain-text lines are attributed to)
+    #[arg(long, default_value = "1")]
+    account: String,
 }
 
 /// Entry point of the binary.
@@ -115,9 +140,14 @@ pub fn main() -> ExitCode {
     }
     if let Some(level) = &cli.log_level {
         cfg.logging.level = level.clone();
+    } else if matches!(cli.command, Command::Demo(_)) {
+        // The demo's own progress line and summary are the output; logs only for trouble.
+        cfg.logging.level = "warn".into();
     }
-    if let Command::Config(ConfigCommand::Check) = cli.command {
-        return config_check(&loaded);
+    match &cli.command {
+        Command::Config(ConfigCommand::Check) => return config_check(&loaded),
+        Command::Policy(PolicyCommand::Test(args)) => return policy_test(&cfg, args),
+        _ => {}
     }
     crate::telemetry::init_logging(cfg.logging.format, &cfg.logging.level);
     crate::telemetry::install_crypto_provider();
@@ -137,7 +167,7 @@ pub fn main() -> ExitCode {
             Command::Run => run(cfg).await,
             Command::Demo(args) => demo(cfg, args).await,
             Command::Audit(AuditCommand::Verify(args)) => audit_verify(cfg, args).await,
-            Command::Config(_) => ExitCode::SUCCESS,
+            Command::Config(_) | Command::Policy(_) => ExitCode::SUCCESS,
         }
     })
 }
@@ -193,7 +223,12 @@ async fn run(cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(node = %node.node_id, nats = %node.nats_url(), "tgingest node running; no pipeline stages yet");
+    if let Err(e) = node.start_pipeline().await {
+        eprintln!("error: {e}");
+        let _ = node.shutdown().await;
+        return ExitCode::FAILURE;
+    }
+    tracing::info!(node = %node.node_id, nats = %node.nats_url(), "tgingest node running");
     match node.run_until_signal().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -219,48 +254,63 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> ExitCode {
             }
         },
     };
-    let node = match Node::start(cfg).await {
-        Ok(n) => n,
+    let plan = crate::demo::DemoPlan {
+        accounts: args.accounts,
+        rate: args.rate,
+        duration: args.duration,
+        seed: args.seed,
+        switchboard_url: args.switchboard_url.clone(),
+        drain_timeout: args.drain_timeout,
+        progress: !args.json,
+    };
+    match crate::demo::run(cfg, &plan).await {
+        Ok(summary) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            } else {
+                print!("{}", crate::demo::render(&summary));
+            }
+            if summary.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn policy_test(cfg: &Config, args: &PolicyTestArgs) -> ExitCode {
+    let policy = match crate::policy::Policy::new(&cfg.policy) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
     };
-    let report = node.eventlog.verify();
-    let streams: Vec<String> = node
-        .setup
-        .items
-        .iter()
-        .map(|(name, _)| name.clone())
-        .collect();
-    let summary = serde_json::json!({
-        "nats_url": node.nats_url(),
-        "embedded_nats": node.config.embedded_nats(),
-        "bus": streams,
-        "eventlog": report,
-        "pipeline": "not built yet",
-        "requested": { "accounts": args.accounts, "rate": args.rate, "duration_s": args.duration.as_secs_f64(),
-                       "switchboard_url": args.switchboard_url },
-        "produced": 0,
-        "delivered": 0,
-    });
-    let nats_url = node.nats_url().to_string();
-    let stopped = node.shutdown().await;
-    if args.json {
-        println!("{summary}");
-    } else {
-        println!("tgingest demo");
-        println!("  NATS:       {nats_url} (embedded nats-server, stopped again)");
-        println!("  bus:        {} ready", streams.join(", "));
-        println!(
-            "  event log:  {}",
-            serde_json::to_string(&report).unwrap_or_default()
-        );
-        println!("  pipeline:   not built yet, so nothing was produced or delivered");
-    }
-    match stopped {
-        Ok(()) if report.ok => ExitCode::SUCCESS,
-        Ok(()) => ExitCode::FAILURE,
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    match crate::policy::run_policy_test(
+        &policy,
+        stdin.lock(),
+        stdout.lock(),
+        args.json,
+        &args.account,
+    ) {
+        Ok(summary) => {
+            eprintln!(
+                "{} lines: {} kept, {} dropped, {} unreadable",
+                summary.lines, summary.kept, summary.dropped, summary.errors
+            );
+            if summary.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

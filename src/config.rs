@@ -27,6 +27,7 @@ pub const ENV_PREFIX: &str = "TGINGEST_";
 pub const NON_CONFIG_ENV: &[&str] = &[
     CONFIG_ENV,
     crate::keys::MASTER_KEY_ENV,
+    crate::keys::MASTER_KEY_FILE_ENV,
     crate::nats_server::NATS_SERVER_ENV,
 ];
 
@@ -371,7 +372,7 @@ impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig {
             format: LogFormat::Human,
-            level: "info".into(),
+            level: "info,async_nats=warn".into(),
         }
     }
 }

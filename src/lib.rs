@@ -35,5 +35,8 @@ pub mod switchboard;
 /// The gateway to Telegram (trait) and its implementations.
 pub mod telegram;
 
+/// `tgingest demo`: the whole path on the embedded default, checked against the ground truth.
+pub mod demo;
+
 /// This build's version, as reported by `--version` and in heartbeats.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -318,6 +318,8 @@ impl Node {
             .await;
         let _ = anchor_once(&self.bus, &self.eventlog, &self.node_id).await;
         let _ = self.bus.client.flush().await;
+        // Close the connection for every clone, so nothing reconnects to a server being stopped.
+        let _ = self.bus.client.drain().await;
         if let Some(nats) = self.embedded {
             nats.stop().await;
         }

@@ -177,6 +177,28 @@ fn secrets_never_appear_in_the_printed_config() {
 }
 
 #[test]
+fn the_documented_non_config_variables_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    tgingest::keys::MasterKey::generate_file(&key).unwrap();
+    let key = key.to_string_lossy().into_owned();
+    let out = check(
+        None,
+        &[
+            ("TGINGEST_MASTER_KEY_FILE", &key),
+            ("TGINGEST_NATS_URL", "nats://127.0.0.2:4222"),
+            ("TGINGEST_NATS_SERVER", "/nonexistent"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("master key: File"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn an_external_nats_without_a_master_key_is_refused() {
     let out = check(None, &[("TGINGEST_NATS_URL", "nats://127.0.0.2:4222")]);
     assert_eq!(out.status.code(), Some(2));

@@ -43,6 +43,9 @@ pub struct AccountArgs {
     pub window: usize,
     /// How often the acknowledged cursor is checkpointed and committed to the source.
     pub checkpoint_every: Duration,
+    /// ... or sooner, once this many events were acknowledged since the last checkpoint, which
+    /// bounds what a crash makes the source deliver again at high rates.
+    pub checkpoint_after_events: u64,
 }
 
 /// Messages of the account actor.
@@ -103,6 +106,8 @@ pub struct AccountState {
     last_commit: Instant,
     source_ended: bool,
     publish_backoff: Duration,
+    /// Events acknowledged since the last checkpoint.
+    acked_since_commit: u64,
 }
 
 fn ack_future(
@@ -175,6 +180,7 @@ impl AccountState {
                 if let Some(front) = self.open_updates.front_mut() {
                     front.1 = front.1.saturating_sub(1);
                 }
+                self.acked_since_commit += 1;
                 self.close_finished_updates();
             }
             Err(e) => {
@@ -200,6 +206,7 @@ impl AccountState {
     /// Checkpoints the acknowledged cursor (flushed) and only then tells the source.
     async fn commit(&mut self) -> Result<(), ActorProcessingErr> {
         self.last_commit = Instant::now();
+        self.acked_since_commit = 0;
         let Some(cursor) = self.acked.clone() else {
             return Ok(());
         };
@@ -289,6 +296,7 @@ impl Actor for AccountActor {
             last_commit: Instant::now(),
             source_ended: false,
             publish_backoff: Duration::from_millis(100),
+            acked_since_commit: 0,
         })
     }
 
@@ -394,6 +402,9 @@ enum Step {
 
 impl AccountState {
     fn checkpoint_due(&self) -> Duration {
+        if self.acked_since_commit >= self.args.checkpoint_after_events {
+            return Duration::ZERO;
+        }
         self.args
             .checkpoint_every
             .saturating_sub(self.last_commit.elapsed())

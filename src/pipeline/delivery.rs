@@ -31,8 +31,8 @@ use crate::switchboard::{IngestReply, McpClient, envelope};
 /// Durable consumer of the delivery stage on `TG_CLEAN`.
 pub const DELIVERY_CONSUMER: &str = "switchboard";
 
-const ACK_WAIT: Duration = Duration::from_secs(60);
-const PROGRESS_EVERY: Duration = Duration::from_secs(20);
+const ACK_WAIT: Duration = Duration::from_secs(30);
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// What the delivery actor needs.
 #[derive(Clone)]

@@ -116,6 +116,7 @@ pub async fn start(
             stats: stats.clone(),
             window: ACCOUNT_WINDOW,
             checkpoint_every: Duration::from_secs(1),
+            checkpoint_after_events: ACCOUNT_WINDOW as u64,
         };
         let name = format!("account/{}", crate::telemetry::hash_id(&account_id));
         start_child(

@@ -67,6 +67,7 @@ impl Rig {
     /// Starts NATS, the fake Switchboard and a node running the simulation in `sim`.
     pub async fn start(sim: SimulatorConfig, tweak: impl FnOnce(&mut Config)) -> Rig {
         tgingest::telemetry::install_crypto_provider();
+        tgingest::telemetry::init_logging(tgingest::config::LogFormat::Human, "warn");
         let nats = TestNats::start();
         let fake = FakeSwitchboard::start(FakeOptions::default())
             .await

@@ -1,0 +1,193 @@
+//! `kill -9` of the tgingest process at random moments loses nothing and stores nothing twice.
+//!
+//! A real nats-server and the fake Switchboard (in this test process) outlive every crash; the
+//! node is the real binary, killed with SIGKILL 20 times at seeded random points while three
+//! simulated accounts produce, then left to drain. The ground truth comes from the same seeded
+//! simulation, so losses and double stores are counted event by event.
+
+mod support;
+
+use std::collections::HashSet;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use support::{TestNats, signal, tgingest_bin};
+use tgingest::keys::MasterKey;
+use tgingest::policy::{Decision, Policy, PolicyConfig};
+use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
+use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
+
+const KILLS: usize = 20;
+const SEED: u64 = 20261121;
+
+fn simulation() -> SimulatorConfig {
+    SimulatorConfig {
+        accounts: 3,
+        rate: 300.0,
+        messages_per_account: 4000,
+        seed: 9,
+        ..SimulatorConfig::default()
+    }
+}
+
+/// Starts `tgingest run`; its log goes to `log`, so the test can tell when it is running.
+fn start_node(
+    nats: &TestNats,
+    fake: &FakeSwitchboard,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+) -> Child {
+    let sim = simulation();
+    let log = std::fs::File::create(log).unwrap();
+    std::process::Command::new(tgingest_bin())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TGINGEST_NODE_ID", "crash-node")
+        .env("TGINGEST_NODE_DATA_DIR", dir.join("data"))
+        .env("TGINGEST_MASTER_KEY_FILE", dir.join("master.key"))
+        .env("TGINGEST_NATS_URL", nats.url())
+        .env("SWITCHBOARD_MCP_URL", fake.mcp_url())
+        .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
+        .env("TGINGEST_ADMIN_LISTEN", "")
+        .env("TGINGEST_SIMULATOR_ACCOUNTS", sim.accounts.to_string())
+        .env("TGINGEST_SIMULATOR_RATE", sim.rate.to_string())
+        .env(
+            "TGINGEST_SIMULATOR_MESSAGES_PER_ACCOUNT",
+            sim.messages_per_account.to_string(),
+        )
+        .env("TGINGEST_SIMULATOR_SEED", sim.seed.to_string())
+        .env("TGINGEST_LOGGING_LEVEL", "info,async_nats=warn")
+        .env("TGINGEST_LOGGING_FORMAT", "json")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn tgingest run")
+}
+
+fn expected() -> HashSet<String> {
+    let sim = simulation();
+    let world = SimulatedWorld::new(sim.clone()).unwrap();
+    let policy = Policy::new(&PolicyConfig::default()).unwrap();
+    (0..sim.accounts)
+        .flat_map(|i| {
+            world
+                .expected(i, sim.messages_per_account)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|e| match policy.decide_owned(e) {
+            Decision::Keep { event, .. } => Some(event.event_id),
+            Decision::Drop { .. } => None,
+        })
+        .collect()
+}
+
+fn delivered(fake: &FakeSwitchboard) -> HashSet<String> {
+    fake.accepted()
+        .iter()
+        .filter_map(|a| {
+            a.envelope
+                .pointer("/payload/raw/event_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_nothing_and_stores_nothing_twice() {
+    tgingest::telemetry::install_crypto_provider();
+    let nats = TestNats::start();
+    let fake = FakeSwitchboard::start(FakeOptions::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    MasterKey::generate_file(&dir.path().join("master.key")).unwrap();
+    let expected = expected();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
+
+    let log = dir.path().join("node.log");
+    for kill in 0..KILLS {
+        let mut child = start_node(&nats, &fake, dir.path(), &log);
+        // Kill while the pipeline runs: after the node says it is running, a random delay.
+        let up = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("tgingest node running")
+        {
+            assert!(
+                Instant::now() < up,
+                "node did not come up: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let after = Duration::from_millis(rng.random_range(0..2000));
+        tokio::time::sleep(after).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "tgingest exited on its own before kill {}: {status}",
+                kill + 1
+            );
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        eprintln!(
+            "kill {:>2}, {:>3} ms after start-up: {} of {} delivered so far",
+            kill + 1,
+            after.as_millis(),
+            delivered(&fake).len(),
+            expected.len()
+        );
+    }
+
+    let mut child = start_node(&nats, &fake, dir.path(), &log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline && !expected.is_subset(&delivered(&fake)) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    signal(child.id(), libc::SIGTERM);
+    let status = child.wait().unwrap();
+
+    let got = delivered(&fake);
+    let lost: Vec<_> = expected.difference(&got).collect();
+    let unexpected: Vec<_> = got.difference(&expected).collect();
+    let stats = fake.stats();
+    eprintln!(
+        "after {KILLS} kills: {} expected, {} stored, {} lost, {} stored twice, {} re-sends answered as duplicates",
+        expected.len(),
+        stats.stored,
+        lost.len(),
+        fake.stored_twice(),
+        stats.duplicates
+    );
+    assert!(lost.is_empty(), "{} events lost", lost.len());
+    assert!(
+        unexpected.is_empty(),
+        "{} events arrived that the policy stops",
+        unexpected.len()
+    );
+    assert_eq!(fake.stored_twice(), 0, "an event was stored twice");
+    assert_eq!(stats.stored as usize, expected.len());
+    assert!(
+        status.success(),
+        "the final node did not stop cleanly: {status}"
+    );
+
+    // The event log, written through 20 crashes, still verifies.
+    let out = std::process::Command::new(tgingest_bin())
+        .env_clear()
+        .env("TGINGEST_NODE_DATA_DIR", dir.path().join("data"))
+        .env("TGINGEST_MASTER_KEY_FILE", dir.path().join("master.key"))
+        .env("TGINGEST_NATS_URL", nats.url())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.contains("\"ok\":true"),
+        "{report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
