@@ -93,10 +93,20 @@ fn kill_9_of_tgingest_leaves_no_nats_server_behind() {
 }
 
 #[test]
-fn demo_starts_and_stops_the_embedded_nats() {
+fn demo_delivers_everything_once_and_stops_its_embedded_nats() {
     let dir = tempfile::tempdir().unwrap();
     let out = tgingest_cmd(dir.path())
-        .args(["demo", "--json", "--data-dir"])
+        .args([
+            "demo",
+            "--json",
+            "--accounts",
+            "2",
+            "--rate",
+            "50",
+            "--duration",
+            "2s",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -106,8 +116,12 @@ fn demo_starts_and_stops_the_embedded_nats() {
         String::from_utf8_lossy(&out.stderr)
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["embedded_nats"], true);
-    assert_eq!(summary["eventlog"]["ok"], true);
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert_eq!(summary["duplicates_delivered"], 0, "{summary}");
+    assert_eq!(summary["unexpected"], 0, "{summary}");
+    assert_eq!(summary["delivered"], summary["expected"], "{summary}");
+    assert!(summary["expected"].as_u64().unwrap() > 150, "{summary}");
+    assert_eq!(summary["eventlog_ok"], true);
     let url = summary["nats_url"].as_str().unwrap().to_string();
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
     assert!(

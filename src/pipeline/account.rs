@@ -247,11 +247,11 @@ async fn read_source(
         while let Ok(cursor) = commits.try_recv() {
             latest = Some(cursor);
         }
-        if let Some(cursor) = latest {
-            if let Err(e) = gateway.commit(cursor).await {
-                let _ = updates.send(Err(e)).await;
-                return;
-            }
+        if let Some(cursor) = latest
+            && let Err(e) = gateway.commit(cursor).await
+        {
+            let _ = updates.send(Err(e)).await;
+            return;
         }
         let next = gateway.next_update().await;
         let stop = !matches!(next, Ok(Some(_)));
