@@ -241,3 +241,44 @@ async fn a_nats_server_restart_mid_stream_is_survived() {
     assert_eq!(rig.fake.stored_twice(), 0);
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_account_endpoint_sends_valid_heartbeats_with_its_own_counters() {
+    let mut rig = Rig::start(simulation(2, 200, 400.0, 3), |c| {
+        c.switchboard.heartbeat_interval = tgingest::config::Dur::secs(10);
+    })
+    .await;
+    assert!(rig.wait_all_delivered(WAIT).await);
+    // The first round goes out at start; every endpoint must be there, accepted by the fake's
+    // strict validation (a rejected heartbeat is not recorded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let endpoints = |rig: &Rig| -> std::collections::HashSet<String> {
+        rig.fake
+            .heartbeats()
+            .iter()
+            .filter_map(|h| {
+                h.pointer("/connector/endpoint_identity")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    while std::time::Instant::now() < deadline && endpoints(&rig).len() < 2 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let want: std::collections::HashSet<String> = rig
+        .world
+        .account_ids()
+        .map(|id| format!("telegram:user:{id}"))
+        .collect();
+    assert_eq!(endpoints(&rig), want);
+    // Counters are per account: an account's heartbeat never reports more than it delivered.
+    for beat in rig.fake.heartbeats() {
+        let ingested = beat
+            .pointer("/counters/messages_ingested")
+            .and_then(|v| v.as_u64())
+            .unwrap();
+        assert!(ingested <= rig.expected().len() as u64 / 2 + 50, "{beat}");
+    }
+    rig.stop().await;
+}

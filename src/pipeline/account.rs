@@ -136,6 +136,10 @@ impl AccountState {
     /// Publishes one update's events and remembers its cursor.
     async fn take_update(&mut self, update: SourceUpdate) -> Result<(), ActorProcessingErr> {
         self.args.stats.produced.add(update.events.len() as u64);
+        self.args
+            .stats
+            .accounts
+            .update(&self.args.account_id, |c| c.source_api_calls += 1);
         let count = update.events.len();
         for event in update.events {
             let pending = to_pending(&event)?;
@@ -223,6 +227,10 @@ impl AccountState {
             let _ = commits.send(cursor.clone());
         }
         metrics::counter!("connector_checkpoint_saves_total").increment(1);
+        self.args
+            .stats
+            .accounts
+            .update(&self.args.account_id, |c| c.checkpoint_saves += 1);
         self.committed = Some(cursor);
         Ok(())
     }

@@ -155,6 +155,10 @@ async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
                 } else {
                     args.stats.delivered.add(1);
                 }
+                args.stats.accounts.update(&event.account_id, |c| {
+                    c.messages_ingested += 1;
+                    c.dedupe_accepted += u64::from(duplicate);
+                });
                 let latency = now_us().saturating_sub(event.observed_at_us).max(0) as u64;
                 args.stats.latency.record(latency);
                 metrics::histogram!("tgingest_end_to_end_latency_seconds")
@@ -245,6 +249,11 @@ async fn dead_letter(
         return;
     }
     args.stats.dead_lettered.add(1);
+    if let Some(e) = event {
+        args.stats
+            .accounts
+            .update(&e.account_id, |c| c.messages_failed += 1);
+    }
     metrics::counter!("tgingest_dead_letters_total", "stage" => "switchboard").increment(1);
     tracing::warn!("Switchboard rejected an event permanently; it is in TG_DLQ with the reason");
     let _ = message.ack_with(AckKind::Term).await;

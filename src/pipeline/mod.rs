@@ -6,6 +6,7 @@
 pub mod account;
 pub mod clean;
 pub mod delivery;
+pub mod heartbeat;
 pub mod seen;
 pub mod stats;
 
@@ -19,6 +20,7 @@ pub use stats::{PipelineStats, StatsSnapshot};
 use self::account::{AccountActor, AccountArgs};
 use self::clean::{DedupeActor, DedupeArgs, FilterActor, FilterArgs};
 use self::delivery::{DeliveryActor, DeliveryArgs};
+use self::heartbeat::{HeartbeatActor, HeartbeatArgs};
 use crate::node::Node;
 use crate::policy::Policy;
 use crate::supervision::{ChildSpec, Restart, SupervisorCallError, start_child};
@@ -86,6 +88,28 @@ pub async fn start(
         ChildSpec::actor("dedupe", "dedupe", Restart::Permanent, DedupeActor, dedupe),
     )
     .await?;
+
+    let heartbeat_interval: Duration = node.config.switchboard.heartbeat_interval.into();
+    if !heartbeat_interval.is_zero() && !parts.accounts.is_empty() {
+        let args = HeartbeatArgs {
+            client: parts.client.clone(),
+            accounts: parts.accounts.clone(),
+            endpoint_template: node.config.switchboard.endpoint_identity.clone(),
+            interval: heartbeat_interval,
+            stats: stats.clone(),
+        };
+        start_child(
+            sup,
+            ChildSpec::actor(
+                "heartbeat",
+                "heartbeat",
+                Restart::Permanent,
+                HeartbeatActor,
+                args,
+            ),
+        )
+        .await?;
+    }
 
     let delivery = DeliveryArgs {
         bus: node.bus.clone(),

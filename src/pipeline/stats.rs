@@ -80,6 +80,34 @@ impl Labelled {
     }
 }
 
+/// Per-account counters reported in Switchboard heartbeats.
+#[derive(Debug, Default)]
+pub struct AccountCounters(
+    Mutex<std::collections::HashMap<String, crate::switchboard::HeartbeatCounters>>,
+);
+
+impl AccountCounters {
+    /// Applies `f` to the counters of `account_id`.
+    pub fn update(
+        &self,
+        account_id: &str,
+        f: impl FnOnce(&mut crate::switchboard::HeartbeatCounters),
+    ) {
+        if let Ok(mut m) = self.0.lock() {
+            f(m.entry(account_id.to_string()).or_default());
+        }
+    }
+
+    /// The counters of `account_id` (zeros if it has none yet).
+    pub fn get(&self, account_id: &str) -> crate::switchboard::HeartbeatCounters {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(account_id).copied())
+            .unwrap_or_default()
+    }
+}
+
 /// What the pipeline has done since this process started.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -109,6 +137,8 @@ pub struct PipelineStats {
     pub dead_lettered: Counter,
     /// Source timestamp (observed_at) to Switchboard acceptance.
     pub latency: LatencyHistogram,
+    /// Per-account counters for heartbeats.
+    pub accounts: AccountCounters,
 }
 
 /// A serializable copy of [`PipelineStats`].
