@@ -23,7 +23,9 @@ use crate::pipeline::{self, PipelineParts, PipelineStats};
 use crate::policy::Policy;
 use crate::supervision::{RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::switchboard::McpClient;
-use crate::telegram::gateway::GatewayFactory;
+use crate::event::{Chat, Event};
+use crate::telegram::gateway::{AccountInfo, Cursor, GatewayError, GatewayFactory, SourceUpdate};
+use futures::future::BoxFuture;
 use crate::telegram::simulated::{SimulatedFactory, SimulatedWorld, SimulatorFaults};
 
 /// Why a node could not start (or stop cleanly).
@@ -170,6 +172,7 @@ impl Node {
             KeyOrigin::Env => tracing::info!("master key from {MASTER_KEY_ENV}"),
         }
 
+        crate::telemetry::set_log_id_key(key.derive(KeyPurpose::LogIdHash));
         let embedded = if config.embedded_nats() {
             Some(EmbeddedNats::start(&config, &node_id).await?)
         } else {
@@ -328,11 +331,33 @@ impl Node {
 }
 
 /// The factory when this node runs no accounts of its own (its stages still drain the bus).
+/// It is never asked for a gateway, since no account actor is started.
 struct NoAccounts;
 
 impl GatewayFactory for NoAccounts {
-    fn create(&self, account_id: &str) -> Box<dyn crate::telegram::gateway::Gateway> {
-        unreachable!("no accounts are configured, so no gateway for {account_id} is ever created")
+    fn create(&self, _account_id: &str) -> Box<dyn crate::telegram::gateway::Gateway> {
+        Box::new(NoGateway)
+    }
+}
+
+/// A gateway that refuses every call: what an account without a configured source gets.
+struct NoGateway;
+
+impl crate::telegram::gateway::Gateway for NoGateway {
+    fn connect(&mut self) -> BoxFuture<'_, Result<AccountInfo, GatewayError>> {
+        Box::pin(async { Err(GatewayError::Revoked("no source is configured for this account".into())) })
+    }
+    fn catch_up(&mut self, _: Option<Cursor>) -> BoxFuture<'_, Result<(), GatewayError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn next_update(&mut self) -> BoxFuture<'_, Result<Option<SourceUpdate>, GatewayError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn commit(&mut self, _: Cursor) -> BoxFuture<'_, Result<(), GatewayError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn history(&mut self, _: Chat, _: Option<String>, _: usize) -> BoxFuture<'_, Result<Vec<Event>, GatewayError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 
