@@ -764,7 +764,12 @@ fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
 // Validation
 // ---------------------------------------------------------------------------------------------
 
-fn invalid(key: &str, value: impl fmt::Debug, allowed: impl Into<String>) -> ConfigError {
+/// A [`ConfigError::Invalid`] for `key`; the loader fills in where the value came from.
+pub(crate) fn invalid(
+    key: &str,
+    value: impl fmt::Debug,
+    allowed: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         origin: String::new(),
         key: key.to_string(),

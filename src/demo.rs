@@ -148,19 +148,10 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
 
     let (duplicates_delivered, lost, unexpected, switchboard, last_delivery) = match &fake {
         Some(f) => {
-            let accepted = f.accepted();
-            let delivered: HashSet<String> = accepted
-                .iter()
-                .filter_map(|a| {
-                    a.envelope
-                        .pointer("/payload/raw/event_id")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string)
-                })
-                .collect();
+            let delivered = f.stored_event_ids();
             let lost = expected.difference(&delivered).count() as u64;
             let unexpected = delivered.difference(&expected).count() as u64;
-            let last = accepted.iter().map(|a| a.received_at).max();
+            let last = f.last_stored_at();
             f.stop().await;
             (
                 Some(f.stored_twice() as u64),

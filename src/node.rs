@@ -13,6 +13,7 @@ use ractor::{Actor, ActorRef};
 
 use crate::bus::{BUCKET_ANCHORS, Bus, BusError, SetupReport};
 use crate::config::Config;
+use crate::event::{Chat, Event};
 use crate::eventlog::{AuditEntry, Durability, EventLog, EventLogError};
 use crate::keys::{
     GENERATED_KEY_FILE, KeyError, KeyOrigin, KeyPurpose, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV,
@@ -23,10 +24,9 @@ use crate::pipeline::{self, PipelineParts, PipelineStats};
 use crate::policy::Policy;
 use crate::supervision::{RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::switchboard::McpClient;
-use crate::event::{Chat, Event};
 use crate::telegram::gateway::{AccountInfo, Cursor, GatewayError, GatewayFactory, SourceUpdate};
-use futures::future::BoxFuture;
 use crate::telegram::simulated::{SimulatedFactory, SimulatedWorld, SimulatorFaults};
+use futures::future::BoxFuture;
 
 /// Why a node could not start (or stop cleanly).
 #[derive(Debug, thiserror::Error)]
@@ -345,7 +345,11 @@ struct NoGateway;
 
 impl crate::telegram::gateway::Gateway for NoGateway {
     fn connect(&mut self) -> BoxFuture<'_, Result<AccountInfo, GatewayError>> {
-        Box::pin(async { Err(GatewayError::Revoked("no source is configured for this account".into())) })
+        Box::pin(async {
+            Err(GatewayError::Revoked(
+                "no source is configured for this account".into(),
+            ))
+        })
     }
     fn catch_up(&mut self, _: Option<Cursor>) -> BoxFuture<'_, Result<(), GatewayError>> {
         Box::pin(async { Ok(()) })
@@ -356,7 +360,12 @@ impl crate::telegram::gateway::Gateway for NoGateway {
     fn commit(&mut self, _: Cursor) -> BoxFuture<'_, Result<(), GatewayError>> {
         Box::pin(async { Ok(()) })
     }
-    fn history(&mut self, _: Chat, _: Option<String>, _: usize) -> BoxFuture<'_, Result<Vec<Event>, GatewayError>> {
+    fn history(
+        &mut self,
+        _: Chat,
+        _: Option<String>,
+        _: usize,
+    ) -> BoxFuture<'_, Result<Vec<Event>, GatewayError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 }

@@ -84,15 +84,7 @@ fn expected() -> HashSet<String> {
 }
 
 fn delivered(fake: &FakeSwitchboard) -> HashSet<String> {
-    fake.accepted()
-        .iter()
-        .filter_map(|a| {
-            a.envelope
-                .pointer("/payload/raw/event_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        })
-        .collect()
+    fake.stored_event_ids()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, invalid};
 use crate::event::{ChatKind, EventKind, parse_marked_chat_id};
 
 /// Longest custom detector name (it becomes a metric label and part of the redaction marker).
@@ -214,15 +214,6 @@ fn names() -> String {
 // ---------------------------------------------------------------------------------------------
 // Validation
 // ---------------------------------------------------------------------------------------------
-
-fn invalid(key: &str, value: impl fmt::Debug, allowed: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        origin: String::new(),
-        key: key.to_string(),
-        value: format!("{value:?}"),
-        allowed: allowed.into(),
-    }
-}
 
 /// The canonical decimal form of `s` as an i64, if `s` is exactly that form.
 fn canonical_i64(s: &str) -> Option<i64> {

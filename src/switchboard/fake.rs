@@ -427,6 +427,29 @@ impl FakeSwitchboard {
         lock(&self.shared.store).stored_twice
     }
 
+    /// The `payload.raw.event_id`s of every stored envelope (what tests and the demo compare
+    /// with the ground truth).
+    pub fn stored_event_ids(&self) -> std::collections::HashSet<String> {
+        lock(&self.shared.store)
+            .accepted
+            .iter()
+            .filter_map(|a| {
+                a.envelope
+                    .pointer("/payload/raw/event_id")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// When the newest envelope was stored.
+    pub fn last_stored_at(&self) -> Option<jiff::Timestamp> {
+        lock(&self.shared.store)
+            .accepted
+            .last()
+            .map(|a| a.received_at)
+    }
+
     /// Sessions open now (both transports).
     pub fn live_sessions(&self) -> usize {
         lock(&self.running).as_ref().map_or(0, |r| {

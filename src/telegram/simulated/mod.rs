@@ -97,12 +97,7 @@ pub const MAX_STRUCTURAL_RATE: f64 = 0.25;
 pub const MAX_STRUCTURAL_SUM: f64 = 0.5;
 
 fn invalid(key: &str, value: impl std::fmt::Debug, allowed: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        origin: String::new(),
-        key: format!("simulator.{key}"),
-        value: format!("{value:?}"),
-        allowed: allowed.into(),
-    }
+    crate::config::invalid(&format!("simulator.{key}"), value, allowed)
 }
 
 impl SimulatorConfig {
