@@ -5,4 +5,6 @@
 //! interchangeable.
 
 pub mod gateway;
+pub mod normalize;
+pub mod session;
 pub mod simulated;

@@ -1,0 +1,1 @@
+//! (in progress: sealed sessions and session-string import)
