@@ -399,6 +399,21 @@ impl Harness {
         users: Vec<tl::enums::User>,
         chats: Vec<tl::enums::Chat>,
     ) -> Vec<Event> {
+        let update = self.fetch(update, users, chats).await;
+        let events = normalize(&update, &self.ctx, &mut self.index);
+        for e in &events {
+            e.validate().expect("valid event");
+        }
+        events
+    }
+
+    /// Sends one update in an `updates` container and returns what the real stream yields.
+    async fn fetch(
+        &mut self,
+        update: tl::enums::Update,
+        users: Vec<tl::enums::User>,
+        chats: Vec<tl::enums::Chat>,
+    ) -> Update {
         let container = tl::types::Updates {
             updates: vec![update],
             users,
@@ -410,15 +425,10 @@ impl Harness {
             .send(UpdatesLike::Updates(container.into()))
             .await
             .expect("send");
-        let update: Update = tokio::time::timeout(Duration::from_secs(5), self.stream.next())
+        tokio::time::timeout(Duration::from_secs(5), self.stream.next())
             .await
             .expect("an update within 5s")
-            .expect("update");
-        let events = normalize(&update, &self.ctx, &mut self.index);
-        for e in &events {
-            e.validate().expect("valid event");
-        }
-        events
+            .expect("update")
     }
 
     async fn new_message(
@@ -688,7 +698,24 @@ async fn deletions_in_a_channel_and_in_a_private_chat_via_the_index() {
         pts_count: 2,
     }
     .into();
-    let e = one(h.push(u, vec![], vec![]).await);
+    let update = h.fetch(u, vec![], vec![]).await;
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let events =
+        metrics::with_local_recorder(&recorder, || normalize(&update, &h.ctx, &mut h.index));
+    let unresolved: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, ..)| k.key().name() == "tgingest_unresolved_deletions_total")
+        .map(|(.., v)| v)
+        .collect();
+    assert_eq!(
+        unresolved,
+        vec![metrics_util::debugging::DebugValue::Counter(1)]
+    );
+    let e = one(events);
+    e.validate().unwrap();
     assert_eq!(e.kind, EventKind::Delete);
     assert_eq!(e.chat.kind, ChatKind::Private);
     assert_eq!(e.chat.id, ALICE.to_string());
