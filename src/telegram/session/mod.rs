@@ -8,7 +8,9 @@
 mod import;
 mod seal;
 mod snapshot;
+mod store;
 
 pub use import::{ImportError, import_pyrogram, import_telethon};
 pub use seal::{SEAL_FORMAT_V1, SessionError, seal, seal_snapshot, unseal, unseal_snapshot};
 pub use snapshot::SessionSnapshot;
+pub use store::{RotateReport, SessionStore, StoreError};
