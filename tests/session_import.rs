@@ -44,7 +44,7 @@ fn generate() -> Vec<Fixture> {
         .arg(repo.join("tests/fixtures/make_sessions.py"))
         .env("PYTHONPATH", &tools)
         .output()
-        .expect("python3 runs");
+        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); it and {install} are needed"));
     assert!(
         out.status.success(),
         "make_sessions.py failed (packages missing? run {install}):\n{}",
