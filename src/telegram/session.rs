@@ -1,1 +1,0 @@
-//! (in progress: sealed sessions and session-string import)

@@ -1,0 +1,187 @@
+//! Sealed sessions in the JetStream KV bucket `TG_SESSIONS`, one key per account, so any node can
+//! take an account over. Only sealed bytes ever reach NATS; the master key never does.
+
+use async_nats::jetstream::kv;
+use futures::TryStreamExt;
+
+use super::{SessionError, SessionSnapshot, seal_snapshot, unseal_snapshot};
+use crate::bus::{BUCKET_SESSIONS, Bus};
+use crate::keys::MasterKey;
+
+/// Why the session store failed. Never carries key or session bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open KV bucket {BUCKET_SESSIONS} (run the bus set-up first): {message}")]
+    Open { message: String },
+    #[error(
+        "account id {account:?} cannot be a key of {BUCKET_SESSIONS}: use letters, digits, \
+         '-', '_', '=', '/' and '.'"
+    )]
+    BadAccountId { account: String },
+    #[error("cannot {op} the session of account {account} in {BUCKET_SESSIONS}: {message}")]
+    Bus {
+        op: &'static str,
+        account: String,
+        message: String,
+    },
+    #[error("cannot list the accounts in {BUCKET_SESSIONS}: {message}")]
+    List { message: String },
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(
+        "key rotation stopped: the session of account {account} opens with neither the old nor \
+         the new master key; nothing of it was changed"
+    )]
+    RotateUnopenable { account: String },
+}
+
+/// What [`SessionStore::rotate`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotateReport {
+    /// Accounts re-sealed under the new key.
+    pub resealed: Vec<String>,
+    /// Accounts already sealed under the new key (an earlier, interrupted rotation).
+    pub already_new: Vec<String>,
+}
+
+/// The `TG_SESSIONS` bucket with the master key that seals and opens its entries.
+pub struct SessionStore {
+    kv: kv::Store,
+    master: MasterKey,
+}
+
+fn valid_key(account: &str) -> Result<(), StoreError> {
+    let ok = !account.is_empty()
+        && !account.starts_with('.')
+        && !account.ends_with('.')
+        && account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=/.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadAccountId {
+            account: account.to_string(),
+        })
+    }
+}
+
+impl SessionStore {
+    /// Opens the bucket (created by [`Bus::setup`]).
+    pub async fn open(bus: &Bus, master: MasterKey) -> Result<SessionStore, StoreError> {
+        let kv = bus
+            .js
+            .get_key_value(BUCKET_SESSIONS)
+            .await
+            .map_err(|e| StoreError::Open {
+                message: e.to_string(),
+            })?;
+        Ok(SessionStore { kv, master })
+    }
+
+    /// Seals `snapshot` for `account` and writes it; returns the KV revision.
+    pub async fn put(&self, account: &str, snapshot: &SessionSnapshot) -> Result<u64, StoreError> {
+        valid_key(account)?;
+        let sealed = seal_snapshot(&self.master, account, snapshot)?;
+        self.kv
+            .put(account, sealed.into())
+            .await
+            .map_err(|e| StoreError::Bus {
+                op: "write",
+                account: account.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Reads and opens the session of `account`; `None` when there is none.
+    pub async fn get(&self, account: &str) -> Result<Option<SessionSnapshot>, StoreError> {
+        valid_key(account)?;
+        let sealed = self.kv.get(account).await.map_err(|e| StoreError::Bus {
+            op: "read",
+            account: account.to_string(),
+            message: e.to_string(),
+        })?;
+        match sealed {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(unseal_snapshot(&self.master, account, &bytes)?)),
+        }
+    }
+
+    /// Removes the session of `account`, history included (purge, not a delete marker on top).
+    pub async fn remove(&self, account: &str) -> Result<(), StoreError> {
+        valid_key(account)?;
+        self.kv.purge(account).await.map_err(|e| StoreError::Bus {
+            op: "remove",
+            account: account.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The accounts that have a session, sorted.
+    pub async fn accounts(&self) -> Result<Vec<String>, StoreError> {
+        let list = |e: &dyn std::fmt::Display| StoreError::List {
+            message: e.to_string(),
+        };
+        let mut keys: Vec<String> = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| list(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| list(&e))?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Re-seals every entry from `old` to `new`. First opens every entry (with `old`, or with `new`
+    /// when an interrupted rotation already re-sealed it), so a key that fits neither stops the
+    /// rotation before anything is written; writes compare-and-set on the revision read. Use a
+    /// store opened with `new` afterwards.
+    pub async fn rotate(
+        &self,
+        old: &MasterKey,
+        new: &MasterKey,
+    ) -> Result<RotateReport, StoreError> {
+        let mut report = RotateReport::default();
+        let mut pending = Vec::new();
+        for account in self.accounts().await? {
+            let read = |e: &dyn std::fmt::Display| StoreError::Bus {
+                op: "read",
+                account: account.clone(),
+                message: e.to_string(),
+            };
+            let Some(entry) = self
+                .kv
+                .entry(account.as_str())
+                .await
+                .map_err(|e| read(&e))?
+            else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            match unseal_snapshot(old, &account, &entry.value) {
+                Ok(snapshot) => pending.push((account, entry.revision, snapshot)),
+                Err(_) if unseal_snapshot(new, &account, &entry.value).is_ok() => {
+                    report.already_new.push(account)
+                }
+                Err(_) => return Err(StoreError::RotateUnopenable { account }),
+            }
+        }
+        for (account, revision, snapshot) in pending {
+            let sealed = seal_snapshot(new, &account, &snapshot)?;
+            self.kv
+                .update(account.as_str(), sealed.into(), revision)
+                .await
+                .map_err(|e| StoreError::Bus {
+                    op: "re-seal",
+                    account: account.clone(),
+                    message: e.to_string(),
+                })?;
+            report.resealed.push(account);
+        }
+        Ok(report)
+    }
+}
