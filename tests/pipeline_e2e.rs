@@ -111,11 +111,20 @@ async fn denied_chats_never_reach_tg_clean_and_pii_never_leaves() {
         );
     }
     // Every piece of personal data the simulation embedded is gone from what Switchboard got.
+    // The message's own text: normalized_text without its trailing `[tg:<chat>:<msg>]` line
+    // (ids and timestamps elsewhere in the envelope can contain any digit run by chance).
     let delivered_text: Vec<String> = rig
         .fake
         .accepted()
         .iter()
-        .map(|a| a.envelope.to_string())
+        .map(|a| {
+            let text = a.envelope["payload"]["normalized_text"]
+                .as_str()
+                .unwrap_or_default();
+            text.rsplit_once("\n[tg:")
+                .map_or(text, |(body, _)| body)
+                .to_string()
+        })
         .collect();
     let sim = &rig.config.simulator;
     let mut checked = 0;
