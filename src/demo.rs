@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::event::Event;
 use crate::node::{Node, NodeError};
 use crate::pipeline::{PipelineStats, StatsSnapshot};
 use crate::policy::{Decision, Policy};
@@ -85,6 +86,21 @@ pub enum DemoError {
     Fake(std::io::Error),
 }
 
+/// The ground truth: every unique event the simulation produces for positions below `upto`,
+/// as the policy lets it through (redacted); what must arrive downstream, each exactly once.
+pub fn expected_after_policy<'a>(
+    world: &'a SimulatedWorld,
+    policy: &'a Policy,
+    upto: u64,
+) -> impl Iterator<Item = Event> + 'a {
+    (0..world.accounts())
+        .flat_map(move |i| world.expected(i, upto))
+        .filter_map(|e| match policy.decide_owned(e) {
+            Decision::Keep { event, .. } => Some(event),
+            Decision::Drop { .. } => None,
+        })
+}
+
 /// Runs the demo on `config` (whose data dir the caller chose).
 pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, DemoError> {
     let messages = ((plan.rate * plan.duration.as_secs_f64()).round() as u64).max(1);
@@ -109,12 +125,8 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
 
     let world = SimulatedWorld::new(config.simulator.clone())?;
     let policy = Policy::new(&config.policy)?;
-    let expected: HashSet<String> = (0..plan.accounts)
-        .flat_map(|i| world.expected(i, messages).collect::<Vec<_>>())
-        .filter_map(|e| match policy.decide_owned(e) {
-            Decision::Keep { event, .. } => Some(event.event_id),
-            Decision::Drop { .. } => None,
-        })
+    let expected: HashSet<String> = expected_after_policy(&world, &policy, messages)
+        .map(|e| e.event_id)
         .collect();
 
     let node = Node::start(config.clone()).await?;

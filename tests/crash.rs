@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use support::{TestNats, signal, tgingest_bin};
+use tgingest::demo::expected_after_policy;
 use tgingest::keys::MasterKey;
-use tgingest::policy::{Decision, Policy, PolicyConfig};
+use tgingest::policy::{Policy, PolicyConfig};
 use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
 use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
 
@@ -70,16 +71,8 @@ fn expected() -> HashSet<String> {
     let sim = simulation();
     let world = SimulatedWorld::new(sim.clone()).unwrap();
     let policy = Policy::new(&PolicyConfig::default()).unwrap();
-    (0..sim.accounts)
-        .flat_map(|i| {
-            world
-                .expected(i, sim.messages_per_account)
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|e| match policy.decide_owned(e) {
-            Decision::Keep { event, .. } => Some(event.event_id),
-            Decision::Drop { .. } => None,
-        })
+    expected_after_policy(&world, &policy, sim.messages_per_account)
+        .map(|e| e.event_id)
         .collect()
 }
 

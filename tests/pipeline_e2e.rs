@@ -239,11 +239,14 @@ async fn a_permanently_invalid_envelope_is_dead_lettered_and_does_not_block_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_restart_mid_stream_is_survived() {
+    // Acks lost with the connection are redelivered after each stage's ack_wait (30 s), so
+    // recovery can take about a minute; the bound is generous because the property is that it
+    // happens by itself, not how fast.
     let mut rig = Rig::start(simulation(2, 800, 200.0, 33), |_| {}).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     tokio::task::block_in_place(|| rig.nats.server.restart()).unwrap();
     assert!(
-        rig.wait_all_delivered(Duration::from_secs(90)).await,
+        rig.wait_all_delivered(Duration::from_secs(180)).await,
         "{:?}",
         rig.stats.snapshot()
     );
@@ -281,13 +284,53 @@ async fn each_account_endpoint_sends_valid_heartbeats_with_its_own_counters() {
         .map(|id| format!("telegram:user:{id}"))
         .collect();
     assert_eq!(endpoints(&rig), want);
-    // Counters are per account: an account's heartbeat never reports more than it delivered.
-    for beat in rig.fake.heartbeats() {
-        let ingested = beat
-            .pointer("/counters/messages_ingested")
-            .and_then(|v| v.as_u64())
-            .unwrap();
-        assert!(ingested <= rig.expected().len() as u64 / 2 + 50, "{beat}");
+    // Counters are per account: once a round after the deliveries is in, each endpoint reports
+    // what its own account delivered (at most, since a round can start mid-stream), never the
+    // node's total.
+    let stored_per_endpoint = |rig: &Rig| -> std::collections::HashMap<String, u64> {
+        let mut counts = std::collections::HashMap::new();
+        for a in rig.fake.accepted() {
+            let endpoint = a
+                .envelope
+                .pointer("/source/endpoint_identity")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            *counts.entry(endpoint.to_string()).or_default() += 1;
+        }
+        counts
+    };
+    let latest_ingested = |rig: &Rig| -> std::collections::HashMap<String, u64> {
+        let mut latest = std::collections::HashMap::new();
+        for beat in rig.fake.heartbeats() {
+            let endpoint = beat
+                .pointer("/connector/endpoint_identity")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let ingested = beat
+                .pointer("/counters/messages_ingested")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            latest.insert(endpoint.to_string(), ingested);
+        }
+        latest
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    while std::time::Instant::now() < deadline && latest_ingested(&rig).values().any(|n| *n == 0) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stored = stored_per_endpoint(&rig);
+    let total: u64 = stored.values().sum();
+    for (endpoint, ingested) in latest_ingested(&rig) {
+        assert!(
+            ingested > 0,
+            "{endpoint}: no heartbeat after the deliveries"
+        );
+        assert!(
+            ingested <= stored[&endpoint],
+            "{endpoint} reports {ingested}, its account stored {}",
+            stored[&endpoint]
+        );
+        assert!(ingested < total, "{endpoint} reports the node's total");
     }
     rig.stop().await;
 }

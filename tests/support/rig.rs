@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tgingest::config::Config;
+use tgingest::demo::expected_after_policy;
 use tgingest::event::Event;
 use tgingest::keys::MasterKey;
 use tgingest::node::Node;
 use tgingest::pipeline::PipelineStats;
-use tgingest::policy::{Decision, Policy};
+use tgingest::policy::Policy;
 use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
 use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
 
@@ -93,16 +94,13 @@ impl Rig {
 
     /// What must arrive: every unique event of the simulation that the policy keeps, redacted.
     pub fn expected(&self) -> HashMap<String, Event> {
-        let sim = &self.config.simulator;
-        let mut out = HashMap::new();
-        for i in 0..sim.accounts {
-            for event in self.world.expected(i, sim.messages_per_account) {
-                if let Decision::Keep { event, .. } = self.policy.decide(&event) {
-                    out.insert(event.event_id.clone(), event);
-                }
-            }
-        }
-        out
+        expected_after_policy(
+            &self.world,
+            &self.policy,
+            self.config.simulator.messages_per_account,
+        )
+        .map(|e| (e.event_id.clone(), e))
+        .collect()
     }
 
     /// Event ids the fake Switchboard stored, with how often each was stored.
