@@ -26,6 +26,8 @@ pub mod supervision;
 /// Logging and process-wide set-up.
 pub mod telemetry;
 
+/// Accounts as operators see them: lifecycle states, registry, login and consent.
+pub mod accounts;
 /// The pipeline stages, as supervised actors.
 pub mod pipeline;
 /// Scope filtering (which events may leave) and redaction (what text may leave).

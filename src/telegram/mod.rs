@@ -5,6 +5,7 @@
 //! interchangeable.
 
 pub mod gateway;
+pub mod grammers;
 pub mod normalize;
 pub mod session;
 pub mod simulated;

@@ -1,0 +1,3 @@
+//! The grammers adapter: real Telegram accounts behind the [`super::gateway::Gateway`] trait.
+
+pub mod errors;
