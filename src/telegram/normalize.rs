@@ -239,10 +239,20 @@ fn message_event(
     ctx: &NormalizeContext,
     index: &mut MessageIndex,
 ) -> Option<Event> {
+    normalize_message(msg, edited, ctx, index)
+}
+
+/// Turns one message (from an update, or read from history for a backfill) into its event;
+/// `None` for empty messages. `edited` makes it an edit event versioned by its edit date.
+pub fn normalize_message(
+    msg: &grammers_client::message::Message,
+    edited: bool,
+    ctx: &NormalizeContext,
+    index: &mut MessageIndex,
+) -> Option<Event> {
     // Empty messages (with or without a peer) carry nothing to ingest; skipping them here also
     // keeps grammers' panicking `peer_id()` out of reach.
-    let inner: &grammers_client::message::Message = msg;
-    let raw = raw_view(&inner.raw)?;
+    let raw = raw_view(&msg.raw)?;
     // Safe now: the raw message has a peer, so `peer()` cannot hit grammers' `expect`.
     let peer = msg.peer();
 
@@ -343,7 +353,7 @@ fn sender(
     raw: &RawView<'_>,
     kind: ChatKind,
     peer: Option<&Peer>,
-    msg: &grammers_client::update::Message,
+    msg: &grammers_client::message::Message,
     ctx: &NormalizeContext,
 ) -> Option<Sender> {
     let own = || Sender {
