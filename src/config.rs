@@ -287,6 +287,14 @@ pub struct TelegramConfig {
     pub update_channel_capacity: usize,
     /// FLOOD_WAITs up to this long are slept; longer ones park the account.
     pub flood_sleep_max: Dur,
+    /// At most this many of the newest messages per chat in the first-start backfill.
+    pub backfill_max_per_chat: u32,
+    /// One history request per this long, per account (keeps backfill clear of flood waits).
+    pub backfill_pace: Dur,
+    /// How often each account compares its dialogs with what arrived, to find holes.
+    pub hole_check_interval: Dur,
+    /// A message must be this old before its absence counts as a hole.
+    pub hole_grace: Dur,
 }
 
 impl Default for TelegramConfig {
@@ -297,6 +305,10 @@ impl Default for TelegramConfig {
             backfill_window_h: 24,
             update_channel_capacity: 10_000,
             flood_sleep_max: Dur::secs(60),
+            backfill_max_per_chat: 1000,
+            backfill_pace: Dur::secs(1),
+            hole_check_interval: Dur::secs(600),
+            hole_grace: Dur::secs(120),
         }
     }
 }
@@ -988,6 +1000,20 @@ impl Config {
                 "telegram.update_channel_capacity",
                 tg.update_channel_capacity,
                 "at least 100 (grammers drops updates when it is full)",
+            )
+        })?;
+        check(!tg.backfill_pace.is_zero(), || {
+            invalid(
+                "telegram.backfill_pace",
+                tg.backfill_pace,
+                "a duration above zero (history requests must be paced)",
+            )
+        })?;
+        check(tg.hole_check_interval.0 >= Duration::from_secs(10), || {
+            invalid(
+                "telegram.hole_check_interval",
+                tg.hole_check_interval,
+                "at least 10s (each check reads every dialog)",
             )
         })?;
 

@@ -61,6 +61,33 @@ pub struct GrammersSettings {
     pub hole_grace: Duration,
 }
 
+impl GrammersSettings {
+    /// The settings of `[telegram]`; `api_id` must be set (`TELEGRAM_API_ID`).
+    pub fn from_config(
+        tg: &crate::config::TelegramConfig,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let api_id = i32::try_from(tg.api_id)
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| {
+                crate::config::invalid(
+                    "telegram.api_id",
+                    tg.api_id,
+                    "the api_id from my.telegram.org (env TELEGRAM_API_ID); real accounts need it",
+                )
+            })?;
+        Ok(GrammersSettings {
+            api_id,
+            update_channel_capacity: tg.update_channel_capacity,
+            backfill_window: Duration::from_secs(u64::from(tg.backfill_window_h) * 3600),
+            backfill_max_per_chat: tg.backfill_max_per_chat,
+            backfill_pace: tg.backfill_pace.0,
+            hole_check_interval: tg.hole_check_interval.0,
+            hole_grace: tg.hole_grace.0,
+        })
+    }
+}
+
 /// A grammers session the gateway can make durable on demand.
 pub trait PersistedSession: Session + Sized
 where
