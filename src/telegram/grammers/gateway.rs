@@ -156,29 +156,93 @@ struct DialogInfo {
     top_date: i32,
 }
 
-type Group = Result<Vec<Update>, grammers_mtsender::InvocationError>;
-
 struct Live<S> {
     session: Arc<S>,
     client: Client,
     _runner: RunnerGuard,
     updates: Option<mpsc::Receiver<grammers_session::updates::UpdatesLike>>,
-    groups: Option<mpsc::Receiver<Group>>,
-    reader: Option<tokio::task::JoinHandle<()>>,
-    cursor: GrammersCursor,
+    groups: Option<GroupReader>,
+    taker: UpdateTaker,
     dialogs: HashMap<String, DialogInfo>,
-    ctx: NormalizeContext,
-    index: MessageIndex,
-    connected_at_us: i64,
     next_backfill: Instant,
     next_hole_check: Instant,
 }
 
-impl<S> Drop for Live<S> {
-    fn drop(&mut self) {
-        if let Some(reader) = &self.reader {
-            reader.abort();
+/// Turns groups of grammers updates into [`SourceUpdate`]s and keeps the cursor they advance.
+#[derive(Debug)]
+pub struct UpdateTaker {
+    /// What was handed out so far (the cursor of the latest source update).
+    pub cursor: GrammersCursor,
+    pub ctx: NormalizeContext,
+    pub index: MessageIndex,
+    /// Messages sent before this time are marked as catch-up.
+    pub connected_at_us: i64,
+}
+
+impl UpdateTaker {
+    /// A taker for `account_id`, connected now, starting from `cursor`.
+    pub fn new(account_id: &str, cursor: GrammersCursor) -> Self {
+        UpdateTaker {
+            cursor,
+            ctx: NormalizeContext::new(account_id, Source::Live),
+            index: MessageIndex::new(INDEX_CAPACITY),
+            connected_at_us: now_us(),
         }
+    }
+
+    /// Normalizes one group and advances the handed-out state past it.
+    pub fn take(&mut self, group: Vec<Update>) -> SourceUpdate {
+        fold_group(&mut self.cursor.state, group.iter().map(Update::state));
+        let mut events = Vec::new();
+        for update in &group {
+            for mut event in normalize(update, &self.ctx, &mut self.index) {
+                // What was sent before this connection came in through catch-up.
+                if event.kind != EventKind::Delete && event.sent_at_us < self.connected_at_us {
+                    event.source = Source::CatchUp;
+                }
+                if event.kind != EventKind::Delete
+                    && let Ok(id) = event.message_id.parse::<i32>()
+                {
+                    self.cursor.saw_message(&event.chat.id, id);
+                }
+                events.push(event);
+            }
+        }
+        SourceUpdate {
+            events,
+            cursor: self.cursor.encode(),
+        }
+    }
+}
+
+/// One group of updates, or the error that ended the stream.
+pub type Group = Result<Vec<Update>, grammers_mtsender::InvocationError>;
+
+/// The task that reads grammers' update stream in groups; stopped when dropped.
+pub struct GroupReader {
+    groups: mpsc::Receiver<Group>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GroupReader {
+    /// Starts reading `stream`; `client` is the one the stream belongs to.
+    pub fn spawn(stream: grammers_client::client::UpdateStream, client: Client) -> Self {
+        let (tx, groups) = mpsc::channel(4);
+        GroupReader {
+            groups,
+            task: tokio::spawn(read_groups(stream, client, tx)),
+        }
+    }
+
+    /// The next group; `None` once the stream has ended.
+    pub async fn recv(&mut self) -> Option<Group> {
+        self.groups.recv().await
+    }
+}
+
+impl Drop for GroupReader {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -236,12 +300,8 @@ where
             _runner: runner,
             updates: Some(pool.updates),
             groups: None,
-            reader: None,
-            cursor: GrammersCursor::default(),
+            taker: UpdateTaker::new(&own_id, GrammersCursor::default()),
             dialogs: HashMap::new(),
-            ctx: NormalizeContext::new(own_id, Source::Live),
-            index: MessageIndex::new(INDEX_CAPACITY),
-            connected_at_us: now_us(),
             next_backfill: now,
             next_hole_check: now + self.settings.hole_grace,
         });
@@ -325,7 +385,7 @@ where
             backfill_tasks = cursor.backfill.len(),
             "catching up"
         );
-        live.cursor = cursor;
+        live.taker.cursor = cursor;
 
         let updates = live.updates.take().ok_or_else(not_connected)?;
         let stream = live
@@ -333,9 +393,7 @@ where
             .stream_updates(updates, UpdatesConfiguration { catch_up: true })
             .await
             .map_err(|e| GatewayError::Other(format!("cannot start the update stream: {e}")))?;
-        let (tx, rx) = mpsc::channel(4);
-        live.reader = Some(tokio::spawn(read_groups(stream, live.client.clone(), tx)));
-        live.groups = Some(rx);
+        live.groups = Some(GroupReader::spawn(stream, live.client.clone()));
         Ok(())
     }
 
@@ -343,7 +401,7 @@ where
         let settings = self.settings.clone();
         let live = self.live.as_mut().ok_or_else(not_connected)?;
         loop {
-            let wake = if live.cursor.backfill.is_empty() {
+            let wake = if live.taker.cursor.backfill.is_empty() {
                 live.next_hole_check
             } else {
                 live.next_backfill.min(live.next_hole_check)
@@ -355,7 +413,7 @@ where
                     let group = group
                         .ok_or_else(|| GatewayError::Network("the update stream ended".into()))?
                         .map_err(classify)?;
-                    return Ok(Some(live.take_group(group)));
+                    return Ok(Some(live.taker.take(group)));
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
@@ -364,7 +422,7 @@ where
                 live.next_hole_check = now + settings.hole_check_interval;
                 live.check_holes(&settings).await?;
             }
-            if !live.cursor.backfill.is_empty() && now >= live.next_backfill {
+            if !live.taker.cursor.backfill.is_empty() && now >= live.next_backfill {
                 live.next_backfill = now + settings.backfill_pace;
                 if let Some(update) = live.backfill_step().await? {
                     return Ok(Some(update));
@@ -406,7 +464,7 @@ where
             .offset_id(after)
             .reverse(true)
             .limit(limit);
-        let mut ctx = live.ctx.clone();
+        let mut ctx = live.taker.ctx.clone();
         ctx.source = Source::Backfill;
         let mut events = Vec::new();
         while let Some(message) = iter.next().await.map_err(classify)? {
@@ -414,7 +472,7 @@ where
                 &message,
                 false,
                 &ctx,
-                &mut live.index,
+                &mut live.taker.index,
             ));
         }
         Ok(events)
@@ -440,19 +498,25 @@ where
                 Peer::Group(g) => match &g.raw {
                     tl::enums::Chat::Channel(c) => {
                         if c.forum {
-                            self.ctx.forums.insert(bare);
+                            self.taker.ctx.forums.insert(bare);
                         }
-                        self.ctx.channel_kinds.insert(bare, ChatKind::Supergroup);
+                        self.taker
+                            .ctx
+                            .channel_kinds
+                            .insert(bare, ChatKind::Supergroup);
                         ChatKind::Supergroup
                     }
                     _ => ChatKind::Group,
                 },
                 Peer::Channel(_) => {
-                    self.ctx.channel_kinds.insert(bare, ChatKind::Channel);
+                    self.taker.ctx.channel_kinds.insert(bare, ChatKind::Channel);
                     ChatKind::Channel
                 }
                 Peer::Community(_) => {
-                    self.ctx.channel_kinds.insert(bare, ChatKind::Supergroup);
+                    self.taker
+                        .ctx
+                        .channel_kinds
+                        .insert(bare, ChatKind::Supergroup);
                     ChatKind::Supergroup
                 }
             };
@@ -478,45 +542,22 @@ where
         Ok(())
     }
 
-    /// Normalizes one group and advances the handed-out state past it.
-    fn take_group(&mut self, group: Vec<Update>) -> SourceUpdate {
-        fold_group(&mut self.cursor.state, group.iter().map(Update::state));
-        let mut events = Vec::new();
-        for update in &group {
-            for mut event in normalize(update, &self.ctx, &mut self.index) {
-                // What was sent before this connection came in through catch-up.
-                if event.kind != EventKind::Delete && event.sent_at_us < self.connected_at_us {
-                    event.source = Source::CatchUp;
-                }
-                if event.kind != EventKind::Delete
-                    && let Ok(id) = event.message_id.parse::<i32>()
-                {
-                    self.cursor.saw_message(&event.chat.id, id);
-                }
-                events.push(event);
-            }
-        }
-        SourceUpdate {
-            events,
-            cursor: self.cursor.encode(),
-        }
-    }
-
     /// Compares every dialog's newest message with what arrived; plans a backfill per hole.
     async fn check_holes(&mut self, settings: &GrammersSettings) -> Result<(), GatewayError> {
         self.scan_dialogs().await?;
         let settled = now_secs() - settings.hole_grace.as_secs() as i64;
         let mut found = 0u64;
         for (chat_id, dialog) in &self.dialogs {
-            let seen = self.cursor.high_water.get(chat_id).copied();
+            let seen = self.taker.cursor.high_water.get(chat_id).copied();
             let behind = match seen {
                 Some(seen) => dialog.top_id > seen,
-                None => i64::from(dialog.top_date) * 1_000_000 >= self.connected_at_us,
+                None => i64::from(dialog.top_date) * 1_000_000 >= self.taker.connected_at_us,
             };
             if !behind || i64::from(dialog.top_date) > settled {
                 continue;
             }
             if let Some(task) = self
+                .taker
                 .cursor
                 .backfill
                 .iter_mut()
@@ -526,12 +567,12 @@ where
                 continue;
             }
             found += 1;
-            self.cursor.backfill.push(BackfillTask {
+            self.taker.cursor.backfill.push(BackfillTask {
                 chat_id: chat_id.clone(),
                 after_id: seen.unwrap_or(0),
                 upto_id: dialog.top_id,
                 locate: seen.is_none().then_some(Locate {
-                    since_date: i32::try_from(self.connected_at_us / 1_000_000).unwrap_or(0),
+                    since_date: i32::try_from(self.taker.connected_at_us / 1_000_000).unwrap_or(0),
                     max_messages: settings.backfill_max_per_chat,
                 }),
                 reason: BackfillReason::Hole,
@@ -544,28 +585,36 @@ where
             );
             metrics::counter!("tgingest_holes_detected_total").increment(found);
         }
-        metrics::gauge!("tgingest_backfill_tasks_pending").set(self.cursor.backfill.len() as f64);
+        metrics::gauge!("tgingest_backfill_tasks_pending")
+            .set(self.taker.cursor.backfill.len() as f64);
         Ok(())
     }
 
     /// One history request for the first backfill task; `None` when it produced no events.
     async fn backfill_step(&mut self) -> Result<Option<SourceUpdate>, GatewayError> {
-        let Some(task) = self.cursor.backfill.first().cloned() else {
+        let Some(task) = self.taker.cursor.backfill.first().cloned() else {
             return Ok(None);
         };
         let Some(dialog) = self.dialogs.get(&task.chat_id).cloned() else {
             tracing::warn!("a backfill task names a chat that is no longer a dialog; dropping it");
             metrics::counter!("tgingest_backfill_tasks_dropped_total").increment(1);
-            self.cursor.backfill.remove(0);
+            self.taker.cursor.backfill.remove(0);
             return Ok(None);
         };
-        let mut ctx = self.ctx.clone();
+        let mut ctx = self.taker.ctx.clone();
         ctx.source = Source::Backfill;
-        let step = backfill::step(&self.client, dialog.peer, &task, &ctx, &mut self.index).await?;
+        let step = backfill::step(
+            &self.client,
+            dialog.peer,
+            &task,
+            &ctx,
+            &mut self.taker.index,
+        )
+        .await?;
         match step.task {
-            Some(next) => self.cursor.backfill[0] = next,
+            Some(next) => self.taker.cursor.backfill[0] = next,
             None => {
-                self.cursor.backfill.remove(0);
+                self.taker.cursor.backfill.remove(0);
                 metrics::counter!("tgingest_backfill_tasks_done_total", "kind" => kind_label(dialog.kind))
                     .increment(1);
             }
@@ -573,13 +622,13 @@ where
         metrics::counter!("tgingest_backfill_events_total").increment(step.events.len() as u64);
         for event in &step.events {
             if let Ok(id) = event.message_id.parse::<i32>() {
-                self.cursor.saw_message(&event.chat.id, id);
+                self.taker.cursor.saw_message(&event.chat.id, id);
             }
         }
         // The cursor carries the task's progress, so the step is durable with its events.
         Ok(Some(SourceUpdate {
             events: step.events,
-            cursor: self.cursor.encode(),
+            cursor: self.taker.cursor.encode(),
         }))
     }
 }
