@@ -426,7 +426,8 @@ enum KeysCommand {
 `keys.rotated` in the event log. The current key comes from where every command takes it: \
 TGINGEST_MASTER_KEY, TGINGEST_MASTER_KEY_FILE or security.master_key_file (or the embedded default's \
 master.key in the data dir).\n\nStop the node first: this command needs the event log to itself and \
-refuses while a node holds it. It is safe to run again after an interruption: whatever is already \
+refuses while a node holds it. Every other node that shares the TG_SESSIONS bucket (and so the \
+master key) must be stopped too, and all of them restarted with the new key. It is safe to run again after an interruption: whatever is already \
 sealed under the new key is left as it is. Afterwards, start the node with the new key; the old one \
 no longer opens the sessions or the chain key.\n\nNote: the hashes that stand for ids in log lines \
 (LogIdHash) are derived from the master key, so they change with it: log lines written before and \
@@ -450,8 +451,9 @@ enum KeysRotateError {
     #[error("new master key: {0}")]
     NewKey(crate::keys::KeyError),
     #[error(
-        "the new master key in {} is the key already in use; generate a new one \
-         (for example `openssl rand -hex 32 > new.key && chmod 600 new.key`)",
+        "the new master key in {} is the key already in use, so there is nothing to rotate; \
+         to rotate, generate a new one (`openssl rand -hex 32 > new.key && chmod 600 new.key`); \
+         to finish an interrupted rotation, run it again with the old key as the current key",
         path.display()
     )]
     SameKey { path: PathBuf },

@@ -75,7 +75,7 @@ impl std::fmt::Debug for EventLog {
 
 impl EventLog {
     /// Opens (or creates) the log in `dir`, keyed by `chain_key`
-    /// (`MasterKey::derive(KeyPurpose::EventLogChain)`).
+    /// ([`super::ChainKey::open_or_create`] gives the one sealed beside the log).
     pub fn open(dir: &Path, chain_key: [u8; 32]) -> Result<EventLog, EventLogError> {
         Self::open_with(dir, chain_key, &EventLogOptions::default())
     }
