@@ -427,9 +427,10 @@ enum KeysCommand {
 TGINGEST_MASTER_KEY, TGINGEST_MASTER_KEY_FILE or security.master_key_file (or the embedded default's \
 master.key in the data dir).\n\nStop the node first: this command needs the event log to itself and \
 refuses while a node holds it. Every other node that shares the TG_SESSIONS bucket (and so the \
-master key) must be stopped too, and all of them restarted with the new key. It is safe to run again after an interruption: whatever is already \
-sealed under the new key is left as it is. Afterwards, start the node with the new key; the old one \
-no longer opens the sessions or the chain key.\n\nNote: the hashes that stand for ids in log lines \
+master key) must be stopped too, and all of them restarted with the new key. It is safe to run \
+again after an interruption: whatever is already sealed under the new key is left as it is. \
+Afterwards, start the node with the new key; the old one no longer opens the sessions or the \
+chain key.\n\nNote: the hashes that stand for ids in log lines \
 (LogIdHash) are derived from the master key, so they change with it: log lines written before and \
 after the rotation no longer share hashed ids."
     )]
