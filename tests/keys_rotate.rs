@@ -216,6 +216,24 @@ async fn rotation_moves_sessions_and_chain_key_to_the_new_key_and_the_log_still_
         2
     );
 
+    // Interrupted after the sessions, before the chain key: running it again finishes the job.
+    let dir = data.path().join("eventlog");
+    let chain_key = ChainKey::open(&dir, &MasterKey::from_bytes(NEW)).unwrap();
+    chain_key
+        .seal_to(&dir, &MasterKey::from_bytes(OLD))
+        .unwrap();
+    let out = rotate(data.path(), &url, &old_file, &new_file);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("already under new key:  3"), "{stdout}");
+    assert!(stdout.contains("re-sealed under the new key"), "{stdout}");
+    assert_eq!(
+        ChainKey::open(&dir, &MasterKey::from_bytes(NEW))
+            .unwrap()
+            .bytes(),
+        chain_key.bytes()
+    );
+
     // With the new key configured, the node starts on the same log.
     let node = start_node(data.path(), &url, &new_file);
     stop_node(node);
