@@ -11,7 +11,6 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, CONFIG_ENV, Config, LogFormat};
 use crate::eventlog::{self, Anchor};
-use crate::keys::KeyPurpose;
 use crate::node::{self, Node};
 
 #[derive(Parser, Debug)]
@@ -56,6 +55,9 @@ enum Command {
     /// Policy commands
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Master-key commands (run them with the node stopped)
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +169,7 @@ pub fn main() -> ExitCode {
             Command::Run => run(cfg).await,
             Command::Demo(args) => demo(cfg, args).await,
             Command::Audit(AuditCommand::Verify(args)) => audit_verify(cfg, args).await,
+            Command::Keys(KeysCommand::Rotate(args)) => keys_rotate(cfg, args).await,
             Command::Config(_) | Command::Policy(_) => ExitCode::SUCCESS,
         }
     })
@@ -329,8 +332,15 @@ async fn audit_verify(mut cfg: Config, args: VerifyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let chain_key = key.derive(KeyPurpose::EventLogChain);
     let dir = cfg.eventlog_dir();
+    // The chain key is sealed under the master key beside the log (older logs: derived from it).
+    let chain_key = match eventlog::ChainKey::open(&dir, &key) {
+        Ok(chain_key) => chain_key.bytes(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let report = if args.anchored {
         let anchor = match fetch_anchor(&cfg).await {
             Ok(Some(a)) => a,
@@ -396,6 +406,246 @@ async fn fetch_anchor(cfg: &Config) -> Result<Option<Anchor>, String> {
             seq: record.seq,
             hash,
         }))
+    }
+    .await;
+    if let Some(s) = server {
+        let _ = tokio::task::spawn_blocking(move || drop(s)).await;
+    }
+    result
+}
+
+// ---------------------------------------------------------------------------------------------
+// `tgingest keys rotate`
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Re-seal every Telegram session and the event-log chain key under a new master key
+    #[command(
+        long_about = "Re-seals every session in the TG_SESSIONS bucket and the event-log chain key \
+(eventlog/chain.key) from the current master key to the one in --new-key-file, and records \
+`keys.rotated` in the event log. The current key comes from where every command takes it: \
+TGINGEST_MASTER_KEY, TGINGEST_MASTER_KEY_FILE or security.master_key_file (or the embedded default's \
+master.key in the data dir).\n\nStop the node first: this command needs the event log to itself and \
+refuses while a node holds it. Every other node that shares the TG_SESSIONS bucket (and so the \
+master key) must be stopped too, and all of them restarted with the new key. It is safe to run \
+again after an interruption: whatever is already sealed under the new key is left as it is. \
+Afterwards, start the node with the new key; the old one no longer opens the sessions or the \
+chain key.\n\nNote: the hashes that stand for ids in log lines \
+(LogIdHash) are derived from the master key, so they change with it: log lines written before and \
+after the rotation no longer share hashed ids."
+    )]
+    Rotate(RotateArgs),
+}
+
+#[derive(Args, Debug)]
+struct RotateArgs {
+    /// File holding the new master key: 64 hex characters, readable by its owner only (chmod 600)
+    #[arg(long, value_name = "PATH")]
+    new_key_file: PathBuf,
+}
+
+/// Why `keys rotate` stopped; says what to do about it.
+#[derive(Debug, thiserror::Error)]
+enum KeysRotateError {
+    #[error("current master key: {0}")]
+    CurrentKey(crate::keys::KeyError),
+    #[error("new master key: {0}")]
+    NewKey(crate::keys::KeyError),
+    #[error(
+        "the new master key in {} is the key already in use, so there is nothing to rotate; \
+         to rotate, generate a new one (`openssl rand -hex 32 > new.key && chmod 600 new.key`); \
+         to finish an interrupted rotation, run it again with the old key as the current key",
+        path.display()
+    )]
+    SameKey { path: PathBuf },
+    #[error(
+        "the event log at {} is in use: stop the node first (keys rotate needs the node stopped)",
+        dir.display()
+    )]
+    NodeRunning { dir: PathBuf },
+    #[error(transparent)]
+    EventLog(eventlog::EventLogError),
+    #[error("cannot reach NATS to re-seal the sessions: {0}")]
+    Nats(String),
+    #[error(transparent)]
+    Sessions(#[from] crate::telegram::session::StoreError),
+}
+
+impl KeysRotateError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            KeysRotateError::CurrentKey(_)
+            | KeysRotateError::NewKey(_)
+            | KeysRotateError::SameKey { .. }
+            | KeysRotateError::NodeRunning { .. } => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+impl From<eventlog::EventLogError> for KeysRotateError {
+    fn from(e: eventlog::EventLogError) -> Self {
+        match e {
+            eventlog::EventLogError::InUse { dir } => KeysRotateError::NodeRunning { dir },
+            e => KeysRotateError::EventLog(e),
+        }
+    }
+}
+
+/// What a rotation did.
+#[derive(Debug)]
+struct RotationSummary {
+    sessions: crate::telegram::session::RotateReport,
+    chain_key: eventlog::SealedUnder,
+    audit_seq: u64,
+    new_key_file: PathBuf,
+    old_origin: crate::keys::KeyOrigin,
+}
+
+impl RotationSummary {
+    fn render(&self) -> String {
+        let chain_key = match self.chain_key {
+            eventlog::SealedUnder::Old => "re-sealed under the new key",
+            eventlog::SealedUnder::New => "already under the new key",
+            eventlog::SealedUnder::NoFile => "written, sealed under the new key",
+        };
+        let next = match &self.old_origin {
+            crate::keys::KeyOrigin::File(path) | crate::keys::KeyOrigin::Generated(path) => {
+                format!(
+                    "replace {} with {} (keep it mode 0600), or point TGINGEST_MASTER_KEY_FILE at it",
+                    path.display(),
+                    self.new_key_file.display()
+                )
+            }
+            crate::keys::KeyOrigin::Env => format!(
+                "set {} to the new key (from {})",
+                crate::keys::MASTER_KEY_ENV,
+                self.new_key_file.display()
+            ),
+        };
+        format!(
+            "master key rotated\n\
+             \x20 sessions re-sealed:              {}\n\
+             \x20 sessions already under new key:  {}\n\
+             \x20 event-log chain key:             {chain_key}\n\
+             \x20 audit record:                    keys.rotated (seq {})\n\
+             next: before starting the node, {next}.\n\
+             the old key no longer opens the sessions or the chain key; hashed ids in log lines \
+             change with the key.\n",
+            self.sessions.resealed.len(),
+            self.sessions.already_new.len(),
+            self.audit_seq,
+        )
+    }
+}
+
+async fn keys_rotate(cfg: Config, args: RotateArgs) -> ExitCode {
+    match rotate_master_key(&cfg, &args.new_key_file).await {
+        Ok(summary) => {
+            print!("{}", summary.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Re-seals the chain key and every session from the current master key to the one in
+/// `new_key_file`, holding the event log (so no node runs meanwhile), then records `keys.rotated`.
+/// Each step skips what an interrupted earlier run already moved to the new key.
+async fn rotate_master_key(
+    cfg: &Config,
+    new_key_file: &Path,
+) -> Result<RotationSummary, KeysRotateError> {
+    let (old, old_origin) = node::master_key(cfg, false).map_err(KeysRotateError::CurrentKey)?;
+    let new = crate::keys::MasterKey::read_file(new_key_file).map_err(KeysRotateError::NewKey)?;
+    if old.same_as(&new) {
+        return Err(KeysRotateError::SameKey {
+            path: new_key_file.to_path_buf(),
+        });
+    }
+    let dir = cfg.eventlog_dir();
+    let (chain_key, chain_under) = eventlog::ChainKey::open_for_rotation(&dir, &old, &new)?;
+    // Holding the log open is holding sled's lock: a running node shows here, and none can start
+    // until the rotation is done.
+    let log = eventlog::EventLog::open(&dir, chain_key.bytes())?;
+
+    let sessions = with_bus(cfg, "tgingest-keys", async |bus| {
+        bus.setup(cfg)
+            .await
+            .map_err(|e| KeysRotateError::Nats(e.to_string()))?;
+        let store = crate::telegram::session::SessionStore::open(bus, old.clone()).await?;
+        Ok(store.rotate(&old, &new).await?)
+    })
+    .await?;
+
+    if chain_under != eventlog::SealedUnder::New {
+        chain_key.seal_to(&dir, &new)?;
+    }
+    let under = match chain_under {
+        eventlog::SealedUnder::Old => "resealed",
+        eventlog::SealedUnder::New => "already_new",
+        eventlog::SealedUnder::NoFile => "written",
+    };
+    // Counts only: nothing here identifies a key.
+    let details = std::collections::BTreeMap::from([
+        (
+            "sessions_resealed".to_string(),
+            sessions.resealed.len().to_string(),
+        ),
+        (
+            "sessions_already_new".to_string(),
+            sessions.already_new.len().to_string(),
+        ),
+        ("chain_key".to_string(), under.to_string()),
+    ]);
+    let entry = eventlog::AuditEntry {
+        action: "keys.rotated".into(),
+        actor: "operator".into(),
+        account_id: None,
+        details,
+    };
+    let audit_seq = log.audit(&entry, eventlog::Durability::Flushed).await?;
+    Ok(RotationSummary {
+        sessions,
+        chain_key: chain_under,
+        audit_seq,
+        new_key_file: new_key_file.to_path_buf(),
+        old_origin,
+    })
+}
+
+/// Runs `work` on a bus connection: the configured NATS, or the embedded server started on the
+/// node's store for the duration (the node itself is stopped).
+async fn with_bus<T>(
+    cfg: &Config,
+    client_name: &str,
+    work: impl AsyncFnOnce(&crate::bus::Bus) -> Result<T, KeysRotateError>,
+) -> Result<T, KeysRotateError> {
+    let nats = |e: &dyn std::fmt::Display| KeysRotateError::Nats(e.to_string());
+    let mut server = None;
+    let url = if cfg.embedded_nats() {
+        let binary = crate::nats_server::find_binary(Some(&cfg.nats.embedded.binary))
+            .map_err(|e| nats(&e))?;
+        let options =
+            crate::nats_server::ServerOptions::new(binary, cfg.nats_store_dir(), &cfg.node_id());
+        let s = tokio::task::spawn_blocking(move || crate::nats_server::NatsServer::start(options))
+            .await
+            .map_err(|e| nats(&e))?
+            .map_err(|e| nats(&e))?;
+        let url = s.url();
+        server = Some(s);
+        url
+    } else {
+        cfg.nats.url.clone()
+    };
+    let result = async {
+        let bus = crate::bus::Bus::connect(&url, &cfg.nats, client_name)
+            .await
+            .map_err(|e| nats(&e))?;
+        work(&bus).await
     }
     .await;
     if let Some(s) = server {

@@ -20,8 +20,11 @@ pub const GENERATED_KEY_FILE: &str = "master.key";
 /// What a derived key is for; each purpose gets an unrelated key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyPurpose {
-    /// Keys the hash chain of the event log.
+    /// Keyed the hash chain of event logs made before the chain key got its own random key (see
+    /// [`crate::eventlog::ChainKey`]); still read to migrate such logs.
     EventLogChain,
+    /// Seals the event log's random chain key at rest (`eventlog/chain.key`).
+    ChainKeySeal,
     /// Keys the hashes that stand for people's ids in log lines.
     LogIdHash,
     /// Seals Telegram sessions at rest (per account: see [`MasterKey::derive_for`]).
@@ -32,6 +35,7 @@ impl KeyPurpose {
     fn context(self) -> &'static str {
         match self {
             KeyPurpose::EventLogChain => "tgingest 2026-11 eventlog chain v1",
+            KeyPurpose::ChainKeySeal => "tgingest 2026-11 eventlog chain key seal v1",
             KeyPurpose::LogIdHash => "tgingest 2026-11 log id hash v1",
             KeyPurpose::SessionSeal => "tgingest 2026-11 session seal v1",
         }
@@ -185,6 +189,15 @@ impl MasterKey {
         ))
     }
 
+    /// Whether both are the same key (compared in constant time).
+    pub fn same_as(&self, other: &MasterKey) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+
     /// The key for one purpose.
     pub fn derive(&self, purpose: KeyPurpose) -> [u8; 32] {
         blake3::derive_key(purpose.context(), &self.0)
@@ -205,6 +218,7 @@ mod tests {
         let key = MasterKey::from_bytes([7; 32]);
         let chain = key.derive(KeyPurpose::EventLogChain);
         assert_ne!(chain, key.derive(KeyPurpose::LogIdHash));
+        assert_ne!(chain, key.derive(KeyPurpose::ChainKeySeal));
         assert_ne!(
             key.derive_for(KeyPurpose::SessionSeal, "a"),
             key.derive_for(KeyPurpose::SessionSeal, "b")
@@ -248,6 +262,15 @@ mod tests {
             MasterKey::resolve(None, None, None),
             Err(KeyError::Missing)
         ));
+    }
+
+    #[test]
+    fn same_as_compares_the_keys() {
+        let a = MasterKey::from_bytes([1; 32]);
+        assert!(a.same_as(&MasterKey::from_bytes([1; 32])));
+        let mut other = [1; 32];
+        other[31] = 2;
+        assert!(!a.same_as(&MasterKey::from_bytes(other)));
     }
 
     #[test]

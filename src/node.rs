@@ -14,7 +14,7 @@ use ractor::{Actor, ActorRef};
 use crate::bus::{BUCKET_ANCHORS, Bus, BusError, SetupReport};
 use crate::config::Config;
 use crate::event::{Chat, Event};
-use crate::eventlog::{AuditEntry, Durability, EventLog, EventLogError};
+use crate::eventlog::{AuditEntry, ChainKey, ChainKeyOrigin, Durability, EventLog, EventLogError};
 use crate::keys::{
     GENERATED_KEY_FILE, KeyError, KeyOrigin, KeyPurpose, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV,
     MasterKey,
@@ -187,10 +187,13 @@ impl Node {
             for (name, applied) in &setup.items {
                 tracing::info!(%name, ?applied, "bus set-up");
             }
-            let eventlog = Arc::new(EventLog::open(
-                &config.eventlog_dir(),
-                key.derive(KeyPurpose::EventLogChain),
-            )?);
+            // The chain key is random and sealed under the master key, so rotating the master
+            // key leaves the log verifiable; older logs keep their derived key (migrated here).
+            let (chain_key, chain_origin) = ChainKey::open_or_create(&config.eventlog_dir(), &key)?;
+            if chain_origin != ChainKeyOrigin::Opened {
+                tracing::info!(origin = ?chain_origin, "event-log chain key written sealed");
+            }
+            let eventlog = Arc::new(EventLog::open(&config.eventlog_dir(), chain_key.bytes())?);
             let details = BTreeMap::from([
                 ("version".to_string(), crate::VERSION.to_string()),
                 (

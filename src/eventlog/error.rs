@@ -94,4 +94,51 @@ pub enum EventLogError {
         seq: u64,
         problem: &'static str,
     },
+    /// The chain key file could not be read.
+    #[error("cannot read the event-log chain key {}: {source}", path.display())]
+    ChainKeyRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The chain key file could not be written.
+    #[error("cannot write the event-log chain key {}: {source}", path.display())]
+    ChainKeyWrite {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The chain key file is not a sealed chain key this build reads.
+    #[error(
+        "the event-log chain key {} is malformed ({len} bytes, format byte {format:#04x}); \
+         restore it from a backup",
+        path.display()
+    )]
+    ChainKeyMalformed {
+        path: PathBuf,
+        len: usize,
+        format: u8,
+    },
+    /// The chain key file does not open with the master key given.
+    #[error(
+        "the event-log chain key {} does not open with this master key: it is sealed under \
+         another one (after `tgingest keys rotate`, use the new key) or it was tampered with",
+        path.display()
+    )]
+    ChainKeyWrongMaster { path: PathBuf },
+    /// During rotation, the chain key file opens with neither key.
+    #[error(
+        "the event-log chain key {} opens with neither the current nor the new master key; \
+         nothing was changed",
+        path.display()
+    )]
+    ChainKeyNeither { path: PathBuf },
+    /// The log has records but no chain key file, and they were not chained with the legacy key.
+    #[error(
+        "the event log at {} has records but no chain key file ({}), and its records were not \
+         chained with the key derived from this master key either; restore {} from a backup \
+         (or use the master key the log was written with)",
+        dir.display(),
+        super::CHAIN_KEY_FILE,
+        super::CHAIN_KEY_FILE
+    )]
+    ChainKeyMissing { dir: PathBuf },
 }

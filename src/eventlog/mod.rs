@@ -9,9 +9,12 @@
 //!
 //! Layout: sled trees `log` (seq, big-endian → encoded [`Record`]), `meta` (the head, written in
 //! the same transaction as each record, so a truncated `log` tree shows) and `checkpoint_index`
-//! (account NUL scope → seq of the newest checkpoint, derived state that can be rebuilt).
+//! (account NUL scope → seq of the newest checkpoint, derived state that can be rebuilt). Beside
+//! them, `chain.key` holds the random chain key sealed under the master key ([`ChainKey`]), so the
+//! master key can be rotated without making the log unverifiable.
 
 mod audit;
+mod chain_key;
 mod checkpoint;
 mod error;
 mod record;
@@ -19,6 +22,7 @@ mod store;
 mod verify;
 
 pub use audit::AuditEntry;
+pub use chain_key::{CHAIN_KEY_FILE, ChainKey, ChainKeyOrigin, SealedUnder, chain_key_path};
 pub use checkpoint::Checkpoint;
 pub use error::EventLogError;
 pub use record::{Anchor, Record, RecordKind, ZERO_HASH, chain_hash};

@@ -75,7 +75,7 @@ impl std::fmt::Debug for EventLog {
 
 impl EventLog {
     /// Opens (or creates) the log in `dir`, keyed by `chain_key`
-    /// (`MasterKey::derive(KeyPurpose::EventLogChain)`).
+    /// ([`super::ChainKey::open_or_create`] gives the one sealed beside the log).
     pub fn open(dir: &Path, chain_key: [u8; 32]) -> Result<EventLog, EventLogError> {
         Self::open_with(dir, chain_key, &EventLogOptions::default())
     }
@@ -470,6 +470,45 @@ fn verify_dir_with(
     let report = verify_trees(&chain_key, &tree(LOG_TREE)?, &tree(META_TREE)?, anchor);
     report.publish();
     Ok(report)
+}
+
+/// Whether the newest record of the log in `dir` was chained with `chain_key`; `None` when `dir`
+/// holds no log or an empty one. Opens (and so locks) the database for the moment it reads.
+pub(super) fn newest_record_fits(
+    dir: &Path,
+    chain_key: &[u8; 32],
+) -> Result<Option<bool>, EventLogError> {
+    if !dir.join(SLED_DB_FILE).is_file() {
+        return Ok(None);
+    }
+    let db = open_db(dir, None)?;
+    if !db
+        .tree_names()
+        .iter()
+        .any(|t| t.as_ref() == LOG_TREE.as_bytes())
+    {
+        return Ok(None);
+    }
+    let storage = |doing, source| EventLogError::Storage {
+        dir: dir.to_path_buf(),
+        doing,
+        source,
+    };
+    let log = db
+        .open_tree(LOG_TREE)
+        .map_err(|e| storage("opening a tree", e))?;
+    let Some((key, value)) = log.last().map_err(|e| storage("reading the log", e))? else {
+        return Ok(None);
+    };
+    let seq = key_seq(&key).unwrap_or(0);
+    let record: Record = decode(&value).map_err(|source| EventLogError::Decode {
+        dir: dir.to_path_buf(),
+        seq,
+        source,
+    })?;
+    Ok(Some(
+        record.expected_hash(chain_key).ok() == Some(record.hash),
+    ))
 }
 
 /// Verifies the `log` tree against the head in `meta` and, if given, an anchor.

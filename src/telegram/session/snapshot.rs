@@ -43,11 +43,18 @@ impl SessionSnapshot {
     }
 
     /// grammers' session state, to load into a `Session` with `SessionData::import_to`.
+    ///
+    /// The DC options are exactly the stored ones (grammers' built-in production DCs only when
+    /// none are stored), so a session for Telegram's test DCs or a DC of one's own never gains
+    /// production addresses on the way.
     pub fn to_session_data(&self) -> SessionData {
         let mut data = SessionData {
             home_dc: self.home_dc,
             ..SessionData::default()
         };
+        if !self.dc_options.is_empty() {
+            data.dc_options.clear();
+        }
         for dc in &self.dc_options {
             data.dc_options.insert(dc.id, dc.clone());
         }

@@ -26,6 +26,11 @@ pub enum StoreError {
     },
     #[error("cannot list the accounts in {BUCKET_SESSIONS}: {message}")]
     List { message: String },
+    #[error(
+        "account {account} already has a session in {BUCKET_SESSIONS}; refusing to replace it \
+         (remove it first if a new login is meant)"
+    )]
+    AlreadyExists { account: String },
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(
@@ -90,6 +95,30 @@ impl SessionStore {
                 op: "write",
                 account: account.to_string(),
                 message: e.to_string(),
+            })
+    }
+
+    /// Seals `snapshot` for a new `account` and writes it, only if the account has no session yet
+    /// (atomically, so two nodes cannot both create it); returns the KV revision.
+    pub async fn create(
+        &self,
+        account: &str,
+        snapshot: &SessionSnapshot,
+    ) -> Result<u64, StoreError> {
+        valid_key(account)?;
+        let sealed = seal_snapshot(&self.master, account, snapshot)?;
+        self.kv
+            .create(account, sealed.into())
+            .await
+            .map_err(|e| match e.kind() {
+                kv::CreateErrorKind::AlreadyExists => StoreError::AlreadyExists {
+                    account: account.to_string(),
+                },
+                _ => StoreError::Bus {
+                    op: "create",
+                    account: account.to_string(),
+                    message: e.to_string(),
+                },
             })
     }
 
