@@ -712,3 +712,13 @@ where
         Box::pin(self.history_inner(chat, after_message_id, limit))
     }
 }
+
+impl PersistedSession for crate::telegram::session::SealedSession {
+    fn flush(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            crate::telegram::session::SealedSession::flush(self)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
