@@ -287,6 +287,9 @@ pub struct TelegramConfig {
     pub update_channel_capacity: usize,
     /// FLOOD_WAITs up to this long are slept; longer ones park the account.
     pub flood_sleep_max: Dur,
+    /// How long an account is parked after PEER_FLOOD (Telegram limits it for an unstated while,
+    /// typically hours).
+    pub peer_flood_park: Dur,
 }
 
 impl Default for TelegramConfig {
@@ -297,6 +300,7 @@ impl Default for TelegramConfig {
             backfill_window_h: 24,
             update_channel_capacity: 10_000,
             flood_sleep_max: Dur::secs(60),
+            peer_flood_park: Dur::hours(3),
         }
     }
 }
@@ -988,6 +992,13 @@ impl Config {
                 "telegram.update_channel_capacity",
                 tg.update_channel_capacity,
                 "at least 100 (grammers drops updates when it is full)",
+            )
+        })?;
+        check(!tg.peer_flood_park.is_zero(), || {
+            invalid(
+                "telegram.peer_flood_park",
+                tg.peer_flood_park,
+                "a duration above 0 (PEER_FLOOD usually lasts hours)",
             )
         })?;
 
