@@ -239,7 +239,11 @@ impl States {
         // Give re-sends a moment to show up, then compare.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let delivered = self.delivered();
-        assert_eq!(self.fake.stored_twice(), 0, "Switchboard stored an event twice");
+        assert_eq!(
+            self.fake.stored_twice(),
+            0,
+            "Switchboard stored an event twice"
+        );
         assert!(delivered.values().all(|n| *n == 1), "delivered twice");
         let unexpected = delivered.keys().filter(|id| !all.contains_key(*id)).count();
         assert_eq!(unexpected, 0, "events arrived that should not have");
@@ -504,6 +508,10 @@ async fn a_network_error_restarts_the_account_and_loses_nothing() {
     s.assert_delivered_once(&expected, &expected).await;
     // The tally holds each account once, however often it restarted.
     let counts = s.stats.lifecycles.counts();
-    assert_eq!(counts.values().sum::<u64>(), accounts.len() as u64, "{counts:?}");
+    assert_eq!(
+        counts.values().sum::<u64>(),
+        accounts.len() as u64,
+        "{counts:?}"
+    );
     s.stop().await;
 }

@@ -306,6 +306,77 @@ mod tests {
         ));
     }
 
+    /// The real grammers client against a "DC" that answers every packet with the transport
+    /// error `-404`: grammers first drops the stored key and tries a fresh one, then reports the
+    /// `-404`, which must read as a revoked session (and not be retried by the policy).
+    #[tokio::test]
+    async fn an_auth_key_the_server_does_not_know_is_revoked() {
+        use std::net::{Ipv4Addr, SocketAddrV4};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use grammers_mtsender::{ConnectionParams, SenderPool};
+        use grammers_session::SessionData;
+        use grammers_session::storages::MemorySession;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = connections.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    if socket.read(&mut buf).await.unwrap_or(0) > 0 {
+                        let _ = socket.write_all(&(-404_i32).to_le_bytes()).await;
+                    }
+                    let _ = socket.read(&mut buf).await;
+                });
+            }
+        });
+
+        let mut data = SessionData::default();
+        let home = data.home_dc;
+        let Some(dc) = data.dc_options.get_mut(&home) else {
+            panic!("the default session knows its home DC");
+        };
+        dc.ipv4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        dc.auth_key = Some([7; 256]);
+        let pool = SenderPool::with_configuration(
+            Arc::new(MemorySession::from(data)),
+            1,
+            ConnectionParams {
+                retry_policy: Box::new(FloodWaitPolicy::new(Duration::from_secs(60))),
+                ..Default::default()
+            },
+        );
+        let runner = tokio::spawn(pool.runner.run());
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            pool.handle
+                .invoke_in_dc(home, &grammers_tl_types::functions::updates::GetState {}),
+        )
+        .await
+        .expect("grammers answers within 30 s");
+        let Err(error) = result else {
+            panic!("a -404 DC cannot answer getState");
+        };
+        assert_eq!(
+            gateway_error(&error),
+            GatewayError::Revoked(AUTH_KEY_NOT_FOUND.to_string()),
+            "{error}"
+        );
+        // The stored key, then a fresh one; no retries on top.
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        pool.handle.quit();
+        runner.abort();
+        server.abort();
+    }
+
     fn ctx(error: InvocationError, fail_count: u32, slept: u64) -> RetryContext {
         RetryContext {
             fail_count: NonZeroU32::new(fail_count).unwrap_or(NonZeroU32::MIN),
