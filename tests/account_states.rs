@@ -364,8 +364,8 @@ async fn a_short_flood_wait_is_waited_out_in_place_without_a_state_change() {
     let mut s = States::start(simulation(1, 400, 80.0, 43), |_, _| {}).await;
     let account = &s.accounts()[0];
     wait_some_acked(&s, account).await;
-    let seconds = 2;
-    assert!(Duration::from_secs(seconds) <= FLOOD.sleep_max);
+    // As long as a wait can be and still be waited out in place.
+    let seconds = FLOOD.sleep_max.as_secs();
     s.faults.inject(
         Some(account),
         FaultCall::NextUpdate,
@@ -397,12 +397,12 @@ async fn a_short_flood_wait_is_waited_out_in_place_without_a_state_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_flood_while_connecting_parks_for_the_configured_time_then_connects() {
+    let started_us = now_us();
     let mut s = States::start(simulation(1, 200, 100.0, 45), |faults, accounts| {
         faults.inject(Some(&accounts[0]), FaultCall::Connect, Fault::PeerFlood);
     })
     .await;
     let account = &s.accounts()[0];
-    let started_us = now_us();
     let until_us = eventually("the account to park", WAIT, || async {
         match s.status(account).await?.lifecycle {
             Lifecycle::FloodWait { until_us } => Some(until_us),
@@ -411,7 +411,7 @@ async fn peer_flood_while_connecting_parks_for_the_configured_time_then_connects
     })
     .await;
     let park_us = FLOOD.peer_flood_park.as_micros() as i64;
-    assert!(until_us >= started_us - 1_000_000 + park_us && until_us <= now_us() + park_us);
+    assert!(until_us >= started_us + park_us && until_us <= now_us() + park_us);
     let audits = s.audits(AUDIT_FLOOD_WAIT, account);
     assert_eq!(audits.len(), 1);
     assert_eq!(audits[0].details["kind"], "peer_flood");

@@ -306,7 +306,9 @@ pub struct StatsSnapshot {
     pub latency_ms: BTreeMap<String, f64>,
     /// Accounts per lifecycle state.
     pub accounts: BTreeMap<String, u64>,
+    /// Flood waits honoured.
     pub flood_waits: u64,
+    /// Account actors restarted after a network error.
     pub reconnects: u64,
 }
 
