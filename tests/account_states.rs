@@ -319,6 +319,14 @@ async fn a_long_flood_wait_parks_one_account_while_the_others_flow_then_resumes_
     assert_eq!(status.flood_wait_until_us, Some(until_us));
     assert_eq!(status.lifecycle.name(), "flood_wait");
 
+    // PubAcks and checkpoints go on while parked: what was read before gets committed.
+    eventually("the checkpoint to catch up while parked", WAIT, || async {
+        let st = s.status(parked).await?;
+        assert_eq!(st.lifecycle.name(), "flood_wait", "resumed too early");
+        (st.in_flight == 0 && st.acked.is_some() && st.committed == st.acked).then_some(())
+    })
+    .await;
+
     let audits = s.audits(AUDIT_FLOOD_WAIT, parked);
     assert_eq!(audits.len(), 1, "{audits:?}");
     assert_eq!(audits[0].details["seconds"], seconds.to_string());
@@ -513,5 +521,31 @@ async fn a_network_error_restarts_the_account_and_loses_nothing() {
         accounts.len() as u64,
         "{counts:?}"
     );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_revoked_while_connecting_is_terminal_too() {
+    let mut s = States::start(simulation(1, 100, 100.0, 51), |faults, accounts| {
+        faults.inject(Some(&accounts[0]), FaultCall::Connect, Fault::Revoked);
+    })
+    .await;
+    let account = &s.accounts()[0];
+    eventually("the child to fail for good", WAIT, || async {
+        matches!(
+            s.child(account).await.state,
+            ChildState::FailedPermanently { .. }
+        )
+        .then_some(())
+    })
+    .await;
+    assert_eq!(s.audits(AUDIT_REVOKED, account).len(), 1);
+    let backoff: Duration = s.config.supervision.backoff_initial.into();
+    tokio::time::sleep(backoff * 3).await;
+    let child = s.child(account).await;
+    assert!(matches!(child.state, ChildState::FailedPermanently { .. }));
+    assert_eq!(child.restarts, 0);
+    assert!(s.delivered().is_empty());
+    assert_eq!(s.stats.lifecycles.counts()["revoked"], 1);
     s.stop().await;
 }
