@@ -512,6 +512,11 @@ async fn a_network_error_restarts_the_account_and_loses_nothing() {
     })
     .await;
     assert!(s.stats.reconnects.get() >= 1);
+    // The new actor catches up from the checkpoint and goes live again.
+    eventually("the restarted account to run", WAIT, || async {
+        (s.status(account).await?.lifecycle == Lifecycle::Running).then_some(())
+    })
+    .await;
     let expected = s.expected();
     s.assert_delivered_once(&expected, &expected).await;
     // The tally holds each account once, however often it restarted.
