@@ -295,6 +295,9 @@ pub struct TelegramConfig {
     pub hole_check_interval: Dur,
     /// A message must be this old before its absence counts as a hole.
     pub hole_grace: Dur,
+    /// How long an account is parked after PEER_FLOOD (Telegram limits it for an unstated while,
+    /// typically hours).
+    pub peer_flood_park: Dur,
 }
 
 impl Default for TelegramConfig {
@@ -309,6 +312,7 @@ impl Default for TelegramConfig {
             backfill_pace: Dur::secs(1),
             hole_check_interval: Dur::secs(600),
             hole_grace: Dur::secs(120),
+            peer_flood_park: Dur::hours(3),
         }
     }
 }
@@ -1014,6 +1018,13 @@ impl Config {
                 "telegram.hole_check_interval",
                 tg.hole_check_interval,
                 "at least 10s (each check reads every dialog)",
+            )
+        })?;
+        check(!tg.peer_flood_park.is_zero(), || {
+            invalid(
+                "telegram.peer_flood_park",
+                tg.peer_flood_park,
+                "a duration above 0 (PEER_FLOOD usually lasts hours)",
             )
         })?;
 

@@ -6,9 +6,26 @@
 //! takes the PubAcks strictly in order, and commits the source cursor — a flushed checkpoint in
 //! the event log, then `Gateway::commit` — only past updates whose every event has a PubAck
 //! (invariant 1). A publish that fails is sent again; the Msg-Id makes that idempotent.
+//!
+//! The actor tracks its [`Lifecycle`] (`connecting → catching_up → running`, and the side states
+//! below), reports it in [`AccountStatus`], logs every transition and counts it in
+//! `tgingest_accounts{state}` (through the [`LifecycleTally`](super::stats::LifecycleTally)).
+//! What it does about each [`GatewayError`], from any gateway call:
+//!
+//! * `FloodWait` up to [`FloodSettings::sleep_max`]: waits in place — no state change;
+//!   longer, and `PeerFlood` (for [`FloodSettings::peer_flood_park`]): parks the account in
+//!   `flood_wait(until)` with an `account.flood_wait` audit record. Either way the reader stops
+//!   reading and the actor schedules its own wake-up ([`AccountMsg::Resume`], or a new
+//!   [`AccountMsg::Start`] if connecting was refused) with `send_after`, so it keeps taking
+//!   PubAcks, checkpointing and answering [`AccountMsg::Status`] meanwhile.
+//! * `Revoked` / `Duplicated`: takes the PubAcks still outstanding (bounded), checkpoints what
+//!   they cover, records `account.revoked` / `account.duplicated`, and stops with a
+//!   [`PermanentFailure`], so the supervisor never restarts it.
+//! * `Network` (and anything else): settles the same way, then fails; the supervisor restarts it
+//!   with backoff and it resumes from the checkpoint (`tgingest_reconnects_total`).
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishError;
@@ -22,14 +39,86 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::PipelineStats;
+use super::stats::LifecycleGuard;
+use crate::accounts::Lifecycle;
 use crate::bus::{Bus, raw_subject};
-use crate::event::Event;
-use crate::eventlog::{Checkpoint, EventLog};
+use crate::config::TelegramConfig;
+use crate::event::{Event, Source, now_us};
+use crate::eventlog::{AuditEntry, Checkpoint, Durability, EventLog};
 use crate::supervision::PermanentFailure;
-use crate::telegram::gateway::{Cursor, GatewayError, GatewayFactory, SourceUpdate};
+use crate::telegram::gateway::{Cursor, Gateway, GatewayError, GatewayFactory, SourceUpdate};
 
 /// Checkpoint scope of the source cursor in the event log.
 pub const SOURCE_SCOPE: &str = "source";
+
+/// Counter of flood waits honoured, labelled `kind` (`flood_wait`, `peer_flood`).
+pub const METRIC_FLOOD_WAITS: &str = "tgingest_flood_waits_total";
+/// Counter of the seconds of those waits, labelled `kind`.
+pub const METRIC_FLOOD_WAIT_SECONDS: &str = "tgingest_flood_wait_seconds_total";
+/// Counter of account actors that failed on a network error (the supervisor reconnects them).
+pub const METRIC_RECONNECTS: &str = "tgingest_reconnects_total";
+/// Counter of accounts that reached a terminal state, labelled `state`.
+pub const METRIC_TERMINAL: &str = "tgingest_account_terminal_total";
+
+/// Audit action of a parked account.
+pub const AUDIT_FLOOD_WAIT: &str = "account.flood_wait";
+/// Audit action of a revoked session.
+pub const AUDIT_REVOKED: &str = "account.revoked";
+/// Audit action of a duplicated auth key.
+pub const AUDIT_DUPLICATED: &str = "account.duplicated";
+
+/// How long a failing actor waits for the PubAcks still outstanding before it checkpoints.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest park honoured; Telegram's own waits stay far below it.
+const MAX_PARK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How the account actors treat flood waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloodSettings {
+    /// Waits up to this long are waited out in place, without a state change
+    /// (`telegram.flood_sleep_max`); longer ones park the account in `flood_wait`.
+    pub sleep_max: Duration,
+    /// How long PEER_FLOOD parks an account (`telegram.peer_flood_park`).
+    pub peer_flood_park: Duration,
+}
+
+impl FloodSettings {
+    /// The settings of the `[telegram]` config section.
+    pub fn from_config(telegram: &TelegramConfig) -> Self {
+        FloodSettings {
+            sleep_max: telegram.flood_sleep_max.into(),
+            peer_flood_park: telegram.peer_flood_park.into(),
+        }
+    }
+}
+
+impl Default for FloodSettings {
+    fn default() -> Self {
+        Self::from_config(&TelegramConfig::default())
+    }
+}
+
+static FLOOD_SETTINGS: RwLock<Option<FloodSettings>> = RwLock::new(None);
+
+/// Sets the [`FloodSettings`] of every account actor started from now on (process-wide; until
+/// called, the config defaults apply).
+///
+/// Process-wide because [`AccountArgs`] is built where this change may not reach yet; once it
+/// carries the settings, this goes.
+pub fn set_flood_settings(settings: FloodSettings) {
+    if let Ok(mut slot) = FLOOD_SETTINGS.write() {
+        *slot = Some(settings);
+    }
+}
+
+/// The [`FloodSettings`] in force.
+pub fn flood_settings() -> FloodSettings {
+    FLOOD_SETTINGS
+        .read()
+        .ok()
+        .and_then(|slot| *slot)
+        .unwrap_or_default()
+}
 
 /// What an account actor needs; cloned at every (re)start.
 #[derive(Clone)]
@@ -50,10 +139,13 @@ pub struct AccountArgs {
 
 /// Messages of the account actor.
 pub enum AccountMsg {
-    /// Connect and start reading (sent to itself after start).
+    /// Connect and start reading (sent to itself after start, and after a flood wait that
+    /// refused the connection).
     Start,
     /// Do one step of work (sent to itself).
     Pump,
+    /// A flood wait is over: read from the source again (sent to itself with `send_after`).
+    Resume,
     /// Report the observable state.
     Status(RpcReplyPort<AccountStatus>),
 }
@@ -62,11 +154,18 @@ pub enum AccountMsg {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AccountStatus {
     pub account_id: String,
+    /// Coarse: `connecting`, `running` (reading) or `source_ended`; see `lifecycle`.
     pub state: &'static str,
+    /// Where the account stands.
+    pub lifecycle: Lifecycle,
     pub in_flight: usize,
     pub committed: Option<String>,
     pub acked: Option<String>,
     pub source_ended: bool,
+    /// When the last update with events came from the source (µs since the epoch).
+    pub last_event_us: Option<i64>,
+    /// While a flood wait (short or parked) is in progress: when it ends (µs since the epoch).
+    pub flood_wait_until_us: Option<i64>,
 }
 
 /// The actor (stateless; the state is [`AccountState`]).
@@ -91,11 +190,22 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// What the reader task hands the actor: an update, the end of the source, or an error.
+type SourceItem = Result<Option<SourceUpdate>, GatewayError>;
+
 /// The account actor's state.
 pub struct AccountState {
     args: AccountArgs,
-    updates: Option<mpsc::Receiver<Result<Option<SourceUpdate>, GatewayError>>>,
+    flood: FloodSettings,
+    /// This actor's entry in the shared lifecycle tally.
+    lifecycle: LifecycleGuard,
+    /// A gateway kept between `Start` attempts (a flood wait refused `connect` or `catch_up`),
+    /// and whether it is connected.
+    idle_gateway: Option<(Box<dyn Gateway>, bool)>,
+    updates: Option<mpsc::Receiver<SourceItem>>,
     commits: Option<mpsc::UnboundedSender<Cursor>>,
+    /// Lets the reader read again after a flood wait.
+    resume: Option<mpsc::UnboundedSender<()>>,
     _reader: Option<AbortOnDrop>,
     /// PubAcks, in publish order, each with its event (for a re-publish).
     acks: FuturesOrdered<BoxFuture<'static, (Pending, Result<PublishAck, PublishError>)>>,
@@ -108,6 +218,11 @@ pub struct AccountState {
     publish_backoff: Duration,
     /// Events acknowledged since the last checkpoint.
     acked_since_commit: u64,
+    last_event_us: Option<i64>,
+    /// The end of the flood wait in progress, if any.
+    flood_wait_until_us: Option<i64>,
+    /// The state to return to when a park ends.
+    before_park: Option<Lifecycle>,
 }
 
 fn ack_future(
@@ -133,6 +248,23 @@ async fn publish(
 }
 
 impl AccountState {
+    fn hashed_id(&self) -> String {
+        crate::telemetry::hash_id(&self.args.account_id)
+    }
+
+    /// Moves to `next`, logging the transition (the tally updates the gauge).
+    fn transition(&mut self, next: Lifecycle) {
+        let name = next.name();
+        if let Some(previous) = self.lifecycle.set(next) {
+            tracing::info!(
+                account = %self.hashed_id(),
+                from = previous.name(),
+                to = name,
+                "account state"
+            );
+        }
+    }
+
     /// Publishes one update's events and remembers its cursor.
     async fn take_update(&mut self, update: SourceUpdate) -> Result<(), ActorProcessingErr> {
         self.args.stats.produced.add(update.events.len() as u64);
@@ -140,6 +272,13 @@ impl AccountState {
             .stats
             .accounts
             .update(&self.args.account_id, |c| c.source_api_calls += 1);
+        if !update.events.is_empty() {
+            self.last_event_us = Some(now_us());
+            let catching_up = update.events.iter().any(|e| e.source == Source::CatchUp);
+            if !catching_up && self.lifecycle.state() == &Lifecycle::CatchingUp {
+                self.transition(Lifecycle::Running);
+            }
+        }
         let count = update.events.len();
         for event in update.events {
             let pending = to_pending(&event)?;
@@ -170,23 +309,25 @@ impl AccountState {
         }
     }
 
+    /// Books one successful PubAck against the oldest open update.
+    fn count_ack(&mut self, ack: &PublishAck) {
+        if ack.duplicate {
+            self.args.stats.duplicates_bus_raw.add(1);
+            metrics::counter!("tgingest_dedupe_drops_total", "layer" => "bus_raw").increment(1);
+        } else {
+            self.args.stats.published_raw.add(1);
+        }
+        if let Some(front) = self.open_updates.front_mut() {
+            front.1 = front.1.saturating_sub(1);
+        }
+        self.acked_since_commit += 1;
+        self.close_finished_updates();
+    }
+
     /// Handles the oldest PubAck; a failed one is published again at the front of the line.
     async fn take_ack(&mut self, pending: Pending, result: Result<PublishAck, PublishError>) {
         match result {
-            Ok(ack) => {
-                if ack.duplicate {
-                    self.args.stats.duplicates_bus_raw.add(1);
-                    metrics::counter!("tgingest_dedupe_drops_total", "layer" => "bus_raw")
-                        .increment(1);
-                } else {
-                    self.args.stats.published_raw.add(1);
-                }
-                if let Some(front) = self.open_updates.front_mut() {
-                    front.1 = front.1.saturating_sub(1);
-                }
-                self.acked_since_commit += 1;
-                self.close_finished_updates();
-            }
+            Ok(ack) => self.count_ack(&ack),
             Err(e) => {
                 tracing::warn!(error = %e, "no PubAck from TG_RAW; publishing again");
                 metrics::counter!("tgingest_publish_retries_total", "stream" => "TG_RAW")
@@ -234,6 +375,143 @@ impl AccountState {
         self.committed = Some(cursor);
         Ok(())
     }
+
+    /// Before the actor stops: takes the PubAcks still outstanding (for at most
+    /// [`SETTLE_TIMEOUT`], stopping at the first failed one) and checkpoints what they cover.
+    /// Events without a PubAck stay uncommitted, so the source delivers them again.
+    async fn settle(&mut self) -> Result<(), ActorProcessingErr> {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        while !self.acks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.acks.next()).await {
+                Ok(Some((_, Ok(ack)))) => self.count_ack(&ack),
+                Ok(Some((_, Err(e)))) => {
+                    tracing::warn!(account = %self.hashed_id(), error = %e, "no PubAck while stopping; the rest stays uncommitted");
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(account = %self.hashed_id(), in_flight = self.acks.len(), "PubAcks still outstanding while stopping; they stay uncommitted");
+                    break;
+                }
+            }
+        }
+        self.commit().await
+    }
+
+    async fn audit(&mut self, action: &str, details: BTreeMap<String, String>) {
+        let entry = AuditEntry {
+            action: action.to_string(),
+            actor: "account".to_string(),
+            account_id: Some(self.args.account_id.clone()),
+            details,
+        };
+        if let Err(e) = self.args.eventlog.audit(&entry, Durability::Flushed).await {
+            // The state change still happens: an account must not keep running (or restart)
+            // because the audit log is unwell. The log line says what the record would have.
+            tracing::error!(account = %self.hashed_id(), action, error = %e, "cannot write the audit record");
+        }
+    }
+
+    /// Honours a flood wait (or PEER_FLOOD) reported by any gateway call: nothing is read from
+    /// the source until `wake` is delivered to this actor after the wait; a wait longer than
+    /// [`FloodSettings::sleep_max`] (and every PEER_FLOOD) parks the account in `flood_wait`.
+    async fn flood_wait(
+        &mut self,
+        myself: &ActorRef<AccountMsg>,
+        error: &GatewayError,
+        wake: fn() -> AccountMsg,
+    ) {
+        let (kind, wait, park) = match error {
+            GatewayError::PeerFlood => ("peer_flood", self.flood.peer_flood_park, true),
+            GatewayError::FloodWait { seconds } => {
+                let wait = Duration::from_secs(*seconds);
+                ("flood_wait", wait, wait > self.flood.sleep_max)
+            }
+            _ => return,
+        };
+        let wait = wait.min(MAX_PARK);
+        let until_us = now_us().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX));
+        self.flood_wait_until_us = Some(until_us);
+        self.args.stats.flood_waits.add(1);
+        self.args.stats.flood_wait_seconds.add(wait.as_secs());
+        metrics::counter!(METRIC_FLOOD_WAITS, "kind" => kind).increment(1);
+        metrics::counter!(METRIC_FLOOD_WAIT_SECONDS, "kind" => kind).increment(wait.as_secs());
+        if park {
+            if self.before_park.is_none() {
+                self.before_park = Some(self.lifecycle.state().clone());
+            }
+            self.transition(Lifecycle::FloodWait { until_us });
+            let details = BTreeMap::from([
+                ("kind".to_string(), kind.to_string()),
+                ("seconds".to_string(), wait.as_secs().to_string()),
+                ("until_us".to_string(), until_us.to_string()),
+            ]);
+            self.audit(AUDIT_FLOOD_WAIT, details).await;
+        } else {
+            tracing::info!(account = %self.hashed_id(), seconds = wait.as_secs(), kind, "short flood wait; waiting in place");
+        }
+        myself.send_after(wait, wake);
+    }
+
+    /// Ends a flood wait: back to the state before it, and lets the reader read again.
+    fn resume(&mut self) {
+        self.flood_wait_until_us = None;
+        if let Some(previous) = self.before_park.take() {
+            self.transition(previous);
+        }
+        if let Some(resume) = &self.resume {
+            let _ = resume.send(());
+        }
+    }
+
+    /// The error the actor stops with for a gateway error that is not a wait: terminal errors
+    /// are recorded and stop it for good; the rest make the supervisor restart it.
+    async fn fail(&mut self, error: GatewayError) -> ActorProcessingErr {
+        if let Err(e) = self.settle().await {
+            tracing::error!(account = %self.hashed_id(), error = %e, "cannot checkpoint while stopping");
+        }
+        let (next, action, rpc) = match &error {
+            GatewayError::Revoked(name) => (
+                Lifecycle::Revoked {
+                    reason: name.clone(),
+                },
+                AUDIT_REVOKED,
+                name.clone(),
+            ),
+            GatewayError::Duplicated => (
+                Lifecycle::Duplicated,
+                AUDIT_DUPLICATED,
+                "AUTH_KEY_DUPLICATED".to_string(),
+            ),
+            GatewayError::Network(_) => {
+                self.args.stats.reconnects.add(1);
+                metrics::counter!(METRIC_RECONNECTS).increment(1);
+                tracing::warn!(account = %self.hashed_id(), error = %error, "network error; the supervisor reconnects after a backoff");
+                return Box::new(error);
+            }
+            _ => {
+                tracing::warn!(account = %self.hashed_id(), error = %error, "gateway error; the supervisor restarts the account");
+                return Box::new(error);
+            }
+        };
+        let state = next.name();
+        self.flood_wait_until_us = None;
+        self.transition(next);
+        metrics::counter!(METRIC_TERMINAL, "state" => state).increment(1);
+        let details = BTreeMap::from([
+            ("rpc".to_string(), rpc),
+            (
+                "committed".to_string(),
+                self.committed
+                    .as_ref()
+                    .map(|c| c.0.clone())
+                    .unwrap_or_default(),
+            ),
+        ]);
+        self.audit(action, details).await;
+        tracing::error!(account = %self.hashed_id(), state, "account stopped for good; it needs a new login");
+        Box::new(PermanentFailure::new(format!("account {state}: {error}")))
+    }
 }
 
 fn to_pending(event: &Event) -> Result<Pending, ActorProcessingErr> {
@@ -244,40 +522,84 @@ fn to_pending(event: &Event) -> Result<Pending, ActorProcessingErr> {
     })
 }
 
+fn is_wait(e: &GatewayError) -> bool {
+    matches!(e, GatewayError::FloodWait { .. } | GatewayError::PeerFlood)
+}
+
 /// Owns the gateway: reads updates into the bounded channel, applies commits in between.
+///
+/// After a flood wait it reports the error and reads nothing until the actor says `resume`
+/// (commits that arrive meanwhile are applied after it). After any other error, or the end of
+/// the source, it only applies commits until the actor goes.
 async fn read_source(
-    mut gateway: Box<dyn crate::telegram::gateway::Gateway>,
-    updates: mpsc::Sender<Result<Option<SourceUpdate>, GatewayError>>,
+    mut gateway: Box<dyn Gateway>,
+    updates: mpsc::Sender<SourceItem>,
     mut commits: mpsc::UnboundedReceiver<Cursor>,
+    mut resume: mpsc::UnboundedReceiver<()>,
 ) {
+    let mut latest: Option<Cursor> = None;
     loop {
-        let mut latest = None;
         while let Ok(cursor) = commits.try_recv() {
             latest = Some(cursor);
         }
-        if let Some(cursor) = latest
-            && let Err(e) = gateway.commit(cursor).await
+        if let Some(cursor) = latest.take()
+            && let Err(e) = gateway.commit(cursor.clone()).await
         {
+            if is_wait(&e) {
+                latest = Some(cursor);
+                if !wait_for_resume(e, &updates, &mut commits, &mut resume, &mut latest).await {
+                    return;
+                }
+                continue;
+            }
             let _ = updates.send(Err(e)).await;
             return;
         }
-        let next = gateway.next_update().await;
-        let stop = !matches!(next, Ok(Some(_)));
-        if updates.send(next).await.is_err() || stop {
-            // Keep applying commits after the source ended, so the last one reaches it.
-            while let Some(cursor) = commits.recv().await {
-                let _ = gateway.commit(cursor).await;
+        match gateway.next_update().await {
+            Err(e) if is_wait(&e) => {
+                if !wait_for_resume(e, &updates, &mut commits, &mut resume, &mut latest).await {
+                    return;
+                }
             }
-            return;
+            Ok(Some(update)) => {
+                if updates.send(Ok(Some(update))).await.is_err() {
+                    return;
+                }
+            }
+            end => {
+                if updates.send(end).await.is_err() {
+                    return;
+                }
+                // Keep applying commits after the source ended, so the last one reaches it.
+                while let Some(cursor) = commits.recv().await {
+                    let _ = gateway.commit(cursor).await;
+                }
+                return;
+            }
         }
     }
 }
 
-fn gateway_failure(e: GatewayError) -> ActorProcessingErr {
-    if e.is_permanent() {
-        Box::new(PermanentFailure::new(e.to_string()))
-    } else {
-        Box::new(e)
+/// Reports a flood wait and holds the reader until the actor resumes it; `false` when the actor
+/// is gone.
+async fn wait_for_resume(
+    error: GatewayError,
+    updates: &mpsc::Sender<SourceItem>,
+    commits: &mut mpsc::UnboundedReceiver<Cursor>,
+    resume: &mut mpsc::UnboundedReceiver<()>,
+    latest: &mut Option<Cursor>,
+) -> bool {
+    if updates.send(Err(error)).await.is_err() {
+        return false;
+    }
+    loop {
+        tokio::select! {
+            go = resume.recv() => return go.is_some(),
+            cursor = commits.recv() => match cursor {
+                Some(cursor) => *latest = Some(cursor),
+                None => return false,
+            },
+        }
     }
 }
 
@@ -292,10 +614,19 @@ impl Actor for AccountActor {
         args: AccountArgs,
     ) -> Result<AccountState, ActorProcessingErr> {
         myself.cast(AccountMsg::Start)?;
+        let lifecycle = args
+            .stats
+            .lifecycles
+            .track(&args.account_id, Lifecycle::Connecting);
+        tracing::info!(account = %crate::telemetry::hash_id(&args.account_id), to = "connecting", "account state");
         Ok(AccountState {
             args,
+            flood: flood_settings(),
+            lifecycle,
+            idle_gateway: None,
             updates: None,
             commits: None,
+            resume: None,
             _reader: None,
             acks: FuturesOrdered::new(),
             open_updates: VecDeque::new(),
@@ -305,6 +636,9 @@ impl Actor for AccountActor {
             source_ended: false,
             publish_backoff: Duration::from_millis(100),
             acked_since_commit: 0,
+            last_event_us: None,
+            flood_wait_until_us: None,
+            before_park: None,
         })
     }
 
@@ -315,35 +649,17 @@ impl Actor for AccountActor {
         state: &mut AccountState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AccountMsg::Start => {
-                let mut gateway = state.args.factory.create(&state.args.account_id);
-                gateway.connect().await.map_err(gateway_failure)?;
-                let resume = state
-                    .args
-                    .eventlog
-                    .latest_checkpoint(&state.args.account_id, SOURCE_SCOPE)?
-                    .map(|cp| Cursor(cp.position));
-                state.committed = resume.clone();
-                state.acked = resume.clone();
-                gateway.catch_up(resume).await.map_err(gateway_failure)?;
-                let (tx, rx) = mpsc::channel(state.args.window.max(1));
-                let (commit_tx, commit_rx) = mpsc::unbounded_channel();
-                state._reader = Some(AbortOnDrop(tokio::spawn(read_source(
-                    gateway, tx, commit_rx,
-                ))));
-                state.updates = Some(rx);
-                state.commits = Some(commit_tx);
-                myself.cast(AccountMsg::Pump)?;
-            }
+            AccountMsg::Start => self.start(&myself, state).await?,
             AccountMsg::Pump => {
-                self.pump(state).await?;
+                self.pump(&myself, state).await?;
                 if !(state.source_ended && state.acks.is_empty() && state.acked == state.committed)
                 {
                     myself.cast(AccountMsg::Pump)?;
                 } else {
-                    tracing::info!(account = %crate::telemetry::hash_id(&state.args.account_id), "source ended; everything committed");
+                    tracing::info!(account = %state.hashed_id(), "source ended; everything committed");
                 }
             }
+            AccountMsg::Resume => state.resume(),
             AccountMsg::Status(reply) => {
                 let _ = reply.send(AccountStatus {
                     account_id: state.args.account_id.clone(),
@@ -354,10 +670,13 @@ impl Actor for AccountActor {
                     } else {
                         "connecting"
                     },
+                    lifecycle: state.lifecycle.state().clone(),
                     in_flight: state.acks.len(),
                     committed: state.committed.as_ref().map(|c| c.0.clone()),
                     acked: state.acked.as_ref().map(|c| c.0.clone()),
                     source_ended: state.source_ended,
+                    last_event_us: state.last_event_us,
+                    flood_wait_until_us: state.flood_wait_until_us,
                 });
             }
         }
@@ -366,8 +685,68 @@ impl Actor for AccountActor {
 }
 
 impl AccountActor {
+    /// Connects, catches up from the checkpoint and starts the reader. A flood wait on the way
+    /// schedules another `Start` after it (keeping the gateway); other errors stop the actor.
+    async fn start(
+        &self,
+        myself: &ActorRef<AccountMsg>,
+        state: &mut AccountState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.flood_wait_until_us = None;
+        if let Some(previous) = state.before_park.take() {
+            state.transition(previous);
+        }
+        let (mut gateway, mut connected) = state
+            .idle_gateway
+            .take()
+            .unwrap_or_else(|| (state.args.factory.create(&state.args.account_id), false));
+        let resume = state
+            .args
+            .eventlog
+            .latest_checkpoint(&state.args.account_id, SOURCE_SCOPE)?
+            .map(|cp| Cursor(cp.position));
+        let mut result = Ok(());
+        if !connected {
+            result = gateway.connect().await.map(|_| ());
+            connected = result.is_ok();
+        }
+        if result.is_ok() {
+            result = gateway.catch_up(resume.clone()).await;
+        }
+        if let Err(e) = result {
+            if is_wait(&e) {
+                state.idle_gateway = Some((gateway, connected));
+                state.flood_wait(myself, &e, || AccountMsg::Start).await;
+                return Ok(());
+            }
+            return Err(state.fail(e).await);
+        }
+        state.committed = resume.clone();
+        state.acked = resume.clone();
+        state.transition(if resume.is_some() {
+            Lifecycle::CatchingUp
+        } else {
+            Lifecycle::Running
+        });
+        let (tx, rx) = mpsc::channel(state.args.window.max(1));
+        let (commit_tx, commit_rx) = mpsc::unbounded_channel();
+        let (resume_tx, resume_rx) = mpsc::unbounded_channel();
+        state._reader = Some(AbortOnDrop(tokio::spawn(read_source(
+            gateway, tx, commit_rx, resume_rx,
+        ))));
+        state.updates = Some(rx);
+        state.commits = Some(commit_tx);
+        state.resume = Some(resume_tx);
+        myself.cast(AccountMsg::Pump)?;
+        Ok(())
+    }
+
     /// One step: take a PubAck, or an update if the window has room, or commit when due.
-    async fn pump(&self, state: &mut AccountState) -> Result<(), ActorProcessingErr> {
+    async fn pump(
+        &self,
+        myself: &ActorRef<AccountMsg>,
+        state: &mut AccountState,
+    ) -> Result<(), ActorProcessingErr> {
         let room = state.acks.len() < state.args.window && !state.source_ended;
         let due = state.checkpoint_due();
         let step = {
@@ -386,12 +765,17 @@ impl AccountActor {
         match step {
             Step::Ack(pending, result) => state.take_ack(pending, result).await,
             Step::Update(Some(Ok(Some(update)))) => state.take_update(update).await?,
-            Step::Update(Some(Ok(None)) | None) => state.source_ended = true,
-            Step::Update(Some(Err(GatewayError::FloodWait { seconds }))) => {
-                tracing::warn!(seconds, "source asks to wait; pausing this account");
-                tokio::time::sleep(Duration::from_secs(seconds)).await;
+            Step::Update(Some(Ok(None)) | None) => {
+                state.source_ended = true;
+                if state.lifecycle.state() == &Lifecycle::CatchingUp {
+                    state.transition(Lifecycle::Running);
+                }
             }
-            Step::Update(Some(Err(e))) => return Err(gateway_failure(e)),
+            Step::Update(Some(Err(e))) if is_wait(&e) => {
+                // The reader holds until `Resume`; meanwhile PubAcks and `Status` go on.
+                state.flood_wait(myself, &e, || AccountMsg::Resume).await;
+            }
+            Step::Update(Some(Err(e))) => return Err(state.fail(e).await),
             Step::Tick => {}
         }
         if state.checkpoint_due().is_zero() || (state.source_ended && state.acks.is_empty()) {
@@ -404,7 +788,7 @@ impl AccountActor {
 /// What one pump step found.
 enum Step {
     Ack(Pending, Result<PublishAck, PublishError>),
-    Update(Option<Result<Option<SourceUpdate>, GatewayError>>),
+    Update(Option<SourceItem>),
     Tick,
 }
 

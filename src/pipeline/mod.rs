@@ -49,6 +49,7 @@ pub async fn start(
 ) -> Result<Arc<PipelineStats>, SupervisorCallError> {
     let stats = Arc::new(PipelineStats::default());
     let sup = &node.supervisor;
+    account::set_flood_settings(account::FloodSettings::from_config(&node.config.telegram));
 
     let filter_name = format!("{}/filter", node.node_id);
     let filter_args = FilterArgs {

@@ -1,11 +1,16 @@
 //! Counters every stage updates, readable in-process (the demo's summary and progress line,
 //! tests) as well as through the metrics exporter.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
+
+use crate::accounts::Lifecycle;
+
+/// Gauge of accounts per lifecycle state, labelled `state` (every state, zeros included).
+pub const METRIC_ACCOUNTS: &str = "tgingest_accounts";
 
 /// One counter, both in-process and as a Prometheus metric.
 #[derive(Debug, Default)]
@@ -108,6 +113,142 @@ impl AccountCounters {
     }
 }
 
+/// Which lifecycle state each account is in, and how many accounts are in each state (the gauge
+/// [`METRIC_ACCOUNTS`]).
+///
+/// An account actor holds a [`LifecycleGuard`] for its lifetime; the tally changes only through
+/// guards, under one lock, so the counts always equal the per-account states. When an actor goes
+/// (stop, failure, panic) its guard's `Drop` takes it out of the tally, except in a terminal
+/// state (`revoked`, `duplicated`): that account stays counted — it needs an operator — until a
+/// new actor for it starts and takes its place.
+#[derive(Debug, Default)]
+pub struct LifecycleTally {
+    inner: Mutex<TallyInner>,
+}
+
+#[derive(Debug, Default)]
+struct TallyInner {
+    next_token: u64,
+    /// Account id → (token of the guard that owns the entry, its state).
+    accounts: HashMap<String, (u64, Lifecycle)>,
+    counts: HashMap<&'static str, u64>,
+}
+
+impl TallyInner {
+    fn add(&mut self, state: &Lifecycle) {
+        let count = self.counts.entry(state.name()).or_default();
+        *count += 1;
+        metrics::gauge!(METRIC_ACCOUNTS, "state" => state.name()).set(*count as f64);
+    }
+
+    fn remove(&mut self, state: &Lifecycle) {
+        let count = self.counts.entry(state.name()).or_default();
+        *count = count.saturating_sub(1);
+        metrics::gauge!(METRIC_ACCOUNTS, "state" => state.name()).set(*count as f64);
+    }
+}
+
+impl LifecycleTally {
+    fn lock(&self) -> MutexGuard<'_, TallyInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts tracking `account_id` in `initial`, replacing whatever an earlier actor of the same
+    /// account left behind; the account leaves the tally when the guard is dropped.
+    pub fn track(self: &Arc<Self>, account_id: &str, initial: Lifecycle) -> LifecycleGuard {
+        let mut inner = self.lock();
+        inner.next_token += 1;
+        let token = inner.next_token;
+        if let Some((_, old)) = inner
+            .accounts
+            .insert(account_id.to_string(), (token, initial.clone()))
+        {
+            inner.remove(&old);
+        }
+        inner.add(&initial);
+        LifecycleGuard {
+            tally: self.clone(),
+            account_id: account_id.to_string(),
+            token,
+            state: initial,
+        }
+    }
+
+    /// The state of `account_id`, if an actor tracks it (or left it in a terminal state).
+    pub fn of(&self, account_id: &str) -> Option<Lifecycle> {
+        self.lock()
+            .accounts
+            .get(account_id)
+            .map(|(_, state)| state.clone())
+    }
+
+    /// Accounts per state, every state listed (zeros included).
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        let inner = self.lock();
+        Lifecycle::NAMES
+            .iter()
+            .map(|name| (*name, inner.counts.get(name).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    fn set(&self, account_id: &str, token: u64, next: &Lifecycle) {
+        let mut inner = self.lock();
+        let old = match inner.accounts.get_mut(account_id) {
+            Some((owner, state)) if *owner == token => std::mem::replace(state, next.clone()),
+            // A newer actor of this account took over; this one no longer counts.
+            _ => return,
+        };
+        inner.remove(&old);
+        inner.add(next);
+    }
+
+    fn release(&self, account_id: &str, token: u64) {
+        let mut inner = self.lock();
+        let Some((owner, state)) = inner.accounts.get(account_id) else {
+            return;
+        };
+        if *owner != token || state.is_terminal() {
+            return;
+        }
+        if let Some((_, state)) = inner.accounts.remove(account_id) {
+            inner.remove(&state);
+        }
+    }
+}
+
+/// One account actor's entry in the [`LifecycleTally`]; dropping it takes the account out.
+#[derive(Debug)]
+pub struct LifecycleGuard {
+    tally: Arc<LifecycleTally>,
+    account_id: String,
+    token: u64,
+    state: Lifecycle,
+}
+
+impl LifecycleGuard {
+    /// The state last set.
+    pub fn state(&self) -> &Lifecycle {
+        &self.state
+    }
+
+    /// Moves to `next`; returns the previous state if it changed (by name or data).
+    pub fn set(&mut self, next: Lifecycle) -> Option<Lifecycle> {
+        if self.state == next {
+            return None;
+        }
+        self.tally.set(&self.account_id, self.token, &next);
+        Some(std::mem::replace(&mut self.state, next))
+    }
+}
+
+impl Drop for LifecycleGuard {
+    fn drop(&mut self) {
+        self.tally.release(&self.account_id, self.token);
+    }
+}
+
 /// What the pipeline has done since this process started.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -139,6 +280,14 @@ pub struct PipelineStats {
     pub latency: LatencyHistogram,
     /// Per-account counters for heartbeats.
     pub accounts: AccountCounters,
+    /// Accounts per lifecycle state (the gauge `tgingest_accounts{state}`).
+    pub lifecycles: Arc<LifecycleTally>,
+    /// Flood waits (FLOOD_WAIT and PEER_FLOOD) the account actors honoured.
+    pub flood_waits: Counter,
+    /// Seconds of those flood waits, in total.
+    pub flood_wait_seconds: Counter,
+    /// Account actors that failed on a network error and are reconnected by a restart.
+    pub reconnects: Counter,
 }
 
 /// A serializable copy of [`PipelineStats`].
@@ -155,6 +304,12 @@ pub struct StatsSnapshot {
     pub retries: u64,
     pub dead_lettered: u64,
     pub latency_ms: BTreeMap<String, f64>,
+    /// Accounts per lifecycle state.
+    pub accounts: BTreeMap<String, u64>,
+    /// Flood waits honoured.
+    pub flood_waits: u64,
+    /// Account actors restarted after a network error.
+    pub reconnects: u64,
 }
 
 impl PipelineStats {
@@ -182,6 +337,14 @@ impl PipelineStats {
                 ("p99".to_string(), ms(0.99)),
                 ("max".to_string(), ms(1.0)),
             ]),
+            accounts: self
+                .lifecycles
+                .counts()
+                .into_iter()
+                .map(|(name, n)| (name.to_string(), n))
+                .collect(),
+            flood_waits: self.flood_waits.get(),
+            reconnects: self.reconnects.get(),
         }
     }
 }
@@ -202,5 +365,38 @@ mod tests {
         }
         assert_eq!(h.count(), 10_000);
         assert_eq!(LatencyHistogram::default().quantile(0.5), 0);
+    }
+
+    #[test]
+    fn the_lifecycle_tally_follows_guards_and_cannot_drift() {
+        let tally = Arc::new(LifecycleTally::default());
+        let count = |name| tally.counts()[name];
+        let mut a = tally.track("a", Lifecycle::Connecting);
+        let mut b = tally.track("b", Lifecycle::Connecting);
+        assert_eq!(count("connecting"), 2);
+        assert_eq!(a.set(Lifecycle::Running), Some(Lifecycle::Connecting));
+        assert_eq!(a.set(Lifecycle::Running), None);
+        assert_eq!(count("running"), 1);
+        assert_eq!(count("connecting"), 1);
+        // A restart: the new actor's guard takes over before the old one is dropped.
+        let b2 = tally.track("b", Lifecycle::Connecting);
+        b.set(Lifecycle::Running);
+        drop(b);
+        assert_eq!(count("connecting"), 1);
+        assert_eq!(count("running"), 1);
+        assert_eq!(tally.of("b"), Some(Lifecycle::Connecting));
+        drop(b2);
+        assert_eq!(tally.of("b"), None);
+        assert_eq!(count("connecting"), 0);
+        // A terminal state outlives its actor, until a new actor replaces it.
+        a.set(Lifecycle::Duplicated);
+        drop(a);
+        assert_eq!(count("duplicated"), 1);
+        assert_eq!(count("running"), 0);
+        let a2 = tally.track("a", Lifecycle::Connecting);
+        assert_eq!(count("duplicated"), 0);
+        drop(a2);
+        assert!(tally.counts().values().all(|n| *n == 0));
+        assert_eq!(tally.counts().len(), Lifecycle::NAMES.len());
     }
 }

@@ -38,7 +38,12 @@ pub enum GatewayError {
     /// Telegram asks us to wait this long (FLOOD_WAIT_X, SLOWMODE_WAIT_X).
     #[error("flood wait of {seconds}s")]
     FloodWait { seconds: u64 },
-    /// The session is gone for good (AUTH_KEY_UNREGISTERED, SESSION_REVOKED, USER_DEACTIVATED).
+    /// Telegram limits this account for an unstated while, typically hours (PEER_FLOOD): park
+    /// it for the configured time instead of retrying.
+    #[error("peer flood: Telegram limits this account for a while")]
+    PeerFlood,
+    /// The session is gone for good (AUTH_KEY_UNREGISTERED, SESSION_REVOKED, USER_DEACTIVATED);
+    /// holds the RPC name.
     #[error("session revoked: {0}")]
     Revoked(String),
     /// The auth key was used from two places at once (AUTH_KEY_DUPLICATED).

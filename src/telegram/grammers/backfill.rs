@@ -87,7 +87,11 @@ pub async fn step(
     let mut events = Vec::new();
     let mut highest = task.after_id;
     let mut read = 0usize;
-    while let Some(message) = iter.next().await.map_err(super::errors::classify)? {
+    while let Some(message) = iter
+        .next()
+        .await
+        .map_err(|e| super::errors::gateway_error(&e))?
+    {
         read += 1;
         let id = message.id();
         if id <= task.after_id {
@@ -122,7 +126,7 @@ async fn locate_lower_bound(
     let by_date = before_window
         .next()
         .await
-        .map_err(super::errors::classify)?
+        .map_err(|e| super::errors::gateway_error(&e))?
         .map_or(0, |m| m.id());
 
     let add_offset = i32::try_from(locate.max_messages.saturating_sub(1)).unwrap_or(i32::MAX);
@@ -139,7 +143,7 @@ async fn locate_lower_bound(
     let oldest_allowed = match client
         .invoke(&request)
         .await
-        .map_err(super::errors::classify)?
+        .map_err(|e| super::errors::gateway_error(&e))?
     {
         tl::enums::messages::Messages::Messages(m) => first_id(&m.messages),
         tl::enums::messages::Messages::Slice(m) => first_id(&m.messages),

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use super::backfill::{self, BackfillReason, BackfillTask, Locate};
 use super::cursor::{CursorError, GrammersCursor, fold_group, merge_for_resume};
-use super::errors::classify;
+use super::errors::{FloodWaitPolicy, gateway_error};
 use crate::event::{Chat, ChatKind, Event, EventKind, Source, marked_chat_id, now_us};
 use crate::telegram::gateway::{
     AccountInfo, Cursor, Gateway, GatewayError, GatewayFactory, SourceUpdate,
@@ -59,6 +59,8 @@ pub struct GrammersSettings {
     pub hole_check_interval: Duration,
     /// A message must be this old before its absence counts as a hole.
     pub hole_grace: Duration,
+    /// FLOOD_WAITs up to this long (in total, per request) are slept inside grammers.
+    pub flood_sleep_max: Duration,
 }
 
 impl GrammersSettings {
@@ -84,6 +86,7 @@ impl GrammersSettings {
             backfill_pace: tg.backfill_pace.0,
             hole_check_interval: tg.hole_check_interval.0,
             hole_grace: tg.hole_grace.0,
+            flood_sleep_max: tg.flood_sleep_max.0,
         })
     }
 }
@@ -272,6 +275,7 @@ where
             .unwrap_or(std::num::NonZeroUsize::MIN),
             device_model: "tgingest".into(),
             app_version: crate::VERSION.into(),
+            retry_policy: Box::new(FloodWaitPolicy::new(self.settings.flood_sleep_max)),
             ..Default::default()
         };
         let pool = SenderPool::with_configuration(session.clone(), self.settings.api_id, params);
@@ -280,7 +284,7 @@ where
             task: tokio::spawn(pool.runner.run()),
         };
         let client = Client::new(pool.handle);
-        let me = client.get_me().await.map_err(classify)?;
+        let me = client.get_me().await.map_err(|e| gateway_error(&e))?;
         let own_id = me.id().bare_id().unwrap_or_default().to_string();
         if self.account_id.parse::<i64>().is_ok() && own_id != self.account_id {
             return Err(GatewayError::Other(format!(
@@ -339,7 +343,7 @@ where
                 .client
                 .invoke(&tl::functions::updates::GetState {})
                 .await
-                .map_err(classify)?;
+                .map_err(|e| gateway_error(&e))?;
             cursor.state.pts = now.pts;
             cursor.state.qts = now.qts;
             cursor.state.date = now.date;
@@ -412,7 +416,7 @@ where
                 group = groups.recv() => {
                     let group = group
                         .ok_or_else(|| GatewayError::Network("the update stream ended".into()))?
-                        .map_err(classify)?;
+                        .map_err(|e| gateway_error(&e))?;
                     return Ok(Some(live.taker.take(group)));
                 }
                 _ = tokio::time::sleep_until(wake) => {}
@@ -467,7 +471,7 @@ where
         let mut ctx = live.taker.ctx.clone();
         ctx.source = Source::Backfill;
         let mut events = Vec::new();
-        while let Some(message) = iter.next().await.map_err(classify)? {
+        while let Some(message) = iter.next().await.map_err(|e| gateway_error(&e))? {
             events.extend(crate::telegram::normalize::normalize_message(
                 &message,
                 false,
@@ -488,7 +492,7 @@ where
     async fn scan_dialogs(&mut self) -> Result<(), GatewayError> {
         let mut dialogs = self.client.iter_dialogs();
         let mut found = HashMap::new();
-        while let Some(dialog) = dialogs.next().await.map_err(classify)? {
+        while let Some(dialog) = dialogs.next().await.map_err(|e| gateway_error(&e))? {
             let peer = dialog.peer();
             let Some(bare) = peer.id().bare_id() else {
                 continue;

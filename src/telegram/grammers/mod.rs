@@ -7,3 +7,5 @@ pub mod backfill;
 pub mod cursor;
 pub mod errors;
 pub mod gateway;
+
+pub use errors::{FloodWaitPolicy, gateway_error};

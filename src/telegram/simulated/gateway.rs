@@ -27,6 +27,8 @@ pub enum Fault {
         /// Seconds Telegram asks to wait.
         seconds: u64,
     },
+    /// Fails with [`GatewayError::PeerFlood`] (`PEER_FLOOD`: limited for an unstated while).
+    PeerFlood,
     /// Fails with [`GatewayError::Network`].
     Network,
     /// Fails with [`GatewayError::Revoked`] (`SESSION_REVOKED`).
@@ -136,6 +138,7 @@ impl SimulatorFaults {
                 Ok(())
             }
             Some(Fault::FloodWait { seconds }) => Err(GatewayError::FloodWait { seconds }),
+            Some(Fault::PeerFlood) => Err(GatewayError::PeerFlood),
             Some(Fault::Network) => Err(GatewayError::Network(
                 "connection reset (simulated)".to_string(),
             )),
