@@ -287,6 +287,9 @@ pub struct TelegramConfig {
     pub update_channel_capacity: usize,
     /// FLOOD_WAITs up to this long are slept; longer ones park the account.
     pub flood_sleep_max: Dur,
+    /// Login attempts (code requests) allowed per phone number within 24 hours; Telegram locks
+    /// an account after about five a day, so the budget is enforced locally.
+    pub login_attempts_per_day: u32,
 }
 
 impl Default for TelegramConfig {
@@ -297,6 +300,7 @@ impl Default for TelegramConfig {
             backfill_window_h: 24,
             update_channel_capacity: 10_000,
             flood_sleep_max: Dur::secs(60),
+            login_attempts_per_day: 5,
         }
     }
 }
@@ -391,12 +395,16 @@ pub enum LogFormat {
 pub struct AdminConfig {
     /// Listen address; empty = off.
     pub listen: String,
+    /// File holding the bearer token every request must carry (`Authorization: Bearer …`);
+    /// empty = no token, allowed only on a loopback address.
+    pub token_file: PathBuf,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:9464".into(),
+            token_file: PathBuf::new(),
         }
     }
 }
@@ -1043,6 +1051,13 @@ impl Config {
         })?;
         self.simulator.validate()?;
         self.policy.validate()?;
+        check(self.telegram.login_attempts_per_day >= 1, || {
+            invalid(
+                "telegram.login_attempts_per_day",
+                self.telegram.login_attempts_per_day,
+                "at least 1 (Telegram locks an account after about five a day)",
+            )
+        })?;
         check(
             self.admin.listen.is_empty() || self.admin.listen.parse::<SocketAddr>().is_ok(),
             || {

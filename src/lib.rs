@@ -26,6 +26,8 @@ pub mod supervision;
 /// Logging and process-wide set-up.
 pub mod telemetry;
 
+/// The admin HTTP server: health, and the account and login API.
+pub mod admin;
 /// Accounts as operators see them: lifecycle states, registry, login and consent.
 pub mod accounts;
 /// The pipeline stages, as supervised actors.

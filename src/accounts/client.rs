@@ -1,0 +1,1 @@
+//! `tgingest accounts …`: a thin client of the admin API.
