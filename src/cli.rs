@@ -56,6 +56,9 @@ enum Command {
     /// Policy commands
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Account commands (list, add, import, consent, pause, resume, remove), through the running
+    /// node's admin API
+    Accounts(crate::accounts::client::AccountsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +170,7 @@ pub fn main() -> ExitCode {
             Command::Run => run(cfg).await,
             Command::Demo(args) => demo(cfg, args).await,
             Command::Audit(AuditCommand::Verify(args)) => audit_verify(cfg, args).await,
+            Command::Accounts(args) => crate::accounts::client::run(&cfg, args).await,
             Command::Config(_) | Command::Policy(_) => ExitCode::SUCCESS,
         }
     })
