@@ -232,8 +232,8 @@ impl Bus {
             },
             kv::Config {
                 bucket: BUCKET_ACCOUNTS.into(),
-                description: "accounts registry: how each account was added, desired state, consent"
-                    .into(),
+                description:
+                    "accounts registry: how each account was added, desired state, consent".into(),
                 history: 8,
                 storage,
                 num_replicas: cfg.kv.replicas,

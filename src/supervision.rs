@@ -911,11 +911,7 @@ mod tests {
         type Msg = ();
         type State = ();
         type Arguments = ();
-        async fn pre_start(
-            &self,
-            _: ActorRef<()>,
-            _: (),
-        ) -> Result<(), ActorProcessingErr> {
+        async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
             Ok(())
         }
     }

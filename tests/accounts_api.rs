@@ -67,7 +67,10 @@ async fn imported_accounts_wait_for_consent_then_run_and_pause_resume_remove_are
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "account_id_required");
-    assert!(body["error"].as_str().unwrap().contains("account_id"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("account_id"),
+        "{body}"
+    );
     let (status, body) = api
         .send(
             "POST",
@@ -86,7 +89,10 @@ async fn imported_accounts_wait_for_consent_then_run_and_pause_resume_remove_are
             Some(json!({"format": "pyrogram", "session": sessions.pyrogram})),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("account_exists")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("account_exists"))
+    );
     let (status, body) = api
         .send(
             "POST",
@@ -96,7 +102,11 @@ async fn imported_accounts_wait_for_consent_then_run_and_pause_resume_remove_are
         .await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_session")));
     let (status, body) = api
-        .send("POST", "/v1/accounts/import", Some(json!({"format": "pyrogram"})))
+        .send(
+            "POST",
+            "/v1/accounts/import",
+            Some(json!({"format": "pyrogram"})),
+        )
         .await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
 
@@ -104,9 +114,15 @@ async fn imported_accounts_wait_for_consent_then_run_and_pause_resume_remove_are
     let key = MasterKey::read_file(&config.security.master_key_file).unwrap();
     let store = SessionStore::open(&node.bus, key).await.unwrap();
     let pyro = store.get(PYRO_USER).await.unwrap().unwrap();
-    assert_eq!(hex::encode(pyro.home_auth_key().unwrap()), sessions.pyrogram_key);
+    assert_eq!(
+        hex::encode(pyro.home_auth_key().unwrap()),
+        sessions.pyrogram_key
+    );
     let tele = store.get(TELETHON_USER).await.unwrap().unwrap();
-    assert_eq!(hex::encode(tele.home_auth_key().unwrap()), sessions.telethon_key);
+    assert_eq!(
+        hex::encode(tele.home_auth_key().unwrap()),
+        sessions.telethon_key
+    );
 
     // Without consent nothing is ingested.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -135,7 +151,10 @@ async fn imported_accounts_wait_for_consent_then_run_and_pause_resume_remove_are
     while raw_count(&node, PYRO_USER).await == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(raw_count(&node, PYRO_USER).await > 0, "nothing ingested after consent");
+    assert!(
+        raw_count(&node, PYRO_USER).await > 0,
+        "nothing ingested after consent"
+    );
     let a = api.account(PYRO_USER).await;
     assert!(a["last_event_at_us"].as_i64().is_some(), "{a}");
     // The other account still waits.
@@ -150,7 +169,11 @@ async fn imported_accounts_wait_for_consent_then_run_and_pause_resume_remove_are
     tokio::time::sleep(Duration::from_millis(500)).await;
     let paused_at = raw_count(&node, PYRO_USER).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(raw_count(&node, PYRO_USER).await, paused_at, "a paused account ingests");
+    assert_eq!(
+        raw_count(&node, PYRO_USER).await,
+        paused_at,
+        "a paused account ingests"
+    );
     let (status, _) = api
         .send("POST", &format!("/v1/accounts/{PYRO_USER}/resume"), None)
         .await;
@@ -162,17 +185,27 @@ async fn imported_accounts_wait_for_consent_then_run_and_pause_resume_remove_are
         .send("DELETE", &format!("/v1/accounts/{PYRO_USER}"), None)
         .await;
     assert_eq!(status, 204);
-    assert!(store.get(PYRO_USER).await.unwrap().is_none(), "session not wiped");
+    assert!(
+        store.get(PYRO_USER).await.unwrap().is_none(),
+        "session not wiped"
+    );
     let (status, body) = api
         .send("GET", &format!("/v1/accounts/{PYRO_USER}"), None)
         .await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("account_not_found")));
-    let (status, body) = api
-        .send("POST", "/v1/accounts/123/pause", None)
-        .await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("account_not_found")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("account_not_found"))
+    );
+    let (status, body) = api.send("POST", "/v1/accounts/123/pause", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("account_not_found"))
+    );
     let (status, body) = api.send("POST", "/v1/accounts/abc/pause", None).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("bad_account_id")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_account_id"))
+    );
 
     let actions: Vec<(String, Option<String>)> = audits(&node)
         .into_iter()
@@ -231,11 +264,23 @@ async fn logins_with_2fa_wrong_code_wrong_password_and_a_budget_that_survives_a_
     assert_eq!(start["budget"]["remaining"], 4);
     let id = start["login_id"].as_str().unwrap().to_string();
     let (status, body) = api
-        .send("POST", &format!("/v1/logins/{id}/code"), Some(json!({"code": "00000"})))
+        .send(
+            "POST",
+            &format!("/v1/logins/{id}/code"),
+            Some(json!({"code": "00000"})),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (422, Some("invalid_code")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_code")),
+        "{body}"
+    );
     let (status, body) = api
-        .send("POST", &format!("/v1/logins/{id}/code"), Some(json!({"code": CODE})))
+        .send(
+            "POST",
+            &format!("/v1/logins/{id}/code"),
+            Some(json!({"code": CODE})),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "pending_consent");
@@ -248,7 +293,11 @@ async fn logins_with_2fa_wrong_code_wrong_password_and_a_budget_that_survives_a_
     assert!(a["has_session"].as_bool().unwrap());
     // A finished login is gone.
     let (status, _) = api
-        .send("POST", &format!("/v1/logins/{id}/code"), Some(json!({"code": CODE})))
+        .send(
+            "POST",
+            &format!("/v1/logins/{id}/code"),
+            Some(json!({"code": CODE})),
+        )
         .await;
     assert_eq!(status, 404);
 
@@ -258,21 +307,43 @@ async fn logins_with_2fa_wrong_code_wrong_password_and_a_budget_that_survives_a_
         .await;
     let id = start["login_id"].as_str().unwrap().to_string();
     let (status, body) = api
-        .send("POST", &format!("/v1/logins/{id}/password"), Some(json!({"password": PASSWORD})))
+        .send(
+            "POST",
+            &format!("/v1/logins/{id}/password"),
+            Some(json!({"password": PASSWORD})),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("wrong_login_step")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("wrong_login_step"))
+    );
     let (status, body) = api
-        .send("POST", &format!("/v1/logins/{id}/code"), Some(json!({"code": CODE})))
+        .send(
+            "POST",
+            &format!("/v1/logins/{id}/code"),
+            Some(json!({"code": CODE})),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "awaiting_password");
     assert_eq!(body["hint"], HINT);
     let (status, body) = api
-        .send("POST", &format!("/v1/logins/{id}/password"), Some(json!({"password": "wrong"})))
+        .send(
+            "POST",
+            &format!("/v1/logins/{id}/password"),
+            Some(json!({"password": "wrong"})),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (422, Some("invalid_password")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_password"))
+    );
     let (status, body) = api
-        .send("POST", &format!("/v1/logins/{id}/password"), Some(json!({"password": PASSWORD})))
+        .send(
+            "POST",
+            &format!("/v1/logins/{id}/password"),
+            Some(json!({"password": PASSWORD})),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "pending_consent");
@@ -290,13 +361,29 @@ async fn logins_with_2fa_wrong_code_wrong_password_and_a_budget_that_survives_a_
 
     // A panic inside the login library is a clear error, and the node lives on.
     let (status, body) = api
-        .send("POST", "/v1/logins", Some(json!({"phone": "+1 202 555 0199"})))
+        .send(
+            "POST",
+            "/v1/logins",
+            Some(json!({"phone": "+1 202 555 0199"})),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (500, Some("login_crashed")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (500, Some("login_crashed")),
+        "{body}"
+    );
     let (status, body) = api
-        .send("POST", "/v1/logins", Some(json!({"phone": "+1 202 555 0100"})))
+        .send(
+            "POST",
+            "/v1/logins",
+            Some(json!({"phone": "+1 202 555 0100"})),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("phone_banned")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("phone_banned")),
+        "{body}"
+    );
     let (status, _) = api.send("GET", "/healthz", None).await;
     assert_eq!(status, 200);
 
@@ -309,7 +396,11 @@ async fn logins_with_2fa_wrong_code_wrong_password_and_a_budget_that_survives_a_
         assert_eq!(body["budget"]["remaining"], left);
     }
     let (status, refused) = api
-        .send("POST", "/v1/logins", Some(json!({"phone": "4915123456789"})))
+        .send(
+            "POST",
+            "/v1/logins",
+            Some(json!({"phone": "4915123456789"})),
+        )
         .await;
     assert_eq!(status, 429, "{refused}");
     assert_eq!(refused["code"], "login_budget_exhausted");
@@ -318,7 +409,10 @@ async fn logins_with_2fa_wrong_code_wrong_password_and_a_budget_that_survives_a_
     let now = tgingest::event::now_us();
     assert!(resets > now + 23 * 3600 * 1_000_000, "{refused}");
     let text = refused["error"].as_str().unwrap();
-    assert!(text.contains("0 left") && text.contains("allowed at"), "{text}");
+    assert!(
+        text.contains("0 left") && text.contains("allowed at"),
+        "{text}"
+    );
     assert_eq!(
         api.account(&LOGIN_USER.to_string()).await["login_budget"]["remaining"],
         0
@@ -328,10 +422,19 @@ async fn logins_with_2fa_wrong_code_wrong_password_and_a_budget_that_survives_a_
         .filter(|e| e.action.starts_with("login."))
         .map(|e| e.action)
         .collect();
-    for action in ["login.start", "login.failed", "login.succeeded", "login.password_required", "login.cancelled", "login.refused"] {
+    for action in [
+        "login.start",
+        "login.failed",
+        "login.succeeded",
+        "login.password_required",
+        "login.cancelled",
+        "login.refused",
+    ] {
         assert!(audited.iter().any(|a| a == action), "{action}: {audited:?}");
     }
-    let requests = login.code_requests.load(std::sync::atomic::Ordering::Relaxed);
+    let requests = login
+        .code_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
 
     // After a restart the budget is still spent, and no code was requested for the refusal.
     node.shutdown().await.unwrap();
@@ -343,7 +446,9 @@ async fn logins_with_2fa_wrong_code_wrong_password_and_a_budget_that_survives_a_
     assert_eq!(status, 429, "{refused}");
     assert_eq!(refused["budget"]["resets_at_us"].as_i64().unwrap(), resets);
     assert_eq!(
-        login.code_requests.load(std::sync::atomic::Ordering::Relaxed),
+        login
+            .code_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
         requests
     );
     // The account logged in earlier is still registered, waiting for consent.

@@ -111,7 +111,12 @@ fn forbidden_windows(sessions: &Sessions) -> Vec<String> {
     for key in keys {
         let hex_lower = hex::encode(&key);
         // 16 bytes of key = 32 hex characters.
-        for w in hex_lower.as_bytes().chunks(2).collect::<Vec<_>>().windows(16) {
+        for w in hex_lower
+            .as_bytes()
+            .chunks(2)
+            .collect::<Vec<_>>()
+            .windows(16)
+        {
             let s: String = w.iter().map(|c| std::str::from_utf8(c).unwrap()).collect();
             out.push(s.clone());
             out.push(s.to_uppercase());
@@ -132,7 +137,10 @@ fn check_canary(label: &str, log: &str, sessions: &Sessions) {
     let forbidden = forbidden_windows(sessions);
     for line in log.lines() {
         for w in &forbidden {
-            assert!(!line.contains(w.as_str()), "{label}: secret material in: {line}");
+            assert!(
+                !line.contains(w.as_str()),
+                "{label}: secret material in: {line}"
+            );
         }
         let digits: String = line.chars().filter(char::is_ascii_digit).collect();
         for phone in [PHONE, PHONE_2FA] {
@@ -142,9 +150,15 @@ fn check_canary(label: &str, log: &str, sessions: &Sessions) {
             assert!(!digits.contains(&full), "{label}: phone digits in: {line}");
             // The national number without the country code.
             let national = &full[2..];
-            assert!(!contains_number(line, national), "{label}: phone in: {line}");
+            assert!(
+                !contains_number(line, national),
+                "{label}: phone in: {line}"
+            );
         }
-        assert!(!contains_number(line, CODE), "{label}: login code in: {line}");
+        assert!(
+            !contains_number(line, CODE),
+            "{label}: login code in: {line}"
+        );
         for password in [PASSWORD, "wrong-password-1"] {
             assert!(!line.contains(password), "{label}: password in: {line}");
         }
@@ -188,13 +202,20 @@ async fn cli_imports_from_stdin_lists_logs_in_and_nothing_secret_reaches_any_log
     // Import from stdin (Pyrogram) and from a file (Telethon, with the account id).
     let out = cli(
         dir.path(),
-        args(&base, &["import", "--session-stdin", "--format", "pyrogram"]),
+        args(
+            &base,
+            &["import", "--session-stdin", "--format", "pyrogram"],
+        ),
         format!("{}\n", sessions.pyrogram),
     )
     .await;
     cli_output.push_str(&text(&out));
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&format!("imported account {PYRO_USER}")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("imported account {PYRO_USER}")),
+        "{}",
+        text(&out)
+    );
     let file = dir.path().join("telethon.session");
     std::fs::write(&file, &sessions.telethon).unwrap();
     let out = cli(
@@ -219,7 +240,10 @@ async fn cli_imports_from_stdin_lists_logs_in_and_nothing_secret_reaches_any_log
     // A refused import exits 1 with the node's reason.
     let out = cli(
         dir.path(),
-        args(&base, &["import", "--session-stdin", "--format", "telethon"]),
+        args(
+            &base,
+            &["import", "--session-stdin", "--format", "telethon"],
+        ),
         format!("{}\n", sessions.telethon),
     )
     .await;
@@ -227,7 +251,12 @@ async fn cli_imports_from_stdin_lists_logs_in_and_nothing_secret_reaches_any_log
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("account_id"), "{}", text(&out));
     // Usage errors exit 2.
-    let out = cli(dir.path(), args(&base, &["import", "--session-stdin"]), String::new()).await;
+    let out = cli(
+        dir.path(),
+        args(&base, &["import", "--session-stdin"]),
+        String::new(),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     // List, as JSON and as a table.
@@ -242,14 +271,19 @@ async fn cli_imports_from_stdin_lists_logs_in_and_nothing_secret_reaches_any_log
         .map(|a| a["account_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [PYRO_USER, TELETHON_USER]);
-    assert!(list["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|a| a["lifecycle"]["state"] == "pending_consent"));
+    assert!(
+        list["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["lifecycle"]["state"] == "pending_consent")
+    );
     let out = cli(dir.path(), args(&base, &["list"]), String::new()).await;
     let table = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(table.contains("ACCOUNT") && table.contains("pending_consent"), "{table}");
+    assert!(
+        table.contains("ACCOUNT") && table.contains("pending_consent"),
+        "{table}"
+    );
 
     // Log in with 2FA: a wrong code, the right one, a wrong password, the right one (from stdin,
     // since it is not a terminal).
@@ -280,7 +314,17 @@ async fn cli_imports_from_stdin_lists_logs_in_and_nothing_secret_reaches_any_log
     // Consent, pause, resume, remove.
     let out = cli(
         dir.path(),
-        args(&base, &["consent", PYRO_USER, "--by", "Jane Owner", "--scope", "all chats"]),
+        args(
+            &base,
+            &[
+                "consent",
+                PYRO_USER,
+                "--by",
+                "Jane Owner",
+                "--scope",
+                "all chats",
+            ],
+        ),
         String::new(),
     )
     .await;
@@ -289,11 +333,31 @@ async fn cli_imports_from_stdin_lists_logs_in_and_nothing_secret_reaches_any_log
         let out = cli(dir.path(), args(&base, &[cmd, PYRO_USER]), String::new()).await;
         assert!(out.status.success(), "{cmd}: {}", text(&out));
     }
-    let out = cli(dir.path(), args(&base, &["remove", PYRO_USER]), String::new()).await;
-    assert_eq!(out.status.code(), Some(2), "remove without --yes: {}", text(&out));
-    let out = cli(dir.path(), args(&base, &["remove", PYRO_USER, "--yes"]), String::new()).await;
+    let out = cli(
+        dir.path(),
+        args(&base, &["remove", PYRO_USER]),
+        String::new(),
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "remove without --yes: {}",
+        text(&out)
+    );
+    let out = cli(
+        dir.path(),
+        args(&base, &["remove", PYRO_USER, "--yes"]),
+        String::new(),
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out));
-    let out = cli(dir.path(), args(&base, &["pause", PYRO_USER]), String::new()).await;
+    let out = cli(
+        dir.path(),
+        args(&base, &["pause", PYRO_USER]),
+        String::new(),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
     node.shutdown().await.unwrap();
@@ -321,8 +385,7 @@ async fn cli_imports_from_stdin_lists_logs_in_and_nothing_secret_reaches_any_log
         format!("password={PASSWORD}"),
     ];
     for probe in probes {
-        let caught =
-            std::panic::catch_unwind(|| check_canary("probe", &probe, &sessions)).is_err();
+        let caught = std::panic::catch_unwind(|| check_canary("probe", &probe, &sessions)).is_err();
         assert!(caught, "the canary misses: {probe}");
     }
     check_canary("node log", &node_log, &sessions);

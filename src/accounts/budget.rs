@@ -109,7 +109,10 @@ impl LoginBudget {
     /// The status of `phone_hash` at `now_us`.
     pub fn status(&self, phone_hash: &str, now_us: i64) -> BudgetStatus {
         let map = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        self.status_of(map.get(phone_hash).map(Vec::as_slice).unwrap_or(&[]), now_us)
+        self.status_of(
+            map.get(phone_hash).map(Vec::as_slice).unwrap_or(&[]),
+            now_us,
+        )
     }
 
     fn status_of(&self, times: &[i64], now_us: i64) -> BudgetStatus {

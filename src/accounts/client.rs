@@ -104,7 +104,9 @@ pub enum SessionFormat {
 pub enum ClientError {
     #[error("no tgingest node answers at {url} — start `tgingest run` first (or pass --admin-url)")]
     NoNode { url: String },
-    #[error("the admin API is off (admin.listen is empty); set it, restart the node, or pass --admin-url")]
+    #[error(
+        "the admin API is off (admin.listen is empty); set it, restart the node, or pass --admin-url"
+    )]
     AdminOff,
     #[error("{0}")]
     Usage(String),
@@ -275,12 +277,12 @@ async fn dispatch(client: &Client, command: AccountsCommand) -> Result<(), Clien
                         }
                     };
                     let session = match session_file {
-                        Some(path) => std::fs::read_to_string(&path).map_err(|source| {
-                            ClientError::Input {
+                        Some(path) => {
+                            std::fs::read_to_string(&path).map_err(|source| ClientError::Input {
                                 what: path.display().to_string(),
                                 source,
-                            }
-                        })?,
+                            })?
+                        }
                         None if session_stdin => {
                             let mut s = String::new();
                             std::io::stdin().read_to_string(&mut s).map_err(|source| {
@@ -317,7 +319,10 @@ async fn dispatch(client: &Client, command: AccountsCommand) -> Result<(), Clien
                     Some(json!({"by": by, "scope": scope})),
                 )
                 .await?;
-            println!("consent recorded for account {id}; state: {}", state_of(&view));
+            println!(
+                "consent recorded for account {id}; state: {}",
+                state_of(&view)
+            );
             Ok(())
         }
         AccountsCommand::Pause { id } => {
@@ -338,14 +343,17 @@ async fn dispatch(client: &Client, command: AccountsCommand) -> Result<(), Clien
             if !yes {
                 if !std::io::stdin().is_terminal() {
                     return Err(ClientError::Usage(
-                        "remove deletes the account's session for good; pass --yes to confirm".into(),
+                        "remove deletes the account's session for good; pass --yes to confirm"
+                            .into(),
                     ));
                 }
                 let answer = prompt(&format!(
                     "Remove account {id} and delete its session for good? Type the id to confirm: "
                 ))?;
                 if answer.trim() != id {
-                    return Err(ClientError::Usage("not confirmed; nothing was removed".into()));
+                    return Err(ClientError::Usage(
+                        "not confirmed; nothing was removed".into(),
+                    ));
                 }
             }
             client
@@ -505,10 +513,10 @@ pub fn render_table(accounts: &[AccountView]) -> String {
         let last = a
             .last_event_at_us
             .map_or_else(|| "-".to_string(), |t| fmt_us(Some(t)));
-        let budget = a
-            .login_budget
-            .as_ref()
-            .map_or_else(|| "-".to_string(), |b| format!("{}/{} left", b.remaining, b.limit));
+        let budget = a.login_budget.as_ref().map_or_else(
+            || "-".to_string(),
+            |b| format!("{}/{} left", b.remaining, b.limit),
+        );
         out.push_str(&format!(
             "{:<14} {:<16} {:<8} {:<16} {:<22} {}\n",
             a.account_id,

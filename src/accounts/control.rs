@@ -30,7 +30,9 @@ use crate::eventlog::{AuditEntry, Durability, EventLog, EventLogError};
 use crate::pipeline::account::{AccountMsg, AccountStatus};
 use crate::pipeline::{AccountParts, account_actor_name, account_child_name, start_account};
 use crate::supervision::{ChildState, SupervisorCallError, SupervisorMsg, status, stop_child};
-use crate::telegram::session::{ImportError, SessionStore, StoreError, import_pyrogram, import_telethon};
+use crate::telegram::session::{
+    ImportError, SessionStore, StoreError, import_pyrogram, import_telethon,
+};
 
 /// Who audit records name as the actor of an admin-API action.
 pub const ADMIN_ACTOR: &str = "admin-api";
@@ -64,7 +66,9 @@ pub enum ControlError {
     TestModeSession,
     #[error("format {0:?} is not known: use \"telethon\" or \"pyrogram\"")]
     UnknownFormat(String),
-    #[error("login {0} is not known (finished, cancelled or expired); start a new one with POST /v1/logins")]
+    #[error(
+        "login {0} is not known (finished, cancelled or expired); start a new one with POST /v1/logins"
+    )]
     LoginNotFound(String),
     #[error("login {id} is {state}, not waiting for a {wanted}")]
     LoginWrongStep {
@@ -356,7 +360,9 @@ impl AccountsControl {
         let running = status(&self.supervisor)
             .await?
             .child(&name)
-            .is_some_and(|c| matches!(c.state, ChildState::Running | ChildState::Restarting { .. }));
+            .is_some_and(|c| {
+                matches!(c.state, ChildState::Running | ChildState::Restarting { .. })
+            });
         if running {
             return Ok(false);
         }
@@ -393,7 +399,10 @@ impl AccountsControl {
             return Err(ControlError::TestModeSession);
         }
         let in_session = snapshot.user_id.map(|id| id.to_string());
-        let account = match (account_id.map(str::trim).filter(|s| !s.is_empty()), in_session) {
+        let account = match (
+            account_id.map(str::trim).filter(|s| !s.is_empty()),
+            in_session,
+        ) {
             (Some(given), Some(found)) if given != found => {
                 return Err(ControlError::AccountIdMismatch {
                     given: given.chars().take(24).collect(),
@@ -418,7 +427,10 @@ impl AccountsControl {
         self.audit(
             "account.import",
             Some(&account),
-            &[("format", format.name().to_string()), ("home_dc", snapshot.home_dc.to_string())],
+            &[
+                ("format", format.name().to_string()),
+                ("home_dc", snapshot.home_dc.to_string()),
+            ],
         )
         .await?;
         // The record first: a second import of the same account must not overwrite its session.
@@ -433,16 +445,25 @@ impl AccountsControl {
     }
 
     /// Records consent and starts the account if it is active.
-    pub async fn consent(&self, account: &str, by: &str, scope: &str) -> Result<AccountView, ControlError> {
+    pub async fn consent(
+        &self,
+        account: &str,
+        by: &str,
+        scope: &str,
+    ) -> Result<AccountView, ControlError> {
         if by.trim().is_empty() || scope.trim().is_empty() {
             return Err(ControlError::BadRequest(
-                "consent needs \"by\" (who consented) and \"scope\" (to what), both non-empty".into(),
+                "consent needs \"by\" (who consented) and \"scope\" (to what), both non-empty"
+                    .into(),
             ));
         }
         valid_account_id(account)?;
         let _guard = self.actions.lock().await;
         if self.registry.get(account).await?.is_none() {
-            return Err(RegistryError::NotFound { account: account.to_string() }.into());
+            return Err(RegistryError::NotFound {
+                account: account.to_string(),
+            }
+            .into());
         }
         self.audit(
             "account.consent",
@@ -473,18 +494,28 @@ impl AccountsControl {
         self.set_desired(account, Desired::Paused).await
     }
 
-    async fn set_desired(&self, account: &str, desired: Desired) -> Result<AccountView, ControlError> {
+    async fn set_desired(
+        &self,
+        account: &str,
+        desired: Desired,
+    ) -> Result<AccountView, ControlError> {
         valid_account_id(account)?;
         let _guard = self.actions.lock().await;
         if self.registry.get(account).await?.is_none() {
-            return Err(RegistryError::NotFound { account: account.to_string() }.into());
+            return Err(RegistryError::NotFound {
+                account: account.to_string(),
+            }
+            .into());
         }
         let action = match desired {
             Desired::Active => "account.resume",
             Desired::Paused => "account.pause",
         };
         self.audit(action, Some(account), &[]).await?;
-        let record = self.registry.update(account, |r| r.desired = desired).await?;
+        let record = self
+            .registry
+            .update(account, |r| r.desired = desired)
+            .await?;
         match desired {
             Desired::Paused => self.stop(account).await?,
             Desired::Active => {
@@ -501,7 +532,10 @@ impl AccountsControl {
         let known = self.registry.get(account).await?.is_some();
         let has_session = self.sessions.get(account).await.ok().flatten().is_some();
         if !known && !has_session {
-            return Err(RegistryError::NotFound { account: account.to_string() }.into());
+            return Err(RegistryError::NotFound {
+                account: account.to_string(),
+            }
+            .into());
         }
         self.audit(
             "account.remove",
@@ -529,7 +563,10 @@ impl AccountsControl {
     pub async fn get(&self, account: &str) -> Result<AccountView, ControlError> {
         match self.registry.get(account).await? {
             Some(record) => self.view(&record).await,
-            None => Err(RegistryError::NotFound { account: account.to_string() }.into()),
+            None => Err(RegistryError::NotFound {
+                account: account.to_string(),
+            }
+            .into()),
         }
     }
 
@@ -608,7 +645,12 @@ impl AccountsControl {
             .await
             .ok()?;
         let mut newest = None;
-        for kind in [ChatKind::Private, ChatKind::Group, ChatKind::Supergroup, ChatKind::Channel] {
+        for kind in [
+            ChatKind::Private,
+            ChatKind::Group,
+            ChatKind::Supergroup,
+            ChatKind::Channel,
+        ] {
             if let Ok(message) = stream
                 .get_last_raw_message_by_subject(&raw_subject(account, kind))
                 .await
@@ -701,14 +743,20 @@ impl AccountsControl {
     }
 
     /// Submits the code of a login.
-    pub async fn login_code(&self, login_id: &str, code: &Sensitive) -> Result<LoginView, ControlError> {
+    pub async fn login_code(
+        &self,
+        login_id: &str,
+        code: &Sensitive,
+    ) -> Result<LoginView, ControlError> {
         self.login_step(login_id, "code", |actor| {
             let code = code.clone();
             async move {
-                step(&actor, |r| LoginMsg::SignIn(code, r)).await.map(|o| match o {
-                    SignInOutcome::Done(done) => Ok(done),
-                    SignInOutcome::PasswordRequired { hint } => Err(hint),
-                })
+                step(&actor, |r| LoginMsg::SignIn(code, r))
+                    .await
+                    .map(|o| match o {
+                        SignInOutcome::Done(done) => Ok(done),
+                        SignInOutcome::PasswordRequired { hint } => Err(hint),
+                    })
             }
         })
         .await
@@ -722,7 +770,11 @@ impl AccountsControl {
     ) -> Result<LoginView, ControlError> {
         self.login_step(login_id, "password", |actor| {
             let password = password.clone();
-            async move { step(&actor, |r| LoginMsg::Password(password, r)).await.map(Ok) }
+            async move {
+                step(&actor, |r| LoginMsg::Password(password, r))
+                    .await
+                    .map(Ok)
+            }
         })
         .await
     }
@@ -746,7 +798,8 @@ impl AccountsControl {
                 .ok_or_else(|| ControlError::LoginNotFound(login_id.chars().take(40).collect()))?;
             let ok = matches!(
                 (&entry.state, wanted),
-                (LoginState::AwaitingCode, "code") | (LoginState::AwaitingPassword { .. }, "password")
+                (LoginState::AwaitingCode, "code")
+                    | (LoginState::AwaitingPassword { .. }, "password")
             );
             if !ok {
                 return Err(ControlError::LoginWrongStep {
@@ -830,7 +883,10 @@ impl AccountsControl {
         self.audit(
             "login.succeeded",
             Some(&account),
-            &[("login_id", login_id.to_string()), ("phone_hash", hash.to_string())],
+            &[
+                ("login_id", login_id.to_string()),
+                ("phone_hash", hash.to_string()),
+            ],
         )
         .await?;
         // A new login replaces a revoked session: stop the old actor first (one key at a time).
@@ -866,7 +922,10 @@ impl AccountsControl {
             self.audit(
                 "login.cancelled",
                 None,
-                &[("login_id", login_id.to_string()), ("phone_hash", entry.phone_hash.clone())],
+                &[
+                    ("login_id", login_id.to_string()),
+                    ("phone_hash", entry.phone_hash.clone()),
+                ],
             )
             .await?;
         }

@@ -88,7 +88,9 @@ mod tests {
             Lifecycle::CatchingUp,
             Lifecycle::Running,
             Lifecycle::FloodWait { until_us: 0 },
-            Lifecycle::Revoked { reason: String::new() },
+            Lifecycle::Revoked {
+                reason: String::new(),
+            },
             Lifecycle::Duplicated,
             Lifecycle::Paused,
             Lifecycle::Stopped,

@@ -53,13 +53,19 @@ pub enum LoginFailure {
     FloodWait { seconds: u64 },
     #[error("Telegram has banned this phone number (PHONE_NUMBER_BANNED)")]
     PhoneBanned,
-    #[error("Telegram does not accept this phone number (PHONE_NUMBER_INVALID); write it as +<country><number>")]
+    #[error(
+        "Telegram does not accept this phone number (PHONE_NUMBER_INVALID); write it as +<country><number>"
+    )]
     PhoneInvalid,
     #[error("this phone number has no Telegram account; sign up with an official app first")]
     SignUpRequired,
-    #[error("logins need telegram.api_id and telegram.api_hash (from my.telegram.org) in the config")]
+    #[error(
+        "logins need telegram.api_id and telegram.api_hash (from my.telegram.org) in the config"
+    )]
     NotConfigured,
-    #[error("the Telegram login library failed inside the login (a panic, caught); start a new login")]
+    #[error(
+        "the Telegram login library failed inside the login (a panic, caught); start a new login"
+    )]
     Crashed,
     #[error("Telegram did not answer in time; try again")]
     Timeout,
@@ -119,14 +125,18 @@ impl std::fmt::Debug for LoggedIn {
 pub enum SignInOutcome {
     Done(LoggedIn),
     /// The account has 2FA; the password is next.
-    PasswordRequired { hint: Option<String> },
+    PasswordRequired {
+        hint: Option<String>,
+    },
 }
 
 /// One login conversation with Telegram; its methods are awaited one at a time by the login actor.
 pub trait LoginSession: Send + 'static {
     /// Asks Telegram to send a login code to `phone`.
-    fn request_code<'a>(&'a mut self, phone: &'a Sensitive)
-    -> BoxFuture<'a, Result<(), LoginFailure>>;
+    fn request_code<'a>(
+        &'a mut self,
+        phone: &'a Sensitive,
+    ) -> BoxFuture<'a, Result<(), LoginFailure>>;
     /// Submits the code.
     fn sign_in<'a>(
         &'a mut self,
@@ -221,7 +231,9 @@ fn invocation_failure(e: &grammers_client::InvocationError) -> LoginFailure {
     }
 }
 
-fn sign_in_failure(e: grammers_client::SignInError) -> (LoginFailure, Option<grammers_client::client::PasswordToken>) {
+fn sign_in_failure(
+    e: grammers_client::SignInError,
+) -> (LoginFailure, Option<grammers_client::client::PasswordToken>) {
     use grammers_client::SignInError as E;
     match e {
         E::SignUpRequired => (LoginFailure::SignUpRequired, None),
@@ -268,7 +280,12 @@ impl GrammersSession {
             home_dc: s.home_dc_id().map_err(failed)?,
             ..grammers_session::SessionData::default()
         };
-        let ids: Vec<i32> = data.dc_options.keys().copied().chain([data.home_dc]).collect();
+        let ids: Vec<i32> = data
+            .dc_options
+            .keys()
+            .copied()
+            .chain([data.home_dc])
+            .collect();
         for id in ids {
             if let Some(dc) = s.dc_option(id).map_err(failed)? {
                 data.dc_options.insert(id, dc);
@@ -411,8 +428,10 @@ struct ScriptedSession {
 
 impl ScriptedSession {
     fn done(account: &ScriptedAccount) -> LoggedIn {
-        let mut data = grammers_session::SessionData::default();
-        data.home_dc = 2;
+        let mut data = grammers_session::SessionData {
+            home_dc: 2,
+            ..Default::default()
+        };
         if let Some(dc) = data.dc_options.get_mut(&2) {
             dc.auth_key = Some(account.auth_key);
         }
@@ -436,7 +455,11 @@ impl LoginSession for ScriptedSession {
             self.script
                 .code_requests
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let digits: String = phone.expose().chars().filter(char::is_ascii_digit).collect();
+            let digits: String = phone
+                .expose()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
             let account = self
                 .script
                 .accounts
@@ -545,9 +568,7 @@ impl Actor for LoginActor {
 }
 
 /// Spawns the actor of one login.
-pub async fn spawn_login(
-    backend: &dyn LoginBackend,
-) -> Result<ActorRef<LoginMsg>, LoginFailure> {
+pub async fn spawn_login(backend: &dyn LoginBackend) -> Result<ActorRef<LoginMsg>, LoginFailure> {
     let (actor, _handle) = Actor::spawn(None, LoginActor, LoginActorState(backend.begin()))
         .await
         .map_err(|_| LoginFailure::Crashed)?;
@@ -572,9 +593,13 @@ pub async fn step<T: Send + 'static>(
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum LoginState {
     AwaitingCode,
-    AwaitingPassword { hint: Option<String> },
+    AwaitingPassword {
+        hint: Option<String>,
+    },
     /// Logged in; the account waits for consent.
-    PendingConsent { account_id: String },
+    PendingConsent {
+        account_id: String,
+    },
 }
 
 #[cfg(test)]
@@ -611,17 +636,17 @@ mod tests {
     async fn the_script_asks_for_the_password_with_its_hint() {
         let backend = ScriptedLogin::default().with(account());
         let actor = spawn_login(&backend).await.unwrap();
-        step(&actor, |r| LoginMsg::RequestCode(Sensitive::new("4930 1234567"), r))
-            .await
-            .unwrap();
+        step(&actor, |r| {
+            LoginMsg::RequestCode(Sensitive::new("4930 1234567"), r)
+        })
+        .await
+        .unwrap();
         let wrong = step(&actor, |r| LoginMsg::SignIn(Sensitive::new("1"), r)).await;
         assert!(matches!(wrong, Err(LoginFailure::InvalidCode)));
         let out = step(&actor, |r| LoginMsg::SignIn(Sensitive::new("12345"), r))
             .await
             .unwrap();
-        assert!(
-            matches!(out, SignInOutcome::PasswordRequired { hint: Some(ref h) } if h == "pet")
-        );
+        assert!(matches!(out, SignInOutcome::PasswordRequired { hint: Some(ref h) } if h == "pet"));
         let done = step(&actor, |r| LoginMsg::Password(Sensitive::new("pw"), r))
             .await
             .unwrap();

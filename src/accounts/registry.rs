@@ -91,16 +91,16 @@ pub enum RegistryError {
          (digits only)"
     )]
     BadAccountId { account: String },
-    #[error("account {account} is not in the registry ({BUCKET_ACCOUNTS}); see `tgingest accounts list`")]
+    #[error(
+        "account {account} is not in the registry ({BUCKET_ACCOUNTS}); see `tgingest accounts list`"
+    )]
     NotFound { account: String },
     #[error(
         "account {account} is already in the registry; remove it first (`tgingest accounts remove \
          {account}`) to add it again"
     )]
     Exists { account: String },
-    #[error(
-        "account {account} was changed concurrently by another request; try again"
-    )]
+    #[error("account {account} was changed concurrently by another request; try again")]
     Conflict { account: String },
     #[error("cannot {op} account {account} in {BUCKET_ACCOUNTS}: {message}")]
     Bus {

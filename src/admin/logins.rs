@@ -77,7 +77,10 @@ async fn cancel(
         Err(ApiError::new(
             404,
             "login_not_found",
-            format!("login {} is not known (finished, cancelled or expired)", id.chars().take(40).collect::<String>()),
+            format!(
+                "login {} is not known (finished, cancelled or expired)",
+                id.chars().take(40).collect::<String>()
+            ),
         ))
     }
 }

@@ -36,7 +36,9 @@ pub use error::ApiError;
 pub enum AdminError {
     #[error("admin.listen {0:?} is not an address such as 127.0.0.1:9464")]
     BadAddress(String),
-    #[error("admin.listen {addr} is in use; set TGINGEST_ADMIN_LISTEN (or admin.listen) to a free address, or empty to turn the admin API off")]
+    #[error(
+        "admin.listen {addr} is in use; set TGINGEST_ADMIN_LISTEN (or admin.listen) to a free address, or empty to turn the admin API off"
+    )]
     InUse { addr: SocketAddr },
     #[error("cannot listen on admin.listen {addr}: {source}")]
     Bind {
@@ -54,7 +56,9 @@ pub enum AdminError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("admin.token_file {path} is empty; put a long random token in it (e.g. `openssl rand -hex 32`)")]
+    #[error(
+        "admin.token_file {path} is empty; put a long random token in it (e.g. `openssl rand -hex 32`)"
+    )]
     TokenEmpty { path: PathBuf },
 }
 
@@ -113,7 +117,11 @@ async fn require_token(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(404, "not_found", "no such route; see the admin API routes in the README")
+    ApiError::new(
+        404,
+        "not_found",
+        "no such route; see the admin API routes in the README",
+    )
 }
 
 /// The whole router: `/healthz` open, `/v1/…` behind the token (when one is configured).
@@ -160,13 +168,15 @@ impl AdminServer {
         if token.is_none() && !addr.ip().is_loopback() {
             return Err(AdminError::TokenRequired { addr });
         }
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AddrInUse {
-                AdminError::InUse { addr }
-            } else {
-                AdminError::Bind { addr, source }
-            }
-        })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::AddrInUse {
+                    AdminError::InUse { addr }
+                } else {
+                    AdminError::Bind { addr, source }
+                }
+            })?;
         let addr = listener.local_addr().unwrap_or(addr);
         let app = router(control, token);
         let (stop, stopped) = oneshot::channel::<()>();

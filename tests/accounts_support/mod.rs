@@ -13,8 +13,9 @@ use tgingest::config::Config;
 use tgingest::eventlog::{AuditEntry, RecordKind};
 use tgingest::keys::MasterKey;
 use tgingest::node::{Node, NodeOptions};
-use tgingest::telegram::simulated::{SimulatedFactory, SimulatedWorld, SimulatorConfig, SimulatorFaults};
-
+use tgingest::telegram::simulated::{
+    SimulatedFactory, SimulatedWorld, SimulatorConfig, SimulatorFaults,
+};
 
 pub const PYRO_USER: &str = "1000000";
 pub const TELETHON_USER: &str = "1000001";
@@ -139,7 +140,10 @@ pub fn factory() -> Arc<SimulatedFactory> {
         ..SimulatorConfig::default()
     })
     .expect("world");
-    Arc::new(SimulatedFactory::new(Arc::new(world), SimulatorFaults::new()))
+    Arc::new(SimulatedFactory::new(
+        Arc::new(world),
+        SimulatorFaults::new(),
+    ))
 }
 
 /// Starts a node with the simulated factory and `login`.
@@ -205,7 +209,12 @@ pub fn audits(node: &Node) -> Vec<AuditEntry> {
 
 /// Messages in TG_RAW from `account`.
 pub async fn raw_count(node: &Node, account: &str) -> u64 {
-    let stream = node.bus.js.get_stream(tgingest::bus::STREAM_RAW).await.unwrap();
+    let stream = node
+        .bus
+        .js
+        .get_stream(tgingest::bus::STREAM_RAW)
+        .await
+        .unwrap();
     let info = stream
         .info_with_subjects(format!("tg.raw.{account}.>"))
         .await
