@@ -180,6 +180,18 @@ async fn imported_accounts_wait_for_consent_then_run_and_pause_resume_remove_are
     assert_eq!(status, 200);
     wait_for_state(&api, PYRO_USER, "running").await;
 
+    // After a restart the consented account starts again from the registry; the other waits.
+    node.shutdown().await.unwrap();
+    let node = start_node(&config, &scripted()).await;
+    let api = Api::new(&node);
+    wait_for_state(&api, PYRO_USER, "running").await;
+    assert_eq!(
+        api.account(TELETHON_USER).await["lifecycle"]["state"],
+        "pending_consent"
+    );
+    let key = MasterKey::read_file(&config.security.master_key_file).unwrap();
+    let store = SessionStore::open(&node.bus, key).await.unwrap();
+
     // Remove: the actor stops, the sealed session and the record are gone.
     let (status, _) = api
         .send("DELETE", &format!("/v1/accounts/{PYRO_USER}"), None)

@@ -29,7 +29,9 @@ use crate::event::ChatKind;
 use crate::eventlog::{AuditEntry, Durability, EventLog, EventLogError};
 use crate::pipeline::account::{AccountMsg, AccountStatus};
 use crate::pipeline::{AccountParts, account_actor_name, account_child_name, start_account};
-use crate::supervision::{ChildState, SupervisorCallError, SupervisorMsg, status, stop_child};
+use crate::supervision::{
+    ChildState, SupervisorCallError, SupervisorMsg, SupervisorStatus, status, stop_child,
+};
 use crate::telegram::session::{
     ImportError, SessionStore, StoreError, import_pyrogram, import_telethon,
 };
@@ -552,9 +554,13 @@ impl AccountsControl {
 
     /// Every account in the registry, as the API shows it.
     pub async fn list(&self) -> Result<Vec<AccountView>, ControlError> {
+        let sup = status(&self.supervisor).await?;
+        let sessions: std::collections::HashSet<String> =
+            self.sessions.accounts().await?.into_iter().collect();
         let mut views = Vec::new();
         for record in self.registry.list().await? {
-            views.push(self.view(&record).await?);
+            let has_session = sessions.contains(&record.account_id);
+            views.push(self.view_with(&record, &sup, has_session).await);
         }
         Ok(views)
     }
@@ -571,13 +577,29 @@ impl AccountsControl {
     }
 
     async fn view(&self, record: &AccountRecord) -> Result<AccountView, ControlError> {
-        let account = record.account_id.as_str();
-        let child = status(&self.supervisor)
+        let sup = status(&self.supervisor).await?;
+        let has_session = self
+            .sessions
+            .accounts()
             .await?
-            .child(&account_child_name(account))
-            .cloned();
-        let actor = self.actor_status(account).await;
-        let has_session = self.sessions.get(account).await.ok().flatten().is_some();
+            .iter()
+            .any(|a| *a == record.account_id);
+        Ok(self.view_with(record, &sup, has_session).await)
+    }
+
+    async fn view_with(
+        &self,
+        record: &AccountRecord,
+        sup: &SupervisorStatus,
+        has_session: bool,
+    ) -> AccountView {
+        let account = record.account_id.as_str();
+        let child = sup.child(&account_child_name(account)).cloned();
+        // Ask the actor only while its supervisor runs it: a stopped actor may linger a moment.
+        let actor = match &child {
+            Some(c) if c.state == ChildState::Running => self.actor_status(account).await,
+            _ => None,
+        };
         let lifecycle = match (&child, &actor) {
             (_, Some(s)) if s.state == "running" => Lifecycle::Running,
             (_, Some(s)) if s.state == "source_ended" => Lifecycle::Stopped,
@@ -592,7 +614,7 @@ impl AccountsControl {
             (None, None) => Self::registry_state(record),
         };
         let now = crate::event::now_us();
-        Ok(AccountView {
+        AccountView {
             account_id: account.to_string(),
             lifecycle,
             desired: record.desired,
@@ -611,7 +633,7 @@ impl AccountsControl {
                 .phone_hash
                 .as_deref()
                 .map(|h| self.budget.status(h, now)),
-        })
+        }
     }
 
     fn registry_state(record: &AccountRecord) -> Lifecycle {
