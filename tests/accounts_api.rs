@@ -499,12 +499,44 @@ async fn the_admin_api_refuses_an_open_address_without_a_token_and_a_port_in_use
     // With a token, every /v1 route needs it; /healthz does not.
     let token = dir.path().join("admin.token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    config.admin.listen = "127.0.0.1:0".into();
+    config.admin.token_file = token.clone();
+    let err = tgingest::node::Node::start_with(config.clone(), Default::default())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     config.admin.listen = "127.0.0.1:0".into();
     config.admin.token_file = token;
-    let node = start_node(&config, &scripted()).await;
+    // The production defaults: grammers logins, which need API credentials.
+    let node = tgingest::node::Node::start_with(config.clone(), Default::default())
+        .await
+        .unwrap();
     let api = Api::new(&node);
     let (status, body) = api.send("GET", "/v1/accounts", None).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    let refused = api
+        .http
+        .post(format!("{}/v1/logins", api.base))
+        .bearer_auth("s3cret-token")
+        .json(&json!({"phone": PHONE}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 503);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "not_configured");
+    assert!(
+        body["error"].as_str().unwrap().contains("telegram.api_id"),
+        "{body}"
+    );
+    assert!(
+        !config.node.data_dir.join("login-budget.json").exists(),
+        "an attempt that never reached Telegram was counted"
+    );
     assert_eq!(api.send("GET", "/healthz", None).await.0, 200);
     let ok = api
         .http

@@ -704,6 +704,7 @@ impl AccountsControl {
                     .into(),
             ));
         }
+        self.backend.ready()?;
         self.forget_idle_logins().await;
         let hash = phone_hash(&self.phone_key, phone.expose());
         let now = crate::event::now_us();

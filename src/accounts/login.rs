@@ -151,6 +151,11 @@ pub trait LoginSession: Send + 'static {
 
 /// Starts login conversations.
 pub trait LoginBackend: Send + Sync + 'static {
+    /// Whether logins can work at all (checked before an attempt is counted against the budget).
+    fn ready(&self) -> Result<(), LoginFailure> {
+        Ok(())
+    }
+    /// A new login conversation.
     fn begin(&self) -> Box<dyn LoginSession>;
 }
 
@@ -176,6 +181,13 @@ impl GrammersLogin {
 }
 
 impl LoginBackend for GrammersLogin {
+    fn ready(&self) -> Result<(), LoginFailure> {
+        if self.api_id == 0 || self.api_hash.is_empty() {
+            return Err(LoginFailure::NotConfigured);
+        }
+        Ok(())
+    }
+
     fn begin(&self) -> Box<dyn LoginSession> {
         Box::new(GrammersSession {
             api_id: self.api_id,
@@ -630,6 +642,28 @@ mod tests {
         })
         .await;
         assert_eq!(out, Err(LoginFailure::Crashed));
+    }
+
+    #[tokio::test]
+    async fn grammers_logins_without_api_credentials_say_what_to_configure() {
+        let backend = GrammersLogin::new(0, "");
+        assert_eq!(backend.ready(), Err(LoginFailure::NotConfigured));
+        let actor = spawn_login(&backend).await.unwrap();
+        let out = step(&actor, |r| {
+            LoginMsg::RequestCode(Sensitive::new("+49301234567"), r)
+        })
+        .await;
+        assert_eq!(out, Err(LoginFailure::NotConfigured));
+        assert!(
+            LoginFailure::NotConfigured
+                .to_string()
+                .contains("telegram.api_id")
+        );
+        assert!(
+            GrammersLogin::new(12345, "0123456789abcdef0123456789abcdef")
+                .ready()
+                .is_ok()
+        );
     }
 
     #[tokio::test]

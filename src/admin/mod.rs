@@ -60,10 +60,29 @@ pub enum AdminError {
         "admin.token_file {path} is empty; put a long random token in it (e.g. `openssl rand -hex 32`)"
     )]
     TokenEmpty { path: PathBuf },
+    #[error(
+        "admin.token_file {path} has mode {mode:o}; it must not be readable by group or others \
+         (chmod 600 it)"
+    )]
+    TokenTooOpen { path: PathBuf, mode: u32 },
 }
 
 /// Reads the bearer token from `path` (first line, white space trimmed).
 pub fn read_token(path: &Path) -> Result<String, AdminError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| AdminError::TokenRead {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(AdminError::TokenTooOpen {
+            path: path.to_path_buf(),
+            mode: mode & 0o777,
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(|source| AdminError::TokenRead {
         path: path.to_path_buf(),
         source,
