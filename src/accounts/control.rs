@@ -36,6 +36,9 @@ use crate::telegram::session::{
     ImportError, SessionStore, StoreError, import_pyrogram, import_telethon,
 };
 
+/// Counter of audited account and login actions, labelled `action` (`account.consent`,
+/// `login.refused`, …).
+pub const METRIC_ACTIONS: &str = "tgingest_account_actions_total";
 /// Who audit records name as the actor of an admin-API action.
 pub const ADMIN_ACTOR: &str = "admin-api";
 /// A login that saw no step for this long is forgotten (its code has expired by then anyway).
@@ -338,6 +341,7 @@ impl AccountsControl {
         self.eventlog
             .audit(&audit_entry(action, account, details), Durability::Flushed)
             .await?;
+        metrics::counter!(METRIC_ACTIONS, "action" => action.to_string()).increment(1);
         Ok(())
     }
 
