@@ -297,11 +297,12 @@ impl Node {
                     &key.derive(KeyPurpose::LogIdHash),
                 ),
             }));
-            let started = control
-                .reconcile()
-                .await
-                .map_err(|e| NodeError::Accounts(e.to_string()))?;
-            tracing::info!(started, "registry accounts started");
+            // Not fatal: the node must come up so an operator can fix the registry through the API.
+            match control.reconcile().await {
+                Ok(started) => tracing::info!(started, "registry accounts started"),
+                Err(e) => tracing::error!(error = %e,
+                    "cannot start the registry accounts; the node runs without them"),
+            }
             let admin = AdminServer::start(&config.admin, control.clone()).await?;
             Ok::<_, NodeError>((control, admin))
         }
