@@ -23,6 +23,8 @@ pub const STREAM_DLQ: &str = "TG_DLQ";
 pub const BUCKET_SESSIONS: &str = "TG_SESSIONS";
 /// Account ownership leases (one owner per account), with per-key TTL.
 pub const BUCKET_LEASES: &str = "TG_LEASES";
+/// The accounts registry: one JSON record per account (how it was added, desired state, consent).
+pub const BUCKET_ACCOUNTS: &str = "TG_ACCOUNTS";
 /// Event-log chain heads of every node, anchored outside the node's own disk.
 pub const BUCKET_ANCHORS: &str = "TG_ANCHORS";
 
@@ -229,6 +231,15 @@ impl Bus {
                 ..Default::default()
             },
             kv::Config {
+                bucket: BUCKET_ACCOUNTS.into(),
+                description:
+                    "accounts registry: how each account was added, desired state, consent".into(),
+                history: 8,
+                storage,
+                num_replicas: cfg.kv.replicas,
+                ..Default::default()
+            },
+            kv::Config {
                 bucket: BUCKET_ANCHORS.into(),
                 description: "event-log chain heads per node".into(),
                 history: 64,
@@ -241,6 +252,7 @@ impl Bus {
             let name = match bucket.bucket.as_str() {
                 BUCKET_SESSIONS => BUCKET_SESSIONS,
                 BUCKET_LEASES => BUCKET_LEASES,
+                BUCKET_ACCOUNTS => BUCKET_ACCOUNTS,
                 _ => BUCKET_ANCHORS,
             };
             let before = self

@@ -58,6 +58,9 @@ enum Command {
     /// Master-key commands (run them with the node stopped)
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Account commands (list, add, import, consent, pause, resume, remove), through the running
+    /// node's admin API
+    Accounts(crate::accounts::client::AccountsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +173,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo(cfg, args).await,
             Command::Audit(AuditCommand::Verify(args)) => audit_verify(cfg, args).await,
             Command::Keys(KeysCommand::Rotate(args)) => keys_rotate(cfg, args).await,
+            Command::Accounts(args) => crate::accounts::client::run(&cfg, args).await,
             Command::Config(_) | Command::Policy(_) => ExitCode::SUCCESS,
         }
     })

@@ -298,6 +298,9 @@ pub struct TelegramConfig {
     /// How long an account is parked after PEER_FLOOD (Telegram limits it for an unstated while,
     /// typically hours).
     pub peer_flood_park: Dur,
+    /// Login attempts (code requests) allowed per phone number within 24 hours; Telegram locks
+    /// an account after about five a day, so the budget is enforced locally.
+    pub login_attempts_per_day: u32,
 }
 
 impl Default for TelegramConfig {
@@ -313,6 +316,7 @@ impl Default for TelegramConfig {
             hole_check_interval: Dur::secs(600),
             hole_grace: Dur::secs(120),
             peer_flood_park: Dur::hours(3),
+            login_attempts_per_day: 5,
         }
     }
 }
@@ -407,12 +411,16 @@ pub enum LogFormat {
 pub struct AdminConfig {
     /// Listen address; empty = off.
     pub listen: String,
+    /// File holding the bearer token every request must carry (`Authorization: Bearer …`);
+    /// empty = no token, allowed only on a loopback address.
+    pub token_file: PathBuf,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:9464".into(),
+            token_file: PathBuf::new(),
         }
     }
 }
@@ -1080,6 +1088,13 @@ impl Config {
         })?;
         self.simulator.validate()?;
         self.policy.validate()?;
+        check(self.telegram.login_attempts_per_day >= 1, || {
+            invalid(
+                "telegram.login_attempts_per_day",
+                self.telegram.login_attempts_per_day,
+                "at least 1 (Telegram locks an account after about five a day)",
+            )
+        })?;
         check(
             self.admin.listen.is_empty() || self.admin.listen.parse::<SocketAddr>().is_ok(),
             || {

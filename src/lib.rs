@@ -28,6 +28,8 @@ pub mod telemetry;
 
 /// Accounts as operators see them: lifecycle states, registry, login and consent.
 pub mod accounts;
+/// The admin HTTP server: health, and the account and login API.
+pub mod admin;
 /// The pipeline stages, as supervised actors.
 pub mod pipeline;
 /// Scope filtering (which events may leave) and redaction (what text may leave).

@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 
+use crate::accounts::budget::LoginBudget;
+use crate::accounts::login::{GrammersLogin, LoginBackend};
+use crate::accounts::registry::Registry;
+use crate::accounts::{AccountsControl, ControlParts};
+use crate::admin::AdminServer;
 use crate::bus::{BUCKET_ANCHORS, Bus, BusError, SetupReport};
 use crate::config::Config;
 use crate::event::{Chat, Event};
@@ -20,7 +25,7 @@ use crate::keys::{
     MasterKey,
 };
 use crate::nats_server::{NatsServer, NatsServerError, ServerOptions, find_binary};
-use crate::pipeline::{self, PipelineParts, PipelineStats};
+use crate::pipeline::{self, AccountParts, PipelineParts, PipelineStats};
 use crate::policy::Policy;
 use crate::supervision::{RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::switchboard::McpClient;
@@ -54,6 +59,20 @@ pub enum NodeError {
     Switchboard(String),
     #[error("cannot start the pipeline: {0}")]
     Pipeline(#[from] crate::supervision::SupervisorCallError),
+    #[error("admin API: {0}")]
+    Admin(#[from] crate::admin::AdminError),
+    #[error("accounts: {0}")]
+    Accounts(String),
+}
+
+/// What a node is built from besides its config: the parts that talk to Telegram.
+#[derive(Default)]
+pub struct NodeOptions {
+    /// Makes the gateways of registry accounts; default: none configured (an account that
+    /// starts fails with a clear error until the grammers adapter is plugged in here).
+    pub gateway_factory: Option<Arc<dyn GatewayFactory>>,
+    /// Performs interactive logins; default: grammers with `telegram.api_id`/`api_hash`.
+    pub login_backend: Option<Arc<dyn LoginBackend>>,
 }
 
 /// Resolves the master key the way every command does: env, configured file, then (embedded
@@ -147,6 +166,9 @@ pub struct Node {
     pub setup: SetupReport,
     pub eventlog: Arc<EventLog>,
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// Registry accounts: import, login, consent, pause, resume, remove (what the admin API calls).
+    pub accounts: Arc<AccountsControl>,
+    admin: Option<AdminServer>,
     supervisor_done: tokio::task::JoinHandle<()>,
     anchoring: tokio::task::JoinHandle<()>,
     embedded: Option<EmbeddedNats>,
@@ -155,6 +177,11 @@ pub struct Node {
 impl Node {
     /// Starts every part in order; on failure, what was started is stopped again.
     pub async fn start(config: Config) -> Result<Node, NodeError> {
+        Node::start_with(config, NodeOptions::default()).await
+    }
+
+    /// [`Node::start`] with the given Telegram parts (tests pass simulated ones).
+    pub async fn start_with(config: Config, options: NodeOptions) -> Result<Node, NodeError> {
         let node_id = config.node_id();
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| NodeError::DataDir {
@@ -234,6 +261,68 @@ impl Node {
             .await
             .map_err(|e| NodeError::Supervisor(e.to_string()))?;
 
+        let accounts = async {
+            let registry = Registry::open(&bus)
+                .await
+                .map_err(|e| NodeError::Accounts(e.to_string()))?;
+            let sessions = crate::telegram::session::SessionStore::open(&bus, key.clone())
+                .await
+                .map_err(|e| NodeError::Accounts(e.to_string()))?;
+            let budget = LoginBudget::open(&data_dir, config.telegram.login_attempts_per_day)
+                .map_err(|e| NodeError::Accounts(e.to_string()))?;
+            let backend = options.login_backend.clone().unwrap_or_else(|| {
+                Arc::new(GrammersLogin::new(
+                    config.telegram.api_id,
+                    config.telegram.api_hash.expose(),
+                ))
+            });
+            let factory = options
+                .gateway_factory
+                .clone()
+                .unwrap_or_else(|| Arc::new(NoAccounts));
+            let control = Arc::new(AccountsControl::new(ControlParts {
+                node_id: node_id.clone(),
+                registry,
+                sessions,
+                eventlog: eventlog.clone(),
+                supervisor: supervisor.clone(),
+                account_parts: AccountParts {
+                    node_id: node_id.clone(),
+                    factory,
+                    bus: bus.clone(),
+                    eventlog: eventlog.clone(),
+                    stats: Arc::new(PipelineStats::default()),
+                },
+                backend,
+                budget,
+                phone_key: blake3::derive_key(
+                    "tgingest 2026-11 phone number hash v1",
+                    &key.derive(KeyPurpose::LogIdHash),
+                ),
+            }));
+            // Not fatal: the node must come up so an operator can fix the registry through the API.
+            match control.reconcile().await {
+                Ok(started) => tracing::info!(started, "registry accounts started"),
+                Err(e) => tracing::error!(error = %e,
+                    "cannot start the registry accounts; the node runs without them"),
+            }
+            let admin = AdminServer::start(&config.admin, control.clone()).await?;
+            Ok::<_, NodeError>((control, admin))
+        }
+        .await;
+        let (accounts, admin) = match accounts {
+            Ok(parts) => parts,
+            Err(e) => {
+                supervisor.stop(Some("node failed to start".into()));
+                let _ = tokio::time::timeout(Duration::from_secs(10), supervisor_done).await;
+                let _ = bus.client.drain().await;
+                if let Some(nats) = embedded {
+                    nats.stop().await;
+                }
+                return Err(e);
+            }
+        };
+
         let anchoring = tokio::spawn(anchor_periodically(
             bus.clone(),
             eventlog.clone(),
@@ -247,10 +336,17 @@ impl Node {
             setup,
             eventlog,
             supervisor,
+            accounts,
+            admin,
             supervisor_done,
             anchoring,
             embedded,
         })
+    }
+
+    /// The address the admin API listens on, if it is on.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
     }
 
     /// Starts the pipeline stages; with `simulator.accounts > 0` the accounts are simulated.
@@ -312,6 +408,9 @@ impl Node {
 
     /// Stops every part in reverse order; the `node.stop` record is flushed before NATS goes.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
         self.anchoring.abort();
         self.supervisor.stop(Some("node shutting down".into()));
         let _ = tokio::time::timeout(Duration::from_secs(10), self.supervisor_done).await;

@@ -364,6 +364,19 @@ pub async fn start_child(
     Ok(())
 }
 
+/// Stops the child called `name` on purpose (it is not restarted; a pending restart is dropped)
+/// and returns once the supervisor has handled the request. Stopping an unknown or already
+/// stopped child is not an error.
+pub async fn stop_child(
+    sup: &ActorRef<SupervisorMsg>,
+    name: &str,
+) -> Result<(), SupervisorCallError> {
+    sup.cast(SupervisorMsg::StopChild(name.to_owned()))
+        .map_err(|_| SupervisorCallError::NotRunning)?;
+    // Mailboxes are FIFO: once the status answers, the stop has been handled.
+    status(sup).await.map(|_| ())
+}
+
 async fn call<T: Send + 'static>(
     sup: &ActorRef<SupervisorMsg>,
     msg: impl FnOnce(RpcReplyPort<T>) -> SupervisorMsg,
@@ -883,5 +896,65 @@ impl Actor for Supervisor {
             .await;
         tracing::info!(supervisor = %state.name, "supervisor stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that idles until stopped.
+    #[derive(Clone)]
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_child_stops_a_transient_child_for_good_and_it_can_be_started_again() {
+        let policy = RestartPolicy {
+            max_restarts: 3,
+            window: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(10),
+            jitter: 0.0,
+        };
+        let (sup, handle) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs::new("test", policy, Vec::new()),
+        )
+        .await
+        .unwrap();
+        let spec = || ChildSpec::actor("idle", "idle", Restart::Transient, Idle, ());
+        start_child(&sup, spec()).await.unwrap();
+        assert_eq!(
+            status(&sup).await.unwrap().child("idle").unwrap().state,
+            ChildState::Running
+        );
+        stop_child(&sup, "idle").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after = status(&sup).await.unwrap();
+        assert_eq!(after.child("idle").unwrap().state, ChildState::Stopped);
+        assert_eq!(after.child("idle").unwrap().restarts, 0);
+        // Unknown names are no error, and a stopped child may be started again.
+        stop_child(&sup, "nobody").await.unwrap();
+        start_child(&sup, spec()).await.unwrap();
+        assert_eq!(
+            status(&sup).await.unwrap().child("idle").unwrap().state,
+            ChildState::Running
+        );
+        sup.stop(None);
+        handle.await.unwrap();
+        assert!(matches!(
+            stop_child(&sup, "idle").await,
+            Err(SupervisorCallError::NotRunning)
+        ));
     }
 }

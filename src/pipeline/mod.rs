@@ -13,7 +13,7 @@ pub mod stats;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 
 pub use stats::{PipelineStats, StatsSnapshot};
 
@@ -21,9 +21,11 @@ use self::account::{AccountActor, AccountArgs};
 use self::clean::{DedupeActor, DedupeArgs, FilterActor, FilterArgs};
 use self::delivery::{DeliveryActor, DeliveryArgs};
 use self::heartbeat::{HeartbeatActor, HeartbeatArgs};
+use crate::bus::Bus;
+use crate::eventlog::EventLog;
 use crate::node::Node;
 use crate::policy::Policy;
-use crate::supervision::{ChildSpec, Restart, SupervisorCallError, start_child};
+use crate::supervision::{ChildSpec, Restart, SupervisorCallError, SupervisorMsg, start_child};
 use crate::switchboard::McpClient;
 use crate::telegram::gateway::GatewayFactory;
 
@@ -132,23 +134,77 @@ pub async fn start(
     )
     .await?;
 
+    let account_parts = AccountParts {
+        node_id: node.node_id.clone(),
+        factory: parts.factory.clone(),
+        bus: node.bus.clone(),
+        eventlog: node.eventlog.clone(),
+        stats: stats.clone(),
+    };
     for account_id in parts.accounts {
-        let args = AccountArgs {
-            account_id: account_id.clone(),
-            factory: parts.factory.clone(),
-            bus: node.bus.clone(),
-            eventlog: node.eventlog.clone(),
-            stats: stats.clone(),
-            window: ACCOUNT_WINDOW,
-            checkpoint_every: Duration::from_secs(1),
-            checkpoint_after_events: ACCOUNT_WINDOW as u64,
-        };
-        let name = format!("account/{}", crate::telemetry::hash_id(&account_id));
-        start_child(
-            sup,
-            ChildSpec::actor(name, "account", Restart::Transient, AccountActor, args),
-        )
-        .await?;
+        start_account(sup, &account_parts, &account_id).await?;
     }
     Ok(stats)
+}
+
+/// What an account actor is built from, besides its account id.
+#[derive(Clone)]
+pub struct AccountParts {
+    /// The node the actor runs on (part of its registered name).
+    pub node_id: String,
+    /// Makes the account's gateway (simulated, or grammers).
+    pub factory: Arc<dyn GatewayFactory>,
+    pub bus: Bus,
+    pub eventlog: Arc<EventLog>,
+    pub stats: Arc<PipelineStats>,
+}
+
+/// The supervisor's child name of an account's actor (the id is hashed, as in logs).
+pub fn account_child_name(account_id: &str) -> String {
+    format!("account/{}", crate::telemetry::hash_id(account_id))
+}
+
+/// The name an account's actor is registered under, for `ActorRef::where_is`.
+pub fn account_actor_name(node_id: &str, account_id: &str) -> String {
+    format!("{node_id}/{}", account_child_name(account_id))
+}
+
+/// Starts one account actor under `sup` (transient: restarted after failures, not after a clean
+/// stop); it is registered as [`account_actor_name`] so its status can be asked for.
+pub async fn start_account(
+    sup: &ActorRef<SupervisorMsg>,
+    parts: &AccountParts,
+    account_id: &str,
+) -> Result<(), SupervisorCallError> {
+    let args = AccountArgs {
+        account_id: account_id.to_string(),
+        factory: parts.factory.clone(),
+        bus: parts.bus.clone(),
+        eventlog: parts.eventlog.clone(),
+        stats: parts.stats.clone(),
+        window: ACCOUNT_WINDOW,
+        checkpoint_every: Duration::from_secs(1),
+        checkpoint_after_events: ACCOUNT_WINDOW as u64,
+    };
+    let registered = account_actor_name(&parts.node_id, account_id);
+    start_child(
+        sup,
+        ChildSpec::new(
+            account_child_name(account_id),
+            "account",
+            Restart::Transient,
+            move |supervisor| {
+                let (name, args) = (registered.clone(), args.clone());
+                async move {
+                    Ok(
+                        Actor::spawn_linked(Some(name), AccountActor, args, supervisor)
+                            .await?
+                            .0
+                            .get_cell(),
+                    )
+                }
+            },
+        ),
+    )
+    .await
 }

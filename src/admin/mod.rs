@@ -1,0 +1,238 @@
+//! The admin HTTP server: health, and the account and login API that `tgingest accounts` uses.
+//!
+//! The node owns the event log exclusively (sled locks its directory), so every operator action
+//! goes through this API and is audited by the node. Routes:
+//!
+//! - `GET /healthz` → 200 `ok`
+//! - `GET /v1/accounts`, `GET /v1/accounts/{id}`, `POST /v1/accounts/import`,
+//!   `POST /v1/accounts/{id}/consent|pause|resume`, `DELETE /v1/accounts/{id}`
+//! - `POST /v1/logins`, `POST /v1/logins/{id}/code|password`, `DELETE /v1/logins/{id}`
+//!
+//! `/metrics` and `/readyz` are to come; they slot in as further routers in [`router`]. With
+//! `admin.token_file` set every route but `/healthz` needs `Authorization: Bearer <token>`; a
+//! non-loopback listen address without a token is refused at start.
+
+pub mod accounts;
+pub mod error;
+pub mod logins;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::oneshot;
+
+use crate::accounts::AccountsControl;
+use crate::config::AdminConfig;
+pub use error::ApiError;
+
+/// Why the admin server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin.listen {0:?} is not an address such as 127.0.0.1:9464")]
+    BadAddress(String),
+    #[error(
+        "admin.listen {addr} is in use; set TGINGEST_ADMIN_LISTEN (or admin.listen) to a free address, or empty to turn the admin API off"
+    )]
+    InUse { addr: SocketAddr },
+    #[error("cannot listen on admin.listen {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "admin.listen {addr} is not a loopback address, and admin.token_file is not set: anyone \
+         who reaches it could add accounts. Set admin.token_file (TGINGEST_ADMIN_TOKEN_FILE) to a \
+         file holding a bearer token, or listen on 127.0.0.1"
+    )]
+    TokenRequired { addr: SocketAddr },
+    #[error("cannot read admin.token_file {path}: {source}")]
+    TokenRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "admin.token_file {path} is empty; put a long random token in it (e.g. `openssl rand -hex 32`)"
+    )]
+    TokenEmpty { path: PathBuf },
+    #[error(
+        "admin.token_file {path} has mode {mode:o}; it must not be readable by group or others \
+         (chmod 600 it)"
+    )]
+    TokenTooOpen { path: PathBuf, mode: u32 },
+}
+
+/// Reads the bearer token from `path` (first line, white space trimmed).
+pub fn read_token(path: &Path) -> Result<String, AdminError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| AdminError::TokenRead {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(AdminError::TokenTooOpen {
+            path: path.to_path_buf(),
+            mode: mode & 0o777,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| AdminError::TokenRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(AdminError::TokenEmpty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(token)
+}
+
+/// Parses a request body as JSON without echoing any of it in the error.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    expected: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_json(&e, expected))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn require_token(
+    State(token): State<Arc<Option<String>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = token.as_deref() {
+        let given = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| {
+            // Constant-time compare of equal-length hashes.
+            blake3::hash(g.as_bytes()) == blake3::hash(expected.as_bytes())
+        });
+        if !ok {
+            return ApiError::new(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token: send Authorization: Bearer <the token in admin.token_file>",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        404,
+        "not_found",
+        "no such route; see the admin API routes in the README",
+    )
+}
+
+/// The whole router: `/healthz` open, `/v1/…` behind the token (when one is configured).
+pub fn router(control: Arc<AccountsControl>, token: Option<String>) -> Router {
+    let v1 = Router::new()
+        .merge(accounts::routes())
+        .merge(logins::routes())
+        .with_state(control)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/v1", v1)
+        .fallback(not_found)
+}
+
+/// A running admin server.
+pub struct AdminServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds `cfg.listen` and serves; `None` when `cfg.listen` is empty (off).
+    pub async fn start(
+        cfg: &AdminConfig,
+        control: Arc<AccountsControl>,
+    ) -> Result<Option<AdminServer>, AdminError> {
+        let listen = cfg.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        let addr: SocketAddr = listen
+            .parse()
+            .map_err(|_| AdminError::BadAddress(listen.to_string()))?;
+        let token = if cfg.token_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(read_token(&cfg.token_file)?)
+        };
+        if token.is_none() && !addr.ip().is_loopback() {
+            return Err(AdminError::TokenRequired { addr });
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::AddrInUse {
+                    AdminError::InUse { addr }
+                } else {
+                    AdminError::Bind { addr, source }
+                }
+            })?;
+        let addr = listener.local_addr().unwrap_or(addr);
+        let app = router(control, token);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin server stopped on an error");
+            }
+        });
+        tracing::info!(%addr, "admin API listening");
+        Ok(Some(AdminServer {
+            addr,
+            stop: Some(stop),
+            task,
+        }))
+    }
+
+    /// The address it listens on (the real port when `admin.listen` asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting requests and waits (at most 5 s) for those under way.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
