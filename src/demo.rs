@@ -108,6 +108,8 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
     config.simulator.rate = plan.rate;
     config.simulator.messages_per_account = messages;
     config.simulator.seed = plan.seed;
+    // The demo's admin API takes any free port, so it runs beside a node on the default one.
+    config.admin.listen = "127.0.0.1:0".into();
     let fake = match &plan.switchboard_url {
         Some(url) => {
             config.switchboard.url = url.clone();

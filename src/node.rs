@@ -276,10 +276,10 @@ impl Node {
                     config.telegram.api_hash.expose(),
                 ))
             });
-            let factory = options
-                .gateway_factory
-                .clone()
-                .unwrap_or_else(|| Arc::new(NoAccounts));
+            let factory = match options.gateway_factory.clone() {
+                Some(factory) => factory,
+                None => grammers_factory(&config, &bus, &key).await?,
+            };
             let control = Arc::new(AccountsControl::new(ControlParts {
                 node_id: node_id.clone(),
                 registry,
@@ -432,6 +432,36 @@ impl Node {
     }
 }
 
+/// Real accounts: the grammers adapter over sealed sessions in `TG_SESSIONS`. Without
+/// `telegram.api_id` there is none, and an account that starts fails saying so.
+async fn grammers_factory(
+    config: &Config,
+    bus: &Bus,
+    key: &MasterKey,
+) -> Result<Arc<dyn GatewayFactory>, NodeError> {
+    use crate::telegram::grammers::gateway::{GrammersFactory, GrammersSettings, SessionOpener};
+    use crate::telegram::session::{LiveSessionOptions, SealedSession, SessionStore};
+
+    let Ok(settings) = GrammersSettings::from_config(&config.telegram) else {
+        return Ok(Arc::new(NoAccounts));
+    };
+    let store = Arc::new(
+        SessionStore::open(bus, key.clone())
+            .await
+            .map_err(|e| NodeError::Accounts(e.to_string()))?,
+    );
+    let opener: SessionOpener<SealedSession> = Arc::new(move |account: &str| {
+        let (store, account) = (store.clone(), account.to_string());
+        Box::pin(async move {
+            SealedSession::load(store, &account, LiveSessionOptions::default())
+                .await
+                .map(Arc::new)
+                .map_err(|e| GatewayError::Other(e.to_string()))
+        })
+    });
+    Ok(Arc::new(GrammersFactory::new(settings, opener)))
+}
+
 /// The factory when this node runs no accounts of its own (its stages still drain the bus).
 /// It is never asked for a gateway, since no account actor is started.
 struct NoAccounts;
@@ -449,7 +479,8 @@ impl crate::telegram::gateway::Gateway for NoGateway {
     fn connect(&mut self) -> BoxFuture<'_, Result<AccountInfo, GatewayError>> {
         Box::pin(async {
             Err(GatewayError::Revoked(
-                "no source is configured for this account".into(),
+                "no Telegram API credentials are configured (telegram.api_id, env TELEGRAM_API_ID)"
+                    .into(),
             ))
         })
     }
