@@ -292,6 +292,7 @@ impl Node {
                     bus: bus.clone(),
                     eventlog: eventlog.clone(),
                     stats: Arc::new(PipelineStats::default()),
+                    flood: crate::pipeline::account::FloodSettings::from_config(&config.telegram),
                 },
                 backend,
                 budget,

@@ -21,7 +21,7 @@ use tgingest::eventlog::{AuditEntry, RecordKind};
 use tgingest::node::Node;
 use tgingest::pipeline::account::{
     AUDIT_DUPLICATED, AUDIT_FLOOD_WAIT, AUDIT_REVOKED, AccountActor, AccountArgs, AccountMsg,
-    AccountStatus, FloodSettings, SOURCE_SCOPE, set_flood_settings,
+    AccountStatus, FloodSettings, SOURCE_SCOPE,
 };
 use tgingest::pipeline::{ACCOUNT_WINDOW, PipelineParts, PipelineStats};
 use tgingest::policy::{Decision, Policy};
@@ -56,7 +56,6 @@ struct States {
 
 impl States {
     async fn start(sim: SimulatorConfig, before: impl FnOnce(&SimulatorFaults, &[String])) -> Self {
-        set_flood_settings(FLOOD);
         tgingest::telemetry::install_crypto_provider();
         tgingest::telemetry::init_logging(tgingest::config::LogFormat::Human, "warn");
         let nats = TestNats::start();
@@ -97,6 +96,7 @@ impl States {
                 window: ACCOUNT_WINDOW,
                 checkpoint_every: Duration::from_secs(1),
                 checkpoint_after_events: ACCOUNT_WINDOW as u64,
+                flood: FLOOD,
             };
             let name = format!("{}/account/{account_id}", node.node_id);
             let registered_name = name.clone();

@@ -25,7 +25,7 @@
 //!   with backoff and it resumes from the checkpoint (`tgingest_reconnects_total`).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishError;
@@ -98,28 +98,6 @@ impl Default for FloodSettings {
     }
 }
 
-static FLOOD_SETTINGS: RwLock<Option<FloodSettings>> = RwLock::new(None);
-
-/// Sets the [`FloodSettings`] of every account actor started from now on (process-wide; until
-/// called, the config defaults apply).
-///
-/// Process-wide because [`AccountArgs`] is built where this change may not reach yet; once it
-/// carries the settings, this goes.
-pub fn set_flood_settings(settings: FloodSettings) {
-    if let Ok(mut slot) = FLOOD_SETTINGS.write() {
-        *slot = Some(settings);
-    }
-}
-
-/// The [`FloodSettings`] in force.
-pub fn flood_settings() -> FloodSettings {
-    FLOOD_SETTINGS
-        .read()
-        .ok()
-        .and_then(|slot| *slot)
-        .unwrap_or_default()
-}
-
 /// What an account actor needs; cloned at every (re)start.
 #[derive(Clone)]
 pub struct AccountArgs {
@@ -135,6 +113,8 @@ pub struct AccountArgs {
     /// ... or sooner, once this many events were acknowledged since the last checkpoint, which
     /// bounds what a crash makes the source deliver again at high rates.
     pub checkpoint_after_events: u64,
+    /// How flood waits are treated (from `[telegram]`).
+    pub flood: FloodSettings,
 }
 
 /// Messages of the account actor.
@@ -620,8 +600,8 @@ impl Actor for AccountActor {
             .track(&args.account_id, Lifecycle::Connecting);
         tracing::info!(account = %crate::telemetry::hash_id(&args.account_id), to = "connecting", "account state");
         Ok(AccountState {
+            flood: args.flood,
             args,
-            flood: flood_settings(),
             lifecycle,
             idle_gateway: None,
             updates: None,

@@ -51,7 +51,6 @@ pub async fn start(
 ) -> Result<Arc<PipelineStats>, SupervisorCallError> {
     let stats = Arc::new(PipelineStats::default());
     let sup = &node.supervisor;
-    account::set_flood_settings(account::FloodSettings::from_config(&node.config.telegram));
 
     let filter_name = format!("{}/filter", node.node_id);
     let filter_args = FilterArgs {
@@ -140,6 +139,7 @@ pub async fn start(
         bus: node.bus.clone(),
         eventlog: node.eventlog.clone(),
         stats: stats.clone(),
+        flood: account::FloodSettings::from_config(&node.config.telegram),
     };
     for account_id in parts.accounts {
         start_account(sup, &account_parts, &account_id).await?;
@@ -157,6 +157,8 @@ pub struct AccountParts {
     pub bus: Bus,
     pub eventlog: Arc<EventLog>,
     pub stats: Arc<PipelineStats>,
+    /// How the account actors treat flood waits.
+    pub flood: account::FloodSettings,
 }
 
 /// The supervisor's child name of an account's actor (the id is hashed, as in logs).
@@ -185,6 +187,7 @@ pub async fn start_account(
         window: ACCOUNT_WINDOW,
         checkpoint_every: Duration::from_secs(1),
         checkpoint_after_events: ACCOUNT_WINDOW as u64,
+        flood: parts.flood,
     };
     let registered = account_actor_name(&parts.node_id, account_id);
     start_child(
