@@ -430,7 +430,9 @@ impl World {
                 members: members.iter().copied().collect(),
                 date: now(),
                 pts: 1,
-                next_msg_id: 1,
+                // In a forum, id 1 is the General topic (Telegram's channel-creation service
+                // message, which the fake does not store), so real topics start at 2.
+                next_msg_id: if kind == ChannelKind::Forum { 2 } else { 1 },
                 log: Vec::new(),
                 messages: BTreeMap::new(),
             },
