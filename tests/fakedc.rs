@@ -300,9 +300,14 @@ async fn live_messages_of_every_chat_kind_arrive_as_new_message() {
 
     let private = ChatId::Private(alice, bob);
     let opts = SendOptions::default;
-    let p = dc.send_message(private, bob, "hi alice", opts()).expect("sent");
-    dc.send_message(private, alice, "hi bob", opts()).expect("sent");
-    let g = dc.send_message(group, bob, "group hello", opts()).expect("sent");
+    let p = dc
+        .send_message(private, bob, "hi alice", opts())
+        .expect("sent");
+    dc.send_message(private, alice, "hi bob", opts())
+        .expect("sent");
+    let g = dc
+        .send_message(group, bob, "group hello", opts())
+        .expect("sent");
     dc.send_message(
         group,
         bob,
@@ -313,8 +318,10 @@ async fn live_messages_of_every_chat_kind_arrive_as_new_message() {
         },
     )
     .expect("sent");
-    dc.send_message(supergroup, bob, "super hello", opts()).expect("sent");
-    dc.send_message(broadcast, bob, "news post", opts()).expect("sent");
+    dc.send_message(supergroup, bob, "super hello", opts())
+        .expect("sent");
+    dc.send_message(broadcast, bob, "news post", opts())
+        .expect("sent");
     let topic = dc.create_topic(forum, bob, "Topic A").expect("topic");
     dc.send_message(
         forum,
@@ -326,7 +333,8 @@ async fn live_messages_of_every_chat_kind_arrive_as_new_message() {
         },
     )
     .expect("sent");
-    dc.send_message(forum, bob, "in general", opts()).expect("sent");
+    dc.send_message(forum, bob, "in general", opts())
+        .expect("sent");
 
     let seen = tc
         .collect_texts(&[
@@ -395,7 +403,10 @@ async fn live_messages_of_every_chat_kind_arrive_as_new_message() {
         }
     }
     assert!(matches!(find(&seen, "in topic"), Seen::New { topic: Some(t), .. } if *t == topic));
-    assert!(matches!(find(&seen, "in general"), Seen::New { topic: None, .. }));
+    assert!(matches!(
+        find(&seen, "in general"),
+        Seen::New { topic: None, .. }
+    ));
     assert!(
         seen.iter()
             .any(|s| matches!(s, Seen::New { id, service: true, .. } if *id == topic)),
@@ -442,19 +453,22 @@ async fn edits_and_deletions_arrive() {
     dc.delete_messages(std::slice::from_ref(&c2));
 
     let edited = tc
-        .wait_for("private edit", |s| {
-            matches!(s, Seen::Edited { text, .. } if text == "fixed")
-        })
+        .wait_for(
+            "private edit",
+            |s| matches!(s, Seen::Edited { text, .. } if text == "fixed"),
+        )
         .await;
     assert!(matches!(edited, Seen::Edited { id, .. } if Some(id) == p.id_for(alice)));
-    tc.wait_for("channel edit", |s| {
-        matches!(s, Seen::Edited { text, .. } if text == "channel fixed")
-    })
+    tc.wait_for(
+        "channel edit",
+        |s| matches!(s, Seen::Edited { text, .. } if text == "channel fixed"),
+    )
     .await;
     let g_id = g.id_for(alice).expect("alice sees it");
-    tc.wait_for("group deletion", |s| {
-        matches!(s, Seen::Deleted { channel: None, ids } if ids == &vec![g_id])
-    })
+    tc.wait_for(
+        "group deletion",
+        |s| matches!(s, Seen::Deleted { channel: None, ids } if ids == &vec![g_id]),
+    )
     .await;
     let ChatId::Channel(cid) = channel else {
         panic!("channel");
@@ -482,8 +496,11 @@ async fn messages_sent_while_offline_arrive_through_get_difference() {
 
     // First run: see one message per box, persist the update state (the stream task syncs after
     // each update), then go offline.
-    let mut first = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), true).await;
-    within("get_me", first.client.get_me()).await.expect("get_me");
+    let mut first =
+        TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), true).await;
+    within("get_me", first.client.get_me())
+        .await
+        .expect("get_me");
     until("subscription", || dc.subscribed_connections(alice) == 1).await;
     dc.send_message(private, bob, "online private", SendOptions::default());
     dc.send_message(channel, bob, "online channel", SendOptions::default());
@@ -504,7 +521,12 @@ async fn messages_sent_while_offline_arrive_through_get_difference() {
 
     // While offline: every kind of event, in both boxes.
     let gone = dc
-        .send_message(group, bob, "offline group, deleted later", SendOptions::default())
+        .send_message(
+            group,
+            bob,
+            "offline group, deleted later",
+            SendOptions::default(),
+        )
         .expect("sent");
     dc.send_message(private, bob, "offline private", SendOptions::default());
     dc.send_message(group, bob, "offline group", SendOptions::default());
@@ -526,7 +548,8 @@ async fn messages_sent_while_offline_arrive_through_get_difference() {
     let gone_id = gone.id_for(alice).expect("id");
     // A message sent and deleted while offline: the difference no longer contains the message
     // but carries the deletion (grammers yields other_updates before new_messages).
-    let is_gone = |s: &Seen| matches!(s, Seen::Deleted { channel: None, ids } if ids.contains(&gone_id));
+    let is_gone =
+        |s: &Seen| matches!(s, Seen::Deleted { channel: None, ids } if ids.contains(&gone_id));
     assert!(
         !seen
             .iter()
@@ -564,7 +587,12 @@ async fn a_lost_update_is_a_pts_gap_filled_by_get_difference() {
     dc.send_message(private, bob, "lost private", lost.clone());
     dc.send_message(private, bob, "after the gap", SendOptions::default());
     dc.send_message(channel, bob, "lost channel", lost);
-    dc.send_message(channel, bob, "channel after the gap", SendOptions::default());
+    dc.send_message(
+        channel,
+        bob,
+        "channel after the gap",
+        SendOptions::default(),
+    );
 
     let seen = tc
         .collect_texts(&[
@@ -575,7 +603,9 @@ async fn a_lost_update_is_a_pts_gap_filled_by_get_difference() {
         ])
         .await;
     assert_eq!(
-        seen.iter().filter(|s| s.text() == Some("after the gap")).count(),
+        seen.iter()
+            .filter(|s| s.text() == Some("after the gap"))
+            .count(),
         1,
         "the update that revealed the gap is delivered once: {seen:?}"
     );
@@ -602,8 +632,11 @@ async fn too_long_differences_skip_ahead_without_messages() {
     let channel = dc.create_channel("Busy", ChannelKind::Supergroup, &[alice, bob]);
     let private = ChatId::Private(alice, bob);
 
-    let mut first = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), true).await;
-    within("get_me", first.client.get_me()).await.expect("get_me");
+    let mut first =
+        TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), true).await;
+    within("get_me", first.client.get_me())
+        .await
+        .expect("get_me");
     until("subscription", || dc.subscribed_connections(alice) == 1).await;
     dc.send_message(channel, bob, "seen", SendOptions::default());
     first.collect_texts(&["seen"]).await;
@@ -618,8 +651,18 @@ async fn too_long_differences_skip_ahead_without_messages() {
     until("disconnect", || dc.subscribed_connections(alice) == 0).await;
 
     for i in 0..10 {
-        dc.send_message(private, bob, &format!("missed private {i}"), SendOptions::default());
-        dc.send_message(channel, bob, &format!("missed channel {i}"), SendOptions::default());
+        dc.send_message(
+            private,
+            bob,
+            &format!("missed private {i}"),
+            SendOptions::default(),
+        );
+        dc.send_message(
+            channel,
+            bob,
+            &format!("missed channel {i}"),
+            SendOptions::default(),
+        );
     }
 
     let mut second = TestClient::start(session, Box::new(NoRetries), true).await;
@@ -631,7 +674,9 @@ async fn too_long_differences_skip_ahead_without_messages() {
     until("resubscription", || dc.subscribed_connections(alice) == 1).await;
     dc.send_message(private, bob, "live private", SendOptions::default());
     dc.send_message(channel, bob, "live channel", SendOptions::default());
-    let seen = second.collect_texts(&["live private", "live channel"]).await;
+    let seen = second
+        .collect_texts(&["live private", "live channel"])
+        .await;
     // grammers jumps to the new pts and delivers none of the 20 missed messages: the adapter
     // must notice (dialog top_message vs. last stored id) and backfill with getHistory.
     assert!(
@@ -717,9 +762,12 @@ async fn flood_wait_is_surfaced_as_an_rpc_error_with_its_value() {
     )
     .await;
     dc.flood_wait("updates.getState", 1, 1);
-    within("getState", tc.client.invoke(&tl::functions::updates::GetState {}))
-        .await
-        .expect("retried after the wait");
+    within(
+        "getState",
+        tc.client.invoke(&tl::functions::updates::GetState {}),
+    )
+    .await
+    .expect("retried after the wait");
     assert_eq!(dc.request_count("updates.getState"), 2);
 
     tc.quit().await;
@@ -734,7 +782,11 @@ async fn revoked_keys_give_the_telegram_errors() {
     within("get_me", tc.client.get_me()).await.expect("get_me");
 
     for (revoke, code, name) in [
-        (FakeDc::revoke_key as fn(&FakeDc, i64), 401, "AUTH_KEY_UNREGISTERED"),
+        (
+            FakeDc::revoke_key as fn(&FakeDc, i64),
+            401,
+            "AUTH_KEY_UNREGISTERED",
+        ),
         (FakeDc::revoke_session, 401, "SESSION_REVOKED"),
         (FakeDc::duplicate_key, 406, "AUTH_KEY_DUPLICATED"),
     ] {
@@ -753,7 +805,9 @@ async fn revoked_keys_give_the_telegram_errors() {
             .expect("answered")
     );
     dc.restore_key(alice);
-    within("get_me", tc.client.get_me()).await.expect("restored");
+    within("get_me", tc.client.get_me())
+        .await
+        .expect("restored");
 
     tc.quit().await;
     dc.stop().await;
@@ -763,7 +817,12 @@ async fn revoked_keys_give_the_telegram_errors() {
 async fn an_unknown_auth_key_is_refused_at_the_transport_level() {
     let dc = start_dc(FakeDcConfig::default()).await;
     let (alice, _key) = dc.add_account("Alice");
-    let tc = TestClient::start(session_for(&dc, alice, [7u8; 256]), Box::new(NoRetries), false).await;
+    let tc = TestClient::start(
+        session_for(&dc, alice, [7u8; 256]),
+        Box::new(NoRetries),
+        false,
+    )
+    .await;
     // The server answers -404; grammers then tries a fresh DH handshake, which the fake does
     // not implement, so the call fails instead of hanging.
     let err = within("get_me", tc.client.get_me())
@@ -801,7 +860,9 @@ async fn a_dropped_connection_is_reopened_and_updates_resume() {
     dc.send_message(private, bob, "after reconnect", SendOptions::default());
     tc.collect_texts(&["while down", "after reconnect"]).await;
     assert!(dc.request_count("updates.getDifference") >= 1);
-    within("get_me", tc.client.get_me()).await.expect("works again");
+    within("get_me", tc.client.get_me())
+        .await
+        .expect("works again");
 
     tc.quit().await;
     dc.stop().await;
@@ -849,7 +910,12 @@ async fn dialogs_history_and_gzip_both_ways() {
     let bob = dc.add_user("Bob");
     let group = dc.create_group("Group", &[alice, bob]);
     let channel = dc.create_channel("Long", ChannelKind::Broadcast, &[alice, bob]);
-    dc.send_message(ChatId::Private(alice, bob), bob, "dm", SendOptions::default());
+    dc.send_message(
+        ChatId::Private(alice, bob),
+        bob,
+        "dm",
+        SendOptions::default(),
+    );
     dc.send_message(group, bob, "g", SendOptions::default());
     for i in 1..=250 {
         dc.send_message(channel, bob, &format!("post {i}"), SendOptions::default());
@@ -882,7 +948,11 @@ async fn dialogs_history_and_gzip_both_ways() {
     }
     assert_eq!(ids, (1..=250).rev().collect::<Vec<_>>());
 
-    let mut oldest_first = tc.client.iter_messages(channel_ref).offset_id(200).reverse(true);
+    let mut oldest_first = tc
+        .client
+        .iter_messages(channel_ref)
+        .offset_id(200)
+        .reverse(true);
     let mut ids = Vec::new();
     while let Some(m) = within("reverse history", oldest_first.next())
         .await
@@ -921,7 +991,10 @@ async fn unknown_methods_are_answered_and_counted() {
     .await
     .expect_err("not implemented");
     assert!(err.is("METHOD_NOT_IMPLEMENTED_FAKE_DC"), "{err:?}");
-    assert_eq!(dc.unimplemented_calls(), vec!["help.getNearestDc".to_owned()]);
+    assert_eq!(
+        dc.unimplemented_calls(),
+        vec!["help.getNearestDc".to_owned()]
+    );
 
     tc.quit().await;
     dc.stop().await;

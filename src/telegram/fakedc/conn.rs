@@ -31,7 +31,10 @@ const MAX_INFLATED: usize = 16 * 1024 * 1024;
 /// Something for the connection to send.
 pub(crate) enum Outgoing {
     /// A message body (TL object) to encrypt and send.
-    Message { body: Vec<u8>, content_related: bool },
+    Message {
+        body: Vec<u8>,
+        content_related: bool,
+    },
     /// Close the connection.
     Close,
 }
@@ -302,7 +305,9 @@ fn handle_packet(
     conn_id: u64,
 ) -> Result<Vec<(Vec<u8>, bool)>, ConnError> {
     if payload.len() < 8 {
-        return Err(ConnError::Malformed("payload shorter than auth_key_id".into()));
+        return Err(ConnError::Malformed(
+            "payload shorter than auth_key_id".into(),
+        ));
     }
     let mut key_id = [0u8; 8];
     key_id.copy_from_slice(&payload[..8]);
@@ -311,7 +316,11 @@ fn handle_packet(
     }
     let (key, user) = match session.as_ref() {
         Some(s) if s.key.id() == key_id => (s.key.clone(), s.user),
-        Some(_) => return Err(ConnError::Malformed("auth key changed mid-connection".into())),
+        Some(_) => {
+            return Err(ConnError::Malformed(
+                "auth key changed mid-connection".into(),
+            ));
+        }
         None => {
             let keys = lock(&shared.keys);
             match keys.get(&key_id) {
@@ -372,7 +381,17 @@ fn handle_packet(
             true,
         ));
     }
-    process_message(shared, s, msg_id, body, &mut replies, out_tx, tasks, conn_id, 0)?;
+    process_message(
+        shared,
+        s,
+        msg_id,
+        body,
+        &mut replies,
+        out_tx,
+        tasks,
+        conn_id,
+        0,
+    )?;
     Ok(replies)
 }
 
@@ -410,7 +429,15 @@ fn process_message(
                 let mut inner = vec![0u8; len as usize];
                 c.read_exact(&mut inner)?;
                 process_message(
-                    shared, s, inner_id, &inner, replies, out_tx, tasks, conn_id, depth + 1,
+                    shared,
+                    s,
+                    inner_id,
+                    &inner,
+                    replies,
+                    out_tx,
+                    tasks,
+                    conn_id,
+                    depth + 1,
                 )?;
             }
         }
@@ -420,7 +447,15 @@ fn process_message(
             let inflated = gunzip(&packed, MAX_INFLATED)
                 .map_err(|e| ConnError::Malformed(format!("gzip_packed: {e}")))?;
             process_message(
-                shared, s, msg_id, &inflated, replies, out_tx, tasks, conn_id, depth + 1,
+                shared,
+                s,
+                msg_id,
+                &inflated,
+                replies,
+                out_tx,
+                tasks,
+                conn_id,
+                depth + 1,
             )?;
         }
         tl::types::MsgsAck::CONSTRUCTOR_ID => {
@@ -433,19 +468,21 @@ fn process_message(
             replies.push((pong(msg_id, ping.ping_id), false));
         }
         tl::functions::PingDelayDisconnect::CONSTRUCTOR_ID => {
-            let ping =
-                tl::functions::PingDelayDisconnect::deserialize(&mut Cursor::from_slice(&body[4..]))?;
-            s.ping_deadline = Some(
-                Instant::now() + Duration::from_secs(ping.disconnect_delay.max(1) as u64),
-            );
+            let ping = tl::functions::PingDelayDisconnect::deserialize(&mut Cursor::from_slice(
+                &body[4..],
+            ))?;
+            s.ping_deadline =
+                Some(Instant::now() + Duration::from_secs(ping.disconnect_delay.max(1) as u64));
             replies.push((pong(msg_id, ping.ping_id), false));
         }
         tl::functions::GetFutureSalts::CONSTRUCTOR_ID => {
-            let req = tl::functions::GetFutureSalts::deserialize(&mut Cursor::from_slice(&body[4..]))?;
+            let req =
+                tl::functions::GetFutureSalts::deserialize(&mut Cursor::from_slice(&body[4..]))?;
             replies.push((shared.future_salts(msg_id, req.num).to_bytes(), false));
         }
         tl::functions::DestroySession::CONSTRUCTOR_ID => {
-            let req = tl::functions::DestroySession::deserialize(&mut Cursor::from_slice(&body[4..]))?;
+            let req =
+                tl::functions::DestroySession::deserialize(&mut Cursor::from_slice(&body[4..]))?;
             let known = lock(&shared.sessions).remove(&req.session_id);
             let res: tl::enums::DestroySessionRes = if known {
                 tl::types::DestroySessionOk {
@@ -486,7 +523,12 @@ fn process_message(
             match (reply, handled.delay) {
                 (Some(reply), None) => replies.push((reply, true)),
                 (Some(reply), Some(delay)) => {
-                    debug!(conn_id, method = handled.method, ?delay, "fake dc: stalling answer");
+                    debug!(
+                        conn_id,
+                        method = handled.method,
+                        ?delay,
+                        "fake dc: stalling answer"
+                    );
                     let tx = out_tx.clone();
                     tasks.spawn(async move {
                         tokio::time::sleep(delay).await;

@@ -224,7 +224,13 @@ fn inflate(data: &[u8], max_out: usize) -> Result<(Vec<u8>, usize), GzipError> {
                 l[144..256].fill(9);
                 l[256..280].fill(7);
                 l[280..].fill(8);
-                codes(&mut b, &mut out, &Huffman::new(&l), &Huffman::new(&[5; 30]), max_out)?;
+                codes(
+                    &mut b,
+                    &mut out,
+                    &Huffman::new(&l),
+                    &Huffman::new(&[5; 30]),
+                    max_out,
+                )?;
             }
             2 => {
                 let (lit, dist) = dynamic_tables(&mut b)?;
@@ -242,7 +248,9 @@ fn inflate(data: &[u8], max_out: usize) -> Result<(Vec<u8>, usize), GzipError> {
 }
 
 fn dynamic_tables(b: &mut Bits<'_>) -> Result<(Huffman, Huffman), GzipError> {
-    const ORDER: [usize; 19] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
+    const ORDER: [usize; 19] = [
+        16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+    ];
     let nlen = b.bits(5)? as usize + 257;
     let ndist = b.bits(5)? as usize + 1;
     let ncode = b.bits(4)? as usize + 4;

@@ -108,6 +108,9 @@ struct QueuedFault {
     remaining: usize,
 }
 
+/// A connection subscribed to an account's live updates: `(connection id, its outbox)`.
+type Subscriber = (u64, mpsc::UnboundedSender<Outgoing>);
+
 struct KeyEntry {
     key: ServerKey,
     user: i64,
@@ -137,7 +140,7 @@ pub(crate) struct Shared {
     auth_errors: Mutex<HashMap<i64, RpcFailure>>,
     salts: Vec<tl::types::FutureSalt>,
     sessions: Mutex<HashSet<i64>>,
-    pushers: Mutex<HashMap<i64, Vec<(u64, mpsc::UnboundedSender<Outgoing>)>>>,
+    pushers: Mutex<HashMap<i64, Vec<Subscriber>>>,
     faults: Mutex<HashMap<String, VecDeque<QueuedFault>>>,
     counters: Mutex<BTreeMap<String, u64>>,
     unimplemented: Mutex<Vec<String>>,
@@ -368,7 +371,8 @@ impl FakeDc {
             bot: Some(false),
             is_self: Some(true),
         };
-        data.peer_infos.insert(PeerId::user_unchecked(account), me.clone());
+        data.peer_infos
+            .insert(PeerId::user_unchecked(account), me.clone());
         // grammers looks the logged-in user up under the self sentinel, not under its id.
         data.peer_infos.insert(PeerId::self_user(), me);
         if let Some(s) = state {
@@ -547,7 +551,10 @@ impl FakeDc {
 
     /// Calls received for one method.
     pub fn request_count(&self, method: &str) -> u64 {
-        lock(&self.shared.counters).get(method).copied().unwrap_or(0)
+        lock(&self.shared.counters)
+            .get(method)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Methods that got `METHOD_NOT_IMPLEMENTED_FAKE_DC`, in order.

@@ -96,13 +96,13 @@ pub(crate) fn handle(shared: &Shared, user: i64, body: &[u8]) -> Handled {
     let fault = {
         let mut faults = lock(&shared.faults);
         let mut taken = None;
-        if let Some(queue) = faults.get_mut(method) {
-            if let Some(front) = queue.front_mut() {
-                taken = Some(front.fault.clone());
-                front.remaining = front.remaining.saturating_sub(1);
-                if front.remaining == 0 {
-                    queue.pop_front();
-                }
+        if let Some(queue) = faults.get_mut(method)
+            && let Some(front) = queue.front_mut()
+        {
+            taken = Some(front.fault.clone());
+            front.remaining = front.remaining.saturating_sub(1);
+            if front.remaining == 0 {
+                queue.pop_front();
             }
         }
         taken
@@ -174,7 +174,9 @@ fn dispatch(shared: &Shared, user: i64, id: u32, inner: &[u8]) -> Result<Vec<u8>
         }
         f::updates::GetChannelDifference::CONSTRUCTOR_ID => {
             let req: f::updates::GetChannelDifference = parse(inner)?;
-            world.get_channel_difference(user, &req).map(|d| d.to_bytes())
+            world
+                .get_channel_difference(user, &req)
+                .map(|d| d.to_bytes())
         }
         f::messages::GetDialogs::CONSTRUCTOR_ID => {
             let req: f::messages::GetDialogs = parse(inner)?;
@@ -186,7 +188,9 @@ fn dispatch(shared: &Shared, user: i64, id: u32, inner: &[u8]) -> Result<Vec<u8>
         }
         f::messages::GetMessages::CONSTRUCTOR_ID => {
             let req: f::messages::GetMessages = parse(inner)?;
-            world.get_messages(user, None, &req.id).map(|d| d.to_bytes())
+            world
+                .get_messages(user, None, &req.id)
+                .map(|d| d.to_bytes())
         }
         f::channels::GetMessages::CONSTRUCTOR_ID => {
             let req: f::channels::GetMessages = parse(inner)?;
@@ -201,17 +205,21 @@ fn dispatch(shared: &Shared, user: i64, id: u32, inner: &[u8]) -> Result<Vec<u8>
                 tl::enums::InputChannel::FromMessage(c) => Some(ChatId::Channel(c.channel_id)),
                 tl::enums::InputChannel::Empty => None,
             });
-            Ok(tl::enums::messages::Chats::Chats(tl::types::messages::Chats {
-                chats: world.get_chats(ids),
-            })
-            .to_bytes())
+            Ok(
+                tl::enums::messages::Chats::Chats(tl::types::messages::Chats {
+                    chats: world.get_chats(ids),
+                })
+                .to_bytes(),
+            )
         }
         f::messages::GetChats::CONSTRUCTOR_ID => {
             let req: f::messages::GetChats = parse(inner)?;
-            Ok(tl::enums::messages::Chats::Chats(tl::types::messages::Chats {
-                chats: world.get_chats(req.id.iter().map(|&id| ChatId::Group(id))),
-            })
-            .to_bytes())
+            Ok(
+                tl::enums::messages::Chats::Chats(tl::types::messages::Chats {
+                    chats: world.get_chats(req.id.iter().map(|&id| ChatId::Group(id))),
+                })
+                .to_bytes(),
+            )
         }
         _ => {
             let name = tl::name_for_id(id);

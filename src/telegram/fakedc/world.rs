@@ -305,7 +305,10 @@ fn plain_message(
     .into()
 }
 
-fn reply_header(reply_to: Option<i32>, topic: Option<i32>) -> Option<tl::enums::MessageReplyHeader> {
+fn reply_header(
+    reply_to: Option<i32>,
+    topic: Option<i32>,
+) -> Option<tl::enums::MessageReplyHeader> {
     let topic = topic.filter(|&t| t != 1);
     if reply_to.is_none() && topic.is_none() {
         return None;
@@ -442,13 +445,15 @@ impl World {
 
     /// The current `(pts, qts, date, seq)` of an account, as `updates.getState` reports it.
     pub fn state(&self, account: i64) -> Option<tl::types::updates::State> {
-        self.accounts.get(&account).map(|a| tl::types::updates::State {
-            pts: a.pts,
-            qts: a.qts,
-            date: now(),
-            seq: a.seq,
-            unread_count: 0,
-        })
+        self.accounts
+            .get(&account)
+            .map(|a| tl::types::updates::State {
+                pts: a.pts,
+                qts: a.qts,
+                date: now(),
+                seq: a.seq,
+                unread_count: 0,
+            })
     }
 
     /// The current pts of a channel.
@@ -1215,8 +1220,8 @@ impl World {
             return Ok(tl::types::updates::DifferenceEmpty { date, seq: acc.seq }.into());
         }
         let gap = acc.pts - req.pts;
-        let too_long = gap > self.limits.difference_too_long
-            || req.pts_total_limit.is_some_and(|l| gap > l);
+        let too_long =
+            gap > self.limits.difference_too_long || req.pts_total_limit.is_some_and(|l| gap > l);
         if too_long {
             return Ok(tl::types::updates::DifferenceTooLong { pts: acc.pts }.into());
         }
@@ -1472,7 +1477,8 @@ impl World {
                     channel_id: c.channel_id,
                     access_hash: c.access_hash,
                 });
-                self.member_channel(viewer, &ch).map(|(id, _)| ChatId::Channel(id))
+                self.member_channel(viewer, &ch)
+                    .map(|(id, _)| ChatId::Channel(id))
             }
             tl::enums::InputPeer::ChannelFromMessage(c) => Ok(ChatId::Channel(c.channel_id)),
             tl::enums::InputPeer::Empty => Err(RpcFailure::new(400, "PEER_ID_INVALID")),
@@ -1631,7 +1637,7 @@ impl World {
         }
         let mut list: Vec<(ChatId, i32, i32)> =
             tops.into_iter().map(|(c, (d, id))| (c, d, id)).collect();
-        list.sort_by(|a, b| (b.1, b.2, b.0).cmp(&(a.1, a.2, a.0)));
+        list.sort_by_key(|d| std::cmp::Reverse((d.1, d.2, d.0)));
         let total = list.len();
         let offset_chat = match &req.offset_peer {
             tl::enums::InputPeer::Empty => None,
@@ -1707,7 +1713,9 @@ impl World {
         let (mut users, chats) = self.peers_of(
             viewer,
             &messages,
-            extra.into_iter().filter(|c| !matches!(c, ChatId::Private(..))),
+            extra
+                .into_iter()
+                .filter(|c| !matches!(c, ChatId::Private(..))),
         );
         let known: BTreeSet<i64> = users.iter().map(u_id).collect();
         let missing: BTreeSet<i64> = private_users.difference(&known).copied().collect();
@@ -1754,13 +1762,7 @@ impl World {
                     Some(cid) => self.render_channel_message(cid, id, viewer),
                     None => self.render_common_message(viewer, id),
                 };
-                found.unwrap_or_else(|| {
-                    tl::types::MessageEmpty {
-                        id,
-                        peer_id: None,
-                    }
-                    .into()
-                })
+                found.unwrap_or_else(|| tl::types::MessageEmpty { id, peer_id: None }.into())
             })
             .collect();
         let (users, chats) = self.peers_of(viewer, &messages, chat_id.map(ChatId::Channel));
