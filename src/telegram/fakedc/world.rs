@@ -1518,7 +1518,8 @@ impl World {
     /// `messages.getHistory` with Telegram's offset semantics: the page starts at the first
     /// message older than `offset_id` (or `offset_date`), shifted by `add_offset` (negative
     /// values move towards newer messages), holds up to `limit` messages, and keeps only ids
-    /// strictly between `min_id` and `max_id` (each bound ignored when zero).
+    /// strictly between `min_id` and `max_id` (each bound ignored when zero; the bounds filter
+    /// the page, they do not move it).
     pub fn get_history(
         &self,
         viewer: i64,
@@ -1825,5 +1826,164 @@ fn collect_peers(m: &tl::enums::Message, users: &mut BTreeSet<i64>, chats: &mut 
                 chats.insert(ChatId::Channel(c.channel_id));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(
+        w: &World,
+        viewer: i64,
+        peer: tl::enums::InputPeer,
+        offset_id: i32,
+        add_offset: i32,
+        limit: i32,
+        max_id: i32,
+        min_id: i32,
+    ) -> Vec<i32> {
+        let req = tl::functions::messages::GetHistory {
+            peer,
+            offset_id,
+            offset_date: 0,
+            add_offset,
+            limit,
+            max_id,
+            min_id,
+            hash: 0,
+        };
+        let msgs = match w.get_history(viewer, &req).expect("history") {
+            tl::enums::messages::Messages::Messages(m) => m.messages,
+            tl::enums::messages::Messages::Slice(m) => m.messages,
+            tl::enums::messages::Messages::ChannelMessages(m) => m.messages,
+            tl::enums::messages::Messages::NotModified(_) => Vec::new(),
+        };
+        msgs.iter()
+            .map(|m| match m {
+                tl::enums::Message::Message(m) => m.id,
+                tl::enums::Message::Service(m) => m.id,
+                tl::enums::Message::Empty(m) => m.id,
+            })
+            .collect()
+    }
+
+    fn channel_with_posts(n: i32) -> (World, i64, tl::enums::InputPeer) {
+        let mut w = World::new(WorldLimits::default());
+        let alice = w.add_account("Alice");
+        let ChatId::Channel(cid) = w.create_channel("C", ChannelKind::Broadcast, &[alice]) else {
+            unreachable!()
+        };
+        for i in 0..n {
+            w.send_message(
+                ChatId::Channel(cid),
+                alice,
+                &format!("{i}"),
+                &SendOptions::default(),
+            );
+        }
+        let peer = tl::types::InputPeerChannel {
+            channel_id: cid,
+            access_hash: w.channel_access_hash(cid).expect("hash"),
+        }
+        .into();
+        (w, alice, peer)
+    }
+
+    #[test]
+    fn history_offsets_follow_telegram_semantics() {
+        let (w, a, peer) = channel_with_posts(30);
+        // newest first, limit
+        assert_eq!(
+            history(&w, a, peer.clone(), 0, 0, 3, 0, 0),
+            vec![30, 29, 28]
+        );
+        // offset_id is exclusive: messages older than it
+        assert_eq!(history(&w, a, peer.clone(), 10, 0, 3, 0, 0), vec![9, 8, 7]);
+        // add_offset skips; negative values move to newer messages (offset_id included)
+        assert_eq!(history(&w, a, peer.clone(), 10, 2, 3, 0, 0), vec![7, 6, 5]);
+        assert_eq!(
+            history(&w, a, peer.clone(), 10, -3, 3, 0, 0),
+            vec![12, 11, 10]
+        );
+        // min_id / max_id are exclusive bounds that filter the page; they do not move it
+        // (clients such as Telethon move offset_id to max_id themselves)
+        assert_eq!(history(&w, a, peer.clone(), 10, -3, 3, 0, 10), vec![12, 11]);
+        assert_eq!(history(&w, a, peer.clone(), 0, 0, 5, 28, 0), vec![27, 26]);
+        assert_eq!(history(&w, a, peer.clone(), 0, 0, 100, 6, 2), vec![5, 4, 3]);
+        // past the oldest message
+        assert_eq!(history(&w, a, peer, 1, 0, 10, 0, 0), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn private_ids_are_per_account_and_channel_ids_are_shared() {
+        let mut w = World::new(WorldLimits::default());
+        let a = w.add_account("A");
+        let b = w.add_account("B");
+        let g = w.create_group("G", &[a]);
+        w.send_message(g, a, "only a sees this", &SendOptions::default());
+        let (sent, pushes) = w
+            .send_message(ChatId::Private(a, b), a, "hi", &SendOptions::default())
+            .expect("sent");
+        assert_eq!(sent.id_for(a), Some(2));
+        assert_eq!(sent.id_for(b), Some(1));
+        assert_eq!(pushes.len(), 2);
+        assert_eq!(w.state(a).map(|s| s.pts), Some(3));
+        assert_eq!(w.state(b).map(|s| s.pts), Some(2));
+        let c = w.create_channel("C", ChannelKind::Supergroup, &[a, b]);
+        let (sent, _) = w
+            .send_message(c, b, "x", &SendOptions::default())
+            .expect("sent");
+        assert_eq!(sent.id_for(a), sent.id_for(b));
+    }
+
+    #[test]
+    fn difference_is_empty_full_sliced_or_too_long() {
+        let mut w = World::new(WorldLimits {
+            difference_slice: 2,
+            difference_too_long: 4,
+            channel_difference_too_long: 4,
+        });
+        let a = w.add_account("A");
+        let u = w.add_user("U");
+        let req = |pts| tl::functions::updates::GetDifference {
+            pts,
+            pts_limit: None,
+            pts_total_limit: None,
+            date: 1,
+            qts: 0,
+            qts_limit: None,
+        };
+        assert!(matches!(
+            w.get_difference(a, &req(1)),
+            Ok(tl::enums::updates::Difference::Empty(_))
+        ));
+        for i in 0..4 {
+            w.send_message(
+                ChatId::Private(a, u),
+                u,
+                &format!("{i}"),
+                &SendOptions::default(),
+            );
+        }
+        match w.get_difference(a, &req(1)) {
+            Ok(tl::enums::updates::Difference::Slice(d)) => {
+                assert_eq!(d.new_messages.len(), 2);
+                let tl::enums::updates::State::State(s) = d.intermediate_state;
+                assert_eq!(s.pts, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        match w.get_difference(a, &req(3)) {
+            Ok(tl::enums::updates::Difference::Difference(d)) => {
+                assert_eq!(d.new_messages.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        w.skip_pts(a, 1);
+        assert!(matches!(
+            w.get_difference(a, &req(1)),
+            Ok(tl::enums::updates::Difference::TooLong(d)) if d.pts == 6
+        ));
     }
 }
