@@ -999,3 +999,201 @@ async fn unknown_methods_are_answered_and_counted() {
     tc.quit().await;
     dc.stop().await;
 }
+
+#[tokio::test]
+async fn two_accounts_share_chats_with_their_own_numbering() {
+    let dc = start_dc(FakeDcConfig::default()).await;
+    let (alice, alice_key) = dc.add_account("Alice");
+    let (carol, carol_key) = dc.add_account("Carol");
+    let group = dc.create_group("Both", &[alice, carol]);
+    let channel = dc.create_channel("Shared", ChannelKind::Supergroup, &[alice, carol]);
+    // Alice has an older message of her own, so her account-wide ids run ahead of Carol's.
+    let solo = dc.create_group("Solo", &[alice]);
+    dc.send_message(solo, alice, "note to self", SendOptions::default());
+
+    let mut a = TestClient::start(
+        session_for(&dc, alice, alice_key),
+        Box::new(NoRetries),
+        true,
+    )
+    .await;
+    let mut c = TestClient::start(
+        session_for(&dc, carol, carol_key),
+        Box::new(NoRetries),
+        true,
+    )
+    .await;
+    within("alice get_me", a.client.get_me()).await.expect("me");
+    within("carol get_me", c.client.get_me()).await.expect("me");
+    until("both subscribed", || {
+        dc.subscribed_connections(alice) == 1 && dc.subscribed_connections(carol) == 1
+    })
+    .await;
+
+    let dm = dc
+        .send_message(
+            ChatId::Private(alice, carol),
+            carol,
+            "dm",
+            SendOptions::default(),
+        )
+        .expect("sent");
+    let g = dc
+        .send_message(group, alice, "group", SendOptions::default())
+        .expect("sent");
+    let ch = dc
+        .send_message(channel, carol, "channel", SendOptions::default())
+        .expect("sent");
+    let seen_a = a.collect_texts(&["dm", "group", "channel"]).await;
+    let seen_c = c.collect_texts(&["dm", "group", "channel"]).await;
+
+    let id = |seen: &[Seen], text: &str| match find(seen, text) {
+        Seen::New { id, .. } => *id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(Some(id(&seen_a, "dm")), dm.id_for(alice));
+    assert_eq!(Some(id(&seen_c, "dm")), dm.id_for(carol));
+    assert_ne!(
+        id(&seen_a, "dm"),
+        id(&seen_c, "dm"),
+        "per-account message ids"
+    );
+    assert_eq!(Some(id(&seen_a, "group")), g.id_for(alice));
+    assert_eq!(Some(id(&seen_c, "group")), g.id_for(carol));
+    assert_eq!(
+        id(&seen_a, "channel"),
+        id(&seen_c, "channel"),
+        "per-channel ids"
+    );
+    assert_eq!(Some(id(&seen_a, "channel")), ch.id_for(alice));
+    // The dm is incoming for Alice and outgoing for Carol.
+    assert!(
+        matches!(find(&seen_a, "dm"), Seen::New { outgoing: false, chat, .. } if chat.bare_id() == Some(carol))
+    );
+    assert!(
+        matches!(find(&seen_c, "dm"), Seen::New { outgoing: true, chat, .. } if chat.bare_id() == Some(alice))
+    );
+
+    a.quit().await;
+    c.quit().await;
+    dc.stop().await;
+}
+
+#[tokio::test]
+async fn the_raw_difference_answers_are_visible_to_a_direct_caller() {
+    let dc = start_dc(FakeDcConfig {
+        limits: WorldLimits {
+            difference_slice: 100,
+            difference_too_long: 3,
+            channel_difference_too_long: 3,
+        },
+        ..FakeDcConfig::default()
+    })
+    .await;
+    let (alice, key) = dc.add_account("Alice");
+    let bob = dc.add_user("Bob");
+    let channel = dc.create_channel("C", ChannelKind::Supergroup, &[alice, bob]);
+    let start = dc.state(alice).expect("state");
+    let channel_start = dc.channel_pts(channel).expect("pts");
+    for i in 0..5 {
+        dc.send_message(
+            ChatId::Private(alice, bob),
+            bob,
+            &format!("{i}"),
+            SendOptions::default(),
+        );
+        dc.send_message(channel, bob, &format!("c{i}"), SendOptions::default());
+    }
+    let tc = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), false).await;
+    let diff = within(
+        "getDifference",
+        tc.client.invoke(&tl::functions::updates::GetDifference {
+            pts: start.pts,
+            pts_limit: None,
+            pts_total_limit: None,
+            date: start.date,
+            qts: 0,
+            qts_limit: None,
+        }),
+    )
+    .await
+    .expect("difference");
+    assert!(
+        matches!(diff, tl::enums::updates::Difference::TooLong(ref d) if d.pts == start.pts + 5),
+        "{diff:?}"
+    );
+    let ChatId::Channel(cid) = channel else {
+        panic!("channel")
+    };
+    let diff = within(
+        "getChannelDifference",
+        tc.client
+            .invoke(&tl::functions::updates::GetChannelDifference {
+                force: false,
+                channel: tl::types::InputChannel {
+                    channel_id: cid,
+                    access_hash: dc.channel_access_hash(channel).expect("hash"),
+                }
+                .into(),
+                filter: tl::enums::ChannelMessagesFilter::Empty,
+                pts: channel_start,
+                limit: 100,
+            }),
+    )
+    .await
+    .expect("channel difference");
+    match diff {
+        tl::enums::updates::ChannelDifference::TooLong(d) => {
+            // Telegram sends the latest messages and the dialog (with the new pts) here, but
+            // grammers' message box drops these messages.
+            assert_eq!(d.messages.len(), 5);
+            let tl::enums::Dialog::Dialog(dialog) = d.dialog else {
+                panic!("dialog")
+            };
+            assert_eq!(dialog.pts, dc.channel_pts(channel));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    tc.quit().await;
+    dc.stop().await;
+}
+
+#[tokio::test]
+async fn without_catch_up_the_stream_starts_from_get_state_and_skips_the_past() {
+    let dc = start_dc(FakeDcConfig::default()).await;
+    let (alice, key) = dc.add_account("Alice");
+    let bob = dc.add_user("Bob");
+    let private = ChatId::Private(alice, bob);
+    let session = session_for(&dc, alice, key);
+    dc.send_message(private, bob, "before start", SendOptions::default());
+
+    let SenderPool {
+        runner,
+        handle,
+        updates,
+    } = SenderPool::with_configuration(Arc::clone(&session), 1, params(Box::new(NoRetries)));
+    let client = Client::new(handle.clone());
+    let runner = tokio::spawn(runner.run());
+    let mut stream = client
+        .stream_updates(updates, UpdatesConfiguration { catch_up: false })
+        .await
+        .expect("stream");
+    let next = tokio::spawn(async move { stream.next().await.map(|u| summarize(&u)) });
+    until("getState from the stream", || {
+        dc.request_count("updates.getState") == 1
+    })
+    .await;
+    until("subscription", || dc.subscribed_connections(alice) == 1).await;
+    dc.send_message(private, bob, "after start", SendOptions::default());
+    let first = within("first update", next)
+        .await
+        .expect("task")
+        .expect("update");
+    assert_eq!(first.text(), Some("after start"));
+    assert_eq!(dc.request_count("updates.getDifference"), 0);
+
+    handle.quit();
+    let _ = within("runner", runner).await;
+    dc.stop().await;
+}
