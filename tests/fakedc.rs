@@ -1197,3 +1197,87 @@ async fn without_catch_up_the_stream_starts_from_get_state_and_skips_the_past() 
     let _ = within("runner", runner).await;
     dc.stop().await;
 }
+
+/// Frames `payload` in the "full" transport as the `seq`-th packet of a connection.
+fn full_frame(seq: i32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() + 12) as i32;
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(payload);
+    let crc = crc32(&buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    buf
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// Sends `bytes` on a fresh connection and returns what the server answers before closing.
+async fn raw_exchange(dc: &FakeDc, bytes: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(dc.addr())
+        .await
+        .expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut answer = Vec::new();
+    // The server must close the connection; reading to EOF proves it.
+    within("server to close", s.read_to_end(&mut answer))
+        .await
+        .expect("read");
+    answer
+}
+
+#[tokio::test]
+async fn malformed_input_closes_only_that_connection() {
+    let dc = start_dc(FakeDcConfig::default()).await;
+    let (alice, key) = dc.add_account("Alice");
+
+    // Not a transport frame at all.
+    assert!(raw_exchange(&dc, &[0xff; 64]).await.is_empty());
+    // A frame with a bad checksum.
+    let mut bad_crc = full_frame(0, &[1u8; 40]);
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 0xff;
+    assert!(raw_exchange(&dc, &bad_crc).await.is_empty());
+    // An unknown auth key: the transport error -404, as Telegram sends it.
+    let mut unknown = vec![9u8; 8];
+    unknown.extend_from_slice(&[0u8; 16 + 32]);
+    assert_eq!(
+        raw_exchange(&dc, &full_frame(0, &unknown)).await,
+        (-404i32).to_le_bytes()
+    );
+    // A plain (DH) message: no handshake here.
+    assert!(
+        raw_exchange(&dc, &full_frame(0, &[0u8; 40]))
+            .await
+            .is_empty()
+    );
+    // Correctly encrypted with Alice's key, but the decrypted message is garbage.
+    let mut garbage = grammers_crypto::DequeBuffer::with_capacity(256, 64);
+    garbage.extend([0x5au8; 48]);
+    grammers_crypto::encrypt_data_v2(&mut garbage, &grammers_crypto::AuthKey::from_bytes(key));
+    assert!(
+        raw_exchange(&dc, &full_frame(0, &garbage[..]))
+            .await
+            .is_empty()
+    );
+
+    // The server is still fine.
+    let tc = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), false).await;
+    within("get_me", tc.client.get_me()).await.expect("get_me");
+    tc.quit().await;
+    dc.stop().await;
+}

@@ -499,9 +499,12 @@ fn process_message(
         }
         _ => {
             let handled = rpc::handle(shared, s.user, body);
-            if handled.init_connection && !s.subscribed {
+            let setup_only = handled.init_connection && handled.method == "help.getConfig";
+            if !setup_only && !s.subscribed {
                 // From now on this connection receives the account's live updates, like a
-                // Telegram session that has made its first API call.
+                // Telegram session that has made its first API call. Not at the set-up
+                // `initConnection(help.getConfig)`: grammers ignores updates that arrive while
+                // it waits for that answer, so a push racing it would be lost.
                 s.subscribed = true;
                 lock(&shared.pushers)
                     .entry(s.user)
