@@ -962,6 +962,17 @@ async fn dialogs_history_and_gzip_both_ways() {
     }
     assert_eq!(ids, (201..=250).collect::<Vec<_>>());
 
+    // Oldest first from the very beginning, across several pages.
+    let mut everything = tc.client.iter_messages(channel_ref).reverse(true);
+    let mut ids = Vec::new();
+    while let Some(m) = within("reverse history from the start", everything.next())
+        .await
+        .expect("history")
+    {
+        ids.push(m.id());
+    }
+    assert_eq!(ids, (1..=250).collect::<Vec<_>>());
+
     // 100 ids make a request over grammers' 512-byte compression threshold.
     let wanted: Vec<i32> = (1..=100).collect();
     let got = within(
@@ -1279,5 +1290,49 @@ async fn malformed_input_closes_only_that_connection() {
     let tc = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), false).await;
     within("get_me", tc.client.get_me()).await.expect("get_me");
     tc.quit().await;
+    dc.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_wait_during_catch_up_surfaces_from_the_stream_and_it_recovers() {
+    let dc = start_dc(FakeDcConfig::default()).await;
+    let (alice, key) = dc.add_account("Alice");
+    let bob = dc.add_user("Bob");
+    let session = session_for(&dc, alice, key);
+    dc.send_message(
+        ChatId::Private(alice, bob),
+        bob,
+        "missed",
+        SendOptions::default(),
+    );
+    dc.flood_wait("updates.getDifference", 3, 1);
+
+    let SenderPool {
+        runner,
+        handle,
+        updates,
+    } = SenderPool::with_configuration(Arc::clone(&session), 1, params(Box::new(NoRetries)));
+    let client = Client::new(handle.clone());
+    let runner = tokio::spawn(runner.run());
+    let mut stream = client
+        .stream_updates(updates, UpdatesConfiguration { catch_up: true })
+        .await
+        .expect("stream");
+    match within("first next()", stream.next()).await {
+        Err(InvocationError::Rpc(e)) => {
+            assert_eq!((e.name.as_str(), e.value), ("FLOOD_WAIT", Some(3)));
+        }
+        Err(e) => panic!("expected FLOOD_WAIT, got {e:?}"),
+        Ok(u) => panic!("expected FLOOD_WAIT, got {:?}", summarize(&u)),
+    }
+    // The message box still wants the difference: the next call asks again and delivers.
+    let u = within("second next()", stream.next())
+        .await
+        .expect("update");
+    assert_eq!(summarize(&u).text(), Some("missed"));
+    assert_eq!(dc.request_count("updates.getDifference"), 2);
+
+    handle.quit();
+    let _ = within("runner", runner).await;
     dc.stop().await;
 }
