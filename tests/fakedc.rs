@@ -962,6 +962,55 @@ async fn dialogs_history_and_gzip_both_ways() {
     }
     assert_eq!(ids, (201..=250).collect::<Vec<_>>());
 
+    // Peers by id, as the adapter may need them.
+    let ChatId::Group(gid) = group else {
+        panic!("group")
+    };
+    let tl::enums::messages::Chats::Chats(chats) = within(
+        "channels.getChannels",
+        tc.client.invoke(&tl::functions::channels::GetChannels {
+            id: vec![
+                tl::types::InputChannel {
+                    channel_id: cid,
+                    access_hash: dc.channel_access_hash(channel).expect("hash"),
+                }
+                .into(),
+            ],
+        }),
+    )
+    .await
+    .expect("getChannels") else {
+        panic!("sliced chats")
+    };
+    assert!(
+        matches!(&chats.chats[..], [tl::enums::Chat::Channel(c)] if c.id == cid && c.broadcast)
+    );
+    let tl::enums::messages::Chats::Chats(chats) = within(
+        "messages.getChats",
+        tc.client
+            .invoke(&tl::functions::messages::GetChats { id: vec![gid] }),
+    )
+    .await
+    .expect("getChats") else {
+        panic!("sliced chats")
+    };
+    assert!(matches!(&chats.chats[..], [tl::enums::Chat::Chat(c)] if c.id == gid));
+    let users = within(
+        "users.getUsers",
+        tc.client.invoke(&tl::functions::users::GetUsers {
+            id: vec![
+                tl::types::InputUser {
+                    user_id: bob,
+                    access_hash: 0,
+                }
+                .into(),
+            ],
+        }),
+    )
+    .await
+    .expect("getUsers");
+    assert!(matches!(&users[..], [tl::enums::User::User(u)] if u.id == bob && !u.is_self));
+
     // Oldest first from the very beginning, across several pages.
     let mut everything = tc.client.iter_messages(channel_ref).reverse(true);
     let mut ids = Vec::new();
@@ -1335,4 +1384,24 @@ async fn a_flood_wait_during_catch_up_surfaces_from_the_stream_and_it_recovers()
     handle.quit();
     let _ = within("runner", runner).await;
     dc.stop().await;
+}
+
+#[tokio::test]
+async fn stop_closes_connections_and_the_listener() {
+    let dc = start_dc(FakeDcConfig::default()).await;
+    let (alice, key) = dc.add_account("Alice");
+    let addr = dc.addr();
+    let tc = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), false).await;
+    within("get_me", tc.client.get_me()).await.expect("get_me");
+    dc.stop().await;
+
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let err = within("get_me after stop", tc.client.get_me())
+        .await
+        .expect_err("server is gone");
+    assert!(
+        matches!(err, InvocationError::Io(_) | InvocationError::Dropped(_)),
+        "{err:?}"
+    );
+    tc.quit().await;
 }
