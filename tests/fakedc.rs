@@ -844,22 +844,30 @@ async fn a_dropped_connection_is_reopened_and_updates_resume() {
     let (alice, key) = dc.add_account("Alice");
     let bob = dc.add_user("Bob");
     let private = ChatId::Private(alice, bob);
+    let channel = dc.create_channel("Super", ChannelKind::Supergroup, &[alice, bob]);
     let mut tc = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), true).await;
     within("get_me", tc.client.get_me()).await.expect("get_me");
     until("subscription", || dc.subscribed_connections(alice) == 1).await;
     assert_eq!(dc.protocol_stats().connections, 1);
+    dc.send_message(channel, bob, "channel before", SendOptions::default());
+    tc.collect_texts(&["channel before"]).await;
 
     dc.drop_connections();
-    // While the connection is down, a message is missed ...
+    // While the connection is down, messages are missed ...
     dc.send_message(private, bob, "while down", SendOptions::default());
+    dc.send_message(channel, bob, "channel while down", SendOptions::default());
     // ... the client notices the closed connection, reconnects and asks for the difference.
     until("reconnect", || {
         dc.protocol_stats().connections >= 2 && dc.subscribed_connections(alice) == 1
     })
     .await;
     dc.send_message(private, bob, "after reconnect", SendOptions::default());
-    tc.collect_texts(&["while down", "after reconnect"]).await;
+    // The channel message comes back because getDifference hints at the channel
+    // (updateChannelTooLong) and grammers then asks for the channel's difference.
+    tc.collect_texts(&["while down", "channel while down", "after reconnect"])
+        .await;
     assert!(dc.request_count("updates.getDifference") >= 1);
+    assert!(dc.request_count("updates.getChannelDifference") >= 1);
     within("get_me", tc.client.get_me())
         .await
         .expect("works again");

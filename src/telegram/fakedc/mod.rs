@@ -35,11 +35,14 @@
 //! sending from the client (`messages.sendMessage` is unimplemented), no media, file parts,
 //! media DCs, CDN or DC migration (one DC, id 2 by default), no secret chats (qts never moves),
 //! no real flood-wait accounting, no per-viewer access hashes (one hash per peer), no
-//! `updateChannelTooLong` hints inside `getDifference` (channel catch-up relies on the channel
-//! pts the client stored), no read/unread state, no message containers acknowledgement
-//! tracking (`msgs_ack` is counted, never required), no `msg_resend_req` / `msgs_state_req`,
-//! no HTTP / obfuscated / abridged transports, and no time-offset (`msg_id` too low/high)
-//! checks.
+//! read/unread state, no acknowledgement tracking (`msgs_ack` is counted, never required, and
+//! unacknowledged answers are not re-sent), no `msg_resend_req` / `msgs_state_req`, no HTTP /
+//! obfuscated / abridged transports, and no time-offset (`msg_id` too low/high) or `seq_no`
+//! checks. `updateChannelTooLong` hints are added to a non-empty, non-sliced `getDifference`
+//! for every member channel with activity since the request's `date`; an empty difference
+//! carries none, so channel messages missed during a disconnection with no common-box activity
+//! are only fetched once the channel's next update reveals the gap (or when the client's stored
+//! channel pts is loaded with `catch_up`).
 
 mod conn;
 mod crypto;

@@ -147,6 +147,7 @@ enum EventKind {
 
 #[derive(Clone, Debug)]
 struct Event {
+    date: i32,
     pts: i32,
     pts_count: i32,
     kind: EventKind,
@@ -570,6 +571,7 @@ impl World {
                     },
                 );
                 ch.log.push(Event {
+                    date,
                     pts,
                     pts_count: 1,
                     kind: EventKind::New(id),
@@ -628,6 +630,7 @@ impl World {
                         },
                     );
                     acc.log.push(Event {
+                        date,
                         pts,
                         pts_count: 1,
                         kind: EventKind::New(id),
@@ -727,6 +730,7 @@ impl World {
                 ch.pts += 1;
                 let pts = ch.pts;
                 ch.log.push(Event {
+                    date,
                     pts,
                     pts_count: 1,
                     kind: EventKind::Edit(id),
@@ -767,6 +771,7 @@ impl World {
                     acc.pts += 1;
                     let pts = acc.pts;
                     acc.log.push(Event {
+                        date,
                         pts,
                         pts_count: 1,
                         kind: EventKind::Edit(id),
@@ -819,6 +824,7 @@ impl World {
                 ch.pts += ids.len() as i32;
                 let pts = ch.pts;
                 ch.log.push(Event {
+                    date,
                     pts,
                     pts_count: ids.len() as i32,
                     kind: EventKind::Delete(ids.clone()),
@@ -867,6 +873,7 @@ impl World {
                     acc.pts += ids.len() as i32;
                     let pts = acc.pts;
                     acc.log.push(Event {
+                        date,
                         pts,
                         pts_count: ids.len() as i32,
                         kind: EventKind::Delete(ids.clone()),
@@ -1269,7 +1276,33 @@ impl World {
                 referenced.push(u.message.clone());
             }
         }
-        let (users, chats) = self.peers_of(viewer, &referenced, []);
+        // Like Telegram, hint at channels with activity since the client's last known date:
+        // grammers then fetches their difference if it tracks them (it ignores the hint for
+        // channels without a stored pts).
+        let hinted: Vec<i64> = if slice {
+            Vec::new()
+        } else {
+            self.channels
+                .iter()
+                .filter(|(_, c)| c.members.contains(&viewer))
+                .filter(|(_, c)| c.log.last().is_some_and(|e| e.date >= req.date))
+                .map(|(&id, _)| id)
+                .collect()
+        };
+        for &channel_id in &hinted {
+            other_updates.push(
+                tl::types::UpdateChannelTooLong {
+                    channel_id,
+                    pts: None,
+                }
+                .into(),
+            );
+        }
+        let (users, chats) = self.peers_of(
+            viewer,
+            &referenced,
+            hinted.iter().map(|&id| ChatId::Channel(id)),
+        );
         let state_pts = if slice {
             taken.last().map(|e| e.pts).unwrap_or(acc.pts)
         } else {
