@@ -1866,6 +1866,7 @@ fn collect_peers(m: &tl::enums::Message, users: &mut BTreeSet<i64>, chats: &mut 
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
     fn history(
         w: &World,
         viewer: i64,
