@@ -1413,3 +1413,71 @@ async fn stop_closes_connections_and_the_listener() {
     );
     tc.quit().await;
 }
+
+#[tokio::test]
+async fn forum_topics_are_listed_with_their_top_messages() {
+    let dc = start_dc(FakeDcConfig::default()).await;
+    let (alice, key) = dc.add_account("Alice");
+    let bob = dc.add_user("Bob");
+    let forum = dc.create_channel("Forum", ChannelKind::Forum, &[alice, bob]);
+    let a = dc.create_topic(forum, bob, "Alpha").expect("topic");
+    let b = dc.create_topic(forum, alice, "Beta").expect("topic");
+    let in_a = dc
+        .send_message(
+            forum,
+            bob,
+            "in alpha",
+            SendOptions {
+                topic: Some(a),
+                ..SendOptions::default()
+            },
+        )
+        .expect("sent");
+    let general = dc
+        .send_message(forum, bob, "in general", SendOptions::default())
+        .expect("sent");
+    let tc = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), false).await;
+    let ChatId::Channel(cid) = forum else {
+        panic!("forum")
+    };
+    let tl::enums::messages::ForumTopics::Topics(t) = within(
+        "messages.getForumTopics",
+        tc.client.invoke(&tl::functions::messages::GetForumTopics {
+            peer: tl::types::InputPeerChannel {
+                channel_id: cid,
+                access_hash: dc.channel_access_hash(forum).expect("hash"),
+            }
+            .into(),
+            q: None,
+            offset_date: 0,
+            offset_id: 0,
+            offset_topic: 0,
+            limit: 10,
+        }),
+    )
+    .await
+    .expect("topics");
+    let listed: Vec<(i32, String, i32)> = t
+        .topics
+        .iter()
+        .map(|t| match t {
+            tl::enums::ForumTopic::Topic(t) => (t.id, t.title.clone(), t.top_message),
+            tl::enums::ForumTopic::Deleted(t) => (t.id, String::new(), 0),
+        })
+        .collect();
+    let g = general.id_for(alice).expect("id");
+    let ia = in_a.id_for(alice).expect("id");
+    assert_eq!(
+        listed,
+        vec![
+            (1, "General".to_owned(), g),
+            (a, "Alpha".to_owned(), ia),
+            (b, "Beta".to_owned(), b),
+        ]
+    );
+    assert_eq!(t.count, 3);
+    assert_eq!(dc.unimplemented_calls(), Vec::<String>::new());
+
+    tc.quit().await;
+    dc.stop().await;
+}

@@ -17,6 +17,7 @@
 //!   `updates.getState`, `updates.getDifference` (empty / full / slice / too long),
 //!   `updates.getChannelDifference` (empty / full / partial / too long), `messages.getDialogs`,
 //!   `messages.getHistory`, `messages.getMessages`, `channels.getMessages`,
+//!   `messages.getForumTopics`,
 //!   `channels.getChannels`, `messages.getChats`. Anything else answers
 //!   `400 METHOD_NOT_IMPLEMENTED_FAKE_DC` and is recorded in [`FakeDc::unimplemented_calls`].
 //! * **Live updates**: [`FakeDc::send_message`] pushes what Telegram pushes:

@@ -186,6 +186,10 @@ fn dispatch(shared: &Shared, user: i64, id: u32, inner: &[u8]) -> Result<Vec<u8>
             let req: f::messages::GetHistory = parse(inner)?;
             world.get_history(user, &req).map(|d| d.to_bytes())
         }
+        f::messages::GetForumTopics::CONSTRUCTOR_ID => {
+            let req: f::messages::GetForumTopics = parse(inner)?;
+            world.get_forum_topics(user, &req).map(|d| d.to_bytes())
+        }
         f::messages::GetMessages::CONSTRUCTOR_ID => {
             let req: f::messages::GetMessages = parse(inner)?;
             world

@@ -1774,6 +1774,115 @@ impl World {
         })
     }
 
+    /// `messages.getForumTopics`: General (id 1) plus every created topic, most recently
+    /// active first; `offset_topic` continues after that topic; `q` filters titles.
+    pub fn get_forum_topics(
+        &self,
+        viewer: i64,
+        req: &tl::functions::messages::GetForumTopics,
+    ) -> Result<tl::enums::messages::ForumTopics, RpcFailure> {
+        let ChatId::Channel(cid) = self.resolve_peer(viewer, &req.peer)? else {
+            return Err(RpcFailure::new(400, "CHANNEL_INVALID"));
+        };
+        let ch = self
+            .channels
+            .get(&cid)
+            .ok_or_else(|| RpcFailure::new(400, "CHANNEL_INVALID"))?;
+        if ch.kind != ChannelKind::Forum {
+            return Err(RpcFailure::new(400, "CHANNEL_FORUM_MISSING"));
+        }
+        // (id, title, date, creator)
+        let mut topics: Vec<(i32, String, i32, Option<i64>)> =
+            vec![(1, "General".to_owned(), ch.date, None)];
+        topics.extend(ch.messages.values().filter_map(|m| {
+            m.topic_created
+                .as_ref()
+                .map(|t| (m.id, t.clone(), m.date, m.sender))
+        }));
+        if let Some(q) = req.q.as_deref().filter(|q| !q.is_empty()) {
+            let q = q.to_lowercase();
+            topics.retain(|t| t.1.to_lowercase().contains(&q));
+        }
+        let top_of = |topic: i32| {
+            ch.messages
+                .values()
+                .filter(|m| {
+                    let t = if m.topic_created.is_some() {
+                        m.id
+                    } else {
+                        m.topic.unwrap_or(1)
+                    };
+                    t == topic
+                })
+                .map(|m| m.id)
+                .max()
+                .unwrap_or(0)
+        };
+        let mut listed: Vec<(i32, String, i32, Option<i64>, i32)> = topics
+            .into_iter()
+            .map(|(id, title, date, from)| (id, title, date, from, top_of(id)))
+            .collect();
+        listed.sort_by_key(|t| std::cmp::Reverse((t.4, t.0)));
+        let count = listed.len() as i32;
+        let start = if req.offset_topic > 0 {
+            listed
+                .iter()
+                .position(|t| t.0 == req.offset_topic)
+                .map(|p| p + 1)
+                .unwrap_or(listed.len())
+        } else {
+            0
+        };
+        let limit = req.limit.clamp(1, 100) as usize;
+        let page: Vec<_> = listed.into_iter().skip(start).take(limit).collect();
+        let messages: Vec<tl::enums::Message> = page
+            .iter()
+            .filter(|t| t.4 > 0)
+            .filter_map(|t| self.render_channel_message(cid, t.4, viewer))
+            .collect();
+        let topics = page
+            .into_iter()
+            .map(|(id, title, date, from, top)| {
+                tl::types::ForumTopic {
+                    my: from == Some(viewer),
+                    closed: false,
+                    pinned: false,
+                    short: false,
+                    hidden: false,
+                    title_missing: false,
+                    id,
+                    date,
+                    peer: channel_peer(cid),
+                    title,
+                    icon_color: 0x6FB9F0,
+                    icon_emoji_id: None,
+                    top_message: top,
+                    read_inbox_max_id: 0,
+                    read_outbox_max_id: 0,
+                    unread_count: 0,
+                    unread_mentions_count: 0,
+                    unread_reactions_count: 0,
+                    unread_poll_votes_count: 0,
+                    from_id: from.map(user_peer).unwrap_or_else(|| channel_peer(cid)),
+                    notify_settings: notify_settings(),
+                    draft: None,
+                }
+                .into()
+            })
+            .collect();
+        let (users, chats) = self.peers_of(viewer, &messages, [ChatId::Channel(cid)]);
+        Ok(tl::types::messages::ForumTopics {
+            order_by_create_date: false,
+            count,
+            topics,
+            messages,
+            chats,
+            users,
+            pts: ch.pts,
+        }
+        .into())
+    }
+
     /// `messages.getMessages` / `channels.getMessages` by id (missing ids give `messageEmpty`).
     pub fn get_messages(
         &self,
