@@ -809,6 +809,27 @@ async fn revoked_keys_give_the_telegram_errors() {
         .await
         .expect("restored");
 
+    // A key the server no longer knows at all: -404 on the next connection.
+    dc.forget_key(alice);
+    until("connection closed", || {
+        dc.subscribed_connections(alice) == 0
+    })
+    .await;
+    let err = within("get_me with a forgotten key", async {
+        loop {
+            // The first call may still race the closing connection.
+            match tc.client.get_me().await {
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => break e,
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(err, InvocationError::Io(_) | InvocationError::Transport(_)),
+        "{err:?}"
+    );
+
     tc.quit().await;
     dc.stop().await;
 }

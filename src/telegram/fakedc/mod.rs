@@ -539,6 +539,17 @@ impl FakeDc {
         self.set_auth_error(account, RpcFailure::new(406, "AUTH_KEY_DUPLICATED"));
     }
 
+    /// Forgets the account's auth key entirely (as after a server-side key loss) and closes
+    /// its connections: the next connection gets the transport error `-404`, after which
+    /// grammers starts a DH handshake the fake does not implement.
+    pub fn forget_key(&self, account: i64) {
+        lock(&self.shared.keys).retain(|_, e| e.user != account);
+        let subscribers = lock(&self.shared.pushers).remove(&account);
+        for (_, tx) in subscribers.into_iter().flatten() {
+            let _ = tx.send(Outgoing::Close);
+        }
+    }
+
     /// Undoes [`revoke_key`](Self::revoke_key) and friends.
     pub fn restore_key(&self, account: i64) {
         lock(&self.shared.auth_errors).remove(&account);
