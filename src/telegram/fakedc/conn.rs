@@ -263,7 +263,7 @@ async fn send_batch(
     }
     let mut inner = Vec::new();
     for (body, content_related) in &batch {
-        let id = s.next_msg_id(true);
+        let id = s.next_msg_id(is_response(body));
         let seq = s.next_seq(*content_related);
         inner.push((id, seq, body));
     }
@@ -548,6 +548,17 @@ fn process_message(
         }
     }
     Ok(())
+}
+
+/// Whether a server message answers a client message (its `msg_id` is then ≡ 1 mod 4, else 3).
+fn is_response(body: &[u8]) -> bool {
+    matches!(
+        u32::from_bytes(body),
+        Ok(RPC_RESULT
+            | tl::types::Pong::CONSTRUCTOR_ID
+            | tl::types::FutureSalts::CONSTRUCTOR_ID
+            | tl::types::BadServerSalt::CONSTRUCTOR_ID)
+    )
 }
 
 fn pong(msg_id: i64, ping_id: i64) -> Vec<u8> {
