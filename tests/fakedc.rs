@@ -1502,3 +1502,50 @@ async fn forum_topics_are_listed_with_their_top_messages() {
     tc.quit().await;
     dc.stop().await;
 }
+
+#[tokio::test]
+async fn syncing_after_the_first_update_of_a_difference_already_saves_its_end() {
+    let dc = start_dc(FakeDcConfig::default()).await;
+    let (alice, key) = dc.add_account("Alice");
+    let bob = dc.add_user("Bob");
+    let session = session_for(&dc, alice, key);
+    let start_pts = dc.state(alice).expect("state").pts;
+    for i in 0..5 {
+        dc.send_message(
+            ChatId::Private(alice, bob),
+            bob,
+            &format!("m{i}"),
+            SendOptions::default(),
+        );
+    }
+    let SenderPool {
+        runner,
+        handle,
+        updates,
+    } = SenderPool::with_configuration(Arc::clone(&session), 1, params(Box::new(NoRetries)));
+    let client = Client::new(handle.clone());
+    let runner = tokio::spawn(runner.run());
+    let mut stream = client
+        .stream_updates(updates, UpdatesConfiguration { catch_up: true })
+        .await
+        .expect("stream");
+    let first = within("first update", stream.next()).await.expect("update");
+    assert_eq!(summarize(&first).text(), Some("m0"));
+    if let Update::NewMessage(m) = &first {
+        // Every message of a difference carries the state at the *end* of the difference.
+        assert_eq!(
+            m.state.message_box.as_ref().map(|b| b.pts()),
+            Some(start_pts + 5)
+        );
+    }
+    stream.sync_update_state().await.expect("sync");
+    let saved = session.updates_state().await.expect("state");
+    // Four messages are still buffered in the stream, but the session already says they were
+    // handled: commit only after the buffered rest of a difference is durable, or a crash here
+    // loses m1..m4.
+    assert_eq!(saved.pts, start_pts + 5);
+
+    handle.quit();
+    let _ = within("runner", runner).await;
+    dc.stop().await;
+}
