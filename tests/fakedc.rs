@@ -612,6 +612,27 @@ async fn a_lost_update_is_a_pts_gap_filled_by_get_difference() {
     assert!(dc.request_count("updates.getDifference") >= 1);
     assert!(dc.request_count("updates.getChannelDifference") >= 1);
 
+    // A bare pts jump (events the account cannot see, as after `skip_pts`) is a gap too: the
+    // client fetches a difference, finds only the new message, and moves on.
+    let (diffs, channel_diffs) = (
+        dc.request_count("updates.getDifference"),
+        dc.request_count("updates.getChannelDifference"),
+    );
+    dc.skip_pts(alice, 3);
+    dc.skip_channel_pts(channel, 3);
+    dc.send_message(private, bob, "after a jump", SendOptions::default());
+    dc.send_message(channel, bob, "channel after a jump", SendOptions::default());
+    let seen = tc
+        .collect_texts(&["after a jump", "channel after a jump"])
+        .await;
+    assert_eq!(
+        seen.iter().filter(|s| s.text().is_some()).count(),
+        2,
+        "{seen:?}"
+    );
+    assert!(dc.request_count("updates.getDifference") > diffs);
+    assert!(dc.request_count("updates.getChannelDifference") > channel_diffs);
+
     tc.quit().await;
     dc.stop().await;
 }
