@@ -1617,3 +1617,75 @@ async fn without_state_or_self_sentinel_full_updates_are_dropped() {
     let _ = within("runner", runner).await;
     dc.stop().await;
 }
+
+#[tokio::test]
+async fn channel_pts_stored_by_iter_dialogs_survive_a_sync_only_if_loaded_first() {
+    let dc = start_dc(FakeDcConfig::default()).await;
+    let (alice, key) = dc.add_account("Alice");
+    let bob = dc.add_user("Bob");
+    let channel = dc.create_channel("C", ChannelKind::Supergroup, &[alice, bob]);
+    dc.send_message(channel, bob, "old post", SendOptions::default());
+    let ChatId::Channel(cid) = channel else {
+        panic!("channel")
+    };
+    let has_channel = |session: &MemorySession| {
+        futures::executor::block_on(session.updates_state())
+            .map(|s| s.channels.iter().any(|c| c.id == cid))
+            .unwrap_or(false)
+    };
+
+    // Stream first, dialogs second: iter_dialogs writes the channel pts straight into the
+    // session, but the message box (loaded when the stream was created) does not know it, and
+    // the next sync_update_state replaces the session's state with the box's.
+    let mut tc = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), true).await;
+    let mut dialogs = tc.client.iter_dialogs();
+    while within("dialogs", dialogs.next())
+        .await
+        .expect("dialogs")
+        .is_some()
+    {}
+    assert!(has_channel(&tc.session));
+    dc.send_message(
+        ChatId::Private(alice, bob),
+        bob,
+        "triggers a sync",
+        SendOptions::default(),
+    );
+    tc.collect_texts(&["triggers a sync"]).await;
+    let session = Arc::clone(&tc.session);
+    until("sync dropped the channel", || !has_channel(&session)).await;
+    let session = tc.quit().await;
+
+    // Dialogs first, stream second: the box loads the channel and keeps it.
+    let SenderPool {
+        runner,
+        handle,
+        updates,
+    } = SenderPool::with_configuration(Arc::clone(&session), 1, params(Box::new(NoRetries)));
+    let client = Client::new(handle.clone());
+    let runner = tokio::spawn(runner.run());
+    let mut dialogs = client.iter_dialogs();
+    while within("dialogs", dialogs.next())
+        .await
+        .expect("dialogs")
+        .is_some()
+    {}
+    let mut stream = client
+        .stream_updates(updates, UpdatesConfiguration { catch_up: true })
+        .await
+        .expect("stream");
+    dc.send_message(
+        ChatId::Private(alice, bob),
+        bob,
+        "second sync",
+        SendOptions::default(),
+    );
+    let u = within("update", stream.next()).await.expect("update");
+    assert_eq!(summarize(&u).text(), Some("second sync"));
+    stream.sync_update_state().await.expect("sync");
+    assert!(has_channel(&session));
+
+    handle.quit();
+    let _ = within("runner", runner).await;
+    dc.stop().await;
+}
