@@ -17,8 +17,7 @@
 //!   `updates.getState`, `updates.getDifference` (empty / full / slice / too long),
 //!   `updates.getChannelDifference` (empty / full / partial / too long), `messages.getDialogs`,
 //!   `messages.getHistory`, `messages.getMessages`, `channels.getMessages`,
-//!   `messages.getForumTopics`,
-//!   `channels.getChannels`, `messages.getChats`. Anything else answers
+//!   `messages.getForumTopics`, `channels.getChannels`, `messages.getChats`. Anything else answers
 //!   `400 METHOD_NOT_IMPLEMENTED_FAKE_DC` and is recorded in [`FakeDc::unimplemented_calls`].
 //! * **Live updates**: [`FakeDc::send_message`] pushes what Telegram pushes:
 //!   `updateShortMessage` / `updateShortChatMessage` for plain private and basic-group texts,
@@ -28,7 +27,11 @@
 //!   must catch up with `getDifference`.
 //! * **Faults**: per-method RPC errors (`FLOOD_WAIT_X`…) n times, stalls, connection drops;
 //!   account-wide `AUTH_KEY_UNREGISTERED`, `SESSION_REVOKED`, `AUTH_KEY_DUPLICATED` (406, an
-//!   RPC error: grammers has no special mapping for it); pts gaps; dropping all connections.
+//!   RPC error: grammers has no special mapping for it), a forgotten key (`-404`); pts gaps
+//!   ([`FakeDc::skip_pts`], or a message recorded without its push: [`SendOptions::skip_push`]);
+//!   dropping all connections.
+//! * **Accounts** each have a pre-shared key, their own message-id counter and pts, and can
+//!   share chats; [`FakeDc::session_data`] builds a ready grammers session for one.
 //!
 //! # What it does not cover
 //! No Diffie–Hellman key exchange (a plain message closes the connection; the client's
