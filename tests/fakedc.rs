@@ -1689,3 +1689,33 @@ async fn channel_pts_stored_by_iter_dialogs_survive_a_sync_only_if_loaded_first(
     let _ = within("runner", runner).await;
     dc.stop().await;
 }
+
+#[tokio::test]
+async fn in_a_difference_edits_and_deletions_come_before_new_messages() {
+    let dc = start_dc(FakeDcConfig::default()).await;
+    let (alice, key) = dc.add_account("Alice");
+    let bob = dc.add_user("Bob");
+    let session = session_for(&dc, alice, key);
+    let private = ChatId::Private(alice, bob);
+    let m = dc
+        .send_message(private, bob, "draft", SendOptions::default())
+        .expect("sent");
+    dc.edit_message(&m, "final");
+
+    let mut tc = TestClient::start(session, Box::new(NoRetries), true).await;
+    let first = within("first", tc.seen.recv()).await.expect("update");
+    let second = within("second", tc.seen.recv()).await.expect("update");
+    let id = m.id_for(alice).expect("id");
+    // The new message already has its edited text, and the edit is yielded first.
+    assert!(
+        matches!(&first, Seen::Edited { id: i, text, .. } if *i == id && text == "final"),
+        "{first:?}"
+    );
+    assert!(
+        matches!(&second, Seen::New { id: i, text, .. } if *i == id && text == "final"),
+        "{second:?}"
+    );
+
+    tc.quit().await;
+    dc.stop().await;
+}
