@@ -4,6 +4,7 @@
 //! simulated source (for demos, tests and load) and the grammers adapter (real accounts) are
 //! interchangeable.
 
+pub mod fakedc;
 pub mod gateway;
 pub mod grammers;
 pub mod normalize;
