@@ -103,7 +103,8 @@ pub async fn step(
         }
         events.extend(normalize_message(&message, false, ctx, index));
     }
-    let finished = read < PAGE || highest >= task.upto_id;
+    // Not `read < PAGE`: grammers' first upward page from the start of a chat holds one less.
+    let finished = read == 0 || highest >= task.upto_id;
     let mut next = task.clone();
     next.after_id = highest;
     Ok(StepResult {

@@ -198,9 +198,22 @@ impl UpdateTaker {
         fold_group(&mut self.cursor.state, group.iter().map(Update::state));
         let mut events = Vec::new();
         for update in &group {
+            // grammers hands the new messages of a getDifference answer over without a pts of
+            // their own; pushed updates always carry one.
+            let from_difference = match update {
+                Update::NewMessage(m) => {
+                    matches!(
+                        &m.raw,
+                        tl::enums::Update::NewMessage(u) if u.pts == 0
+                    ) || matches!(
+                        &m.raw,
+                        tl::enums::Update::NewChannelMessage(u) if u.pts == 0
+                    )
+                }
+                _ => false,
+            };
             for mut event in normalize(update, &self.ctx, &mut self.index) {
-                // What was sent before this connection came in through catch-up.
-                if event.kind != EventKind::Delete && event.sent_at_us < self.connected_at_us {
+                if from_difference {
                     event.source = Source::CatchUp;
                 }
                 if event.kind != EventKind::Delete
