@@ -239,5 +239,13 @@ pub fn render(r: &RunReport) -> String {
         r.resources.peak_rss_mib,
         r.resources.peak_rss_per_account_bytes / 1024.0
     );
+    for t in &r.targets {
+        let verdict = match t.met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "n/a here",
+        };
+        s += &format!("  target       {}: {} ({verdict})\n", t.target, t.value);
+    }
     s
 }

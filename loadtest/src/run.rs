@@ -85,6 +85,47 @@ pub struct Host {
     pub profile: &'static str,
 }
 
+/// One of the targets, reported (never asserted).
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub target: &'static str,
+    pub value: String,
+    /// `None` when this run cannot tell (e.g. the throughput target needs step mode).
+    pub met: Option<bool>,
+}
+
+/// The targets this run can speak to.
+fn targets(d: &Delivery, res: &Resources, ratio: Option<&CeilingRatio>, accounts: u32) -> Vec<Target> {
+    let mut out = vec![Target {
+        target: "zero loss and zero duplicates",
+        value: format!(
+            "lost {}, stored twice {}, unexpected {}",
+            d.lost, d.duplicates_stored, d.unexpected
+        ),
+        met: Some(d.lost == 0 && d.duplicates_stored == 0 && d.unexpected == 0),
+    }];
+    if let Some(q) = ratio {
+        out.push(Target {
+            target: "throughput >= 0.25 x raw publish ceiling",
+            value: format!("{:.4}", q.ratio_to_publish),
+            // A load-limited run only shows headroom; step mode measures the limit.
+            met: if q.load_limited && q.ratio_to_publish < 0.25 {
+                None
+            } else {
+                Some(q.ratio_to_publish >= 0.25)
+            },
+        });
+    }
+    if accounts >= 10_000 {
+        out.push(Target {
+            target: "10,000 idle accounts in <= 1 GiB RSS",
+            value: format!("peak RSS {:.1} MiB for {accounts} accounts", res.peak_rss_mib),
+            met: Some(res.peak_rss_bytes <= 1 << 30),
+        });
+    }
+    out
+}
+
 /// The JSON report of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -103,6 +144,8 @@ pub struct RunReport {
     pub switchboard: FakeCounts,
     /// True when nothing was lost, stored twice, or unexpected.
     pub ok: bool,
+    /// The targets, as far as this run can tell.
+    pub targets: Vec<Target>,
     /// Whether the run waited out its drain timeout (the backlog did not clear).
     pub drain_timed_out: bool,
     pub wall_s: f64,
@@ -362,7 +405,9 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         load_limited: d.source_lag_ms.p99 < 1000.0 && d.throughput_per_s >= 0.9 * d.offered_per_s,
     });
     let ok = d.lost == 0 && d.duplicates_stored == 0 && d.unexpected == 0;
+    let targets = targets(&d, &resources, ceiling_ratio.as_ref(), accounts);
     Ok(RunReport {
+        targets,
         scenario: scn.clone(),
         started_at,
         host,

@@ -43,6 +43,8 @@ pub struct StepReport {
     pub ratio_to_consume_ceiling: Option<f64>,
     /// The run at half the highest sustainable rate.
     pub half_rate: Option<Step>,
+    /// The targets, judged from the steps.
+    pub targets: Vec<crate::run::Target>,
 }
 
 fn judge(scn: &Scenario, r: &RunReport, dir: &Path) -> Step {
@@ -183,10 +185,24 @@ pub async fn run_steps(
         best.zip(ceiling.as_ref())
             .map(|((_, t), c)| t / f(c).max(1e-9))
     };
+    let ratio_publish = ratio(|c| c.publish_per_s);
+    let mut targets = vec![crate::run::Target {
+        target: "throughput >= 0.25 x raw publish ceiling (highest sustainable rate)",
+        value: ratio_publish.map_or("no step held".into(), |r| format!("{r:.4}")),
+        met: Some(ratio_publish.is_some_and(|r| r >= 0.25)),
+    }];
+    if let Some(h) = &half_rate {
+        targets.push(crate::run::Target {
+            target: "p99 <= 50 ms at half the highest sustainable rate",
+            value: format!("{:.1} ms at {} pos/s per account", h.latency_p99_ms, h.rate_per_account),
+            met: Some(h.latency_p99_ms <= 50.0),
+        });
+    }
     Ok(StepReport {
+        targets,
         scenario: base.name.clone(),
         accounts: base.simulator.accounts,
-        ratio_to_publish_ceiling: ratio(|c| c.publish_per_s),
+        ratio_to_publish_ceiling: ratio_publish,
         ratio_to_consume_ceiling: ratio(|c| c.consume_per_s),
         ceiling,
         steps,
