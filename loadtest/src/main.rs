@@ -72,7 +72,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(scenario, out, step, tgingest, quiet)) {
+    // On Ctrl-C the run future is dropped, so its guards stop tgingest and nats-server.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(scenario, out, step, tgingest, quiet) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; stopped tgingest and nats-server")),
+        }
+    });
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {

@@ -95,7 +95,12 @@ pub struct Target {
 }
 
 /// The targets this run can speak to.
-fn targets(d: &Delivery, res: &Resources, ratio: Option<&CeilingRatio>, accounts: u32) -> Vec<Target> {
+fn targets(
+    d: &Delivery,
+    res: &Resources,
+    ratio: Option<&CeilingRatio>,
+    accounts: u32,
+) -> Vec<Target> {
     let mut out = vec![Target {
         target: "zero loss and zero duplicates",
         value: format!(
@@ -119,7 +124,10 @@ fn targets(d: &Delivery, res: &Resources, ratio: Option<&CeilingRatio>, accounts
     if accounts >= 10_000 {
         out.push(Target {
             target: "10,000 idle accounts in <= 1 GiB RSS",
-            value: format!("peak RSS {:.1} MiB for {accounts} accounts", res.peak_rss_mib),
+            value: format!(
+                "peak RSS {:.1} MiB for {accounts} accounts",
+                res.peak_rss_mib
+            ),
             met: Some(res.peak_rss_bytes <= 1 << 30),
         });
     }

@@ -194,7 +194,10 @@ pub async fn run_steps(
     if let Some(h) = &half_rate {
         targets.push(crate::run::Target {
             target: "p99 <= 50 ms at half the highest sustainable rate",
-            value: format!("{:.1} ms at {} pos/s per account", h.latency_p99_ms, h.rate_per_account),
+            value: format!(
+                "{:.1} ms at {} pos/s per account",
+                h.latency_p99_ms, h.rate_per_account
+            ),
             met: Some(h.latency_p99_ms <= 50.0),
         });
     }
