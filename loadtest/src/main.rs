@@ -1,9 +1,167 @@
-//! `tgingest-loadtest`: runs load scenarios against a local tgingest (issue 6 fills this in).
+//! `tgingest-loadtest`: runs load scenarios against a real tgingest process on loopback and
+//! measures it against the bus ceiling of the same run.
+//!
+//! `tgingest-loadtest run loadtest/scenarios/<name>.toml --out <dir> [--step]`
 
-fn main() {
-    eprintln!(
-        "tgingest-loadtest {}: no scenarios yet; the loadtest arrives with the pipeline",
-        tgingest::VERSION
+mod analysis;
+mod ceiling;
+mod monitor;
+mod procs;
+mod report;
+mod run;
+mod scenario;
+mod step;
+mod truth;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::scenario::Scenario;
+
+#[derive(Parser, Debug)]
+#[command(name = "tgingest-loadtest", version = tgingest::VERSION, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one scenario file and write report.json and report.svg to --out
+    Run {
+        /// A scenario file (loadtest/scenarios/*.toml)
+        scenario: PathBuf,
+        /// Report folder (created); default loadtest/reports/<scenario name>
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Step mode: raise the rate until latency or loss breaks
+        #[arg(long)]
+        step: bool,
+        /// The tgingest binary; default: the one next to this executable
+        #[arg(long)]
+        tgingest: Option<PathBuf>,
+        /// Progress lines off
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Parse and check scenario files without running them
+    Check {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (scenario, out, step, tgingest, quiet) = match cli.command {
+        Command::Run {
+            scenario,
+            out,
+            step,
+            tgingest,
+            quiet,
+        } => (scenario, out, step, tgingest, quiet),
+        Command::Check { scenarios } => return check(&scenarios),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // On Ctrl-C the run future is dropped, so its guards stop tgingest and nats-server.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(scenario, out, step, tgingest, quiet) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; stopped tgingest and nats-server")),
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(paths: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for path in paths {
+        match Scenario::parse(path) {
+            Ok(s) => match s.available() {
+                Ok(()) => println!("{}: OK ({})", path.display(), s.name),
+                Err(e) => println!("{}: parses; {e}", path.display()),
+            },
+            Err(e) => {
+                ok = false;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// Returns whether the run kept the guarantees (nothing lost, nothing stored twice).
+async fn run(
+    path: PathBuf,
+    out: Option<PathBuf>,
+    step: bool,
+    tgingest: Option<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<bool> {
+    tgingest::telemetry::install_crypto_provider();
+    let scn = Scenario::load(&path)?;
+    let out = out.unwrap_or_else(|| PathBuf::from("loadtest/reports").join(&scn.name));
+    std::fs::create_dir_all(&out)?;
+    let bin = procs::tgingest_binary(tgingest.as_deref())?;
+    if step || scn.step.enabled {
+        let report = step::run_steps(&scn, &bin, &out, quiet).await?;
+        std::fs::write(
+            out.join("step-report.json"),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+        println!(
+            "step mode: highest sustainable rate {} pos/s per account ({} events/s), {:.4} x publish ceiling; p99 at half that rate {} ms",
+            report
+                .highest_sustainable_rate_per_account
+                .map_or("none".into(), |r| format!("{r}")),
+            report
+                .highest_sustainable_throughput_per_s
+                .map_or("-".into(), |t| format!("{t:.0}")),
+            report.ratio_to_publish_ceiling.unwrap_or(0.0),
+            report
+                .half_rate
+                .as_ref()
+                .map_or("-".into(), |h| format!("{:.1}", h.latency_p99_ms)),
+        );
+        println!("report: {}", out.join("step-report.json").display());
+        return Ok(true);
+    }
+    let report = run::run_once(
+        &scn,
+        &run::RunOptions {
+            tgingest: bin,
+            out: out.clone(),
+            ceiling: None,
+            quiet,
+        },
+    )
+    .await?;
+    report::write(&out, &report)?;
+    print!("{}", report::render(&report));
+    println!(
+        "report: {} and {}",
+        out.join("report.json").display(),
+        out.join("report.svg").display()
     );
-    std::process::exit(2);
+    Ok(report.ok)
 }

@@ -1,0 +1,251 @@
+//! The reports: `report.json` (everything, machine-readable), `report.svg` (throughput, latency
+//! and queue depth over time) and a short text summary on stdout.
+
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+
+use crate::run::RunReport;
+
+/// Writes `report.json` and `report.svg` into `dir`.
+pub fn write(dir: &Path, report: &RunReport) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    std::fs::write(dir.join("report.json"), json).context("write report.json")?;
+    svg(&dir.join("report.svg"), report).map_err(|e| anyhow::anyhow!("write report.svg: {e}"))?;
+    Ok(())
+}
+
+fn max_of(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(0.0, f64::max)
+}
+
+/// Three panels sharing the time axis: arrivals/s (with the offered rate), latency p50/p99 per
+/// second of arrival, and the consumers' backlog (pending + awaiting ack).
+fn svg(path: &Path, r: &RunReport) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1100, 960)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (title, body) = root.split_vertically(40);
+    title.titled(
+        &format!(
+            "tgingest loadtest: {} ({} accounts x {} pos/s) {}",
+            r.scenario.name,
+            r.accounts,
+            r.rate_per_account,
+            if r.ok { "OK" } else { "LOSS/DUPLICATES" }
+        ),
+        ("sans-serif", 20),
+    )?;
+    let panels = body.split_evenly((3, 1));
+    let t_max = max_of(
+        r.bins
+            .iter()
+            .map(|b| b.t as f64 + 1.0)
+            .chain(r.samples.iter().map(|s| s.t)),
+    )
+    .max(1.0);
+
+    // 1. throughput
+    let y_max = max_of(
+        r.bins
+            .iter()
+            .map(|b| b.arrived as f64)
+            .chain(std::iter::once(r.delivery.offered_per_s)),
+    ) * 1.15
+        + 1.0;
+    let mut chart = ChartBuilder::on(&panels[0])
+        .caption(
+            "events/s arriving at the fake Switchboard",
+            ("sans-serif", 15),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("s since tgingest start")
+        .y_desc("events/s")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            r.bins.iter().map(|b| (b.t as f64 + 0.5, b.arrived as f64)),
+            &BLUE,
+        ))?
+        .label("arrived")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    let offered_end = r.scenario.duration.0.as_secs_f64();
+    chart
+        .draw_series(LineSeries::new(
+            [
+                (0.0, r.delivery.offered_per_s),
+                (offered_end, r.delivery.offered_per_s),
+            ],
+            &BLACK.mix(0.5),
+        ))?
+        .label("offered (mean)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+
+    // 2. latency
+    let y_max = max_of(r.bins.iter().map(|b| b.latency_p99_ms)) * 1.15 + 1.0;
+    let mut chart = ChartBuilder::on(&panels[1])
+        .caption(
+            "latency observed_at -> stored, by second of arrival (ms)",
+            ("sans-serif", 15),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("s since tgingest start")
+        .y_desc("ms")
+        .draw()?;
+    let p50: Vec<(f64, f64)> = r
+        .bins
+        .iter()
+        .map(|b| (b.t as f64 + 0.5, b.latency_p50_ms))
+        .collect();
+    let p99: Vec<(f64, f64)> = r
+        .bins
+        .iter()
+        .map(|b| (b.t as f64 + 0.5, b.latency_p99_ms))
+        .collect();
+    for (name, color, points) in [("p50", GREEN, p50), ("p99", RED, p99)] {
+        chart
+            .draw_series(LineSeries::new(points, &color))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+
+    // 3. queue depth
+    let dedupe = |s: &crate::monitor::Sample| {
+        s.dedupe
+            .map_or(0.0, |d| (d.num_pending + d.num_ack_pending) as f64)
+    };
+    let delivery = |s: &crate::monitor::Sample| {
+        s.switchboard
+            .map_or(0.0, |d| (d.num_pending + d.num_ack_pending) as f64)
+    };
+    let y_max = max_of(r.samples.iter().map(|s| dedupe(s).max(delivery(s)))) * 1.15 + 1.0;
+    let mut chart = ChartBuilder::on(&panels[2])
+        .caption(
+            "backlog: consumer num_pending + num_ack_pending (messages)",
+            ("sans-serif", 15),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("s since tgingest start")
+        .y_desc("messages")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            r.samples.iter().map(|s| (s.t, dedupe(s))),
+            &MAGENTA,
+        ))?
+        .label("dedupe (TG_RAW)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
+    chart
+        .draw_series(LineSeries::new(
+            r.samples.iter().map(|s| (s.t, delivery(s))),
+            &CYAN,
+        ))?
+        .label("switchboard (TG_CLEAN)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], CYAN));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// The summary a human reads after a run.
+pub fn render(r: &RunReport) -> String {
+    let d = &r.delivery;
+    let mut s = format!(
+        "tgingest loadtest: {} — {} accounts x {} pos/s for {} ({} build, {} CPUs, load {:.1} at start)\n",
+        r.scenario.name,
+        r.accounts,
+        r.rate_per_account,
+        r.scenario.duration,
+        r.host.profile,
+        r.host.cpus,
+        r.host.loadavg_1m_at_start
+    );
+    s += &format!(
+        "  delivery     expected {}  stored {}  lost {}  stored twice {}  unexpected {}  => {}\n",
+        d.expected,
+        d.stored,
+        d.lost,
+        d.duplicates_stored,
+        d.unexpected,
+        if r.ok { "OK" } else { "PROBLEMS" }
+    );
+    s += &format!(
+        "  throughput   {:.0} events/s after warm-up (offered {:.0}/s); drain {:.1}s{}\n",
+        d.throughput_per_s,
+        d.offered_per_s,
+        d.drain_s,
+        if r.drain_timed_out {
+            " (DRAIN TIMED OUT)"
+        } else {
+            ""
+        }
+    );
+    if let (Some(c), Some(q)) = (&r.ceiling, &r.ceiling_ratio) {
+        s += &format!(
+            "  ceiling      publish {:.0}/s, consume {:.0}/s ({} B messages); throughput = {:.4} x publish ceiling{}\n",
+            c.publish_per_s,
+            c.consume_per_s,
+            c.payload_bytes,
+            q.ratio_to_publish,
+            if q.load_limited {
+                " (limited by the offered load: see step mode)"
+            } else {
+                ""
+            }
+        );
+    }
+    let p = |x: &crate::analysis::Percentiles| {
+        format!(
+            "p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms (n={})",
+            x.p50, x.p90, x.p99, x.max, x.count
+        )
+    };
+    s += &format!("  latency      {}\n", p(&d.latency_ms));
+    s += &format!("  source lag   {}\n", p(&d.source_lag_ms));
+    s += &format!(
+        "  process      cpu {:.1}s (mean {:.2} cores, max {:.2}), peak RSS {:.1} MiB ({:.0} KiB per account)\n",
+        r.resources.cpu_s,
+        r.resources.cpu_cores_mean,
+        r.resources.cpu_cores_max,
+        r.resources.peak_rss_mib,
+        r.resources.peak_rss_per_account_bytes / 1024.0
+    );
+    for t in &r.targets {
+        let verdict = match t.met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "n/a here",
+        };
+        s += &format!("  target       {}: {} ({verdict})\n", t.target, t.value);
+    }
+    s
+}

@@ -1,0 +1,82 @@
+//! The smoke scenario, end to end, as CI runs it: a real nats-server, a real `tgingest run`
+//! process (the debug binary beside this package's), the fake Switchboard; the only assertion
+//! is the loose one: nothing lost, nothing stored twice, nothing unexpected. Timings are
+//! reported, never asserted.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn smoke_scenario_loses_nothing_and_stores_nothing_twice() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
+        .args(["run", "--quiet", "--out"])
+        .arg(out.path())
+        .arg(&scenario)
+        .output()
+        .expect("run tgingest-loadtest");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "smoke run failed ({}):\n{stdout}\n{stderr}\n(tgingest log: {})",
+        run.status,
+        std::fs::read_to_string(out.path().join("tgingest.log")).unwrap_or_default()
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("report.json")).expect("report.json"),
+    )
+    .expect("report.json is JSON");
+    let d = &report["delivery"];
+    assert!(d["expected"].as_u64().unwrap_or(0) > 0, "{d}");
+    assert_eq!(d["lost"], 0, "{d}");
+    assert_eq!(d["duplicates_stored"], 0, "{d}");
+    assert_eq!(d["unexpected"], 0, "{d}");
+    assert!(out.path().join("report.svg").is_file());
+    println!("{stdout}");
+}
+
+#[test]
+fn scenarios_without_their_parts_say_what_is_missing() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    for (file, missing) in [
+        ("fake-dc-clients.toml", "fake Telegram DC"),
+        ("replay.toml", "replay source"),
+    ] {
+        let out = tempfile::tempdir().expect("temp dir");
+        let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
+            .args(["run", "--quiet", "--out"])
+            .arg(out.path())
+            .arg(dir.join(file))
+            .output()
+            .expect("run tgingest-loadtest");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{file}: {stderr}");
+        assert!(
+            stderr.contains("not available yet") && stderr.contains(missing),
+            "{file}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn every_shipped_scenario_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("scenarios dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(files.len() >= 7, "{files:?}");
+    let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
+        .arg("check")
+        .args(&files)
+        .output()
+        .expect("run tgingest-loadtest check");
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
