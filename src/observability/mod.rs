@@ -207,6 +207,10 @@ fn describe() {
 fn register_zeros() {
     use metrics::counter;
     metrics::gauge!(METRIC_BUILD_INFO, "version" => crate::VERSION).set(1.0);
+    for state in crate::accounts::Lifecycle::NAMES.iter().copied() {
+        metrics::gauge!(crate::pipeline::stats::METRIC_ACCOUNTS, "state" => state).set(0.0);
+    }
+    counter!("tgingest_publish_retries_total", "stream" => "TG_RAW").increment(0);
     for origin in ["live", "catch_up", "backfill"] {
         counter!(METRIC_EVENTS_INGESTED, "origin" => origin).increment(0);
     }

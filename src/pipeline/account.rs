@@ -746,6 +746,7 @@ impl AccountActor {
         } else {
             Lifecycle::Running
         });
+        metrics::gauge!(obs::METRIC_PUBLISH_WINDOW).set(state.args.window as f64);
         let (tx, rx) = mpsc::channel(state.args.window.max(1));
         let (commit_tx, commit_rx) = mpsc::unbounded_channel();
         let (resume_tx, resume_rx) = mpsc::unbounded_channel();
