@@ -115,3 +115,33 @@ async fn readyz_is_degraded_but_200_when_switchboard_is_unreachable() {
     );
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_needs_the_admin_token_but_readyz_and_healthz_do_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let tokens = tempfile::tempdir().expect("temp dir");
+    let token = tokens.path().join("admin.token");
+    std::fs::write(&token, "metrics-token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut rig = Rig::start(simulation(1, 5, 50.0, 5), |c| {
+        c.admin.listen = "127.0.0.1:0".into();
+        c.admin.token_file = token.clone();
+    })
+    .await;
+    let admin = rig.node.as_ref().unwrap().admin_addr().expect("admin on");
+    let http = reqwest::Client::new();
+    let get = |path: &str, bearer: Option<&str>| {
+        let mut request = http.get(format!("http://{admin}{path}"));
+        if let Some(b) = bearer {
+            request = request.bearer_auth(b);
+        }
+        request.send()
+    };
+    assert_eq!(get("/metrics", None).await.unwrap().status().as_u16(), 401);
+    let ok = get("/metrics", Some("metrics-token")).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert!(ok.text().await.unwrap().contains("tgingest_build_info"));
+    assert_eq!(get("/healthz", None).await.unwrap().status().as_u16(), 200);
+    wait_readyz(&http, admin, 200, "ready").await;
+    rig.stop().await;
+}
