@@ -8,4 +8,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-nats-server.sh
 scripts/install-python-test-deps.sh
+scripts/install-prometheus.sh
 cargo test --workspace --locked "$@"

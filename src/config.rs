@@ -414,6 +414,9 @@ pub struct AdminConfig {
     /// File holding the bearer token every request must carry (`Authorization: Bearer …`);
     /// empty = no token, allowed only on a loopback address.
     pub token_file: PathBuf,
+    /// Per-account series (ingest rate, last-event age, checkpoint lag, labelled `account`) on
+    /// `/metrics`; off by default, since per-account labels do not scale to 10,000 accounts.
+    pub per_account_metrics: bool,
 }
 
 impl Default for AdminConfig {
@@ -421,6 +424,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:9464".into(),
             token_file: PathBuf::new(),
+            per_account_metrics: false,
         }
     }
 }

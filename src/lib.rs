@@ -21,6 +21,8 @@ pub mod keys;
 pub mod nats_server;
 /// One running node: its parts started in order and stopped in reverse.
 pub mod node;
+/// Metrics: the Prometheus recorder, the JetStream poller, per-account progress.
+pub mod observability;
 /// One-for-one restarts with intensity limits, backoff and escalation for ractor actors.
 pub mod supervision;
 /// Logging and process-wide set-up.

@@ -171,6 +171,7 @@ pub struct Node {
     admin: Option<AdminServer>,
     supervisor_done: tokio::task::JoinHandle<()>,
     anchoring: tokio::task::JoinHandle<()>,
+    poller: crate::observability::MetricsPoller,
     embedded: Option<EmbeddedNats>,
 }
 
@@ -200,6 +201,8 @@ impl Node {
         }
 
         crate::telemetry::set_log_id_key(key.derive(KeyPurpose::LogIdHash));
+        let metrics_handle = crate::observability::install_recorder();
+        crate::observability::set_per_account(config.admin.per_account_metrics);
         let embedded = if config.embedded_nats() {
             Some(EmbeddedNats::start(&config, &node_id).await?)
         } else {
@@ -307,7 +310,12 @@ impl Node {
                 Err(e) => tracing::error!(error = %e,
                     "cannot start the registry accounts; the node runs without them"),
             }
-            let admin = AdminServer::start(&config.admin, control.clone()).await?;
+            let ops = crate::admin::Ops {
+                metrics: metrics_handle.clone(),
+                bus: bus.clone(),
+                switchboard_url: config.switchboard.url.clone(),
+            };
+            let admin = AdminServer::start(&config.admin, control.clone(), Some(ops)).await?;
             Ok::<_, NodeError>((control, admin))
         }
         .await;
@@ -324,6 +332,10 @@ impl Node {
             }
         };
 
+        let poller = crate::observability::MetricsPoller::start(
+            bus.clone(),
+            crate::observability::poller::POLL_EVERY,
+        );
         let anchoring = tokio::spawn(anchor_periodically(
             bus.clone(),
             eventlog.clone(),
@@ -341,6 +353,7 @@ impl Node {
             admin,
             supervisor_done,
             anchoring,
+            poller,
             embedded,
         })
     }
@@ -413,6 +426,7 @@ impl Node {
             admin.stop().await;
         }
         self.anchoring.abort();
+        self.poller.stop();
         self.supervisor.stop(Some("node shutting down".into()));
         let _ = tokio::time::timeout(Duration::from_secs(10), self.supervisor_done).await;
         let result = self

@@ -3,18 +3,22 @@
 //! The node owns the event log exclusively (sled locks its directory), so every operator action
 //! goes through this API and is audited by the node. Routes:
 //!
-//! - `GET /healthz` → 200 `ok`
+//! - `GET /healthz` → 200 `ok` (the process is alive)
+//! - `GET /readyz` → 200 `ready` / 200 `degraded` (Switchboard unreachable) / 503 `not_ready`
+//!   (NATS down, streams missing), JSON with every check and its reason ([`ops`])
+//! - `GET /metrics` → the Prometheus exposition (catalogue: `docs/metrics.md`)
 //! - `GET /v1/accounts`, `GET /v1/accounts/{id}`, `POST /v1/accounts/import`,
 //!   `POST /v1/accounts/{id}/consent|pause|resume`, `DELETE /v1/accounts/{id}`
 //! - `POST /v1/logins`, `POST /v1/logins/{id}/code|password`, `DELETE /v1/logins/{id}`
 //!
-//! `/metrics` and `/readyz` are to come; they slot in as further routers in [`router`]. With
-//! `admin.token_file` set every route but `/healthz` needs `Authorization: Bearer <token>`; a
-//! non-loopback listen address without a token is refused at start.
+//! With `admin.token_file` set every route but `/healthz` and `/readyz` needs
+//! `Authorization: Bearer <token>` (`/metrics` included: Prometheus sends it from a
+//! `credentials_file`); a non-loopback listen address without a token is refused at start.
 
 pub mod accounts;
 pub mod error;
 pub mod logins;
+pub mod ops;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,7 @@ use tokio::sync::oneshot;
 use crate::accounts::AccountsControl;
 use crate::config::AdminConfig;
 pub use error::ApiError;
+pub use ops::Ops;
 
 /// Why the admin server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -143,20 +148,28 @@ async fn not_found() -> ApiError {
     )
 }
 
-/// The whole router: `/healthz` open, `/v1/…` behind the token (when one is configured).
-pub fn router(control: Arc<AccountsControl>, token: Option<String>) -> Router {
+/// The whole router: `/healthz` and `/readyz` open, `/v1/…` and `/metrics` behind the token
+/// (when one is configured). Without `ops` there is no `/readyz` or `/metrics`.
+pub fn router(control: Arc<AccountsControl>, token: Option<String>, ops: Option<Ops>) -> Router {
+    let token = Arc::new(token);
     let v1 = Router::new()
         .merge(accounts::routes())
         .merge(logins::routes())
         .with_state(control)
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(token),
+            token.clone(),
             require_token,
         ));
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
-        .nest("/v1", v1)
-        .fallback(not_found)
+        .nest("/v1", v1);
+    if let Some(ops) = ops {
+        app = app.merge(ops::readyz_routes(ops.clone())).merge(
+            ops::metrics_routes(ops)
+                .layer(axum::middleware::from_fn_with_state(token, require_token)),
+        );
+    }
+    app.fallback(not_found)
 }
 
 /// A running admin server.
@@ -171,6 +184,7 @@ impl AdminServer {
     pub async fn start(
         cfg: &AdminConfig,
         control: Arc<AccountsControl>,
+        ops: Option<Ops>,
     ) -> Result<Option<AdminServer>, AdminError> {
         let listen = cfg.listen.trim();
         if listen.is_empty() {
@@ -197,7 +211,7 @@ impl AdminServer {
                 }
             })?;
         let addr = listener.local_addr().unwrap_or(addr);
-        let app = router(control, token);
+        let app = router(control, token, ops);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)

@@ -45,6 +45,7 @@ use crate::bus::{Bus, raw_subject};
 use crate::config::TelegramConfig;
 use crate::event::{Event, Source, now_us};
 use crate::eventlog::{AuditEntry, Checkpoint, Durability, EventLog};
+use crate::observability as obs;
 use crate::supervision::PermanentFailure;
 use crate::telegram::gateway::{Cursor, Gateway, GatewayError, GatewayFactory, SourceUpdate};
 
@@ -205,12 +206,25 @@ pub struct AccountState {
     before_park: Option<Lifecycle>,
 }
 
+/// The PubAck of one publish, timed (`tgingest_publish_latency_seconds`) and counted in the
+/// in-flight gauge (`tgingest_publish_inflight`) until it resolves or is dropped.
 fn ack_future(
     pending: Pending,
     fut: AckFuture,
 ) -> BoxFuture<'static, (Pending, Result<PublishAck, PublishError>)> {
+    struct InFlight;
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            metrics::gauge!(obs::METRIC_PUBLISH_INFLIGHT).decrement(1.0);
+        }
+    }
+    metrics::gauge!(obs::METRIC_PUBLISH_INFLIGHT).increment(1.0);
+    let in_flight = InFlight;
+    let started = Instant::now();
     Box::pin(async move {
         let result = fut.await;
+        metrics::histogram!(obs::METRIC_PUBLISH_LATENCY).record(started.elapsed().as_secs_f64());
+        drop(in_flight);
         (pending, result)
     })
 }
@@ -254,6 +268,7 @@ impl AccountState {
             .update(&self.args.account_id, |c| c.source_api_calls += 1);
         if !update.events.is_empty() {
             self.last_event_us = Some(now_us());
+            self.record_ingest(&update.events);
             let catching_up = update.events.iter().any(|e| e.source == Source::CatchUp);
             if !catching_up && self.lifecycle.state() == &Lifecycle::CatchingUp {
                 self.transition(Lifecycle::Running);
@@ -268,6 +283,27 @@ impl AccountState {
         self.open_updates.push_back((update.cursor, count));
         self.close_finished_updates();
         Ok(())
+    }
+
+    /// Counts the events of one update (by origin; per account when switched on) and records the
+    /// account's progress for the poller.
+    fn record_ingest(&self, events: &[Event]) {
+        for origin in [Source::Live, Source::CatchUp, Source::Backfill] {
+            let n = events.iter().filter(|e| e.source == origin).count() as u64;
+            if n > 0 {
+                let label = match origin {
+                    Source::Live => "live",
+                    Source::CatchUp => "catch_up",
+                    Source::Backfill => "backfill",
+                };
+                metrics::counter!(obs::METRIC_EVENTS_INGESTED, "origin" => label).increment(n);
+            }
+        }
+        if obs::per_account() {
+            metrics::counter!(obs::METRIC_ACCOUNT_EVENTS, "account" => self.hashed_id())
+                .increment(events.len() as u64);
+        }
+        obs::progress::record_events(&self.args.account_id, events.len() as u64, now_us());
     }
 
     /// Sends one publish, retrying with backoff while the bus refuses it (NATS down).
@@ -348,6 +384,8 @@ impl AccountState {
             let _ = commits.send(cursor.clone());
         }
         metrics::counter!("connector_checkpoint_saves_total").increment(1);
+        let remaining: usize = self.open_updates.iter().map(|(_, n)| *n).sum();
+        obs::progress::record_checkpoint(&self.args.account_id, now_us(), remaining as u64);
         self.args
             .stats
             .accounts
@@ -708,6 +746,7 @@ impl AccountActor {
         } else {
             Lifecycle::Running
         });
+        metrics::gauge!(obs::METRIC_PUBLISH_WINDOW).set(state.args.window as f64);
         let (tx, rx) = mpsc::channel(state.args.window.max(1));
         let (commit_tx, commit_rx) = mpsc::unbounded_channel();
         let (resume_tx, resume_rx) = mpsc::unbounded_channel();
@@ -728,6 +767,8 @@ impl AccountActor {
         state: &mut AccountState,
     ) -> Result<(), ActorProcessingErr> {
         let room = state.acks.len() < state.args.window && !state.source_ended;
+        // A full window is backpressure: the time until the next step is spent waiting on PubAcks.
+        let blocked = (!room && !state.source_ended).then(Instant::now);
         let due = state.checkpoint_due();
         let step = {
             let Some(updates) = state.updates.as_mut() else {
@@ -742,6 +783,10 @@ impl AccountActor {
                 _ = tokio::time::sleep(due) => Step::Tick,
             }
         };
+        if let Some(since) = blocked {
+            metrics::histogram!(obs::METRIC_BACKPRESSURE, "stage" => "account")
+                .record(since.elapsed().as_secs_f64());
+        }
         match step {
             Step::Ack(pending, result) => state.take_ack(pending, result).await,
             Step::Update(Some(Ok(Some(update)))) => state.take_update(update).await?,

@@ -330,7 +330,15 @@ async fn pump_dedupe(state: &mut DedupeState) -> Result<(), ActorProcessingErr> 
             .ok_or_else(|| format!("filter actor {} is not running", state.args.filter_name))?;
         let (indexes, events): (Vec<usize>, Vec<Event>) = to_filter.into_iter().unzip();
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        // One batch in flight to the filter: the time the dedupe stage waits for it is its
+        // backpressure.
+        let waited = std::time::Instant::now();
         let outcomes = ractor::call_t!(filter, FilterMsg::Batch, 60_000, events)?;
+        metrics::histogram!(
+            crate::observability::METRIC_BACKPRESSURE,
+            "stage" => "dedupe"
+        )
+        .record(waited.elapsed().as_secs_f64());
         let mut done_ids = Vec::new();
         for ((index, id), outcome) in indexes.into_iter().zip(ids).zip(outcomes) {
             match outcome {

@@ -26,6 +26,7 @@ use crate::bus::{Bus, STREAM_CLEAN, dlq_subject};
 use crate::config::SwitchboardConfig;
 use crate::event::{Event, now_us};
 use crate::eventlog::{AuditEntry, Durability, EventLog};
+use crate::observability as obs;
 use crate::switchboard::{IngestReply, McpClient, envelope};
 
 /// Durable consumer of the delivery stage on `TG_CLEAN`.
@@ -99,8 +100,11 @@ impl Actor for DeliveryActor {
         }
         let free = state.slots.available_permits();
         if free == 0 {
-            // Wait for a slot instead of spinning.
+            // Wait for a slot instead of spinning; every call slot busy is backpressure.
+            let waited = Instant::now();
             let _ = tokio::time::timeout(Duration::from_millis(200), state.tasks.join_next()).await;
+            metrics::histogram!(obs::METRIC_BACKPRESSURE, "stage" => "delivery")
+                .record(waited.elapsed().as_secs_f64());
         } else if let Err(e) = fill_slots(state, free).await {
             tracing::warn!(error = %e, "cannot fetch from TG_CLEAN; retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -148,7 +152,21 @@ async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
     let mut backoff = Duration::from_millis(200);
     let mut last_progress = Instant::now();
     loop {
-        match args.client.ingest(&envelope).await {
+        let attempt = Instant::now();
+        let reply = args.client.ingest(&envelope).await;
+        metrics::histogram!(obs::METRIC_DELIVERY_LATENCY).record(attempt.elapsed().as_secs_f64());
+        let result = match &reply {
+            Ok(IngestReply::Accepted {
+                duplicate: false, ..
+            }) => "accepted",
+            Ok(IngestReply::Accepted {
+                duplicate: true, ..
+            }) => "duplicate",
+            Ok(IngestReply::Rejected { .. }) => "rejected",
+            Err(_) => "retried",
+        };
+        metrics::counter!(obs::METRIC_DELIVERIES, "result" => result).increment(1);
+        match reply {
             Ok(IngestReply::Accepted { duplicate, .. }) => {
                 if duplicate {
                     args.stats.resend_duplicates.add(1);

@@ -214,6 +214,8 @@ impl LifecycleTally {
         }
         if let Some((_, state)) = inner.accounts.remove(account_id) {
             inner.remove(&state);
+            // Gone from this node (paused, removed, handed over): no longer idle or lagging here.
+            crate::observability::progress::forget(account_id);
         }
     }
 }
