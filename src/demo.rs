@@ -39,6 +39,8 @@ pub struct DemoPlan {
 /// The demo's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSummary {
+    /// `simulated` or `fake-dc`.
+    pub source: String,
     pub accounts: u32,
     pub rate_per_account: f64,
     pub duration_s: f64,
@@ -194,6 +196,7 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
         .unwrap_or(elapsed.as_secs_f64())
         .clamp(0.001, elapsed.as_secs_f64().max(0.001));
     Ok(DemoSummary {
+        source: "simulated".into(),
         accounts: plan.accounts,
         rate_per_account: plan.rate,
         duration_s: plan.duration.as_secs_f64(),
@@ -254,7 +257,7 @@ pub fn render(s: &DemoSummary) -> String {
     };
     let lat = |k: &str| s.latency_ms.get(k).copied().unwrap_or(0.0);
     format!(
-        "tgingest demo: {} accounts x {} msg/s x {}s ({})\n\
+        "tgingest demo: {} {} accounts x {} msg/s x {}s ({})\n\
          \x20 NATS                        {}\n\
          \x20 Switchboard                 {}\n\
          \x20 produced                    {}\n\
@@ -271,6 +274,7 @@ pub fn render(s: &DemoSummary) -> String {
          \x20 latency p50 / p99 / max     {:.1} / {:.1} / {:.1} ms\n\
          \x20 throughput                  {:.0} events/s over {:.1}s\n\
          \x20 event log                   {}\n",
+        s.source,
         s.accounts,
         s.rate_per_account,
         s.duration_s,
@@ -509,7 +513,7 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
     let nats_url = node.nats_url().to_string();
     let shutdown = node.shutdown().await;
     dc.stop().await;
-    let (expected, produced, started, started_us, elapsed) = driven?;
+    let (expected, produced, snapshot, started_us, elapsed) = driven?;
     shutdown?;
     let target = expected.len() as u64;
 
@@ -533,38 +537,40 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
         }
         None => (None, None, None, config.switchboard.url.clone(), None, 0),
     };
-    let _ = started;
     let active_s = last_delivery
         .map(|last| (last.as_microsecond() - started_us) as f64 / 1e6)
         .unwrap_or(elapsed.as_secs_f64())
         .clamp(0.001, elapsed.as_secs_f64().max(0.001));
     Ok(DemoSummary {
+        source: "fake-dc".into(),
         accounts: plan.accounts,
         rate_per_account: plan.rate,
         duration_s: plan.duration.as_secs_f64(),
         nats_url,
         switchboard,
         expected: target,
+        // Messages the driver sent (each is seen by one or more accounts).
         produced,
-        delivered: stored,
-        filtered: Default::default(),
-        redacted: Default::default(),
-        duplicates_dropped: Default::default(),
+        delivered: snapshot.delivered,
+        filtered: snapshot.filtered,
+        redacted: snapshot.redacted,
+        duplicates_dropped: snapshot.duplicates_dropped,
         duplicates_delivered,
-        resends_answered_duplicate: 0,
+        resends_answered_duplicate: snapshot.resend_duplicates,
         lost,
         unexpected,
-        dead_lettered: 0,
-        retries: 0,
-        latency_ms: Default::default(),
+        dead_lettered: snapshot.dead_lettered,
+        retries: snapshot.retries,
+        latency_ms: snapshot.latency_ms,
         throughput_per_s: stored as f64 / active_s,
         elapsed_s: elapsed.as_secs_f64(),
         eventlog_ok,
     })
 }
 
-/// What the driver sent: expected event ids, messages sent, start instant and time, elapsed.
-type Driven = (HashSet<String>, u64, Instant, i64, Duration);
+/// What the driver sent: expected event ids, messages sent, the pipeline's counters, the start
+/// time (unix µs) and how long the run took.
+type Driven = (HashSet<String>, u64, StatsSnapshot, i64, Duration);
 
 #[allow(clippy::too_many_arguments)]
 async fn drive_fake_dc(
@@ -583,7 +589,7 @@ async fn drive_fake_dc(
     use crate::telegram::fakedc::SendOptions;
 
     // The pipeline stages (no simulated accounts): they drain the bus into the Switchboard.
-    node.start_pipeline().await?;
+    let stats = node.start_pipeline().await?;
     for (me, session) in accounts.iter().zip(sessions) {
         let id = me.to_string();
         node.accounts
@@ -606,6 +612,9 @@ async fn drive_fake_dc(
             eprint!("\r accounts listening {listening}/{} ", accounts.len());
         }
         if listening == accounts.len() {
+            if plan.progress {
+                eprintln!();
+            }
             break;
         }
         if Instant::now() >= ready_by {
@@ -627,6 +636,7 @@ async fn drive_fake_dc(
     let mut turn = vec![0usize; accounts.len()];
     let mut next_account = 0usize;
     let tick = Duration::from_millis(50);
+    let mut next_progress = Duration::ZERO;
     while started.elapsed() < plan.duration {
         let due = (total_rate * started.elapsed().as_secs_f64()) as u64;
         while sent < due {
@@ -648,7 +658,8 @@ async fn drive_fake_dc(
             }
             sent += 1;
         }
-        if plan.progress {
+        if plan.progress && started.elapsed() >= next_progress {
+            next_progress += Duration::from_secs(1);
             let arrived = fake.map_or(0, |f| f.stats().stored);
             eprint!(
                 "\r[{:>4.0}s] sent {sent:>8}  stored {arrived:>8}/{:<8} ",
@@ -678,5 +689,5 @@ async fn drive_fake_dc(
     if plan.progress {
         eprintln!();
     }
-    Ok((expected, sent, started, started_us, started.elapsed()))
+    Ok((expected, sent, stats.snapshot(), started_us, started.elapsed()))
 }
