@@ -206,18 +206,19 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
                 let msg = dc
                     .send_message(t.chat, t.from, &format!("m{n}"), SendOptions::default())
                     .expect("message sent");
-                let mut expected = expected.lock().unwrap();
-                for viewer in &t.viewers {
-                    let id = msg.id_for(*viewer).expect("viewer sees it");
-                    expected.insert(event_id(
-                        &viewer.to_string(),
-                        &t.marked,
-                        &id.to_string(),
-                        EventKind::Message,
-                        0,
-                    ));
+                {
+                    let mut expected = expected.lock().unwrap();
+                    for viewer in &t.viewers {
+                        let id = msg.id_for(*viewer).expect("viewer sees it");
+                        expected.insert(event_id(
+                            &viewer.to_string(),
+                            &t.marked,
+                            &id.to_string(),
+                            EventKind::Message,
+                            0,
+                        ));
+                    }
                 }
-                drop(expected);
                 sent.fetch_add(1, Ordering::Relaxed);
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(16)).await;
@@ -243,10 +244,14 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
             fake.stats().stored
         );
         // Down for a moment while messages keep coming: they must arrive through catch-up.
+        let at_kill = sent.load(Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(500)).await;
         node = start_node(&nats, &fake, dir.path(), &admin, &log);
         wait_running(&log, kill + 2).await;
         wait_listening(&dc, &accounts).await;
+        let while_down = sent.load(Ordering::Relaxed) - at_kill;
+        eprintln!("  {while_down} messages sent while the node was down or reconnecting");
+        assert!(while_down > 0, "catch-up after a crash was not exercised");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
