@@ -67,6 +67,18 @@ pub struct DemoSummary {
     pub throughput_per_s: f64,
     pub elapsed_s: f64,
     pub eventlog_ok: bool,
+    /// Peak resident memory of the demo process (`VmHWM`, KiB; Linux only). The embedded
+    /// nats-server is a separate process and not included.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// `VmHWM` of this process from `/proc/self/status`, in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 impl DemoSummary {
@@ -218,6 +230,7 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
         throughput_per_s: snapshot.delivered as f64 / active_s,
         elapsed_s: elapsed.as_secs_f64(),
         eventlog_ok,
+        peak_rss_kib: peak_rss_kib(),
     })
 }
 
@@ -273,7 +286,8 @@ pub fn render(s: &DemoSummary) -> String {
          \x20 retries                     {}\n\
          \x20 latency p50 / p99 / max     {:.1} / {:.1} / {:.1} ms\n\
          \x20 throughput                  {:.0} events/s over {:.1}s\n\
-         \x20 event log                   {}\n",
+         \x20 event log                   {}\n\
+         \x20 peak RSS (this process)     {}\n",
         s.source,
         s.accounts,
         s.rate_per_account,
@@ -302,6 +316,8 @@ pub fn render(s: &DemoSummary) -> String {
         } else {
             "VERIFY FAILED"
         },
+        s.peak_rss_kib
+            .map_or_else(|| "unknown".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
     )
 }
 
@@ -511,10 +527,18 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
     .await;
     let eventlog_ok = node.eventlog.verify().ok;
     let nats_url = node.nats_url().to_string();
-    let shutdown = node.shutdown().await;
+    let shutdown = node.shutdown().await.map_err(DemoError::from);
     dc.stop().await;
-    let (expected, produced, snapshot, started_us, elapsed) = driven?;
-    shutdown?;
+    let (expected, produced, snapshot, started_us, elapsed) =
+        match driven.and_then(|d| shutdown.map(|()| d)) {
+            Ok(driven) => driven,
+            Err(e) => {
+                if let Some(f) = &fake {
+                    f.stop().await;
+                }
+                return Err(e);
+            }
+        };
     let target = expected.len() as u64;
 
     let (duplicates_delivered, lost, unexpected, switchboard, last_delivery, stored) = match &fake
@@ -565,6 +589,7 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
         throughput_per_s: stored as f64 / active_s,
         elapsed_s: elapsed.as_secs_f64(),
         eventlog_ok,
+        peak_rss_kib: peak_rss_kib(),
     })
 }
 
