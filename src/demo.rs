@@ -316,8 +316,10 @@ pub fn render(s: &DemoSummary) -> String {
         } else {
             "VERIFY FAILED"
         },
-        s.peak_rss_kib
-            .map_or_else(|| "unknown".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+        s.peak_rss_kib.map_or_else(
+            || "unknown".to_string(),
+            |k| format!("{:.1} MiB", k as f64 / 1024.0)
+        ),
     )
 }
 
@@ -337,7 +339,11 @@ const COHORT: usize = 5;
 /// A Telethon `StringSession` for `auth_key` at `addr` (a fake DC): how the demo and tests import
 /// fake-DC accounts through the same path (and audit records) as an operator, instead of
 /// writing sessions and registry records behind the node's back.
-pub fn telethon_session_string(dc_id: i32, addr: std::net::SocketAddr, auth_key: &[u8; 256]) -> String {
+pub fn telethon_session_string(
+    dc_id: i32,
+    addr: std::net::SocketAddr,
+    auth_key: &[u8; 256],
+) -> String {
     use base64::Engine as _;
     let mut bytes = Vec::with_capacity(263);
     bytes.push(u8::try_from(dc_id).unwrap_or(2));
@@ -376,7 +382,13 @@ fn expected_event_id(
     use crate::event::{Chat, EventKind, SCHEMA_VERSION, Sender, Source, event_id};
     let account_id = account.to_string();
     let message_id = message_id.to_string();
-    let id = event_id(&account_id, &chat.marked, &message_id, EventKind::Message, 0);
+    let id = event_id(
+        &account_id,
+        &chat.marked,
+        &message_id,
+        EventKind::Message,
+        0,
+    );
     let stub = Event {
         schema_version: SCHEMA_VERSION,
         event_id: id.clone(),
@@ -541,8 +553,7 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
         };
     let target = expected.len() as u64;
 
-    let (duplicates_delivered, lost, unexpected, switchboard, last_delivery, stored) = match &fake
-    {
+    let (duplicates_delivered, lost, unexpected, switchboard, last_delivery, stored) = match &fake {
         Some(f) => {
             let delivered = f.stored_event_ids();
             let lost = expected.difference(&delivered).count() as u64;
@@ -618,7 +629,11 @@ async fn drive_fake_dc(
     for (me, session) in accounts.iter().zip(sessions) {
         let id = me.to_string();
         node.accounts
-            .import(ImportFormat::Telethon, &Sensitive::new(session.clone()), Some(&id))
+            .import(
+                ImportFormat::Telethon,
+                &Sensitive::new(session.clone()),
+                Some(&id),
+            )
             .await
             .map_err(DemoError::Accounts)?;
         node.accounts
@@ -714,5 +729,11 @@ async fn drive_fake_dc(
     if plan.progress {
         eprintln!();
     }
-    Ok((expected, sent, stats.snapshot(), started_us, started.elapsed()))
+    Ok((
+        expected,
+        sent,
+        stats.snapshot(),
+        started_us,
+        started.elapsed(),
+    ))
 }

@@ -285,5 +285,8 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
     assert_eq!(lost, 0, "events lost");
     assert_eq!(unexpected, 0, "events stored that were never sent");
     assert_eq!(fake.stored_twice(), 0, "an event was stored twice");
-    assert!(status.success(), "the final node did not stop cleanly: {status}");
+    assert!(
+        status.success(),
+        "the final node did not stop cleanly: {status}"
+    );
 }

@@ -459,7 +459,12 @@ async fn a_short_flood_wait_during_backfill_is_slept_and_the_backfill_completes(
     let alice = dc.add_user("Alice");
     let supergroup = dc.create_channel("Super", ChannelKind::Supergroup, &[acct.me, alice]);
     for i in 0..150 {
-        dc.send_message(supergroup, alice, &format!("old{i:03}"), SendOptions::default());
+        dc.send_message(
+            supergroup,
+            alice,
+            &format!("old{i:03}"),
+            SendOptions::default(),
+        );
     }
     dc.flood_wait("messages.getHistory", 2, 1);
     let started = std::time::Instant::now();
@@ -487,7 +492,12 @@ async fn a_flood_wait_above_the_sleep_limit_surfaces_as_flood_wait() {
     let alice = dc.add_user("Alice");
     let supergroup = dc.create_channel("Super", ChannelKind::Supergroup, &[acct.me, alice]);
     for i in 0..10 {
-        dc.send_message(supergroup, alice, &format!("old{i}"), SendOptions::default());
+        dc.send_message(
+            supergroup,
+            alice,
+            &format!("old{i}"),
+            SendOptions::default(),
+        );
     }
     dc.flood_wait("messages.getHistory", 30, 1);
     let mut gateway = acct.gateway(None).await;
@@ -519,15 +529,35 @@ async fn dropped_connections_mid_stream_lose_nothing_and_repeat_nothing() {
     take_messages(&mut gateway, 1).await;
     let mut events = Vec::new();
     for i in 0..10 {
-        dc.send_message(ChatId::Private(acct.me, alice), alice, &format!("a-p{i}"), SendOptions::default());
-        dc.send_message(supergroup, alice, &format!("a-s{i}"), SendOptions::default());
+        dc.send_message(
+            ChatId::Private(acct.me, alice),
+            alice,
+            &format!("a-p{i}"),
+            SendOptions::default(),
+        );
+        dc.send_message(
+            supergroup,
+            alice,
+            &format!("a-s{i}"),
+            SendOptions::default(),
+        );
     }
     events.extend(take_messages(&mut gateway, 20).await.0);
     let connections = dc.protocol_stats().connections;
     dc.drop_connections();
     for i in 0..10 {
-        dc.send_message(ChatId::Private(acct.me, alice), alice, &format!("b-p{i}"), SendOptions::default());
-        dc.send_message(supergroup, alice, &format!("b-s{i}"), SendOptions::default());
+        dc.send_message(
+            ChatId::Private(acct.me, alice),
+            alice,
+            &format!("b-p{i}"),
+            SendOptions::default(),
+        );
+        dc.send_message(
+            supergroup,
+            alice,
+            &format!("b-s{i}"),
+            SendOptions::default(),
+        );
     }
     // Their pushes went nowhere (no connection was subscribed): they arrive because grammers
     // reconnects while the stream is polled and fetches the difference.
@@ -570,8 +600,18 @@ async fn a_pts_gap_while_running_is_filled() {
         skip_push: true,
         ..SendOptions::default()
     };
-    dc.send_message(ChatId::Private(acct.me, alice), alice, "p-lost", lost.clone());
-    dc.send_message(ChatId::Private(acct.me, alice), alice, "p-next", SendOptions::default());
+    dc.send_message(
+        ChatId::Private(acct.me, alice),
+        alice,
+        "p-lost",
+        lost.clone(),
+    );
+    dc.send_message(
+        ChatId::Private(acct.me, alice),
+        alice,
+        "p-next",
+        SendOptions::default(),
+    );
     dc.send_message(supergroup, alice, "s-lost", lost);
     dc.send_message(supergroup, alice, "s-next", SendOptions::default());
     let (events, _) = take_messages(&mut gateway, 4).await;
