@@ -111,6 +111,16 @@ struct DemoArgs {
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
+    /// Where messages come from: `simulated` accounts, or real grammers clients on an
+    /// in-process fake Telegram DC (`fake-dc`)
+    #[arg(long, value_enum, default_value_t = DemoSourceArg::Simulated)]
+    source: DemoSourceArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DemoSourceArg {
+    Simulated,
+    FakeDc,
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,8 +156,9 @@ pub fn main() -> ExitCode {
     if let Some(level) = &cli.log_level {
         cfg.logging.level = level.clone();
     } else if matches!(cli.command, Command::Demo(_)) {
-        // The demo's own progress line and summary are the output; logs only for trouble.
-        cfg.logging.level = "warn".into();
+        // The demo's own progress line and summary are the output; logs only for trouble. The
+        // fake DC's notes on clients hanging up (the node's shutdown) are not trouble.
+        cfg.logging.level = "warn,tgingest::telegram::fakedc=error".into();
     }
     match &cli.command {
         Command::Config(ConfigCommand::Check) => return config_check(&loaded),
@@ -269,6 +280,10 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> ExitCode {
         switchboard_url: args.switchboard_url.clone(),
         drain_timeout: args.drain_timeout,
         progress: !args.json,
+        source: match args.source {
+            DemoSourceArg::Simulated => crate::demo::DemoSource::Simulated,
+            DemoSourceArg::FakeDc => crate::demo::DemoSource::FakeDc,
+        },
     };
     match crate::demo::run(cfg, &plan).await {
         Ok(summary) => {

@@ -32,11 +32,15 @@ pub struct DemoPlan {
     pub drain_timeout: Duration,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Simulated accounts (the default) or real grammers clients on a fake DC.
+    pub source: DemoSource,
 }
 
 /// The demo's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSummary {
+    /// `simulated` or `fake-dc`.
+    pub source: String,
     pub accounts: u32,
     pub rate_per_account: f64,
     pub duration_s: f64,
@@ -63,6 +67,18 @@ pub struct DemoSummary {
     pub throughput_per_s: f64,
     pub elapsed_s: f64,
     pub eventlog_ok: bool,
+    /// Peak resident memory of the demo process (`VmHWM`, KiB; Linux only). The embedded
+    /// nats-server is a separate process and not included.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// `VmHWM` of this process from `/proc/self/status`, in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 impl DemoSummary {
@@ -84,6 +100,12 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot start the fake Switchboard: {0}")]
     Fake(std::io::Error),
+    #[error("cannot start the fake Telegram DC: {0}")]
+    FakeDc(std::io::Error),
+    #[error("cannot set up a demo account: {0}")]
+    Accounts(crate::accounts::ControlError),
+    #[error("only {listening} of {accounts} accounts were listening before the drain timeout")]
+    NotReady { listening: usize, accounts: usize },
 }
 
 /// The ground truth: every unique event the simulation produces for positions below `upto`,
@@ -103,6 +125,9 @@ pub fn expected_after_policy<'a>(
 
 /// Runs the demo on `config` (whose data dir the caller chose).
 pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, DemoError> {
+    if plan.source == DemoSource::FakeDc {
+        return run_fake_dc(config, plan).await;
+    }
     let messages = ((plan.rate * plan.duration.as_secs_f64()).round() as u64).max(1);
     config.simulator.accounts = plan.accounts;
     config.simulator.rate = plan.rate;
@@ -183,6 +208,7 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
         .unwrap_or(elapsed.as_secs_f64())
         .clamp(0.001, elapsed.as_secs_f64().max(0.001));
     Ok(DemoSummary {
+        source: "simulated".into(),
         accounts: plan.accounts,
         rate_per_account: plan.rate,
         duration_s: plan.duration.as_secs_f64(),
@@ -204,6 +230,7 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
         throughput_per_s: snapshot.delivered as f64 / active_s,
         elapsed_s: elapsed.as_secs_f64(),
         eventlog_ok,
+        peak_rss_kib: peak_rss_kib(),
     })
 }
 
@@ -243,7 +270,7 @@ pub fn render(s: &DemoSummary) -> String {
     };
     let lat = |k: &str| s.latency_ms.get(k).copied().unwrap_or(0.0);
     format!(
-        "tgingest demo: {} accounts x {} msg/s x {}s ({})\n\
+        "tgingest demo: {} {} accounts x {} msg/s x {}s ({})\n\
          \x20 NATS                        {}\n\
          \x20 Switchboard                 {}\n\
          \x20 produced                    {}\n\
@@ -259,7 +286,9 @@ pub fn render(s: &DemoSummary) -> String {
          \x20 retries                     {}\n\
          \x20 latency p50 / p99 / max     {:.1} / {:.1} / {:.1} ms\n\
          \x20 throughput                  {:.0} events/s over {:.1}s\n\
-         \x20 event log                   {}\n",
+         \x20 event log                   {}\n\
+         \x20 peak RSS (this process)     {}\n",
+        s.source,
         s.accounts,
         s.rate_per_account,
         s.duration_s,
@@ -287,5 +316,424 @@ pub fn render(s: &DemoSummary) -> String {
         } else {
             "VERIFY FAILED"
         },
+        s.peak_rss_kib.map_or_else(
+            || "unknown".to_string(),
+            |k| format!("{:.1} MiB", k as f64 / 1024.0)
+        ),
     )
+}
+
+/// Where the demo's messages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemoSource {
+    /// The deterministic simulation inside the node (no Telegram client at all).
+    #[default]
+    Simulated,
+    /// An in-process fake Telegram DC; every account runs the real grammers client against it.
+    FakeDc,
+}
+
+/// Accounts that share one group, supergroup, broadcast channel and forum in the fake-DC demo.
+const COHORT: usize = 5;
+
+/// A Telethon `StringSession` for `auth_key` at `addr` (a fake DC): how the demo and tests import
+/// fake-DC accounts through the same path (and audit records) as an operator, instead of
+/// writing sessions and registry records behind the node's back.
+pub fn telethon_session_string(
+    dc_id: i32,
+    addr: std::net::SocketAddr,
+    auth_key: &[u8; 256],
+) -> String {
+    use base64::Engine as _;
+    let mut bytes = Vec::with_capacity(263);
+    bytes.push(u8::try_from(dc_id).unwrap_or(2));
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => bytes.extend_from_slice(&ip.octets()),
+        std::net::IpAddr::V6(ip) => bytes.extend_from_slice(&ip.octets()),
+    }
+    bytes.extend_from_slice(&addr.port().to_be_bytes());
+    bytes.extend_from_slice(auth_key);
+    format!(
+        "1{}",
+        base64::engine::general_purpose::URL_SAFE.encode(bytes)
+    )
+}
+
+/// One chat the driver writes into, and which accounts see each message in it.
+struct DriverChat {
+    chat: crate::telegram::fakedc::ChatId,
+    /// The non-account user who writes.
+    from: i64,
+    kind: crate::event::ChatKind,
+    /// The marked chat id as the accounts see it.
+    marked: String,
+    members: Vec<i64>,
+}
+
+/// The event id the normalizer gives a new message `message_id` in `chat` seen by `account`,
+/// if the policy lets such a message through (policy rules look at chat, kind and sender, not
+/// at the text, so a stub event decides exactly).
+fn expected_event_id(
+    policy: &Policy,
+    account: i64,
+    chat: &DriverChat,
+    message_id: i32,
+) -> Option<String> {
+    use crate::event::{Chat, EventKind, SCHEMA_VERSION, Sender, Source, event_id};
+    let account_id = account.to_string();
+    let message_id = message_id.to_string();
+    let id = event_id(
+        &account_id,
+        &chat.marked,
+        &message_id,
+        EventKind::Message,
+        0,
+    );
+    let stub = Event {
+        schema_version: SCHEMA_VERSION,
+        event_id: id.clone(),
+        account_id,
+        kind: EventKind::Message,
+        chat: Chat {
+            kind: chat.kind,
+            id: chat.marked.clone(),
+            title: None,
+        },
+        sender: (chat.kind != crate::event::ChatKind::Channel).then(|| Sender {
+            id: chat.from.to_string(),
+            display_name: None,
+            is_self: false,
+        }),
+        message_id,
+        topic_id: None,
+        reply_to: None,
+        sent_at_us: crate::event::now_us(),
+        edit_version: 0,
+        text: String::new(),
+        media: None,
+        source: Source::Live,
+        observed_at_us: crate::event::now_us(),
+    };
+    match policy.decide_owned(stub) {
+        Decision::Keep { .. } => Some(id),
+        Decision::Drop { .. } => None,
+    }
+}
+
+/// Runs the demo against an in-process fake Telegram DC with real grammers clients.
+///
+/// Ground truth: every message the driver sent, as the event id the normalizer computes for each
+/// account that sees it (`event::event_id(account, chat, message id, message, 0)`), kept if the
+/// policy keeps it; compared with the event ids the fake Switchboard stored.
+pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, DemoError> {
+    use crate::event::{ChatKind, marked_chat_id};
+    use crate::telegram::fakedc::{ChannelKind, ChatId, FakeDc, FakeDcConfig};
+
+    config.simulator.accounts = 0;
+    config.admin.listen = "127.0.0.1:0".into();
+    if config.telegram.api_id <= 0 {
+        // Any positive id: the fake DC does not check it, and it turns the grammers adapter on.
+        config.telegram.api_id = 1;
+    }
+    // The accounts start before the driver does: nothing to backfill.
+    config.telegram.backfill_window_h = 0;
+    let fake = match &plan.switchboard_url {
+        Some(url) => {
+            config.switchboard.url = url.clone();
+            None
+        }
+        None => {
+            let fake = FakeSwitchboard::start(FakeOptions::default())
+                .await
+                .map_err(DemoError::Fake)?;
+            config.switchboard.url = fake.mcp_url();
+            Some(fake)
+        }
+    };
+    config.validate()?;
+    let policy = Policy::new(&config.policy)?;
+
+    let dc = FakeDc::start(FakeDcConfig::default())
+        .await
+        .map_err(DemoError::FakeDc)?;
+    let n = plan.accounts.max(1) as usize;
+    let mut accounts = Vec::with_capacity(n);
+    let mut sessions = Vec::with_capacity(n);
+    for i in 0..n {
+        let (me, key) = dc.add_account(&format!("Account {i}"));
+        accounts.push(me);
+        sessions.push(telethon_session_string(dc.dc_id(), dc.addr(), &key));
+    }
+    // Each account: a private chat with its own friend; each cohort of accounts: one chat of
+    // every other kind, written into by the cohort's friend.
+    let mut chats_of: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut chats: Vec<DriverChat> = Vec::new();
+    for (i, me) in accounts.iter().enumerate() {
+        let friend = dc.add_user(&format!("Friend {i}"));
+        chats_of[i].push(chats.len());
+        chats.push(DriverChat {
+            chat: ChatId::Private(*me, friend),
+            from: friend,
+            kind: ChatKind::Private,
+            marked: marked_chat_id(ChatKind::Private, friend),
+            members: vec![*me],
+        });
+    }
+    for (c, cohort) in accounts.chunks(COHORT).enumerate() {
+        let writer = dc.add_user(&format!("Writer {c}"));
+        let mut members = cohort.to_vec();
+        members.push(writer);
+        let group = dc.create_group(&format!("Group {c}"), &members);
+        let kinds = [
+            (group, ChatKind::Group),
+            (
+                dc.create_channel(&format!("Super {c}"), ChannelKind::Supergroup, &members),
+                ChatKind::Supergroup,
+            ),
+            (
+                dc.create_channel(&format!("News {c}"), ChannelKind::Broadcast, &members),
+                ChatKind::Channel,
+            ),
+            (
+                dc.create_channel(&format!("Forum {c}"), ChannelKind::Forum, &members),
+                ChatKind::Supergroup,
+            ),
+        ];
+        for (chat, kind) in kinds {
+            let bare = match chat {
+                ChatId::Group(id) | ChatId::Channel(id) => id,
+                ChatId::Private(_, other) => other,
+            };
+            let idx = chats.len();
+            chats.push(DriverChat {
+                chat,
+                from: writer,
+                kind,
+                marked: marked_chat_id(kind, bare),
+                members: cohort.to_vec(),
+            });
+            for k in 0..cohort.len() {
+                chats_of[c * COHORT + k].push(idx);
+            }
+        }
+    }
+
+    let node = match Node::start(config.clone()).await {
+        Ok(node) => node,
+        Err(e) => {
+            dc.stop().await;
+            return Err(e.into());
+        }
+    };
+    let driven = drive_fake_dc(
+        &node,
+        &dc,
+        plan,
+        &accounts,
+        &sessions,
+        &chats,
+        &chats_of,
+        &policy,
+        fake.as_ref(),
+    )
+    .await;
+    let eventlog_ok = node.eventlog.verify().ok;
+    let nats_url = node.nats_url().to_string();
+    let shutdown = node.shutdown().await.map_err(DemoError::from);
+    dc.stop().await;
+    let (expected, produced, snapshot, started_us, elapsed) =
+        match driven.and_then(|d| shutdown.map(|()| d)) {
+            Ok(driven) => driven,
+            Err(e) => {
+                if let Some(f) = &fake {
+                    f.stop().await;
+                }
+                return Err(e);
+            }
+        };
+    let target = expected.len() as u64;
+
+    let (duplicates_delivered, lost, unexpected, switchboard, last_delivery, stored) = match &fake {
+        Some(f) => {
+            let delivered = f.stored_event_ids();
+            let lost = expected.difference(&delivered).count() as u64;
+            let unexpected = delivered.difference(&expected).count() as u64;
+            let last = f.last_stored_at();
+            let stored = f.stats().stored;
+            f.stop().await;
+            (
+                Some(f.stored_twice() as u64),
+                Some(lost),
+                Some(unexpected),
+                "built-in fake".to_string(),
+                last,
+                stored,
+            )
+        }
+        None => (None, None, None, config.switchboard.url.clone(), None, 0),
+    };
+    let active_s = last_delivery
+        .map(|last| (last.as_microsecond() - started_us) as f64 / 1e6)
+        .unwrap_or(elapsed.as_secs_f64())
+        .clamp(0.001, elapsed.as_secs_f64().max(0.001));
+    Ok(DemoSummary {
+        source: "fake-dc".into(),
+        accounts: plan.accounts,
+        rate_per_account: plan.rate,
+        duration_s: plan.duration.as_secs_f64(),
+        nats_url,
+        switchboard,
+        expected: target,
+        // Messages the driver sent (each is seen by one or more accounts).
+        produced,
+        delivered: snapshot.delivered,
+        filtered: snapshot.filtered,
+        redacted: snapshot.redacted,
+        duplicates_dropped: snapshot.duplicates_dropped,
+        duplicates_delivered,
+        resends_answered_duplicate: snapshot.resend_duplicates,
+        lost,
+        unexpected,
+        dead_lettered: snapshot.dead_lettered,
+        retries: snapshot.retries,
+        latency_ms: snapshot.latency_ms,
+        throughput_per_s: stored as f64 / active_s,
+        elapsed_s: elapsed.as_secs_f64(),
+        eventlog_ok,
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+/// What the driver sent: expected event ids, messages sent, the pipeline's counters, the start
+/// time (unix µs) and how long the run took.
+type Driven = (HashSet<String>, u64, StatsSnapshot, i64, Duration);
+
+#[allow(clippy::too_many_arguments)]
+async fn drive_fake_dc(
+    node: &Node,
+    dc: &crate::telegram::fakedc::FakeDc,
+    plan: &DemoPlan,
+    accounts: &[i64],
+    sessions: &[String],
+    chats: &[DriverChat],
+    chats_of: &[Vec<usize>],
+    policy: &Policy,
+    fake: Option<&FakeSwitchboard>,
+) -> Result<Driven, DemoError> {
+    use crate::accounts::ImportFormat;
+    use crate::accounts::login::Sensitive;
+    use crate::telegram::fakedc::SendOptions;
+
+    // The pipeline stages (no simulated accounts): they drain the bus into the Switchboard.
+    let stats = node.start_pipeline().await?;
+    for (me, session) in accounts.iter().zip(sessions) {
+        let id = me.to_string();
+        node.accounts
+            .import(
+                ImportFormat::Telethon,
+                &Sensitive::new(session.clone()),
+                Some(&id),
+            )
+            .await
+            .map_err(DemoError::Accounts)?;
+        node.accounts
+            .consent(&id, "tgingest demo", "fake-dc demo accounts")
+            .await
+            .map_err(DemoError::Accounts)?;
+    }
+    // Live only once every account listens (its update stream is subscribed on the fake DC).
+    let ready_by = Instant::now() + plan.drain_timeout;
+    loop {
+        let listening = accounts
+            .iter()
+            .filter(|me| dc.subscribed_connections(**me) > 0)
+            .count();
+        if plan.progress {
+            eprint!("\r accounts listening {listening}/{} ", accounts.len());
+        }
+        if listening == accounts.len() {
+            if plan.progress {
+                eprintln!();
+            }
+            break;
+        }
+        if Instant::now() >= ready_by {
+            return Err(DemoError::NotReady {
+                listening,
+                accounts: accounts.len(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A second for catch-up (getDifference) to settle before the first live message.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let started = Instant::now();
+    let started_us = crate::event::now_us();
+    let total_rate = plan.rate * accounts.len() as f64;
+    let mut expected = HashSet::new();
+    let mut sent = 0u64;
+    let mut turn = vec![0usize; accounts.len()];
+    let mut next_account = 0usize;
+    let tick = Duration::from_millis(50);
+    let mut next_progress = Duration::ZERO;
+    while started.elapsed() < plan.duration {
+        let due = (total_rate * started.elapsed().as_secs_f64()) as u64;
+        while sent < due {
+            let a = next_account % accounts.len();
+            next_account += 1;
+            let own = &chats_of[a];
+            let chat = &chats[own[turn[a] % own.len()]];
+            turn[a] += 1;
+            let text = format!("demo message {sent}");
+            if let Some(msg) = dc.send_message(chat.chat, chat.from, &text, SendOptions::default())
+            {
+                for member in &chat.members {
+                    if let Some(id) = msg.id_for(*member)
+                        && let Some(event) = expected_event_id(policy, *member, chat, id)
+                    {
+                        expected.insert(event);
+                    }
+                }
+            }
+            sent += 1;
+        }
+        if plan.progress && started.elapsed() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            let arrived = fake.map_or(0, |f| f.stats().stored);
+            eprint!(
+                "\r[{:>4.0}s] sent {sent:>8}  stored {arrived:>8}/{:<8} ",
+                started.elapsed().as_secs_f64(),
+                expected.len()
+            );
+        }
+        tokio::time::sleep(tick).await;
+    }
+    let deadline = Instant::now() + plan.drain_timeout;
+    if let Some(f) = fake {
+        while Instant::now() < deadline {
+            let arrived = f.stats().stored;
+            if plan.progress {
+                eprint!(
+                    "\r[{:>4.0}s] sent {sent:>8}  stored {arrived:>8}/{:<8} ",
+                    started.elapsed().as_secs_f64(),
+                    expected.len()
+                );
+            }
+            if arrived >= expected.len() as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    if plan.progress {
+        eprintln!();
+    }
+    Ok((
+        expected,
+        sent,
+        stats.snapshot(),
+        started_us,
+        started.elapsed(),
+    ))
 }

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grammers_session::storages::MemorySession;
-use tgingest::event::{ChatKind, EventKind, Source};
+use tgingest::event::{ChatKind, EventKind, Source, marked_chat_id};
 use tgingest::telegram::fakedc::{
     ChannelKind, ChatId, FakeDc, FakeDcConfig, SendOptions, WorldLimits,
 };
-use tgingest::telegram::gateway::{Cursor, Gateway, GatewayFactory, SourceUpdate};
+use tgingest::telegram::gateway::{Cursor, Gateway, GatewayError, GatewayFactory, SourceUpdate};
 use tgingest::telegram::grammers::gateway::{GrammersFactory, GrammersSettings, SessionOpener};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -344,6 +344,283 @@ async fn the_first_start_backfills_the_window_oldest_first() {
     let want: Vec<String> = (0..150).map(|i| format!("old{i:03}")).collect();
     assert_eq!(got, want, "all of the window, oldest first, once");
     assert!(events.iter().all(|e| e.source == Source::Backfill));
+    drop(gateway);
+    acct.dc.stop().await;
+}
+
+// ---- Faults ----------------------------------------------------------------------------------
+
+/// Settings whose hole check runs every second, so `next_update` makes an API call (the dialogs)
+/// on its own: a fault on the account surfaces through the stream even without traffic.
+fn probing_settings() -> GrammersSettings {
+    let mut s = settings();
+    s.hole_grace = Duration::ZERO;
+    s.hole_check_interval = Duration::from_secs(1);
+    s
+}
+
+/// The error the next `next_update` returns (updates that arrive first are skipped).
+async fn next_error(gateway: &mut Box<dyn Gateway>) -> GatewayError {
+    loop {
+        match tokio::time::timeout(WAIT, gateway.next_update())
+            .await
+            .expect("an answer in time")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the source ended instead of failing"),
+            Err(e) => return e,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_key_ends_the_gateway_with_a_permanent_revoked_error() {
+    let acct = Account::new(WorldLimits::default(), probing_settings()).await;
+    let mut gateway = acct.gateway(None).await;
+    acct.dc.revoke_key(acct.me);
+    let e = next_error(&mut gateway).await;
+    assert!(
+        matches!(&e, GatewayError::Revoked(name) if name.contains("AUTH_KEY_UNREGISTERED")),
+        "{e:?}"
+    );
+    assert!(e.is_permanent());
+    // A new gateway on the same session fails at connect, the same way.
+    let mut fresh = acct.factory.create(&acct.me.to_string());
+    let e = tokio::time::timeout(WAIT, fresh.connect())
+        .await
+        .expect("connect answers in time")
+        .expect_err("connect fails");
+    assert!(matches!(e, GatewayError::Revoked(_)), "{e:?}");
+    drop(fresh);
+    drop(gateway);
+    acct.dc.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_session_fails_the_next_call_as_revoked() {
+    let acct = Account::new(WorldLimits::default(), settings()).await;
+    let alice = acct.dc.add_user("Alice");
+    let chat = acct
+        .dc
+        .create_channel("Super", ChannelKind::Supergroup, &[acct.me, alice]);
+    acct.dc
+        .send_message(chat, alice, "hello", SendOptions::default());
+    let mut gateway = acct.gateway(None).await;
+    acct.dc.revoke_session(acct.me);
+    let e = tokio::time::timeout(
+        WAIT,
+        gateway.history(
+            tgingest::event::Chat {
+                id: marked_chat_id(ChatKind::Supergroup, chat_bare_id(chat)),
+                kind: ChatKind::Supergroup,
+                title: None,
+            },
+            None,
+            10,
+        ),
+    )
+    .await
+    .expect("history answers in time")
+    .expect_err("history fails");
+    assert!(
+        matches!(&e, GatewayError::Revoked(name) if name.contains("SESSION_REVOKED")),
+        "{e:?}"
+    );
+    assert!(e.is_permanent());
+    drop(gateway);
+    acct.dc.stop().await;
+}
+
+fn chat_bare_id(chat: ChatId) -> i64 {
+    match chat {
+        ChatId::Channel(id) => id,
+        other => panic!("not a channel: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_duplicated_key_ends_the_gateway_as_duplicated() {
+    let acct = Account::new(WorldLimits::default(), probing_settings()).await;
+    let mut gateway = acct.gateway(None).await;
+    acct.dc.duplicate_key(acct.me);
+    let e = next_error(&mut gateway).await;
+    assert_eq!(e, GatewayError::Duplicated);
+    assert!(e.is_permanent());
+    drop(gateway);
+    acct.dc.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_flood_wait_during_backfill_is_slept_and_the_backfill_completes() {
+    let mut s = settings();
+    s.backfill_window = Duration::from_secs(3600);
+    let acct = Account::new(WorldLimits::default(), s).await;
+    let dc = &acct.dc;
+    let alice = dc.add_user("Alice");
+    let supergroup = dc.create_channel("Super", ChannelKind::Supergroup, &[acct.me, alice]);
+    for i in 0..150 {
+        dc.send_message(
+            supergroup,
+            alice,
+            &format!("old{i:03}"),
+            SendOptions::default(),
+        );
+    }
+    dc.flood_wait("messages.getHistory", 2, 1);
+    let started = std::time::Instant::now();
+    let mut gateway = acct.gateway(None).await;
+    let (events, _) = take_messages(&mut gateway, 150).await;
+    let got: Vec<String> = events.iter().map(|e| e.text.clone()).collect();
+    let want: Vec<String> = (0..150).map(|i| format!("old{i:03}")).collect();
+    assert_eq!(got, want, "all of the window, oldest first, once");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the flood wait was slept inside grammers"
+    );
+    // The flooded request was retried: one more history call than the pages alone need.
+    assert!(dc.request_count("messages.getHistory") >= 3);
+    drop(gateway);
+    acct.dc.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_wait_above_the_sleep_limit_surfaces_as_flood_wait() {
+    let mut s = settings();
+    s.backfill_window = Duration::from_secs(3600);
+    let acct = Account::new(WorldLimits::default(), s).await;
+    let dc = &acct.dc;
+    let alice = dc.add_user("Alice");
+    let supergroup = dc.create_channel("Super", ChannelKind::Supergroup, &[acct.me, alice]);
+    for i in 0..10 {
+        dc.send_message(
+            supergroup,
+            alice,
+            &format!("old{i}"),
+            SendOptions::default(),
+        );
+    }
+    dc.flood_wait("messages.getHistory", 30, 1);
+    let mut gateway = acct.gateway(None).await;
+    let started = std::time::Instant::now();
+    let e = next_error(&mut gateway).await;
+    assert_eq!(e, GatewayError::FloodWait { seconds: 30 });
+    assert!(!e.is_permanent());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not slept inside grammers"
+    );
+    drop(gateway);
+    acct.dc.stop().await;
+}
+
+#[tokio::test]
+async fn dropped_connections_mid_stream_lose_nothing_and_repeat_nothing() {
+    let acct = Account::new(WorldLimits::default(), settings()).await;
+    let dc = &acct.dc;
+    let alice = dc.add_user("Alice");
+    let supergroup = dc.create_channel("Super", ChannelKind::Supergroup, &[acct.me, alice]);
+    let mut gateway = acct.gateway(None).await;
+    dc.send_message(
+        ChatId::Private(acct.me, alice),
+        alice,
+        "warm-up",
+        SendOptions::default(),
+    );
+    take_messages(&mut gateway, 1).await;
+    let mut events = Vec::new();
+    for i in 0..10 {
+        dc.send_message(
+            ChatId::Private(acct.me, alice),
+            alice,
+            &format!("a-p{i}"),
+            SendOptions::default(),
+        );
+        dc.send_message(
+            supergroup,
+            alice,
+            &format!("a-s{i}"),
+            SendOptions::default(),
+        );
+    }
+    events.extend(take_messages(&mut gateway, 20).await.0);
+    let connections = dc.protocol_stats().connections;
+    dc.drop_connections();
+    for i in 0..10 {
+        dc.send_message(
+            ChatId::Private(acct.me, alice),
+            alice,
+            &format!("b-p{i}"),
+            SendOptions::default(),
+        );
+        dc.send_message(
+            supergroup,
+            alice,
+            &format!("b-s{i}"),
+            SendOptions::default(),
+        );
+    }
+    // Their pushes went nowhere (no connection was subscribed): they arrive because grammers
+    // reconnects while the stream is polled and fetches the difference.
+    events.extend(take_messages(&mut gateway, 20).await.0);
+    assert!(
+        dc.protocol_stats().connections > connections,
+        "the client reconnected"
+    );
+    let want: BTreeSet<String> = (0..10)
+        .flat_map(|i| {
+            [
+                format!("a-p{i}"),
+                format!("a-s{i}"),
+                format!("b-p{i}"),
+                format!("b-s{i}"),
+            ]
+        })
+        .collect();
+    assert_eq!(texts(&events), want);
+    assert_eq!(events.len(), want.len(), "each exactly once");
+    drop(gateway);
+    acct.dc.stop().await;
+}
+
+#[tokio::test]
+async fn a_pts_gap_while_running_is_filled() {
+    let acct = Account::new(WorldLimits::default(), settings()).await;
+    let dc = &acct.dc;
+    let alice = dc.add_user("Alice");
+    let supergroup = dc.create_channel("Super", ChannelKind::Supergroup, &[acct.me, alice]);
+    let mut gateway = acct.gateway(None).await;
+    dc.send_message(
+        ChatId::Private(acct.me, alice),
+        alice,
+        "warm-up",
+        SendOptions::default(),
+    );
+    take_messages(&mut gateway, 1).await;
+    let lost = SendOptions {
+        skip_push: true,
+        ..SendOptions::default()
+    };
+    dc.send_message(
+        ChatId::Private(acct.me, alice),
+        alice,
+        "p-lost",
+        lost.clone(),
+    );
+    dc.send_message(
+        ChatId::Private(acct.me, alice),
+        alice,
+        "p-next",
+        SendOptions::default(),
+    );
+    dc.send_message(supergroup, alice, "s-lost", lost);
+    dc.send_message(supergroup, alice, "s-next", SendOptions::default());
+    let (events, _) = take_messages(&mut gateway, 4).await;
+    let want: BTreeSet<String> = ["p-lost", "p-next", "s-lost", "s-next"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(texts(&events), want);
+    assert_eq!(events.len(), 4, "each exactly once");
     drop(gateway);
     acct.dc.stop().await;
 }

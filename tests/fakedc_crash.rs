@@ -1,0 +1,292 @@
+//! `kill -9` of a node whose accounts are real grammers clients loses nothing and stores nothing
+//! twice: the Telegram update state is committed only after the events it covers are durable.
+//!
+//! The fake Telegram DC, a real nats-server and the fake Switchboard live in this test process and
+//! outlive every crash; the node is the real binary (`tgingest run`). Its accounts are imported
+//! (Telethon strings pointing at the fake DC) and consented through the admin API, as an operator
+//! would. Messages are sent continuously into private chats, a basic group and a supergroup while
+//! the node is killed with SIGKILL three times and restarted; what was sent while it was down
+//! arrives through catch-up. Ground truth: the event id of every sent message, per account that
+//! sees it, computed with `event::event_id` as the normalizer does.
+
+mod support;
+
+use std::collections::HashSet;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{TestNats, signal, tgingest_bin};
+use tgingest::event::{ChatKind, EventKind, event_id, marked_chat_id};
+use tgingest::keys::MasterKey;
+use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
+use tgingest::telegram::fakedc::{ChannelKind, ChatId, FakeDc, FakeDcConfig, SendOptions};
+
+const KILLS: usize = 3;
+const ACCOUNTS: usize = 3;
+
+/// The node process; killed if the test fails before it is stopped.
+struct NodeProcess(Option<Child>);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_node(
+    nats: &TestNats,
+    fake: &FakeSwitchboard,
+    dir: &std::path::Path,
+    admin: &str,
+    log: &std::path::Path,
+) -> NodeProcess {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let child = std::process::Command::new(tgingest_bin())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TGINGEST_NODE_ID", "fakedc-crash-node")
+        .env("TGINGEST_NODE_DATA_DIR", dir.join("data"))
+        .env("TGINGEST_MASTER_KEY_FILE", dir.join("master.key"))
+        .env("TGINGEST_NATS_URL", nats.url())
+        .env("SWITCHBOARD_MCP_URL", fake.mcp_url())
+        .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
+        .env("TGINGEST_ADMIN_LISTEN", admin)
+        .env("TELEGRAM_API_ID", "1")
+        .env("TGINGEST_LOGGING_LEVEL", "info,async_nats=warn")
+        .env("TGINGEST_LOGGING_FORMAT", "json")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn tgingest run");
+    NodeProcess(Some(child))
+}
+
+/// Waits until the log shows `n` node start-ups.
+async fn wait_running(log: &std::path::Path, n: usize) {
+    let up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches("tgingest node running").count() >= n {
+            return;
+        }
+        assert!(Instant::now() < up, "node did not come up: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every account has its update stream subscribed on the fake DC.
+async fn wait_listening(dc: &FakeDc, accounts: &[i64]) {
+    let up = Instant::now() + Duration::from_secs(60);
+    while !accounts.iter().all(|a| dc.subscribed_connections(*a) > 0) {
+        assert!(
+            Instant::now() < up,
+            "accounts did not connect to the fake DC"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn post(http: &reqwest::Client, url: String, body: serde_json::Value) {
+    let resp = http
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin API answers");
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{url}: {status} {text}");
+}
+
+/// A chat the sender writes into: who writes, and (account, marked chat id) per viewer.
+struct Target {
+    chat: ChatId,
+    from: i64,
+    marked: String,
+    viewers: Vec<i64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twice() {
+    tgingest::telemetry::install_crypto_provider();
+    let nats = TestNats::start();
+    let fake = FakeSwitchboard::start(FakeOptions::default())
+        .await
+        .expect("fake switchboard");
+    let dc = Arc::new(
+        FakeDc::start(FakeDcConfig::default())
+            .await
+            .expect("fake DC"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    MasterKey::generate_file(&dir.path().join("master.key")).expect("master key");
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").to_string()
+    };
+
+    let mut accounts = Vec::new();
+    let mut sessions = Vec::new();
+    let mut targets = Vec::new();
+    for i in 0..ACCOUNTS {
+        let (me, key) = dc.add_account(&format!("Account {i}"));
+        accounts.push(me);
+        sessions.push(tgingest::demo::telethon_session_string(
+            dc.dc_id(),
+            dc.addr(),
+            &key,
+        ));
+        let friend = dc.add_user(&format!("Friend {i}"));
+        targets.push(Target {
+            chat: ChatId::Private(me, friend),
+            from: friend,
+            marked: marked_chat_id(ChatKind::Private, friend),
+            viewers: vec![me],
+        });
+    }
+    let writer = dc.add_user("Writer");
+    let mut members = accounts.clone();
+    members.push(writer);
+    let group = dc.create_group("Group", &members);
+    let supergroup = dc.create_channel("Super", ChannelKind::Supergroup, &members);
+    for (chat, kind) in [(group, ChatKind::Group), (supergroup, ChatKind::Supergroup)] {
+        let bare = match chat {
+            ChatId::Group(id) | ChatId::Channel(id) => id,
+            ChatId::Private(..) => unreachable!(),
+        };
+        targets.push(Target {
+            chat,
+            from: writer,
+            marked: marked_chat_id(kind, bare),
+            viewers: accounts.clone(),
+        });
+    }
+
+    let log = dir.path().join("node.log");
+    let mut node = start_node(&nats, &fake, dir.path(), &admin, &log);
+    wait_running(&log, 1).await;
+    let http = reqwest::Client::new();
+    for (me, session) in accounts.iter().zip(&sessions) {
+        post(
+            &http,
+            format!("http://{admin}/v1/accounts/import"),
+            json!({"format": "telethon", "session": session, "account_id": me.to_string()}),
+        )
+        .await;
+        post(
+            &http,
+            format!("http://{admin}/v1/accounts/{me}/consent"),
+            json!({"by": "fakedc_crash test", "scope": "test accounts on a fake DC"}),
+        )
+        .await;
+    }
+    wait_listening(&dc, &accounts).await;
+
+    // The sender: ~60 messages/s round-robin over the chats, until told to stop.
+    let expected = Arc::new(Mutex::new(HashSet::new()));
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (dc, expected, sent, stop) = (dc.clone(), expected.clone(), sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let t = &targets[n % targets.len()];
+                let msg = dc
+                    .send_message(t.chat, t.from, &format!("m{n}"), SendOptions::default())
+                    .expect("message sent");
+                {
+                    let mut expected = expected.lock().unwrap();
+                    for viewer in &t.viewers {
+                        let id = msg.id_for(*viewer).expect("viewer sees it");
+                        expected.insert(event_id(
+                            &viewer.to_string(),
+                            &t.marked,
+                            &id.to_string(),
+                            EventKind::Message,
+                            0,
+                        ));
+                    }
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(16)).await;
+            }
+        })
+    };
+
+    let delays = [1200u64, 2500, 700];
+    for (kill, delay) in delays.iter().enumerate().take(KILLS) {
+        tokio::time::sleep(Duration::from_millis(*delay)).await;
+        let mut child = node.0.take().expect("node running");
+        assert!(
+            child.try_wait().expect("status").is_none(),
+            "tgingest exited on its own before kill {}",
+            kill + 1
+        );
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        eprintln!(
+            "kill {}: {} sent, {} stored so far",
+            kill + 1,
+            sent.load(Ordering::Relaxed),
+            fake.stats().stored
+        );
+        // Down for a moment while messages keep coming: they must arrive through catch-up.
+        let at_kill = sent.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        node = start_node(&nats, &fake, dir.path(), &admin, &log);
+        wait_running(&log, kill + 2).await;
+        wait_listening(&dc, &accounts).await;
+        let while_down = sent.load(Ordering::Relaxed) - at_kill;
+        eprintln!("  {while_down} messages sent while the node was down or reconnecting");
+        assert!(while_down > 0, "catch-up after a crash was not exercised");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    sender.await.expect("sender");
+
+    let expected = expected.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline && !expected.is_subset(&fake.stored_event_ids()) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut child = node.0.take().expect("node running");
+    signal(child.id(), libc::SIGTERM);
+    let status = child.wait().expect("reaped");
+
+    let got = fake.stored_event_ids();
+    let lost = expected.difference(&got).count();
+    let unexpected = got.difference(&expected).count();
+    eprintln!(
+        "after {KILLS} kills: {} messages sent, {} events expected, {} stored, {lost} lost, {} stored twice, {unexpected} unexpected",
+        sent.load(Ordering::Relaxed),
+        expected.len(),
+        fake.stats().stored,
+        fake.stored_twice()
+    );
+    let dc = Arc::try_unwrap(dc).ok().expect("sender gone");
+    dc.stop().await;
+    fake.stop().await;
+    if lost > 0 {
+        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    assert_eq!(lost, 0, "events lost");
+    assert_eq!(unexpected, 0, "events stored that were never sent");
+    assert_eq!(fake.stored_twice(), 0, "an event was stored twice");
+    assert!(
+        status.success(),
+        "the final node did not stop cleanly: {status}"
+    );
+}
