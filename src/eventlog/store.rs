@@ -248,7 +248,11 @@ impl EventLog {
     }
 
     /// Verifies the whole chain and that it ends at the head in meta.
+    ///
+    /// Appends wait meanwhile (the walk holds the writer's lock): otherwise a record appended
+    /// between reading the head and walking the log would look like a log longer than its head.
     pub fn verify(&self) -> VerifyReport {
+        let _writers_wait = self.lock_head();
         let report = verify_trees(&self.chain_key, &self.log, &self.meta, None);
         report.publish();
         report
@@ -256,6 +260,7 @@ impl EventLog {
 
     /// Like [`EventLog::verify`], and the log must reach `anchor` and hold its hash at its seq.
     pub fn verify_against(&self, anchor: &Anchor) -> VerifyReport {
+        let _writers_wait = self.lock_head();
         let report = verify_trees(&self.chain_key, &self.log, &self.meta, Some(anchor));
         report.publish();
         report
