@@ -135,19 +135,7 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
     config.simulator.seed = plan.seed;
     // The demo's admin API takes any free port, so it runs beside a node on the default one.
     config.admin.listen = "127.0.0.1:0".into();
-    let fake = match &plan.switchboard_url {
-        Some(url) => {
-            config.switchboard.url = url.clone();
-            None
-        }
-        None => {
-            let fake = FakeSwitchboard::start(FakeOptions::default())
-                .await
-                .map_err(DemoError::Fake)?;
-            config.switchboard.url = fake.mcp_url();
-            Some(fake)
-        }
-    };
+    let fake = switchboard_for(&mut config, plan).await?;
     config.validate()?;
 
     let world = SimulatedWorld::new(config.simulator.clone())?;
@@ -247,6 +235,27 @@ fn progress_line(stats: &Arc<PipelineStats>, started: Instant, arrived: u64, tar
             + stats.duplicates_bus_clean.get(),
         stats.latency.quantile(0.99) as f64 / 1000.0,
     );
+}
+
+/// Points `config` at the real Switchboard the plan names, or starts the built-in fake and
+/// points it there (returned, so the demo can count what it stored).
+async fn switchboard_for(
+    config: &mut Config,
+    plan: &DemoPlan,
+) -> Result<Option<FakeSwitchboard>, DemoError> {
+    match &plan.switchboard_url {
+        Some(url) => {
+            config.switchboard.url = url.clone();
+            Ok(None)
+        }
+        None => {
+            let fake = FakeSwitchboard::start(FakeOptions::default())
+                .await
+                .map_err(DemoError::Fake)?;
+            config.switchboard.url = fake.mcp_url();
+            Ok(Some(fake))
+        }
+    }
 }
 
 /// The summary as a human reads it.
@@ -437,19 +446,7 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
     }
     // The accounts start before the driver does: nothing to backfill.
     config.telegram.backfill_window_h = 0;
-    let fake = match &plan.switchboard_url {
-        Some(url) => {
-            config.switchboard.url = url.clone();
-            None
-        }
-        None => {
-            let fake = FakeSwitchboard::start(FakeOptions::default())
-                .await
-                .map_err(DemoError::Fake)?;
-            config.switchboard.url = fake.mcp_url();
-            Some(fake)
-        }
-    };
+    let fake = switchboard_for(&mut config, plan).await?;
     config.validate()?;
     let policy = Policy::new(&config.policy)?;
 
