@@ -224,7 +224,9 @@ impl Scenario {
         if self.source != SourceKind::Replay && self.simulator.accounts == 0 {
             return Err("simulator.accounts must be above 0".into());
         }
-        if self.source == SourceKind::FakeDc && !(self.simulator.rate > 0.0) {
+        if self.source == SourceKind::FakeDc
+            && (self.simulator.rate.is_nan() || self.simulator.rate <= 0.0)
+        {
             return Err("simulator.rate must be above 0 for a fake-dc source".into());
         }
         if self.step.factor <= 1.0 {
