@@ -369,20 +369,137 @@ pub fn telethon_session_string(
 }
 
 /// One chat the driver writes into, and which accounts see each message in it.
-struct DriverChat {
-    chat: crate::telegram::fakedc::ChatId,
+pub struct DriverChat {
+    pub chat: crate::telegram::fakedc::ChatId,
     /// The non-account user who writes.
-    from: i64,
-    kind: crate::event::ChatKind,
+    pub from: i64,
+    pub kind: crate::event::ChatKind,
     /// The marked chat id as the accounts see it.
-    marked: String,
-    members: Vec<i64>,
+    pub marked: String,
+    pub members: Vec<i64>,
+}
+
+/// The fake-DC world of the demo (and of the loadtest's `fake-dc` source): `n` accounts, each
+/// with a private chat with its own friend, and per cohort of five accounts one basic group,
+/// supergroup, broadcast channel and forum written into by the cohort's writer.
+pub struct FakeDcLayout {
+    /// The accounts' user ids (also their tgingest account ids, as strings).
+    pub accounts: Vec<i64>,
+    /// Telethon session strings, one per account, for `POST /v1/accounts/import`.
+    pub sessions: Vec<String>,
+    pub chats: Vec<DriverChat>,
+    /// Per account (index into `accounts`): the chats the driver writes into for it.
+    pub chats_of: Vec<Vec<usize>>,
+}
+
+impl FakeDcLayout {
+    /// Creates the accounts, users and chats on `dc`.
+    pub fn build(dc: &crate::telegram::fakedc::FakeDc, n: usize) -> FakeDcLayout {
+        use crate::event::{ChatKind, marked_chat_id};
+        use crate::telegram::fakedc::{ChannelKind, ChatId};
+        let mut accounts = Vec::with_capacity(n);
+        let mut sessions = Vec::with_capacity(n);
+        for i in 0..n {
+            let (me, key) = dc.add_account(&format!("Account {i}"));
+            accounts.push(me);
+            sessions.push(telethon_session_string(dc.dc_id(), dc.addr(), &key));
+        }
+        // Each account: a private chat with its own friend; each cohort of accounts: one chat of
+        // every other kind, written into by the cohort's friend.
+        let mut chats_of: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut chats: Vec<DriverChat> = Vec::new();
+        for (i, me) in accounts.iter().enumerate() {
+            let friend = dc.add_user(&format!("Friend {i}"));
+            chats_of[i].push(chats.len());
+            chats.push(DriverChat {
+                chat: ChatId::Private(*me, friend),
+                from: friend,
+                kind: ChatKind::Private,
+                marked: marked_chat_id(ChatKind::Private, friend),
+                members: vec![*me],
+            });
+        }
+        for (c, cohort) in accounts.chunks(COHORT).enumerate() {
+            let writer = dc.add_user(&format!("Writer {c}"));
+            let mut members = cohort.to_vec();
+            members.push(writer);
+            let group = dc.create_group(&format!("Group {c}"), &members);
+            let kinds = [
+                (group, ChatKind::Group),
+                (
+                    dc.create_channel(&format!("Super {c}"), ChannelKind::Supergroup, &members),
+                    ChatKind::Supergroup,
+                ),
+                (
+                    dc.create_channel(&format!("News {c}"), ChannelKind::Broadcast, &members),
+                    ChatKind::Channel,
+                ),
+                (
+                    dc.create_channel(&format!("Forum {c}"), ChannelKind::Forum, &members),
+                    ChatKind::Supergroup,
+                ),
+            ];
+            for (chat, kind) in kinds {
+                let bare = match chat {
+                    ChatId::Group(id) | ChatId::Channel(id) => id,
+                    ChatId::Private(_, other) => other,
+                };
+                let idx = chats.len();
+                chats.push(DriverChat {
+                    chat,
+                    from: writer,
+                    kind,
+                    marked: marked_chat_id(kind, bare),
+                    members: cohort.to_vec(),
+                });
+                for k in 0..cohort.len() {
+                    chats_of[c * COHORT + k].push(idx);
+                }
+            }
+        }
+        FakeDcLayout {
+            accounts,
+            sessions,
+            chats,
+            chats_of,
+        }
+    }
+
+    /// Sends the `turn`-th message driven for account index `a` (round-robin over its chats)
+    /// and returns the event ids the policy lets through, one per account that sees it.
+    pub fn send(
+        &self,
+        dc: &crate::telegram::fakedc::FakeDc,
+        policy: &Policy,
+        a: usize,
+        turn: usize,
+        text: &str,
+    ) -> Vec<String> {
+        let own = &self.chats_of[a];
+        let chat = &self.chats[own[turn % own.len()]];
+        let mut ids = Vec::new();
+        if let Some(msg) = dc.send_message(
+            chat.chat,
+            chat.from,
+            text,
+            crate::telegram::fakedc::SendOptions::default(),
+        ) {
+            for member in &chat.members {
+                if let Some(id) = msg.id_for(*member)
+                    && let Some(event) = expected_event_id(policy, *member, chat, id)
+                {
+                    ids.push(event);
+                }
+            }
+        }
+        ids
+    }
 }
 
 /// The event id the normalizer gives a new message `message_id` in `chat` seen by `account`,
 /// if the policy lets such a message through (policy rules look at chat, kind and sender, not
 /// at the text, so a stub event decides exactly).
-fn expected_event_id(
+pub fn expected_event_id(
     policy: &Policy,
     account: i64,
     chat: &DriverChat,
@@ -435,8 +552,7 @@ fn expected_event_id(
 /// account that sees it (`event::event_id(account, chat, message id, message, 0)`), kept if the
 /// policy keeps it; compared with the event ids the fake Switchboard stored.
 pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, DemoError> {
-    use crate::event::{ChatKind, marked_chat_id};
-    use crate::telegram::fakedc::{ChannelKind, ChatId, FakeDc, FakeDcConfig};
+    use crate::telegram::fakedc::{FakeDc, FakeDcConfig};
 
     config.simulator.accounts = 0;
     config.admin.listen = "127.0.0.1:0".into();
@@ -453,67 +569,7 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
     let dc = FakeDc::start(FakeDcConfig::default())
         .await
         .map_err(DemoError::FakeDc)?;
-    let n = plan.accounts.max(1) as usize;
-    let mut accounts = Vec::with_capacity(n);
-    let mut sessions = Vec::with_capacity(n);
-    for i in 0..n {
-        let (me, key) = dc.add_account(&format!("Account {i}"));
-        accounts.push(me);
-        sessions.push(telethon_session_string(dc.dc_id(), dc.addr(), &key));
-    }
-    // Each account: a private chat with its own friend; each cohort of accounts: one chat of
-    // every other kind, written into by the cohort's friend.
-    let mut chats_of: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut chats: Vec<DriverChat> = Vec::new();
-    for (i, me) in accounts.iter().enumerate() {
-        let friend = dc.add_user(&format!("Friend {i}"));
-        chats_of[i].push(chats.len());
-        chats.push(DriverChat {
-            chat: ChatId::Private(*me, friend),
-            from: friend,
-            kind: ChatKind::Private,
-            marked: marked_chat_id(ChatKind::Private, friend),
-            members: vec![*me],
-        });
-    }
-    for (c, cohort) in accounts.chunks(COHORT).enumerate() {
-        let writer = dc.add_user(&format!("Writer {c}"));
-        let mut members = cohort.to_vec();
-        members.push(writer);
-        let group = dc.create_group(&format!("Group {c}"), &members);
-        let kinds = [
-            (group, ChatKind::Group),
-            (
-                dc.create_channel(&format!("Super {c}"), ChannelKind::Supergroup, &members),
-                ChatKind::Supergroup,
-            ),
-            (
-                dc.create_channel(&format!("News {c}"), ChannelKind::Broadcast, &members),
-                ChatKind::Channel,
-            ),
-            (
-                dc.create_channel(&format!("Forum {c}"), ChannelKind::Forum, &members),
-                ChatKind::Supergroup,
-            ),
-        ];
-        for (chat, kind) in kinds {
-            let bare = match chat {
-                ChatId::Group(id) | ChatId::Channel(id) => id,
-                ChatId::Private(_, other) => other,
-            };
-            let idx = chats.len();
-            chats.push(DriverChat {
-                chat,
-                from: writer,
-                kind,
-                marked: marked_chat_id(kind, bare),
-                members: cohort.to_vec(),
-            });
-            for k in 0..cohort.len() {
-                chats_of[c * COHORT + k].push(idx);
-            }
-        }
-    }
+    let layout = FakeDcLayout::build(&dc, plan.accounts.max(1) as usize);
 
     let node = match Node::start(config.clone()).await {
         Ok(node) => node,
@@ -522,18 +578,7 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
             return Err(e.into());
         }
     };
-    let driven = drive_fake_dc(
-        &node,
-        &dc,
-        plan,
-        &accounts,
-        &sessions,
-        &chats,
-        &chats_of,
-        &policy,
-        fake.as_ref(),
-    )
-    .await;
+    let driven = drive_fake_dc(&node, &dc, plan, &layout, &policy, fake.as_ref()).await;
     let eventlog_ok = node.eventlog.verify().ok;
     let nats_url = node.nats_url().to_string();
     let shutdown = node.shutdown().await.map_err(DemoError::from);
@@ -605,21 +650,18 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
 /// time (unix µs) and how long the run took.
 type Driven = (HashSet<String>, u64, StatsSnapshot, i64, Duration);
 
-#[allow(clippy::too_many_arguments)]
 async fn drive_fake_dc(
     node: &Node,
     dc: &crate::telegram::fakedc::FakeDc,
     plan: &DemoPlan,
-    accounts: &[i64],
-    sessions: &[String],
-    chats: &[DriverChat],
-    chats_of: &[Vec<usize>],
+    layout: &FakeDcLayout,
     policy: &Policy,
     fake: Option<&FakeSwitchboard>,
 ) -> Result<Driven, DemoError> {
     use crate::accounts::ImportFormat;
     use crate::accounts::login::Sensitive;
-    use crate::telegram::fakedc::SendOptions;
+    let accounts = &layout.accounts;
+    let sessions = &layout.sessions;
 
     // The pipeline stages (no simulated accounts): they drain the bus into the Switchboard.
     let stats = node.start_pipeline().await?;
@@ -679,20 +721,9 @@ async fn drive_fake_dc(
         while sent < due {
             let a = next_account % accounts.len();
             next_account += 1;
-            let own = &chats_of[a];
-            let chat = &chats[own[turn[a] % own.len()]];
-            turn[a] += 1;
             let text = format!("demo message {sent}");
-            if let Some(msg) = dc.send_message(chat.chat, chat.from, &text, SendOptions::default())
-            {
-                for member in &chat.members {
-                    if let Some(id) = msg.id_for(*member)
-                        && let Some(event) = expected_event_id(policy, *member, chat, id)
-                    {
-                        expected.insert(event);
-                    }
-                }
-            }
+            expected.extend(layout.send(dc, policy, a, turn[a], &text));
+            turn[a] += 1;
             sent += 1;
         }
         if plan.progress && started.elapsed() >= next_progress {

@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 use tgingest::switchboard::Accepted;
-use tgingest::telegram::simulated::SimulatedWorld;
 
 use crate::truth::Truth;
 
@@ -109,11 +108,13 @@ fn ts_us(t: &jiff::Timestamp) -> i64 {
     t.as_microsecond()
 }
 
-/// Compares `accepted` with `truth` and derives the figures; `t0_us` is when tgingest started.
+/// Compares `accepted` with `truth` and derives the figures; `t0_us` is when tgingest started
+/// (or, for the fake-DC source, when the measured window started); `schedule(n)` is when
+/// position `n` of an account is due after that account's stream start.
 pub fn analyze(
     accepted: &[Accepted],
     truth: &Truth,
-    world: &SimulatedWorld,
+    schedule: &dyn Fn(u64) -> std::time::Duration,
     t0_us: i64,
     duration_s: f64,
     warmup_s: f64,
@@ -160,7 +161,7 @@ pub fn analyze(
         .collect();
 
     // Each account's stream start: the earliest observed − due offset (see the module docs).
-    let sched_us = |n: u64| world.schedule(n).as_micros() as i64;
+    let sched_us = |n: u64| schedule(n).as_micros() as i64;
     let mut start: HashMap<u32, i64> = HashMap::new();
     for a in &arrivals {
         if let (Some(obs), Some(o)) = (a.observed, a.origin) {

@@ -5,6 +5,7 @@
 
 mod analysis;
 mod ceiling;
+mod fakedc;
 mod monitor;
 mod procs;
 mod report;

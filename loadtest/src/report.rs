@@ -239,6 +239,15 @@ pub fn render(r: &RunReport) -> String {
         r.resources.peak_rss_mib,
         r.resources.peak_rss_per_account_bytes / 1024.0
     );
+    if let Some(u) = &r.setup {
+        s += &format!(
+            "  set-up       {} accounts imported, consented and listening in {:.1}s (cpu {:.1}s, RSS {:.1} MiB); not in the figures above\n",
+            r.accounts,
+            u.setup_s,
+            u.setup_cpu_s,
+            u.rss_listening_bytes as f64 / 1048576.0
+        );
+    }
     for t in &r.targets {
         let verdict = match t.met {
             Some(true) => "met",

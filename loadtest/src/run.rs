@@ -95,7 +95,7 @@ pub struct Target {
 }
 
 /// The targets this run can speak to.
-fn targets(
+pub(crate) fn targets(
     d: &Delivery,
     res: &Resources,
     ratio: Option<&CeilingRatio>,
@@ -159,6 +159,9 @@ pub struct RunReport {
     pub wall_s: f64,
     pub bins: Vec<Bin>,
     pub samples: Vec<Sample>,
+    /// Account set-up before the measured window (fake-DC source only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup: Option<crate::fakedc::Setup>,
 }
 
 /// Options of one run besides the scenario.
@@ -170,7 +173,7 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
-fn loadavg() -> f64 {
+pub(crate) fn loadavg() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
@@ -178,7 +181,7 @@ fn loadavg() -> f64 {
 }
 
 /// The environment of the tgingest process (and of the loadtest's own view of its config).
-fn tgingest_env(
+pub(crate) fn tgingest_env(
     scn: &Scenario,
     messages: u64,
     nats_url: &str,
@@ -227,6 +230,9 @@ fn tgingest_env(
 /// Runs `scn` once; writes nothing but `tgingest.log` and `nats-server.log` (the caller writes
 /// the report).
 pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunReport> {
+    if scn.source == crate::scenario::SourceKind::FakeDc {
+        return crate::fakedc::run_once(scn, opts).await;
+    }
     std::fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
     let say = |m: String| {
         if !opts.quiet {
@@ -388,7 +394,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let analysis = analyze(
         &accepted,
         &truth,
-        &world,
+        &|n| world.schedule(n),
         t0_us,
         duration.as_secs_f64(),
         scn.warmup.0.as_secs_f64(),
@@ -433,5 +439,6 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         wall_s,
         bins: analysis.bins,
         samples,
+        setup: None,
     })
 }

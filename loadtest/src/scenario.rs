@@ -13,7 +13,8 @@ use tgingest::telegram::simulated::SimulatorConfig;
 pub enum SourceKind {
     /// tgingest's own simulated accounts (`[simulator]`, passed as `TGINGEST_SIMULATOR_*`).
     Simulated,
-    /// grammers clients against the fake Telegram DC (not available yet).
+    /// Real grammers clients (in the tgingest process) against the in-process fake Telegram DC
+    /// (`[simulator]`'s `accounts` and `rate` only; see `fakedc.rs`).
     FakeDc,
     /// Re-feeding a recorded `TG_RAW` (not available yet).
     Replay,
@@ -220,8 +221,13 @@ impl Scenario {
         if self.sample_interval.is_zero() {
             return Err("sample_interval must be above 0".into());
         }
-        if self.source == SourceKind::Simulated && self.simulator.accounts == 0 {
-            return Err("simulator.accounts must be above 0 for a simulated source".into());
+        if self.source != SourceKind::Replay && self.simulator.accounts == 0 {
+            return Err("simulator.accounts must be above 0".into());
+        }
+        if self.source == SourceKind::FakeDc
+            && (self.simulator.rate.is_nan() || self.simulator.rate <= 0.0)
+        {
+            return Err("simulator.rate must be above 0 for a fake-dc source".into());
         }
         if self.step.factor <= 1.0 {
             return Err("step.factor must be above 1".into());
@@ -241,12 +247,7 @@ impl Scenario {
     pub fn available(&self) -> Result<(), ScenarioError> {
         let (source_name, missing) = match self.source {
             SourceKind::Simulated => return Ok(()),
-            SourceKind::FakeDc => (
-                "fake-dc",
-                "it needs the fake Telegram DC server (MTProto over TCP, issue 4) and a way to \
-                 point tgingest's grammers accounts at it (a `telegram.dc_override` setting); \
-                 neither exists in tgingest yet",
-            ),
+            SourceKind::FakeDc => return Ok(()),
             SourceKind::Replay => (
                 "replay",
                 "it needs a recorded TG_RAW capture and a replay source in tgingest that \

@@ -1,0 +1,419 @@
+//! `source = "fake-dc"`: real grammers clients (inside the measured `tgingest run` process)
+//! against the in-process fake Telegram DC, as `tests/fakedc_crash.rs` runs them.
+//!
+//! The fake DC, nats-server and the fake Switchboard live in the loadtest process; tgingest is
+//! the separate, measured process. Its accounts are imported as Telethon strings through the
+//! admin API (`POST /v1/accounts/import`) and consented (`POST /v1/accounts/{id}/consent`), as an
+//! operator would; the chat layout and the ground truth are the demo's (`tgingest::demo::
+//! FakeDcLayout`): every driven message, as the event id the normalizer computes for each account
+//! that sees it, kept if the policy keeps it.
+//!
+//! The measured window starts once every account listens (its update stream is subscribed on the
+//! fake DC) and catch-up has settled: import, consent and log-in do not count in throughput,
+//! latency or CPU (they are reported apart, in `setup`). Peak RSS is the process's high-water
+//! mark, so it includes the clients' set-up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use tgingest::demo::FakeDcLayout;
+use tgingest::keys::MasterKey;
+use tgingest::nats_server::{NatsServer, ServerOptions, find_binary};
+use tgingest::policy::Policy;
+use tgingest::switchboard::{FakeOptions, FakeSwitchboard, Faults};
+use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::analysis::analyze;
+use crate::ceiling::measure;
+use crate::procs::Tgingest;
+use crate::run::{
+    CeilingRatio, FakeCounts, Host, Resources, RunOptions, RunReport, loadavg, targets,
+    tgingest_env,
+};
+use crate::scenario::Scenario;
+use crate::truth::{Origin, Truth};
+
+/// Mean `TG_RAW` size assumed for the ceiling (a fake-DC text message is about this size).
+const RAW_BYTES_ESTIMATE: usize = 400;
+/// Import and consent requests in flight at once.
+const ADMIN_CONCURRENCY: usize = 8;
+
+/// Account set-up, outside the measured window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setup {
+    /// tgingest start → every account listening (import, consent, log-in, first getDifference).
+    pub setup_s: f64,
+    /// CPU seconds tgingest spent in that time.
+    pub setup_cpu_s: f64,
+    /// RSS when every account listened (before any driven message).
+    pub rss_listening_bytes: u64,
+}
+
+/// One `POST` of JSON to the admin API; fails unless the answer is 2xx.
+async fn post(addr: &str, path: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+    let body = body.to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect to the admin API at {addr}"))?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.split_whitespace().nth(1).unwrap_or("");
+    if !status.starts_with('2') {
+        bail!("POST {path}: {}", answer.lines().last().unwrap_or(status));
+    }
+    Ok(())
+}
+
+/// Runs a `fake-dc` scenario once.
+pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunReport> {
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
+    let say = |m: String| {
+        if !opts.quiet {
+            eprintln!("[{}] {m}", scn.name);
+        }
+    };
+    let host = Host {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        loadavg_1m_at_start: loadavg(),
+        tgingest_binary: opts.tgingest.display().to_string(),
+        profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    };
+    let started_at = jiff::Timestamp::now().to_string();
+    let tmp = tempfile::Builder::new()
+        .prefix("tgingest-loadtest-")
+        .tempdir()
+        .context("temp dir")?;
+    let key = tmp.path().join("master.key");
+    MasterKey::generate_file(&key).context("master key")?;
+
+    let binary = find_binary(None).context("nats-server (run scripts/install-nats-server.sh)")?;
+    let mut nats = NatsServer::start(ServerOptions::new(
+        binary,
+        tmp.path().join("nats"),
+        "loadtest",
+    ))
+    .context("start nats-server")?;
+    let fake = FakeSwitchboard::start(FakeOptions::default())
+        .await
+        .context("start the fake Switchboard")?;
+    fake.set_faults(Faults {
+        latency: scn.switchboard.latency.into(),
+        tool_error_probability: scn.switchboard.tool_error_probability,
+        drop_probability: scn.switchboard.drop_probability,
+        drop_after_processing: scn.switchboard.drop_after_processing,
+        ..Faults::default()
+    });
+    let dc = Arc::new(
+        FakeDc::start(FakeDcConfig::default())
+            .await
+            .context("start the fake Telegram DC")?,
+    );
+    let n = scn.simulator.accounts.max(1) as usize;
+    let rate = scn.simulator.rate;
+    let layout = Arc::new(FakeDcLayout::build(&dc, n));
+    say(format!(
+        "fake DC at {}: {n} accounts, {} chats",
+        dc.addr(),
+        layout.chats.len()
+    ));
+
+    // tgingest without simulated accounts, its grammers adapter on (any api id: the fake DC does
+    // not check it), nothing to backfill, and an admin API to import the accounts through.
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").context("free port")?;
+        l.local_addr()?.to_string()
+    };
+    let mut no_sim = scn.clone();
+    no_sim.simulator.accounts = 0;
+    let mut env = tgingest_env(
+        &no_sim,
+        1,
+        &nats.url(),
+        &fake.mcp_url(),
+        &tmp.path().join("data"),
+        &key,
+    )?;
+    env.retain(|(k, _)| k != "TGINGEST_ADMIN_LISTEN");
+    env.extend([
+        ("TGINGEST_ADMIN_LISTEN".to_string(), admin.clone()),
+        ("TGINGEST_TELEGRAM_API_ID".to_string(), "1".to_string()),
+        (
+            "TGINGEST_TELEGRAM_BACKFILL_WINDOW_H".to_string(),
+            "0".to_string(),
+        ),
+    ]);
+    let loaded = tgingest::config::load(None, env.clone()).context("tgingest config from env")?;
+    let policy = Arc::new(Policy::new(&loaded.config.policy).context("policy")?);
+
+    let ceiling = match (&opts.ceiling, scn.ceiling.messages) {
+        (Some(c), _) => Some(c.clone()),
+        (None, 0) => None,
+        (None, m) => {
+            say(format!("measuring the bus ceiling with {m} messages"));
+            let c = measure(&nats.url(), m, RAW_BYTES_ESTIMATE, scn.ceiling.inflight).await?;
+            say(format!(
+                "ceiling: publish {:.0}/s, consume {:.0}/s",
+                c.publish_per_s, c.consume_per_s
+            ));
+            Some(c)
+        }
+    };
+
+    // Set-up (not measured): start, import and consent every account, wait until all listen.
+    let setup_started = Instant::now();
+    let mut proc = Tgingest::start(&opts.tgingest, &env, &opts.out.join("tgingest.log"))?;
+    say(format!("tgingest started (pid {})", proc.pid()));
+    let up_by = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(&admin).await.is_err() {
+        proc.check_alive()?;
+        if Instant::now() >= up_by {
+            bail!("tgingest's admin API did not come up at {admin}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    futures::stream::iter(layout.accounts.iter().zip(&layout.sessions))
+        .map(|(me, session)| {
+            let admin = admin.clone();
+            async move {
+                post(
+                    &admin,
+                    "/v1/accounts/import",
+                    &serde_json::json!({
+                        "format": "telethon", "session": session, "account_id": me.to_string()
+                    }),
+                )
+                .await?;
+                post(
+                    &admin,
+                    &format!("/v1/accounts/{me}/consent"),
+                    &serde_json::json!({
+                        "by": "tgingest-loadtest", "scope": "load test accounts on a fake DC"
+                    }),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(ADMIN_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .context("import and consent the accounts")?;
+    say(format!(
+        "{n} accounts imported and consented in {:.1}s",
+        setup_started.elapsed().as_secs_f64()
+    ));
+    let ready_by = Instant::now() + scn.drain_timeout.0.max(Duration::from_secs(60));
+    let mut last_said = Instant::now();
+    loop {
+        proc.check_alive()?;
+        let listening = layout
+            .accounts
+            .iter()
+            .filter(|me| dc.subscribed_connections(**me) > 0)
+            .count();
+        if listening == n {
+            break;
+        }
+        if Instant::now() >= ready_by {
+            bail!("only {listening} of {n} accounts were listening after the set-up timeout");
+        }
+        if last_said.elapsed() >= Duration::from_secs(5) {
+            last_said = Instant::now();
+            say(format!("{listening}/{n} accounts listening"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A second for catch-up (getDifference) to settle before the first driven message.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let at_listen = crate::procs::proc_sample(proc.pid()).unwrap_or_default();
+    let setup = Setup {
+        setup_s: setup_started.elapsed().as_secs_f64(),
+        setup_cpu_s: at_listen.cpu_s,
+        rss_listening_bytes: at_listen.rss,
+    };
+    say(format!(
+        "all {n} accounts listening after {:.1}s (tgingest RSS {:.0} MiB); measuring",
+        setup.setup_s,
+        at_listen.rss as f64 / 1048576.0
+    ));
+
+    // The measured window: the driver sends `rate` messages/s per account (round-robin over the
+    // accounts, each account's messages round-robin over its chats) for `duration`.
+    let t0 = Instant::now();
+    let t0_us = jiff::Timestamp::now().as_microsecond();
+    let mut monitor = crate::monitor::Monitor::connect(&nats.url(), proc.pid()).await?;
+    let duration: Duration = scn.duration.into();
+    let sender = {
+        let (dc, layout, policy) = (dc.clone(), layout.clone(), policy.clone());
+        tokio::spawn(async move {
+            let total_rate = rate * n as f64;
+            let mut expected: HashMap<String, Origin> = HashMap::new();
+            let (mut sent, mut next) = (0u64, 0usize);
+            let mut turn = vec![0usize; n];
+            let started = Instant::now();
+            while started.elapsed() < duration {
+                let due = (total_rate * started.elapsed().as_secs_f64()) as u64;
+                while sent < due {
+                    let a = next % n;
+                    next += 1;
+                    let k = turn[a];
+                    turn[a] += 1;
+                    let text = format!("load message {sent}");
+                    for id in layout.send(&dc, &policy, a, k, &text) {
+                        expected.entry(id).or_insert(Origin {
+                            account: a as u32,
+                            position: k as u64,
+                        });
+                    }
+                    sent += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (expected, sent)
+        })
+    };
+    let mut sender = Some(sender);
+    let mut truth: Option<(HashMap<String, Origin>, u64)> = None;
+    let interval: Duration = scn.sample_interval.into();
+    let deadline = duration + scn.drain_timeout.0;
+    let mut samples = Vec::new();
+    let mut next = t0 + interval;
+    let mut drain_timed_out = false;
+    loop {
+        tokio::time::sleep_until(next.into()).await;
+        next += interval;
+        let t = t0.elapsed();
+        proc.check_alive()?;
+        if truth.is_none()
+            && let Some(handle) = sender.take_if(|h| h.is_finished())
+        {
+            let (expected, sent) = handle.await.context("the message driver")?;
+            say(format!(
+                "driver done: {sent} messages sent, {} events must arrive",
+                expected.len()
+            ));
+            truth = Some((expected, sent));
+        }
+        let target = truth.as_ref().map(|(e, _)| e.len() as u64);
+        let s = monitor.sample(t.as_secs_f64(), &fake).await;
+        if !opts.quiet && (samples.len() % 5 == 4) {
+            say(format!(
+                "t={:>5.1}s stored {}/{} raw {} clean {} cpu {:.2} rss {:.0} MiB",
+                s.t,
+                s.stored,
+                target.map_or("?".into(), |t| t.to_string()),
+                s.raw_last_seq,
+                s.clean_last_seq,
+                s.cpu_cores,
+                s.rss_bytes as f64 / 1048576.0
+            ));
+        }
+        let stored = s.stored;
+        samples.push(s);
+        if let Some(target) = target
+            && stored >= target
+            && fake.stored_event_ids().len() as u64 >= target
+        {
+            break;
+        }
+        if t >= deadline {
+            drain_timed_out = true;
+            say("drain timeout: stopping with events outstanding".into());
+            break;
+        }
+    }
+    let wall_s = t0.elapsed().as_secs_f64();
+    let end_proc = crate::procs::proc_sample(proc.pid()).unwrap_or_default();
+    proc.stop(Duration::from_secs(10));
+    let (expected, _sent) = match truth {
+        Some(t) => t,
+        None => match sender.take() {
+            Some(handle) => handle.await.context("the message driver")?,
+            None => (HashMap::new(), 0),
+        },
+    };
+    let accepted = fake.accepted();
+    let counts = FakeCounts::from(fake.stats());
+    fake.stop().await;
+    nats.stop();
+    if let Ok(dc) = Arc::try_unwrap(dc) {
+        dc.stop().await;
+    }
+    let _ = std::fs::copy(
+        tmp.path().join("nats/nats-server.log"),
+        opts.out.join("nats-server.log"),
+    );
+
+    let truth = Truth {
+        expected,
+        mean_raw_bytes: RAW_BYTES_ESTIMATE,
+    };
+    // Message k of an account is due k / rate seconds after that account's first message.
+    let schedule = |k: u64| Duration::from_secs_f64(k as f64 / rate.max(1e-9));
+    let analysis = analyze(
+        &accepted,
+        &truth,
+        &schedule,
+        t0_us,
+        duration.as_secs_f64(),
+        scn.warmup.0.as_secs_f64(),
+    );
+    let d = analysis.delivery;
+    let accounts = n as u32;
+    let cpu_s = (end_proc.cpu_s - at_listen.cpu_s).max(0.0);
+    let resources = Resources {
+        cpu_s,
+        cpu_cores_mean: cpu_s / wall_s.max(1e-3),
+        cpu_cores_max: samples.iter().map(|s| s.cpu_cores).fold(0.0, f64::max),
+        peak_rss_bytes: end_proc.hwm,
+        peak_rss_mib: end_proc.hwm as f64 / 1048576.0,
+        peak_rss_per_account_bytes: end_proc.hwm as f64 / f64::from(accounts.max(1)),
+        first_sample_rss_bytes: samples.first().map_or(0, |s| s.rss_bytes),
+    };
+    let ceiling_ratio = ceiling.as_ref().map(|c| CeilingRatio {
+        throughput_per_s: d.throughput_per_s,
+        publish_ceiling_per_s: c.publish_per_s,
+        consume_ceiling_per_s: c.consume_per_s,
+        ratio_to_publish: d.throughput_per_s / c.publish_per_s.max(1e-9),
+        ratio_to_consume: d.throughput_per_s / c.consume_per_s.max(1e-9),
+        load_limited: d.source_lag_ms.p99 < 1000.0 && d.throughput_per_s >= 0.9 * d.offered_per_s,
+    });
+    let ok = d.lost == 0 && d.duplicates_stored == 0 && d.unexpected == 0;
+    let targets = targets(&d, &resources, ceiling_ratio.as_ref(), accounts);
+    Ok(RunReport {
+        targets,
+        scenario: scn.clone(),
+        started_at,
+        host,
+        accounts,
+        rate_per_account: rate,
+        messages_per_account: scn.messages_per_account(rate),
+        raw_message_bytes: RAW_BYTES_ESTIMATE,
+        ceiling,
+        ceiling_ratio,
+        delivery: d,
+        resources,
+        switchboard: counts,
+        ok,
+        drain_timed_out,
+        wall_s,
+        bins: analysis.bins,
+        samples,
+        setup: Some(setup),
+    })
+}
