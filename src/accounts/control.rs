@@ -582,7 +582,7 @@ impl AccountsControl {
 
     async fn view(&self, record: &AccountRecord) -> Result<AccountView, ControlError> {
         let sup = status(&self.supervisor).await?;
-        let has_session = self.sessions.accounts().await?.contains(&record.account_id);
+        let has_session = self.sessions.exists(&record.account_id).await?;
         Ok(self.view_with(record, &sup, has_session).await)
     }
 

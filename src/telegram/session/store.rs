@@ -136,6 +136,18 @@ impl SessionStore {
         }
     }
 
+    /// Whether `account` has a session, without opening it: one direct read, where listing
+    /// every key would start a consumer (hundreds of concurrent lists hit the server's limit).
+    pub async fn exists(&self, account: &str) -> Result<bool, StoreError> {
+        valid_key(account)?;
+        let entry = self.kv.entry(account).await.map_err(|e| StoreError::Bus {
+            op: "read",
+            account: account.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(entry.is_some_and(|e| e.operation == kv::Operation::Put))
+    }
+
     /// Removes the session of `account`, history included (purge, not a delete marker on top).
     pub async fn remove(&self, account: &str) -> Result<(), StoreError> {
         valid_key(account)?;
