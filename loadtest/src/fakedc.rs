@@ -21,10 +21,7 @@ use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tgingest::demo::FakeDcLayout;
-use tgingest::keys::MasterKey;
-use tgingest::nats_server::{NatsServer, ServerOptions, find_binary};
 use tgingest::policy::Policy;
-use tgingest::switchboard::{FakeOptions, FakeSwitchboard, Faults};
 use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -32,8 +29,7 @@ use crate::analysis::analyze;
 use crate::ceiling::measure;
 use crate::procs::Tgingest;
 use crate::run::{
-    CeilingRatio, FakeCounts, Host, Resources, RunOptions, RunReport, loadavg, targets,
-    tgingest_env,
+    CeilingRatio, FakeCounts, Resources, RunOptions, RunReport, Stage, targets, tgingest_env,
 };
 use crate::scenario::Scenario;
 use crate::truth::{Origin, Truth};
@@ -84,41 +80,14 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
             eprintln!("[{}] {m}", scn.name);
         }
     };
-    let host = Host {
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        loadavg_1m_at_start: loadavg(),
-        tgingest_binary: opts.tgingest.display().to_string(),
-        profile: if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
-    };
-    let started_at = jiff::Timestamp::now().to_string();
-    let tmp = tempfile::Builder::new()
-        .prefix("tgingest-loadtest-")
-        .tempdir()
-        .context("temp dir")?;
-    let key = tmp.path().join("master.key");
-    MasterKey::generate_file(&key).context("master key")?;
-
-    let binary = find_binary(None).context("nats-server (run scripts/install-nats-server.sh)")?;
-    let mut nats = NatsServer::start(ServerOptions::new(
-        binary,
-        tmp.path().join("nats"),
-        "loadtest",
-    ))
-    .context("start nats-server")?;
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .context("start the fake Switchboard")?;
-    fake.set_faults(Faults {
-        latency: scn.switchboard.latency.into(),
-        tool_error_probability: scn.switchboard.tool_error_probability,
-        drop_probability: scn.switchboard.drop_probability,
-        drop_after_processing: scn.switchboard.drop_after_processing,
-        ..Faults::default()
-    });
+    let Stage {
+        host,
+        started_at,
+        tmp,
+        key,
+        mut nats,
+        fake,
+    } = Stage::start(scn, opts).await?;
     let dc = Arc::new(
         FakeDc::start(FakeDcConfig::default())
             .await

@@ -227,6 +227,66 @@ pub(crate) fn tgingest_env(
     Ok(env)
 }
 
+/// What every run starts before tgingest: a temp dir with a master key, nats-server, and the
+/// fake Switchboard with the scenario's faults; plus the host facts the report records.
+pub(crate) struct Stage {
+    pub host: Host,
+    pub started_at: String,
+    pub tmp: tempfile::TempDir,
+    pub key: std::path::PathBuf,
+    pub nats: NatsServer,
+    pub fake: FakeSwitchboard,
+}
+
+impl Stage {
+    pub(crate) async fn start(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<Stage> {
+        let host = Host {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            loadavg_1m_at_start: loadavg(),
+            tgingest_binary: opts.tgingest.display().to_string(),
+            profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+        };
+        let started_at = jiff::Timestamp::now().to_string();
+        let tmp = tempfile::Builder::new()
+            .prefix("tgingest-loadtest-")
+            .tempdir()
+            .context("temp dir")?;
+        let key = tmp.path().join("master.key");
+        MasterKey::generate_file(&key).context("master key")?;
+
+        let binary =
+            find_binary(None).context("nats-server (run scripts/install-nats-server.sh)")?;
+        let nats = NatsServer::start(ServerOptions::new(
+            binary,
+            tmp.path().join("nats"),
+            "loadtest",
+        ))
+        .context("start nats-server")?;
+        let fake = FakeSwitchboard::start(FakeOptions::default())
+            .await
+            .context("start the fake Switchboard")?;
+        fake.set_faults(Faults {
+            latency: scn.switchboard.latency.into(),
+            tool_error_probability: scn.switchboard.tool_error_probability,
+            drop_probability: scn.switchboard.drop_probability,
+            drop_after_processing: scn.switchboard.drop_after_processing,
+            ..Faults::default()
+        });
+        Ok(Stage {
+            host,
+            started_at,
+            tmp,
+            key,
+            nats,
+            fake,
+        })
+    }
+}
+
 /// Runs `scn` once; writes nothing but `tgingest.log` and `nats-server.log` (the caller writes
 /// the report).
 pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunReport> {
@@ -239,41 +299,14 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
             eprintln!("[{}] {m}", scn.name);
         }
     };
-    let host = Host {
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        loadavg_1m_at_start: loadavg(),
-        tgingest_binary: opts.tgingest.display().to_string(),
-        profile: if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
-    };
-    let started_at = jiff::Timestamp::now().to_string();
-    let tmp = tempfile::Builder::new()
-        .prefix("tgingest-loadtest-")
-        .tempdir()
-        .context("temp dir")?;
-    let key = tmp.path().join("master.key");
-    MasterKey::generate_file(&key).context("master key")?;
-
-    let binary = find_binary(None).context("nats-server (run scripts/install-nats-server.sh)")?;
-    let mut nats = NatsServer::start(ServerOptions::new(
-        binary,
-        tmp.path().join("nats"),
-        "loadtest",
-    ))
-    .context("start nats-server")?;
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .context("start the fake Switchboard")?;
-    fake.set_faults(Faults {
-        latency: scn.switchboard.latency.into(),
-        tool_error_probability: scn.switchboard.tool_error_probability,
-        drop_probability: scn.switchboard.drop_probability,
-        drop_after_processing: scn.switchboard.drop_after_processing,
-        ..Faults::default()
-    });
+    let Stage {
+        host,
+        started_at,
+        tmp,
+        key,
+        mut nats,
+        fake,
+    } = Stage::start(scn, opts).await?;
 
     let rate = scn.simulator.rate;
     let messages = scn.messages_per_account(rate);
