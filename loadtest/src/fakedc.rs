@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::analysis::analyze;
 use crate::ceiling::measure;
-use crate::procs::Tgingest;
+use crate::procs::{NeighbourClock, Tgingest};
 use crate::run::{
     CeilingRatio, FakeCounts, Resources, RunOptions, RunReport, Stage, targets, tgingest_env,
 };
@@ -210,6 +210,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     // A second for catch-up (getDifference) to settle before the first driven message.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let at_listen = crate::procs::proc_sample(proc.pid()).unwrap_or_default();
+    let neighbour_clock = NeighbourClock::start(nats.pid());
     let setup = Setup {
         setup_s: setup_started.elapsed().as_secs_f64(),
         setup_cpu_s: at_listen.cpu_s,
@@ -308,6 +309,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     }
     let wall_s = t0.elapsed().as_secs_f64();
     let end_proc = crate::procs::proc_sample(proc.pid()).unwrap_or_default();
+    let neighbours = neighbour_clock.elapsed();
     proc.stop(Duration::from_secs(10));
     let (expected, _sent) = match truth {
         Some(t) => t,
@@ -345,15 +347,15 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let d = analysis.delivery;
     let accounts = n as u32;
     let cpu_s = (end_proc.cpu_s - at_listen.cpu_s).max(0.0);
-    let resources = Resources {
+    let resources = Resources::measured(
         cpu_s,
-        cpu_cores_mean: cpu_s / wall_s.max(1e-3),
-        cpu_cores_max: samples.iter().map(|s| s.cpu_cores).fold(0.0, f64::max),
-        peak_rss_bytes: end_proc.hwm,
-        peak_rss_mib: end_proc.hwm as f64 / 1048576.0,
-        peak_rss_per_account_bytes: end_proc.hwm as f64 / f64::from(accounts.max(1)),
-        first_sample_rss_bytes: samples.first().map_or(0, |s| s.rss_bytes),
-    };
+        wall_s,
+        &end_proc,
+        &samples,
+        accounts,
+        neighbours,
+        counts.stored,
+    );
     let ceiling_ratio = ceiling.as_ref().map(|c| CeilingRatio {
         throughput_per_s: d.throughput_per_s,
         publish_ceiling_per_s: c.publish_per_s,

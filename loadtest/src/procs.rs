@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serde::Serialize;
 
 /// A `tgingest run` child process; killed (SIGTERM, then SIGKILL) when dropped.
 pub struct Tgingest {
@@ -139,4 +140,44 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
         hwm: kib("VmHWM:") * 1024,
         threads: kib("Threads:"),
     })
+}
+
+/// CPU seconds the run's other processes spent while tgingest ran: they share the machine's
+/// cores, so a saturated run is read against all three.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct NeighbourCpu {
+    pub nats_server_cpu_s: f64,
+    /// This process: the fake Switchboard, the monitor and, for `fake-dc`, the fake DC.
+    pub loadtest_cpu_s: f64,
+}
+
+/// Started when tgingest starts; [`NeighbourClock::elapsed`] before nats-server stops.
+pub struct NeighbourClock {
+    nats_pid: Option<u32>,
+    start: NeighbourCpu,
+}
+
+impl NeighbourClock {
+    pub fn start(nats_pid: Option<u32>) -> NeighbourClock {
+        NeighbourClock {
+            nats_pid,
+            start: neighbour_cpu(nats_pid),
+        }
+    }
+
+    pub fn elapsed(&self) -> NeighbourCpu {
+        let now = neighbour_cpu(self.nats_pid);
+        NeighbourCpu {
+            nats_server_cpu_s: now.nats_server_cpu_s - self.start.nats_server_cpu_s,
+            loadtest_cpu_s: now.loadtest_cpu_s - self.start.loadtest_cpu_s,
+        }
+    }
+}
+
+fn neighbour_cpu(nats_pid: Option<u32>) -> NeighbourCpu {
+    let cpu = |pid: Option<u32>| pid.and_then(proc_sample).map_or(0.0, |p| p.cpu_s);
+    NeighbourCpu {
+        nats_server_cpu_s: cpu(nats_pid),
+        loadtest_cpu_s: cpu(Some(std::process::id())),
+    }
 }

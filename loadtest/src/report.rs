@@ -239,6 +239,16 @@ pub fn render(r: &RunReport) -> String {
         r.resources.peak_rss_mib,
         r.resources.peak_rss_per_account_bytes / 1024.0
     );
+    let res = &r.resources;
+    s += &format!(
+        "  cpu/event    tgingest {:.0} µs, nats-server {:.0} µs, loadtest (fake Switchboard{}) {:.0} µs; {:.2} cores busy in all\n",
+        res.cpu_us_per_event,
+        res.nats_server_us_per_event,
+        if r.setup.is_some() { ", fake DC" } else { "" },
+        res.loadtest_us_per_event,
+        (res.cpu_s + res.neighbours.nats_server_cpu_s + res.neighbours.loadtest_cpu_s)
+            / r.wall_s.max(1e-3),
+    );
     if let Some(u) = &r.setup {
         s += &format!(
             "  set-up       {} accounts imported, consented and listening in {:.1}s (cpu {:.1}s, RSS {:.1} MiB); not in the figures above\n",

@@ -15,7 +15,7 @@ use tgingest::telegram::simulated::SimulatedWorld;
 use crate::analysis::{Bin, Delivery, analyze};
 use crate::ceiling::{Ceiling, measure};
 use crate::monitor::{Monitor, Sample};
-use crate::procs::Tgingest;
+use crate::procs::{NeighbourClock, NeighbourCpu, ProcSample, Tgingest};
 use crate::scenario::Scenario;
 use crate::truth::Truth;
 
@@ -59,6 +59,41 @@ pub struct Resources {
     pub peak_rss_per_account_bytes: f64,
     /// VmRSS at the first sample (accounts started, little traffic yet).
     pub first_sample_rss_bytes: u64,
+    /// tgingest CPU per event stored, in µs: what decides how far one node scales.
+    pub cpu_us_per_event: f64,
+    /// The other processes over the same time, and their CPU per event stored.
+    pub neighbours: NeighbourCpu,
+    pub nats_server_us_per_event: f64,
+    pub loadtest_us_per_event: f64,
+}
+
+impl Resources {
+    /// From tgingest's CPU seconds over the measured time, its last `/proc` sample, the
+    /// neighbours' CPU over the same time, and the events the fake stored.
+    pub(crate) fn measured(
+        cpu_s: f64,
+        wall_s: f64,
+        end: &ProcSample,
+        samples: &[Sample],
+        accounts: u32,
+        neighbours: NeighbourCpu,
+        events: u64,
+    ) -> Resources {
+        let per_event = |s: f64| s * 1e6 / (events.max(1) as f64);
+        Resources {
+            cpu_s,
+            cpu_cores_mean: cpu_s / wall_s.max(1e-3),
+            cpu_cores_max: samples.iter().map(|s| s.cpu_cores).fold(0.0, f64::max),
+            peak_rss_bytes: end.hwm,
+            peak_rss_mib: end.hwm as f64 / 1048576.0,
+            peak_rss_per_account_bytes: end.hwm as f64 / f64::from(accounts.max(1)),
+            first_sample_rss_bytes: samples.first().map_or(0, |s| s.rss_bytes),
+            cpu_us_per_event: per_event(cpu_s),
+            nats_server_us_per_event: per_event(neighbours.nats_server_cpu_s),
+            loadtest_us_per_event: per_event(neighbours.loadtest_cpu_s),
+            neighbours,
+        }
+    }
 }
 
 /// Ratios of the pipeline's throughput to the bus ceiling.
@@ -352,6 +387,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let t0 = Instant::now();
     let t0_us = jiff::Timestamp::now().as_microsecond();
     let mut proc = Tgingest::start(&opts.tgingest, &env, &opts.out.join("tgingest.log"))?;
+    let neighbour_clock = NeighbourClock::start(nats.pid());
     say(format!("tgingest started (pid {})", proc.pid()));
     let mut monitor = Monitor::connect(&nats.url(), proc.pid()).await?;
 
@@ -413,6 +449,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     }
     let wall_s = t0.elapsed().as_secs_f64();
     let end_proc = crate::procs::proc_sample(proc.pid()).unwrap_or_default();
+    let neighbours = neighbour_clock.elapsed();
     proc.stop(Duration::from_secs(10));
     if !fake.is_running() {
         let _ = fake.restart().await;
@@ -434,15 +471,15 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     );
     let d = analysis.delivery;
     let accounts = world.accounts();
-    let resources = Resources {
-        cpu_s: end_proc.cpu_s,
-        cpu_cores_mean: end_proc.cpu_s / wall_s.max(1e-3),
-        cpu_cores_max: samples.iter().map(|s| s.cpu_cores).fold(0.0, f64::max),
-        peak_rss_bytes: end_proc.hwm,
-        peak_rss_mib: end_proc.hwm as f64 / 1048576.0,
-        peak_rss_per_account_bytes: end_proc.hwm as f64 / f64::from(accounts.max(1)),
-        first_sample_rss_bytes: samples.first().map_or(0, |s| s.rss_bytes),
-    };
+    let resources = Resources::measured(
+        end_proc.cpu_s,
+        wall_s,
+        &end_proc,
+        &samples,
+        accounts,
+        neighbours,
+        counts.stored,
+    );
     let ceiling_ratio = ceiling.as_ref().map(|c| CeilingRatio {
         throughput_per_s: d.throughput_per_s,
         publish_ceiling_per_s: c.publish_per_s,

@@ -22,6 +22,8 @@ pub struct Step {
     pub lost: u64,
     pub duplicates_stored: u64,
     pub cpu_cores_mean: f64,
+    /// tgingest CPU per event stored (µs).
+    pub cpu_us_per_event: f64,
     pub peak_rss_mib: f64,
     /// Empty when the step held; otherwise why it broke.
     pub broke: Vec<String>,
@@ -91,6 +93,7 @@ fn judge(scn: &Scenario, r: &RunReport, dir: &Path) -> Step {
         lost: d.lost,
         duplicates_stored: d.duplicates_stored,
         cpu_cores_mean: r.resources.cpu_cores_mean,
+        cpu_us_per_event: r.resources.cpu_us_per_event,
         peak_rss_mib: r.resources.peak_rss_mib,
         broke,
         report_dir: dir.display().to_string(),

@@ -354,9 +354,7 @@ async fn pump_dedupe(state: &mut DedupeState) -> Result<(), ActorProcessingErr> 
         }
         let seen = state.seen.clone();
         tokio::task::spawn_blocking(move || {
-            for id in &done_ids {
-                seen.mark(id)?;
-            }
+            seen.mark_all(done_ids.iter().map(String::as_str))?;
             seen.flush()
         })
         .await??;

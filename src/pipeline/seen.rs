@@ -77,23 +77,25 @@ impl SeenSet {
         Ok(now_us().saturating_sub(at) <= self.horizon.as_micros() as u64)
     }
 
-    /// Marks `event_id` as seen now (keeping the first time it was seen).
-    pub fn mark(&self, event_id: &str) -> Result<(), SeenSetError> {
+    /// Marks `event_ids` as seen now, in one batch per tree. The dedupe stage marks only ids it
+    /// found absent, so a plain insert is enough; re-marking an id moves its time forward, which
+    /// only keeps it longer.
+    pub fn mark_all<'a>(
+        &self,
+        event_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), SeenSetError> {
         let now = now_us();
-        let prev = self
-            .seen
-            .compare_and_swap(
-                event_id.as_bytes(),
-                None as Option<&[u8]>,
-                Some(&now.to_be_bytes()[..]),
-            )
-            .map_err(self.storage("writing"))?;
-        if prev.is_ok() {
-            self.by_time
-                .insert(time_key(now, event_id), &[])
-                .map_err(self.storage("writing"))?;
+        let (mut seen, mut by_time) = (sled::Batch::default(), sled::Batch::default());
+        for id in event_ids {
+            seen.insert(id.as_bytes(), &now.to_be_bytes()[..]);
+            by_time.insert(time_key(now, id), &[][..]);
         }
-        Ok(())
+        self.seen
+            .apply_batch(seen)
+            .map_err(self.storage("writing"))?;
+        self.by_time
+            .apply_batch(by_time)
+            .map_err(self.storage("writing"))
     }
 
     /// Makes every mark so far durable.
@@ -111,12 +113,16 @@ impl SeenSet {
         for entry in self.by_time.range(..cutoff.to_be_bytes().to_vec()) {
             let (key, _) = entry.map_err(self.storage("pruning"))?;
             if key.len() > 8 {
-                self.seen
-                    .remove(&key[8..])
+                // Only if not marked again since (a newer time is in `seen`, and its own
+                // `by_time` entry prunes it later).
+                let (at, id) = key.split_at(8);
+                let forgotten = self
+                    .seen
+                    .compare_and_swap(id, Some(at), None as Option<&[u8]>)
                     .map_err(self.storage("pruning"))?;
+                removed += u64::from(forgotten.is_ok());
             }
             self.by_time.remove(&key).map_err(self.storage("pruning"))?;
-            removed += 1;
         }
         Ok(removed)
     }
@@ -152,8 +158,8 @@ mod tests {
         {
             let set = SeenSet::open(dir.path(), Duration::from_secs(3600)).unwrap();
             assert!(!set.contains("a").unwrap());
-            set.mark("a").unwrap();
-            set.mark("a").unwrap();
+            set.mark_all(["a"]).unwrap();
+            set.mark_all(["a"]).unwrap();
             assert!(set.contains("a").unwrap());
             set.flush().unwrap();
         }
@@ -171,5 +177,21 @@ mod tests {
         );
         assert_eq!(set.prune().unwrap(), 1);
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn pruning_an_old_mark_keeps_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = SeenSet::open(dir.path(), Duration::from_millis(300)).unwrap();
+        set.mark_all(["a"]).unwrap();
+        std::thread::sleep(Duration::from_millis(350));
+        set.mark_all(["a"]).unwrap();
+        assert_eq!(
+            set.prune().unwrap(),
+            0,
+            "the first mark's time entry goes, the id stays"
+        );
+        assert!(set.contains("a").unwrap(), "the second mark still counts");
+        assert_eq!(set.len(), 1);
     }
 }

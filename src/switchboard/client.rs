@@ -26,9 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use reqwest::{StatusCode, Url};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
@@ -266,6 +268,41 @@ fn transport_error(e: reqwest::Error) -> CallError {
     }
 }
 
+/// `tools/call` parameters, borrowed: the envelope is serialized once, straight into the body.
+#[derive(Serialize)]
+struct ToolCall<'a> {
+    name: &'a str,
+    arguments: &'a Value,
+}
+
+/// One JSON-RPC request (with an id) or notification (without).
+#[derive(Serialize)]
+struct RpcMessage<'a, P> {
+    jsonrpc: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a P>,
+}
+
+/// The request body for one message.
+fn rpc_message<P: Serialize>(
+    id: Option<u64>,
+    method: &str,
+    params: Option<&P>,
+) -> Result<Bytes, CallError> {
+    let message = RpcMessage {
+        jsonrpc: "2.0",
+        id,
+        method,
+        params,
+    };
+    serde_json::to_vec(&message)
+        .map(Bytes::from)
+        .map_err(|e| CallError::Protocol(format!("cannot encode {method}: {e}")))
+}
+
 impl McpClient {
     /// A client for `cfg.url`; nothing is sent until the first call.
     pub fn new(cfg: &SwitchboardConfig) -> Result<McpClient, NewClientError> {
@@ -359,10 +396,10 @@ impl McpClient {
 
     /// Calls a tool and returns its JSON body (from `structuredContent`, else `content[0].text`).
     pub async fn call_tool(&self, name: &str, arguments: &Value) -> Result<Value, CallError> {
-        let params = json!({ "name": name, "arguments": arguments });
+        let params = ToolCall { name, arguments };
         let call = async {
             let result = self.request_resuming("tools/call", &params).await?;
-            tool_body(&result)
+            tool_body(result)
         };
         match tokio::time::timeout(self.inner.timeout, call).await {
             Ok(r) => r,
@@ -371,7 +408,11 @@ impl McpClient {
     }
 
     /// One request; if the session turns out to be gone, one new handshake and one resend.
-    async fn request_resuming(&self, method: &str, params: &Value) -> Result<Value, CallError> {
+    async fn request_resuming(
+        &self,
+        method: &str,
+        params: &impl Serialize,
+    ) -> Result<Value, CallError> {
         let session = self.session().await?;
         match self.request(&session, method, params).await {
             Ok(v) => Ok(v),
@@ -428,13 +469,13 @@ impl McpClient {
         &self,
         session: &Session,
         method: &str,
-        params: &Value,
+        params: &impl Serialize,
     ) -> Result<Value, Fail> {
         let id = self.next_id();
-        let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let message = rpc_message(Some(id), method, Some(params))?;
         let response = match session {
-            Session::Http(s) => self.http_post(Some(s), Some(id), &message).await?.1,
-            Session::Sse(s) => self.sse_post(s, Some(id), &message).await?,
+            Session::Http(s) => self.http_post(Some(s), Some(id), message).await?.1,
+            Session::Sse(s) => self.sse_post(s, Some(id), message).await?,
         };
         let response = response.ok_or_else(|| {
             CallError::Protocol(format!("no response to {method} (HTTP 202 without a body)"))
@@ -446,11 +487,9 @@ impl McpClient {
 
     async fn http_handshake(&self) -> Result<HttpSession, CallError> {
         let id = self.next_id();
-        let init = json!({
-            "jsonrpc": "2.0", "id": id, "method": "initialize", "params": Self::initialize_params(),
-        });
+        let init = rpc_message(Some(id), "initialize", Some(&Self::initialize_params()))?;
         let (session_id, response) = self
-            .http_post(None, Some(id), &init)
+            .http_post(None, Some(id), init)
             .await
             .map_err(Fail::into_call_error)?;
         let response = response
@@ -460,8 +499,8 @@ impl McpClient {
             id: session_id,
             protocol_version: negotiated_version(&result),
         };
-        let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
-        self.http_post(Some(&session), None, &initialized)
+        let initialized = rpc_message(None, "notifications/initialized", None::<&()>)?;
+        self.http_post(Some(&session), None, initialized)
             .await
             .map_err(Fail::into_call_error)?;
         tracing::debug!(
@@ -476,14 +515,15 @@ impl McpClient {
         &self,
         session: Option<&HttpSession>,
         id: Option<u64>,
-        message: &Value,
+        message: Bytes,
     ) -> Result<(Option<String>, Option<Value>), Fail> {
         let mut req = self
             .inner
             .http
             .post(self.inner.url.clone())
             .header(ACCEPT, "application/json, text/event-stream")
-            .json(message);
+            .header(CONTENT_TYPE, "application/json")
+            .body(message);
         let mut sent_session = false;
         if let Some(s) = session {
             if let Some(sid) = &s.id {
@@ -581,17 +621,15 @@ impl McpClient {
         };
 
         let id = self.next_id();
-        let init = json!({
-            "jsonrpc": "2.0", "id": id, "method": "initialize", "params": Self::initialize_params(),
-        });
+        let init = rpc_message(Some(id), "initialize", Some(&Self::initialize_params()))?;
         let response = self
-            .sse_post(&session, Some(id), &init)
+            .sse_post(&session, Some(id), init)
             .await
             .map_err(Fail::into_call_error)?
             .ok_or_else(|| CallError::Protocol("initialize got no response".into()))?;
         rpc_result(response, id)?;
-        let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
-        self.sse_post(&session, None, &initialized)
+        let initialized = rpc_message(None, "notifications/initialized", None::<&()>)?;
+        self.sse_post(&session, None, initialized)
             .await
             .map_err(Fail::into_call_error)?;
         tracing::debug!(transport = "legacy_sse", "switchboard session initialized");
@@ -604,7 +642,7 @@ impl McpClient {
         &self,
         session: &SseSession,
         id: Option<u64>,
-        message: &Value,
+        message: Bytes,
     ) -> Result<Option<Value>, Fail> {
         let waiting = match id {
             Some(id) => {
@@ -622,7 +660,12 @@ impl McpClient {
             }
             None => None,
         };
-        let mut req = self.inner.http.post(session.post_url.clone()).json(message);
+        let mut req = self
+            .inner
+            .http
+            .post(session.post_url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(message);
         if let Some(auth) = &self.inner.auth {
             req = req.header(AUTHORIZATION, auth);
         }
@@ -733,21 +776,31 @@ fn rpc_result(mut response: Value, id: u64) -> Result<Value, CallError> {
 
 /// A tool result's body: `isError: true` is a (transient) tool error; otherwise the JSON object
 /// from `structuredContent` (bare, or FastMCP's `{"result": …}` wrapping) or `content[0].text`.
-fn tool_body(result: &Value) -> Result<Value, CallError> {
-    let text = result["content"][0]["text"].as_str();
+fn tool_body(mut result: Value) -> Result<Value, CallError> {
     if result["isError"].as_bool().unwrap_or(false) {
         return Err(CallError::ToolError(clip(
-            text.unwrap_or("tool reported an error without text"),
+            result["content"][0]["text"]
+                .as_str()
+                .unwrap_or("tool reported an error without text"),
         )));
     }
-    let structured = &result["structuredContent"];
+    let mut structured = result
+        .get_mut("structuredContent")
+        .map(Value::take)
+        .unwrap_or_default();
     if structured.get("status").is_some() {
-        return Ok(structured.clone());
+        return Ok(structured);
     }
-    if structured["result"].get("status").is_some() {
-        return Ok(structured["result"].clone());
+    if let Some(inner) = structured
+        .get_mut("result")
+        .filter(|r| r.get("status").is_some())
+    {
+        return Ok(inner.take());
     }
-    match text.map(serde_json::from_str::<Value>) {
+    match result["content"][0]["text"]
+        .as_str()
+        .map(serde_json::from_str::<Value>)
+    {
         Some(Ok(v)) if v.is_object() => Ok(v),
         _ => Err(CallError::Protocol(
             "tool result has neither structuredContent nor a JSON object in content[0].text".into(),
@@ -801,7 +854,7 @@ mod tests {
         let from_text = json!({"content": [{"type": "text", "text": accepted.to_string()}]});
         for r in [from_structured, wrapped, from_text] {
             assert_eq!(
-                parse_ingest(&tool_body(&r).unwrap()).unwrap(),
+                parse_ingest(&tool_body(r).unwrap()).unwrap(),
                 IngestReply::Accepted {
                     request_id: "r".into(),
                     duplicate: true
@@ -809,9 +862,9 @@ mod tests {
             );
         }
         let err = json!({"isError": true, "content": [{"type": "text", "text": "db down"}]});
-        assert_eq!(tool_body(&err), Err(CallError::ToolError("db down".into())));
+        assert_eq!(tool_body(err), Err(CallError::ToolError("db down".into())));
         assert!(matches!(
-            tool_body(&json!({"content": [{"type": "text", "text": "nope"}]})),
+            tool_body(json!({"content": [{"type": "text", "text": "nope"}]})),
             Err(CallError::Protocol(_))
         ));
         let rejected = json!({"status": "error", "error": "Invalid ingest.v1 envelope: x"});
