@@ -427,6 +427,12 @@ impl FakeSwitchboard {
         lock(&self.shared.store).stored_twice
     }
 
+    /// Forgets everything stored, as a Switchboard restored from an empty backup: records,
+    /// dedupe keys and counts (sessions and faults stay). For replay tests.
+    pub fn forget_all(&self) {
+        *lock(&self.shared.store) = Store::default();
+    }
+
     /// The `payload.raw.event_id`s of every stored envelope (what tests and the demo compare
     /// with the ground truth).
     pub fn stored_event_ids(&self) -> std::collections::HashSet<String> {
