@@ -11,8 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use accounts_support::{Api, audits};
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use futures::StreamExt;
 use serde_json::{Value, json};
 use support::rig::{Rig, simulation};
 use tgingest::bus::STREAM_CLEAN;
@@ -65,29 +63,29 @@ fn assert_exactly_once(rig: &Rig, want: &[String]) {
 
 /// `TG_CLEAN` in order: (stream sequence, publish time in ns, event).
 async fn clean_stream(rig: &Rig) -> Vec<(u64, i128, Event)> {
-    let js = &rig.node.as_ref().unwrap().bus.js;
-    let stream = js.get_stream(STREAM_CLEAN).await.unwrap();
-    let total = stream.cached_info().state.messages;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
+    let messages = rig.read_stream(STREAM_CLEAN).await;
+    let total = rig
+        .node
+        .as_ref()
+        .unwrap()
+        .bus
+        .js
+        .get_stream(STREAM_CLEAN)
         .await
         .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::new();
-    while (out.len() as u64) < total {
-        let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
-            .await
-            .expect("TG_CLEAN readable")
-            .expect("not ended")
-            .expect("a message");
-        let info = m.info().unwrap();
-        let (seq, at) = (info.stream_sequence, info.published.unix_timestamp_nanos());
-        out.push((seq, at, tgingest::codec::decode(&m.payload).unwrap()));
-    }
-    out
+    assert_eq!(
+        messages.len() as u64,
+        total.cached_info().state.messages,
+        "all of TG_CLEAN read"
+    );
+    messages
+        .iter()
+        .map(|m| {
+            let info = m.info().unwrap();
+            let (seq, at) = (info.stream_sequence, info.published.unix_timestamp_nanos());
+            (seq, at, tgingest::codec::decode(&m.payload).unwrap())
+        })
+        .collect()
 }
 
 /// Starts a replay; panics unless the node answers 202.
@@ -292,6 +290,7 @@ async fn bad_replay_requests_get_a_400_naming_the_field_and_a_second_replay_a_40
             "from_sequence",
         ),
         (json!({"from_sequence": "three"}), "from_sequence"),
+        (json!({"from_sequence": 0}), "from_sequence"),
         (json!({"from_sequence": 1_000_000_000u64}), "from_sequence"),
         (json!({"account": "no-such-account"}), "account"),
         (json!({"account": "1.>"}), "account"),
@@ -330,10 +329,30 @@ async fn bad_replay_requests_get_a_400_naming_the_field_and_a_second_replay_a_40
     let (status, _) = api.send("GET", "/v1/replays/no-such-id", None).await;
     assert_eq!(status, 404);
 
-    // Once it ended, a new one may start.
+    // Once it ended, a new one may start: here through the CLI, which follows it to the end.
     rig.fake.set_latency(Duration::ZERO);
-    let second = start_replay(&api, json!({})).await;
-    let done = wait_replay(&api, second["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "finished", "{done}");
+    let (code, stdout, stderr) = cli(&rig, &api.base, &["--from-sequence", "1"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("finished: scanned"), "{stdout}");
+    let (code, _, stderr) = cli(&rig, &api.base, &["--since", "yesterday"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("since"), "{stderr}");
     rig.stop().await;
+    let (code, _, stderr) = cli(&rig, &api.base, &["--from-sequence", "1"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no tgingest node answers"), "{stderr}");
+}
+
+/// Runs `tgingest replay <args> --admin-url <base>`; returns exit code, stdout, stderr.
+async fn cli(rig: &Rig, base: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = support::tgingest_cmd(&rig.dir.path().join("cli"));
+    cmd.arg("replay").args(args).args(["--admin-url", base]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run tgingest replay"))
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

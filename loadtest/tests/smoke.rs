@@ -6,28 +6,36 @@
 use std::path::Path;
 use std::process::Command;
 
+/// Runs `scenario` with its report into `out`; panics with both outputs and tgingest's log unless
+/// the run succeeded; returns report.json and stdout.
+fn run_ok(scenario: &Path, out: &Path) -> (serde_json::Value, String) {
+    let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
+        .args(["run", "--quiet", "--out"])
+        .arg(out)
+        .arg(scenario)
+        .output()
+        .expect("run tgingest-loadtest");
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "{} failed ({}):\n{stdout}\n{stderr}\n(tgingest log: {})",
+        scenario.display(),
+        run.status,
+        std::fs::read_to_string(out.join("tgingest.log")).unwrap_or_default()
+    );
+    let report = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
+    )
+    .expect("report.json is JSON");
+    (report, stdout)
+}
+
 #[test]
 fn smoke_scenario_loses_nothing_and_stores_nothing_twice() {
     let out = tempfile::tempdir().expect("temp dir");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
-    let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
-        .args(["run", "--quiet", "--out"])
-        .arg(out.path())
-        .arg(&scenario)
-        .output()
-        .expect("run tgingest-loadtest");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        run.status.success(),
-        "smoke run failed ({}):\n{stdout}\n{stderr}\n(tgingest log: {})",
-        run.status,
-        std::fs::read_to_string(out.path().join("tgingest.log")).unwrap_or_default()
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("report.json")).expect("report.json"),
-    )
-    .expect("report.json is JSON");
+    let (report, stdout) = run_ok(&scenario, out.path());
     let d = &report["delivery"];
     assert!(d["expected"].as_u64().unwrap_or(0) > 0, "{d}");
     assert_eq!(d["lost"], 0, "{d}");
@@ -85,25 +93,7 @@ messages = 0
 "#,
     )
     .expect("scenario");
-    let out = dir.path().join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
-        .args(["run", "--quiet", "--out"])
-        .arg(&out)
-        .arg(&scenario)
-        .output()
-        .expect("run tgingest-loadtest");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        run.status.success(),
-        "replay run failed ({}):\n{stdout}\n{stderr}\n(tgingest log: {})",
-        run.status,
-        std::fs::read_to_string(out.join("tgingest.log")).unwrap_or_default()
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
-    )
-    .expect("report.json is JSON");
+    let (report, stdout) = run_ok(&scenario, &dir.path().join("out"));
     let expected = report["delivery"]["expected"].as_u64().unwrap_or(0);
     let r = &report["replay"];
     assert!(expected > 0, "{report}");
@@ -139,25 +129,7 @@ messages = 0
 "#,
     )
     .expect("scenario");
-    let out = dir.path().join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
-        .args(["run", "--quiet", "--out"])
-        .arg(&out)
-        .arg(&scenario)
-        .output()
-        .expect("run tgingest-loadtest");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        run.status.success(),
-        "fake-dc run failed ({}):\n{stdout}\n{stderr}\n(tgingest log: {})",
-        run.status,
-        std::fs::read_to_string(out.join("tgingest.log")).unwrap_or_default()
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
-    )
-    .expect("report.json is JSON");
+    let (report, stdout) = run_ok(&scenario, &dir.path().join("out"));
     let d = &report["delivery"];
     // 5 accounts x 2 msg/s x 5 s, most messages seen by all five accounts of the cohort.
     assert!(d["expected"].as_u64().unwrap_or(0) >= 40, "{d}");

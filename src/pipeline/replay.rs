@@ -56,9 +56,15 @@ pub struct ReplayRequest {
 }
 
 impl ReplayRequest {
-    /// Checks what needs no bus: `until` after `since`, `since` not in the future, an account id
-    /// that is one subject token.
+    /// Checks what needs no bus: a sequence from 1, `until` after `since`, `since` not in the
+    /// future, an account id that is one subject token.
     pub fn validate(&self, now: jiff::Timestamp) -> Result<(), ReplayError> {
+        if self.start == ReplayStart::Sequence(0) {
+            return Err(ReplayError::bad(
+                "from_sequence",
+                "from_sequence 0: stream sequences start at 1".into(),
+            ));
+        }
         if let ReplayStart::Since(since) = self.start {
             if since > now {
                 return Err(ReplayError::bad(
