@@ -1,8 +1,9 @@
 //! Operator replay from `TG_CLEAN` through the admin API, on the whole pipeline (real
 //! nats-server, simulated accounts, the fake Switchboard): after Switchboard lost everything, a
 //! replay stores every expected event exactly once again; without the loss, everything comes
-//! back as a duplicate; `since`/`until` and `account` bound what is re-sent; bad requests get a
-//! 400 naming the field, and a second replay while one runs gets a 409.
+//! back as a duplicate; permanent rejections are counted and dead-lettered; `since`/`until` and
+//! `account` bound what is re-sent; bad requests get a 400 naming the field, and a second replay
+//! while one runs gets a 409.
 
 mod accounts_support;
 mod support;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use accounts_support::{Api, audits};
 use serde_json::{Value, json};
 use support::rig::{Rig, simulation};
-use tgingest::bus::STREAM_CLEAN;
+use tgingest::bus::{STREAM_CLEAN, STREAM_DLQ};
 use tgingest::event::Event;
 use tgingest::switchboard::envelope;
 
@@ -224,6 +225,35 @@ async fn a_replay_into_a_switchboard_that_kept_everything_counts_only_duplicates
         "nothing stored twice"
     );
     assert_exactly_once(&rig, &expected.keys().cloned().collect::<Vec<_>>());
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_switchboard_now_refuses_are_counted_rejected_and_dead_lettered() {
+    let mut rig = delivered_rig(1, 100, 21).await;
+    let n = rig.expected().len();
+    rig.fake.forget_all();
+    // An older server: today's `source.channel` is an invalid envelope there, for good.
+    rig.fake.set_channels(vec!["telegram".into()]);
+    let api = api(&rig);
+    let started = start_replay(&api, json!({})).await;
+    let done = wait_replay(&api, started["id"].as_str().unwrap()).await;
+
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(done["rejected"], n as u64, "{done}");
+    assert_eq!(done["accepted"], 0, "{done}");
+    assert!(rig.fake.accepted().is_empty());
+    let dlq = rig.read_stream(STREAM_DLQ).await;
+    assert_eq!(dlq.len(), n, "each rejected event is parked in TG_DLQ once");
+    assert!(dlq.iter().all(|m| m.headers.as_ref().is_some_and(|h| {
+        h.get(tgingest::pipeline::clean::REASON_HEADER)
+            .is_some_and(|r| r.as_str().contains("source.channel"))
+    })));
+    let parked_by_replay = audits(rig.node.as_ref().unwrap())
+        .iter()
+        .filter(|a| a.action == "delivery.dead_letter" && a.actor.ends_with("/replay"))
+        .count();
+    assert_eq!(parked_by_replay, n);
     rig.stop().await;
 }
 

@@ -396,6 +396,12 @@ impl FakeSwitchboard {
         lock(&self.shared.opts).content_hash_dedupe = on;
     }
 
+    /// Accepts only these `source.channel` values from now on (others are refused as invalid
+    /// envelopes): plays a server of another version, e.g. to provoke permanent rejections.
+    pub fn set_channels(&self, channels: Vec<String>) {
+        lock(&self.shared.opts).channels = channels;
+    }
+
     /// Stored envelopes, in arrival order.
     pub fn accepted(&self) -> Vec<Accepted> {
         lock(&self.shared.store).accepted.clone()
