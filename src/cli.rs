@@ -13,6 +13,9 @@ use crate::config::{self, CONFIG_ENV, Config, LogFormat};
 use crate::eventlog::{self, Anchor};
 use crate::node::{self, Node};
 
+/// `tgingest replay`, a client of the admin API.
+pub mod replay;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tgingest",
@@ -61,6 +64,9 @@ enum Command {
     /// Account commands (list, add, import, consent, pause, resume, remove), through the running
     /// node's admin API
     Accounts(crate::accounts::client::AccountsArgs),
+    /// Re-deliver what TG_CLEAN holds to Switchboard (after Switchboard lost data), through the
+    /// running node's admin API; Switchboard answers what it still has as duplicates
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -185,6 +191,7 @@ pub fn main() -> ExitCode {
             Command::Audit(AuditCommand::Verify(args)) => audit_verify(cfg, args).await,
             Command::Keys(KeysCommand::Rotate(args)) => keys_rotate(cfg, args).await,
             Command::Accounts(args) => crate::accounts::client::run(&cfg, args).await,
+            Command::Replay(args) => replay::run(&cfg, args).await,
             Command::Config(_) | Command::Policy(_) => ExitCode::SUCCESS,
         }
     })

@@ -25,6 +25,7 @@ use crate::keys::{
     MasterKey,
 };
 use crate::nats_server::{NatsServer, NatsServerError, ServerOptions, find_binary};
+use crate::pipeline::replay::{ReplayParts, Replays};
 use crate::pipeline::{self, AccountParts, PipelineParts, PipelineStats};
 use crate::policy::Policy;
 use crate::supervision::{RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
@@ -168,6 +169,8 @@ pub struct Node {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// Registry accounts: import, login, consent, pause, resume, remove (what the admin API calls).
     pub accounts: Arc<AccountsControl>,
+    /// Operator replays from `TG_CLEAN` (what `/v1/replays` calls).
+    pub replays: Arc<Replays>,
     admin: Option<AdminServer>,
     supervisor_done: tokio::task::JoinHandle<()>,
     anchoring: tokio::task::JoinHandle<()>,
@@ -315,11 +318,19 @@ impl Node {
                 bus: bus.clone(),
                 switchboard_url: config.switchboard.url.clone(),
             };
-            let admin = AdminServer::start(&config.admin, control.clone(), Some(ops)).await?;
-            Ok::<_, NodeError>((control, admin))
+            let replays = Arc::new(Replays::new(ReplayParts {
+                bus: bus.clone(),
+                eventlog: eventlog.clone(),
+                switchboard: config.switchboard.clone(),
+                node_id: node_id.clone(),
+            }));
+            let admin =
+                AdminServer::start(&config.admin, control.clone(), replays.clone(), Some(ops))
+                    .await?;
+            Ok::<_, NodeError>((control, replays, admin))
         }
         .await;
-        let (accounts, admin) = match accounts {
+        let (accounts, replays, admin) = match accounts {
             Ok(parts) => parts,
             Err(e) => {
                 supervisor.stop(Some("node failed to start".into()));
@@ -350,6 +361,7 @@ impl Node {
             eventlog,
             supervisor,
             accounts,
+            replays,
             admin,
             supervisor_done,
             anchoring,
@@ -425,6 +437,7 @@ impl Node {
         if let Some(admin) = self.admin {
             admin.stop().await;
         }
+        self.replays.stop_all().await;
         self.anchoring.abort();
         self.poller.stop();
         self.supervisor.stop(Some("node shutting down".into()));

@@ -5,37 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use futures::StreamExt;
 use support::rig::{Rig, simulation};
 use tgingest::bus::{STREAM_CLEAN, STREAM_DLQ};
 use tgingest::event::{Event, EventKind, TELEGRAM_SERVICE_CHAT};
 use tgingest::switchboard::envelope;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Every message currently in `stream`, in order, with its headers.
-async fn read_stream(rig: &Rig, stream: &str) -> Vec<async_nats::jetstream::Message> {
-    let js = &rig.node.as_ref().unwrap().bus.js;
-    let stream = js.get_stream(stream).await.unwrap();
-    let total = stream.cached_info().state.messages;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::new();
-    while (out.len() as u64) < total {
-        match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
-            Ok(Some(Ok(m))) => out.push(m),
-            _ => break,
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_allowed_event_arrives_exactly_once_with_the_right_envelope() {
@@ -96,7 +71,7 @@ async fn every_allowed_event_arrives_exactly_once_with_the_right_envelope() {
 async fn denied_chats_never_reach_tg_clean_and_pii_never_leaves() {
     let mut rig = Rig::start(simulation(2, 400, 400.0, 11), |_| {}).await;
     assert!(rig.wait_all_delivered(WAIT).await);
-    let clean = read_stream(&rig, STREAM_CLEAN).await;
+    let clean = rig.read_stream(STREAM_CLEAN).await;
     assert!(!clean.is_empty());
     for message in &clean {
         let event: Event = tgingest::codec::decode(&message.payload).unwrap();
@@ -204,7 +179,7 @@ async fn a_permanently_invalid_envelope_is_dead_lettered_and_does_not_block_the_
     let deadline = std::time::Instant::now() + WAIT;
     let mut dlq = Vec::new();
     while std::time::Instant::now() < deadline {
-        dlq = read_stream(&rig, STREAM_DLQ).await;
+        dlq = rig.read_stream(STREAM_DLQ).await;
         if dlq.len() >= 2 {
             break;
         }

@@ -23,8 +23,8 @@ use serde::Serialize;
 use tgingest::demo::FakeDcLayout;
 use tgingest::policy::Policy;
 use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::admin::{free_addr, post, wait_up};
 use crate::analysis::analyze;
 use crate::ceiling::measure;
 use crate::procs::{NeighbourClock, Tgingest};
@@ -48,28 +48,6 @@ pub struct Setup {
     pub setup_cpu_s: f64,
     /// RSS when every account listened (before any driven message).
     pub rss_listening_bytes: u64,
-}
-
-/// One `POST` of JSON to the admin API; fails unless the answer is 2xx.
-async fn post(addr: &str, path: &str, body: &serde_json::Value) -> anyhow::Result<()> {
-    let body = body.to_string();
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connect to the admin API at {addr}"))?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await?;
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer.split_whitespace().nth(1).unwrap_or("");
-    if !status.starts_with('2') {
-        bail!("POST {path}: {}", answer.lines().last().unwrap_or(status));
-    }
-    Ok(())
 }
 
 /// Runs a `fake-dc` scenario once.
@@ -104,10 +82,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
 
     // tgingest without simulated accounts, its grammers adapter on (any api id: the fake DC does
     // not check it), nothing to backfill, and an admin API to import the accounts through.
-    let admin = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").context("free port")?;
-        l.local_addr()?.to_string()
-    };
+    let admin = free_addr()?;
     let mut no_sim = scn.clone();
     no_sim.simulator.accounts = 0;
     let mut env = tgingest_env(
@@ -148,14 +123,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let setup_started = Instant::now();
     let mut proc = Tgingest::start(&opts.tgingest, &env, &opts.out.join("tgingest.log"))?;
     say(format!("tgingest started (pid {})", proc.pid()));
-    let up_by = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(&admin).await.is_err() {
-        proc.check_alive()?;
-        if Instant::now() >= up_by {
-            bail!("tgingest's admin API did not come up at {admin}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_up(&admin, &mut proc).await?;
     futures::stream::iter(layout.accounts.iter().zip(&layout.sessions))
         .map(|(me, session)| {
             let admin = admin.clone();
@@ -176,6 +144,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
                     }),
                 )
                 .await
+                .map(drop)
             }
         })
         .buffer_unordered(ADMIN_CONCURRENCY)
@@ -386,5 +355,6 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         bins: analysis.bins,
         samples,
         setup: Some(setup),
+        replay: None,
     })
 }

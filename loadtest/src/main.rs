@@ -3,11 +3,13 @@
 //!
 //! `tgingest-loadtest run loadtest/scenarios/<name>.toml --out <dir> [--step]`
 
+mod admin;
 mod analysis;
 mod ceiling;
 mod fakedc;
 mod monitor;
 mod procs;
+mod replay;
 mod report;
 mod run;
 mod scenario;
@@ -124,6 +126,12 @@ async fn run(
     let out = out.unwrap_or_else(|| PathBuf::from("loadtest/reports").join(&scn.name));
     std::fs::create_dir_all(&out)?;
     let bin = procs::tgingest_binary(tgingest.as_deref())?;
+    if step && scn.replay.enabled {
+        anyhow::bail!(
+            "scenario {}: --step runs have no replay phase; run it without --step",
+            scn.name
+        );
+    }
     if step || scn.step.enabled {
         let report = step::run_steps(&scn, &bin, &out, quiet).await?;
         std::fs::write(

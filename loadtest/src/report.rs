@@ -28,11 +28,15 @@ fn svg(path: &Path, r: &RunReport) -> Result<(), Box<dyn std::error::Error>> {
     let (title, body) = root.split_vertically(40);
     title.titled(
         &format!(
-            "tgingest loadtest: {} ({} accounts x {} pos/s) {}",
+            "tgingest loadtest: {} ({} accounts x {} pos/s) {}{}",
             r.scenario.name,
             r.accounts,
             r.rate_per_account,
-            if r.ok { "OK" } else { "LOSS/DUPLICATES" }
+            if r.ok { "OK" } else { "LOSS/DUPLICATES" },
+            r.replay
+                .as_ref()
+                .map(|x| format!("; replay {:.0} events/s", x.throughput_per_s))
+                .unwrap_or_default()
         ),
         ("sans-serif", 20),
     )?;
@@ -256,6 +260,25 @@ pub fn render(r: &RunReport) -> String {
             u.setup_s,
             u.setup_cpu_s,
             u.rss_listening_bytes as f64 / 1048576.0
+        );
+    }
+    if let Some(x) = &r.replay {
+        s += &format!(
+            "  replay       {:?} in {:.1}s: scanned {}, stored again {} ({:.0} events/s{}), already stored {}, rejected {}; lost {}  stored twice {}  unexpected {}; cpu {:.1}s; latency not measured\n",
+            x.progress.state,
+            x.wall_s,
+            x.progress.scanned,
+            x.stored,
+            x.throughput_per_s,
+            x.ratio_to_consume_ceiling
+                .map(|q| format!(", {q:.4} x consume ceiling"))
+                .unwrap_or_default(),
+            x.progress.duplicates,
+            x.progress.rejected,
+            x.lost,
+            x.duplicates_stored,
+            x.unexpected,
+            x.cpu_s
         );
     }
     for t in &r.targets {

@@ -185,7 +185,7 @@ pub struct RunReport {
     pub delivery: Delivery,
     pub resources: Resources,
     pub switchboard: FakeCounts,
-    /// True when nothing was lost, stored twice, or unexpected.
+    /// True when nothing was lost, stored twice, or unexpected (in the replay phase too).
     pub ok: bool,
     /// The targets, as far as this run can tell.
     pub targets: Vec<Target>,
@@ -194,6 +194,9 @@ pub struct RunReport {
     pub wall_s: f64,
     pub bins: Vec<Bin>,
     pub samples: Vec<Sample>,
+    /// The replay phase (`[replay] enabled`): replay throughput and exactly-once after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<crate::replay::ReplayFigures>,
     /// Account set-up before the measured window (fake-DC source only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub setup: Option<crate::fakedc::Setup>,
@@ -345,7 +348,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
 
     let rate = scn.simulator.rate;
     let messages = scn.messages_per_account(rate);
-    let env = tgingest_env(
+    let mut env = tgingest_env(
         scn,
         messages,
         &nats.url(),
@@ -353,6 +356,15 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         &tmp.path().join("data"),
         &key,
     )?;
+    // The replay phase talks to tgingest's admin API.
+    let admin = if scn.replay.enabled {
+        let addr = crate::admin::free_addr()?;
+        env.retain(|(k, _)| k != "TGINGEST_ADMIN_LISTEN");
+        env.push(("TGINGEST_ADMIN_LISTEN".into(), addr.clone()));
+        Some(addr)
+    } else {
+        None
+    };
     // The same loader tgingest uses, on the same variables: the same world and the same policy.
     let loaded = tgingest::config::load(None, env.clone()).context("tgingest config from env")?;
     let config = loaded.config;
@@ -450,12 +462,27 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let wall_s = t0.elapsed().as_secs_f64();
     let end_proc = crate::procs::proc_sample(proc.pid()).unwrap_or_default();
     let neighbours = neighbour_clock.elapsed();
-    proc.stop(Duration::from_secs(10));
     if !fake.is_running() {
         let _ = fake.restart().await;
     }
     let accepted = fake.accepted();
     let counts = FakeCounts::from(fake.stats());
+    let replay = match &admin {
+        Some(addr) if !drain_timed_out => Some(
+            crate::replay::run(
+                addr,
+                &mut proc,
+                &fake,
+                &truth,
+                ceiling.as_ref(),
+                scn.replay.timeout.into(),
+                &say,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    proc.stop(Duration::from_secs(10));
     fake.stop().await;
     nats.stop();
     let log = tmp.path().join("nats/nats-server.log");
@@ -488,8 +515,21 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         ratio_to_consume: d.throughput_per_s / c.consume_per_s.max(1e-9),
         load_limited: d.source_lag_ms.p99 < 1000.0 && d.throughput_per_s >= 0.9 * d.offered_per_s,
     });
-    let ok = d.lost == 0 && d.duplicates_stored == 0 && d.unexpected == 0;
-    let targets = targets(&d, &resources, ceiling_ratio.as_ref(), accounts);
+    let ok = d.lost == 0
+        && d.duplicates_stored == 0
+        && d.unexpected == 0
+        && replay.as_ref().is_none_or(|r| r.ok);
+    let mut targets = targets(&d, &resources, ceiling_ratio.as_ref(), accounts);
+    if let Some(r) = &replay {
+        targets.push(Target {
+            target: "replay: every event stored exactly once again",
+            value: format!(
+                "{:?}; lost {}, stored twice {}, unexpected {}",
+                r.progress.state, r.lost, r.duplicates_stored, r.unexpected
+            ),
+            met: Some(r.ok),
+        });
+    }
     Ok(RunReport {
         targets,
         scenario: scn.clone(),
@@ -510,5 +550,6 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         bins: analysis.bins,
         samples,
         setup: None,
+        replay,
     })
 }

@@ -16,7 +16,8 @@ pub enum SourceKind {
     /// Real grammers clients (in the tgingest process) against the in-process fake Telegram DC
     /// (`[simulator]`'s `accounts` and `rate` only; see `fakedc.rs`).
     FakeDc,
-    /// Re-feeding a recorded `TG_RAW` (not available yet).
+    /// Re-feeding a recorded `TG_RAW` capture at its pace (not available; replay from
+    /// `TG_CLEAN` is `[replay] enabled = true` with a simulated source).
     Replay,
 }
 
@@ -52,6 +53,9 @@ pub struct Scenario {
     /// Step mode's parameters (used with `--step`, or when `step.enabled`).
     #[serde(default)]
     pub step: StepPlan,
+    /// After the drain: forget everything in the fake Switchboard and replay `TG_CLEAN`.
+    #[serde(default)]
+    pub replay: ReplayPlan,
     /// Extra `TGINGEST_*` variables for the tgingest process (tuning knobs).
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
@@ -89,6 +93,24 @@ impl Default for SwitchboardLoad {
             heartbeat_interval: Dur::secs(0),
             outage_at: Dur::default(),
             outage_for: Dur::default(),
+        }
+    }
+}
+
+/// The replay phase (see `replay.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayPlan {
+    pub enabled: bool,
+    /// How long the replay may take before the run fails.
+    pub timeout: Dur,
+}
+
+impl Default for ReplayPlan {
+    fn default() -> Self {
+        ReplayPlan {
+            enabled: false,
+            timeout: Dur::secs(300),
         }
     }
 }
@@ -229,6 +251,14 @@ impl Scenario {
         {
             return Err("simulator.rate must be above 0 for a fake-dc source".into());
         }
+        if self.replay.enabled && self.source != SourceKind::Simulated {
+            return Err("[replay] needs source = \"simulated\"".into());
+        }
+        if self.replay.enabled && self.step.enabled {
+            return Err(
+                "[replay] and step mode do not go together: step runs have no replay phase".into(),
+            );
+        }
         if self.step.factor <= 1.0 {
             return Err("step.factor must be above 1".into());
         }
@@ -250,8 +280,9 @@ impl Scenario {
             SourceKind::FakeDc => return Ok(()),
             SourceKind::Replay => (
                 "replay",
-                "it needs a recorded TG_RAW capture and a replay source in tgingest that \
-                 re-publishes it at a given pace (`tgingest replay`); neither exists yet",
+                "re-feeding a recorded TG_RAW capture needs a capture format that does not exist; \
+                 to measure replay from TG_CLEAN, use source = \"simulated\" with \
+                 `[replay] enabled = true` (loadtest/scenarios/replay.toml)",
             ),
         };
         Err(ScenarioError::NotAvailable {

@@ -6,28 +6,36 @@
 use std::path::Path;
 use std::process::Command;
 
+/// Runs `scenario` with its report into `out`; panics with both outputs and tgingest's log unless
+/// the run succeeded; returns report.json and stdout.
+fn run_ok(scenario: &Path, out: &Path) -> (serde_json::Value, String) {
+    let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
+        .args(["run", "--quiet", "--out"])
+        .arg(out)
+        .arg(scenario)
+        .output()
+        .expect("run tgingest-loadtest");
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "{} failed ({}):\n{stdout}\n{stderr}\n(tgingest log: {})",
+        scenario.display(),
+        run.status,
+        std::fs::read_to_string(out.join("tgingest.log")).unwrap_or_default()
+    );
+    let report = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
+    )
+    .expect("report.json is JSON");
+    (report, stdout)
+}
+
 #[test]
 fn smoke_scenario_loses_nothing_and_stores_nothing_twice() {
     let out = tempfile::tempdir().expect("temp dir");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
-    let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
-        .args(["run", "--quiet", "--out"])
-        .arg(out.path())
-        .arg(&scenario)
-        .output()
-        .expect("run tgingest-loadtest");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        run.status.success(),
-        "smoke run failed ({}):\n{stdout}\n{stderr}\n(tgingest log: {})",
-        run.status,
-        std::fs::read_to_string(out.path().join("tgingest.log")).unwrap_or_default()
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("report.json")).expect("report.json"),
-    )
-    .expect("report.json is JSON");
+    let (report, stdout) = run_ok(&scenario, out.path());
     let d = &report["delivery"];
     assert!(d["expected"].as_u64().unwrap_or(0) > 0, "{d}");
     assert_eq!(d["lost"], 0, "{d}");
@@ -38,22 +46,65 @@ fn smoke_scenario_loses_nothing_and_stores_nothing_twice() {
 }
 
 #[test]
-fn scenarios_without_their_parts_say_what_is_missing() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let (file, missing) = ("replay.toml", "replay source");
-    let out = tempfile::tempdir().expect("temp dir");
+fn a_recorded_capture_source_says_what_is_missing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("capture.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"capture\"\nsource = \"replay\"\nduration = \"5s\"\n[simulator]\naccounts = 1\n",
+    )
+    .expect("scenario");
     let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
         .args(["run", "--quiet", "--out"])
-        .arg(out.path())
-        .arg(dir.join(file))
+        .arg(dir.path().join("out"))
+        .arg(&scenario)
         .output()
         .expect("run tgingest-loadtest");
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(2), "{file}: {stderr}");
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("not available yet") && stderr.contains(missing),
-        "{file}: {stderr}"
+        stderr.contains("not available yet") && stderr.contains("[replay] enabled = true"),
+        "{stderr}"
     );
+}
+
+/// A short run with the replay phase: after the drain the fake forgets everything, tgingest
+/// replays TG_CLEAN, and every event is stored exactly once again.
+#[test]
+fn the_replay_phase_stores_every_event_exactly_once_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("replay-small.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "replay-small"
+source = "simulated"
+duration = "3s"
+warmup = "1s"
+drain_timeout = "30s"
+[simulator]
+accounts = 3
+rate = 20.0
+[replay]
+enabled = true
+timeout = "60s"
+[ceiling]
+messages = 0
+"#,
+    )
+    .expect("scenario");
+    let (report, stdout) = run_ok(&scenario, &dir.path().join("out"));
+    let expected = report["delivery"]["expected"].as_u64().unwrap_or(0);
+    let r = &report["replay"];
+    assert!(expected > 0, "{report}");
+    assert_eq!(r["progress"]["state"], "finished", "{r}");
+    assert_eq!(r["stored"], expected, "{r}");
+    assert_eq!(r["progress"]["accepted"], expected, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["duplicates_stored"], 0, "{r}");
+    assert_eq!(r["unexpected"], 0, "{r}");
+    assert!(r["throughput_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    println!("{stdout}");
 }
 
 /// Five real grammers clients against the fake DC for five seconds: imported and consented
@@ -78,25 +129,7 @@ messages = 0
 "#,
     )
     .expect("scenario");
-    let out = dir.path().join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_tgingest-loadtest"))
-        .args(["run", "--quiet", "--out"])
-        .arg(&out)
-        .arg(&scenario)
-        .output()
-        .expect("run tgingest-loadtest");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        run.status.success(),
-        "fake-dc run failed ({}):\n{stdout}\n{stderr}\n(tgingest log: {})",
-        run.status,
-        std::fs::read_to_string(out.join("tgingest.log")).unwrap_or_default()
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
-    )
-    .expect("report.json is JSON");
+    let (report, stdout) = run_ok(&scenario, &dir.path().join("out"));
     let d = &report["delivery"];
     // 5 accounts x 2 msg/s x 5 s, most messages seen by all five accounts of the cohort.
     assert!(d["expected"].as_u64().unwrap_or(0) >= 40, "{d}");

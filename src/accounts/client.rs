@@ -122,7 +122,8 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    fn exit_code(&self) -> ExitCode {
+    /// 1 when the node refused or failed, 2 for usage, config, or no node to talk to.
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             ClientError::Api { .. } | ClientError::Http { .. } => ExitCode::FAILURE,
             _ => ExitCode::from(2),
@@ -130,14 +131,15 @@ impl ClientError {
     }
 }
 
-struct Client {
+/// An admin API client: base URL and bearer token from the config (or `--admin-url`).
+pub(crate) struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Client {
-    fn new(cfg: &Config, url: Option<&str>) -> Result<Client, ClientError> {
+    pub(crate) fn new(cfg: &Config, url: Option<&str>) -> Result<Client, ClientError> {
         let base = match url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None if cfg.admin.listen.trim().is_empty() => return Err(ClientError::AdminOff),
@@ -167,7 +169,8 @@ impl Client {
         Ok(Client { base, token, http })
     }
 
-    async fn call(
+    /// One request; a non-2xx answer becomes [`ClientError::Api`] with the node's reason.
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

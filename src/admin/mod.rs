@@ -10,6 +10,7 @@
 //! - `GET /v1/accounts`, `GET /v1/accounts/{id}`, `POST /v1/accounts/import`,
 //!   `POST /v1/accounts/{id}/consent|pause|resume`, `DELETE /v1/accounts/{id}`
 //! - `POST /v1/logins`, `POST /v1/logins/{id}/code|password`, `DELETE /v1/logins/{id}`
+//! - `POST /v1/replays`, `GET /v1/replays`, `GET /v1/replays/{id}`, `DELETE /v1/replays/{id}`
 //!
 //! With `admin.token_file` set every route but `/healthz` and `/readyz` needs
 //! `Authorization: Bearer <token>` (`/metrics` included: Prometheus sends it from a
@@ -19,6 +20,7 @@ pub mod accounts;
 pub mod error;
 pub mod logins;
 pub mod ops;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::accounts::AccountsControl;
 use crate::config::AdminConfig;
+use crate::pipeline::replay::Replays;
 pub use error::ApiError;
 pub use ops::Ops;
 
@@ -150,12 +153,18 @@ async fn not_found() -> ApiError {
 
 /// The whole router: `/healthz` and `/readyz` open, `/v1/…` and `/metrics` behind the token
 /// (when one is configured). Without `ops` there is no `/readyz` or `/metrics`.
-pub fn router(control: Arc<AccountsControl>, token: Option<String>, ops: Option<Ops>) -> Router {
+pub fn router(
+    control: Arc<AccountsControl>,
+    replays: Arc<Replays>,
+    token: Option<String>,
+    ops: Option<Ops>,
+) -> Router {
     let token = Arc::new(token);
     let v1 = Router::new()
         .merge(accounts::routes())
         .merge(logins::routes())
         .with_state(control)
+        .merge(replay::routes().with_state(replays))
         .layer(axum::middleware::from_fn_with_state(
             token.clone(),
             require_token,
@@ -184,6 +193,7 @@ impl AdminServer {
     pub async fn start(
         cfg: &AdminConfig,
         control: Arc<AccountsControl>,
+        replays: Arc<Replays>,
         ops: Option<Ops>,
     ) -> Result<Option<AdminServer>, AdminError> {
         let listen = cfg.listen.trim();
@@ -211,7 +221,7 @@ impl AdminServer {
                 }
             })?;
         let addr = listener.local_addr().unwrap_or(addr);
-        let app = router(control, token, ops);
+        let app = router(control, replays, token, ops);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)

@@ -175,6 +175,10 @@ fn describe() {
     g!(METRIC_PUBLISH_INFLIGHT, "Publishes awaiting their PubAck");
     g!(METRIC_PUBLISH_WINDOW, "Publish window of one account");
     c!(METRIC_DELIVERIES, "Delivery outcomes at Switchboard");
+    c!(
+        crate::pipeline::replay::METRIC_REPLAYED,
+        "Events re-delivered by operator replays, by result"
+    );
     h!(
         METRIC_DELIVERY_LATENCY,
         "Seconds of one Switchboard ingest attempt"
@@ -224,6 +228,9 @@ fn register_zeros() {
     }
     for result in ["accepted", "duplicate", "rejected", "retried"] {
         counter!(METRIC_DELIVERIES, "result" => result).increment(0);
+    }
+    for result in ["accepted", "duplicate", "rejected"] {
+        counter!(crate::pipeline::replay::METRIC_REPLAYED, "result" => result).increment(0);
     }
     for status in ["accepted", "duplicate", "rejected", "error"] {
         counter!("connector_ingest_submissions_total", "status" => status).increment(0);

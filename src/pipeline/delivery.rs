@@ -149,11 +149,59 @@ async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
         }
     };
     let envelope = envelope(&event, &args.config);
+    let msg = &message;
+    let settled = ingest_until_settled(&args.client, &envelope, &args.stats, move || async move {
+        let _ = msg.ack_with(AckKind::Progress).await;
+    })
+    .await;
+    match settled {
+        Settled::Accepted { duplicate } => {
+            if duplicate {
+                args.stats.resend_duplicates.add(1);
+            } else {
+                args.stats.delivered.add(1);
+            }
+            args.stats.accounts.update(&event.account_id, |c| {
+                c.messages_ingested += 1;
+                c.dedupe_accepted += u64::from(duplicate);
+            });
+            let latency = now_us().saturating_sub(event.observed_at_us).max(0) as u64;
+            args.stats.latency.record(latency);
+            metrics::histogram!("tgingest_end_to_end_latency_seconds").record(latency as f64 / 1e6);
+            if let Err(e) = message.ack().await {
+                tracing::warn!(error = %e, "ack on TG_CLEAN failed; Switchboard will answer the redelivery as a duplicate");
+            }
+        }
+        Settled::Rejected(error) => dead_letter(args, &message, Some(&event), &error).await,
+    }
+}
+
+/// How Switchboard settled one envelope.
+pub(crate) enum Settled {
+    /// Stored, or already stored (`duplicate`).
+    Accepted { duplicate: bool },
+    /// Refused for good, with Switchboard's reason.
+    Rejected(String),
+}
+
+/// Calls `ingest` until Switchboard accepts or rejects `envelope`. Transport errors and
+/// `isError:true` are retried with exponential backoff and jitter; `still_working` runs every
+/// [`PROGRESS_EVERY`] of retrying (the delivery actor tells JetStream not to redeliver yet).
+pub(crate) async fn ingest_until_settled<F, Fut>(
+    client: &McpClient,
+    envelope: &serde_json::Value,
+    stats: &PipelineStats,
+    mut still_working: F,
+) -> Settled
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut backoff = Duration::from_millis(200);
     let mut last_progress = Instant::now();
     loop {
         let attempt = Instant::now();
-        let reply = args.client.ingest(&envelope).await;
+        let reply = client.ingest(envelope).await;
         metrics::histogram!(obs::METRIC_DELIVERY_LATENCY).record(attempt.elapsed().as_secs_f64());
         let result = match &reply {
             Ok(IngestReply::Accepted {
@@ -167,34 +215,14 @@ async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
         };
         metrics::counter!(obs::METRIC_DELIVERIES, "result" => result).increment(1);
         match reply {
-            Ok(IngestReply::Accepted { duplicate, .. }) => {
-                if duplicate {
-                    args.stats.resend_duplicates.add(1);
-                } else {
-                    args.stats.delivered.add(1);
-                }
-                args.stats.accounts.update(&event.account_id, |c| {
-                    c.messages_ingested += 1;
-                    c.dedupe_accepted += u64::from(duplicate);
-                });
-                let latency = now_us().saturating_sub(event.observed_at_us).max(0) as u64;
-                args.stats.latency.record(latency);
-                metrics::histogram!("tgingest_end_to_end_latency_seconds")
-                    .record(latency as f64 / 1e6);
-                if let Err(e) = message.ack().await {
-                    tracing::warn!(error = %e, "ack on TG_CLEAN failed; Switchboard will answer the redelivery as a duplicate");
-                }
-                return;
-            }
-            Ok(IngestReply::Rejected { error }) => {
-                return dead_letter(args, &message, Some(&event), &error).await;
-            }
+            Ok(IngestReply::Accepted { duplicate, .. }) => return Settled::Accepted { duplicate },
+            Ok(IngestReply::Rejected { error }) => return Settled::Rejected(error),
             Err(e) => {
-                args.stats.retries.add(1);
+                stats.retries.add(1);
                 metrics::counter!("tgingest_delivery_retries_total").increment(1);
                 tracing::debug!(error = %e, retry_in = ?backoff, "Switchboard call failed; retrying");
                 if last_progress.elapsed() >= PROGRESS_EVERY {
-                    let _ = message.ack_with(AckKind::Progress).await;
+                    still_working().await;
                     last_progress = Instant::now();
                 }
                 let jitter = 0.8 + rand::random::<f64>() * 0.4;
@@ -214,6 +242,40 @@ async fn dead_letter(
     event: Option<&Event>,
     reason: &str,
 ) {
+    let actor = format!("{}/delivery", args.node_id);
+    match park_rejected(args, &actor, message, event, reason).await {
+        Ok(()) => {
+            let _ = message.ack_with(AckKind::Term).await;
+        }
+        Err(ParkError::Publish(e)) => {
+            tracing::error!(error = %e, "cannot dead-letter a rejected message; it will be redelivered");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
+        }
+        Err(ParkError::Audit(e)) => {
+            tracing::error!(error = %e, "cannot audit a dead letter; leaving the message for redelivery");
+        }
+    }
+}
+
+/// Why a rejected message could not be parked.
+pub(crate) enum ParkError {
+    /// The `TG_DLQ` publish failed: nothing was parked.
+    Publish(String),
+    /// Parked, but the audit record could not be written.
+    Audit(String),
+}
+
+/// Publishes a `TG_CLEAN` message Switchboard refused for good to `TG_DLQ` with the reason, and
+/// records `delivery.dead_letter` (by `actor`) in the event log; counts it when both held.
+pub(crate) async fn park_rejected(
+    args: &DeliveryArgs,
+    actor: &str,
+    message: &jetstream::Message,
+    event: Option<&Event>,
+    reason: &str,
+) -> Result<(), ParkError> {
     let account = event.map_or_else(
         || {
             message
@@ -242,13 +304,7 @@ async fn dead_letter(
         Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    if let Err(e) = stored {
-        tracing::error!(error = %e, "cannot dead-letter a rejected message; it will be redelivered");
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-            .await;
-        return;
-    }
+    stored.map_err(ParkError::Publish)?;
     let details = BTreeMap::from([
         (
             "event_id".to_string(),
@@ -258,14 +314,14 @@ async fn dead_letter(
     ]);
     let entry = AuditEntry {
         action: "delivery.dead_letter".into(),
-        actor: format!("{}/delivery", args.node_id),
+        actor: actor.to_string(),
         account_id: Some(account),
         details,
     };
-    if let Err(e) = args.eventlog.audit(&entry, Durability::Flushed).await {
-        tracing::error!(error = %e, "cannot audit a dead letter; leaving the message for redelivery");
-        return;
-    }
+    args.eventlog
+        .audit(&entry, Durability::Flushed)
+        .await
+        .map_err(|e| ParkError::Audit(e.to_string()))?;
     args.stats.dead_lettered.add(1);
     if let Some(e) = event {
         args.stats
@@ -274,5 +330,5 @@ async fn dead_letter(
     }
     metrics::counter!("tgingest_dead_letters_total", "stage" => "switchboard").increment(1);
     tracing::warn!("Switchboard rejected an event permanently; it is in TG_DLQ with the reason");
-    let _ = message.ack_with(AckKind::Term).await;
+    Ok(())
 }

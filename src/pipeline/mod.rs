@@ -1,12 +1,13 @@
 //! The pipeline: account actors → `TG_RAW` → dedupe → scope filter and redaction → `TG_CLEAN` →
 //! Switchboard delivery. Each stage acknowledges upstream only after the step below it is
 //! durable (invariant 1), and each has a bounded window (invariant 6). Every stage is a child of
-//! the node's root supervisor.
+//! the node's root supervisor. Operator replays from `TG_CLEAN` are in [`replay`].
 
 pub mod account;
 pub mod clean;
 pub mod delivery;
 pub mod heartbeat;
+pub mod replay;
 pub mod seen;
 pub mod stats;
 

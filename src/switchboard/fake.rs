@@ -396,6 +396,12 @@ impl FakeSwitchboard {
         lock(&self.shared.opts).content_hash_dedupe = on;
     }
 
+    /// Accepts only these `source.channel` values from now on (others are refused as invalid
+    /// envelopes): plays a server of another version, e.g. to provoke permanent rejections.
+    pub fn set_channels(&self, channels: Vec<String>) {
+        lock(&self.shared.opts).channels = channels;
+    }
+
     /// Stored envelopes, in arrival order.
     pub fn accepted(&self) -> Vec<Accepted> {
         lock(&self.shared.store).accepted.clone()
@@ -425,6 +431,12 @@ impl FakeSwitchboard {
     /// keep this at 0 (an event reaching Switchboard's storage twice).
     pub fn stored_twice(&self) -> usize {
         lock(&self.shared.store).stored_twice
+    }
+
+    /// Forgets everything stored, as a Switchboard restored from an empty backup: records,
+    /// dedupe keys and counts (sessions and faults stay). For replay tests.
+    pub fn forget_all(&self) {
+        *lock(&self.shared.store) = Store::default();
     }
 
     /// The `payload.raw.event_id`s of every stored envelope (what tests and the demo compare

@@ -130,6 +130,31 @@ impl Rig {
         false
     }
 
+    /// Every message currently in `stream`, in order, with its headers.
+    pub async fn read_stream(&self, stream: &str) -> Vec<async_nats::jetstream::Message> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+        use futures::StreamExt;
+        let js = &self.node.as_ref().expect("node running").bus.js;
+        let stream = js.get_stream(stream).await.unwrap();
+        let total = stream.cached_info().state.messages;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut out = Vec::new();
+        while (out.len() as u64) < total {
+            match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+                Ok(Some(Ok(m))) => out.push(m),
+                _ => break,
+            }
+        }
+        out
+    }
+
     /// Stops the node (clean shutdown).
     pub async fn stop(&mut self) {
         if let Some(node) = self.node.take() {

@@ -1,0 +1,69 @@
+//! A minimal client of tgingest's admin API (HTTP/1.1 over loopback, one connection per call):
+//! what the fake-DC set-up and the replay phase need, without an HTTP client dependency.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::procs::Tgingest;
+
+/// A free loopback address for tgingest's `admin.listen`.
+pub fn free_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("free port")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+/// Waits (at most 60 s) until tgingest's admin API accepts connections.
+pub async fn wait_up(addr: &str, proc: &mut Tgingest) -> anyhow::Result<()> {
+    let up_by = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        proc.check_alive()?;
+        if Instant::now() >= up_by {
+            bail!("tgingest's admin API did not come up at {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// One request; returns the status and the body.
+pub async fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, String)> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect to the admin API at {addr}"))?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{method} {path}: not an HTTP answer"))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
+}
+
+/// One `POST` of JSON; fails unless the answer is 2xx; returns the body.
+pub async fn post(addr: &str, path: &str, body: &serde_json::Value) -> anyhow::Result<String> {
+    let (status, answer) = call(addr, "POST", path, Some(body)).await?;
+    if !(200..300).contains(&status) {
+        bail!("POST {path}: {status} {answer}");
+    }
+    Ok(answer)
+}

@@ -1,0 +1,145 @@
+//! `/v1/replays`: start, follow, list and cancel replays from `TG_CLEAN` (see
+//! [`crate::pipeline::replay`]).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use crate::pipeline::replay::{ReplayError, ReplayProgress, ReplayRequest, ReplayStart, Replays};
+
+/// `POST /v1/replays`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// RFC 3339; replay events stored at or after this time.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Replay from this `TG_CLEAN` sequence.
+    #[serde(default)]
+    pub from_sequence: Option<u64>,
+    /// RFC 3339; stop before events stored after this time.
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Only this account's events.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+impl StartRequest {
+    /// The request with its times parsed; a 400 naming the field otherwise.
+    pub fn parse(self) -> Result<ReplayRequest, ApiError> {
+        let time = |field: &str, value: &str| {
+            value.parse::<jiff::Timestamp>().map_err(|e| {
+                ApiError::new(
+                    400,
+                    "bad_request",
+                    format!(
+                        "{field} {value:?} is not an RFC 3339 time such as 2026-11-21T12:00:00Z: {e}"
+                    ),
+                )
+            })
+        };
+        let start = match (&self.since, self.from_sequence) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::new(
+                    400,
+                    "bad_request",
+                    "since and from_sequence both given; give one of them (or neither, to start at the beginning)",
+                ));
+            }
+            (Some(since), None) => ReplayStart::Since(time("since", since)?),
+            (None, Some(n)) => ReplayStart::Sequence(n),
+            (None, None) => ReplayStart::Beginning,
+        };
+        let until = self
+            .until
+            .as_deref()
+            .map(|u| time("until", u))
+            .transpose()?;
+        Ok(ReplayRequest {
+            start,
+            until,
+            account: self.account,
+        })
+    }
+}
+
+/// `GET /v1/replays`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReplayList {
+    pub replays: Vec<ReplayProgress>,
+}
+
+impl From<ReplayError> for ApiError {
+    fn from(e: ReplayError) -> Self {
+        if e.http_status() >= 500 {
+            tracing::error!(code = e.code(), error = %e, "replay request failed");
+        }
+        ApiError::new(e.http_status(), e.code(), e.to_string())
+    }
+}
+
+pub fn routes() -> axum::Router<Arc<Replays>> {
+    axum::Router::new()
+        .route("/replays", get(list).post(start))
+        .route("/replays/{id}", get(one).delete(cancel))
+}
+
+async fn start(
+    State(r): State<Arc<Replays>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ReplayProgress>), ApiError> {
+    let progress = r.start(parse_body(&body)?.parse()?).await?;
+    Ok((StatusCode::ACCEPTED, Json(progress)))
+}
+
+/// The body of `POST /v1/replays` (empty = from the beginning); errors name the field (nothing
+/// here is secret, unlike the account routes' bodies).
+fn parse_body(body: &[u8]) -> Result<StartRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(StartRequest::default());
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let at = if field == "." {
+            String::new()
+        } else {
+            format!("field {field}: ")
+        };
+        ApiError::new(
+            400,
+            "bad_request",
+            format!(
+                "{at}{}; expected {{\"since\"?: RFC 3339, \"from_sequence\"?: N, \"until\"?: RFC 3339, \"account\"?: \"...\"}}",
+                e.inner()
+            ),
+        )
+    })
+}
+
+async fn list(State(r): State<Arc<Replays>>) -> Json<ReplayList> {
+    Json(ReplayList {
+        replays: r.list().await,
+    })
+}
+
+async fn one(
+    State(r): State<Arc<Replays>>,
+    Path(id): Path<String>,
+) -> Result<Json<ReplayProgress>, ApiError> {
+    Ok(Json(r.get(&id).await?))
+}
+
+async fn cancel(
+    State(r): State<Arc<Replays>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<ReplayProgress>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(r.cancel(&id).await?)))
+}

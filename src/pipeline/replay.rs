@@ -1,0 +1,619 @@
+//! Operator replay: re-delivers what `TG_CLEAN` holds to Switchboard, for a Switchboard that lost
+//! data (restored from an older backup, a new instance).
+//!
+//! A replay reads `TG_CLEAN` with its own ordered (ephemeral) consumer, never the durable
+//! `switchboard` consumer of the delivery actor, from a start point (the beginning, a time, or a
+//! stream sequence), optionally for one account (subject `tg.clean.<account>`), and stops by
+//! itself at the stream's last sequence when it started, or at `until`. Each event goes out with
+//! the delivery actor's envelope and retry rules ([`ingest_until_settled`]); Switchboard's
+//! idempotency key makes re-sending safe: what it still has comes back as a duplicate. Permanent
+//! rejections are dead-lettered as delivery does. One replay runs at a time; it can be cancelled.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::PipelineStats;
+use super::delivery::{DeliveryArgs, ParkError, Settled, ingest_until_settled, park_rejected};
+use crate::bus::{Bus, STREAM_CLEAN, clean_subject};
+use crate::config::SwitchboardConfig;
+use crate::event::Event;
+use crate::eventlog::{AuditEntry, Durability, EventLog};
+use crate::switchboard::{McpClient, envelope};
+
+/// Replayed events by result (`accepted`, `duplicate`, `rejected`).
+pub const METRIC_REPLAYED: &str = "tgingest_replay_events_total";
+
+/// Consecutive read errors after which a replay gives up (the ordered consumer recovers from
+/// single ones by itself).
+const MAX_READ_ERRORS: u32 = 10;
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStart {
+    /// The oldest event `TG_CLEAN` still holds.
+    Beginning,
+    /// The first event stored at or after this time.
+    Since(jiff::Timestamp),
+    /// This stream sequence.
+    Sequence(u64),
+}
+
+/// A replay as asked for (see [`ReplayRequest::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRequest {
+    pub start: ReplayStart,
+    /// Stop before the first event stored after this time.
+    pub until: Option<jiff::Timestamp>,
+    /// Only this account's events.
+    pub account: Option<String>,
+}
+
+impl ReplayRequest {
+    /// Checks what needs no bus: a sequence from 1, `until` after `since`, `since` not in the
+    /// future, an account id that is one subject token.
+    pub fn validate(&self, now: jiff::Timestamp) -> Result<(), ReplayError> {
+        if self.start == ReplayStart::Sequence(0) {
+            return Err(ReplayError::bad(
+                "from_sequence",
+                "from_sequence 0: stream sequences start at 1".into(),
+            ));
+        }
+        if let ReplayStart::Since(since) = self.start {
+            if since > now {
+                return Err(ReplayError::bad(
+                    "since",
+                    format!("since ({since}) is in the future (now: {now})"),
+                ));
+            }
+            if let Some(until) = self.until
+                && until < since
+            {
+                return Err(ReplayError::bad(
+                    "until",
+                    format!("until ({until}) is before since ({since})"),
+                ));
+            }
+        }
+        if let Some(account) = &self.account
+            && (account.is_empty()
+                || account
+                    .chars()
+                    .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace()))
+        {
+            return Err(ReplayError::bad(
+                "account",
+                format!("account {account:?} is not an account id (no dots, wildcards or spaces)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The state of a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayState {
+    Running,
+    Finished,
+    Cancelled,
+    Failed,
+}
+
+/// Progress of one replay, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayProgress {
+    pub id: String,
+    pub state: ReplayState,
+    pub since: Option<String>,
+    pub from_sequence: Option<u64>,
+    pub until: Option<String>,
+    pub account: Option<String>,
+    /// Stream sequence of the first event read (none until one was).
+    pub first_sequence: Option<u64>,
+    /// The end point: `TG_CLEAN`'s last sequence when the replay started.
+    pub last_sequence: u64,
+    /// Stream sequence of the newest event read.
+    pub position: Option<u64>,
+    /// Events read from `TG_CLEAN` and handed to Switchboard.
+    pub scanned: u64,
+    /// Stored again by Switchboard.
+    pub accepted: u64,
+    /// Switchboard still had them.
+    pub duplicates: u64,
+    /// Refused for good (dead-lettered).
+    pub rejected: u64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Why a replay could not be started, found or cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{message}")]
+    BadRequest {
+        field: &'static str,
+        message: String,
+    },
+    #[error(
+        "replay {id} is still running; wait for it to finish or cancel it (DELETE /v1/replays/{id}) first"
+    )]
+    Busy { id: String },
+    #[error("no replay with id {id}")]
+    NotFound { id: String },
+    #[error("replay {id} is already {state:?}; only a running replay can be cancelled")]
+    NotRunning { id: String, state: ReplayState },
+    #[error("cannot read TG_CLEAN: {0}")]
+    Bus(String),
+    #[error("cannot set up the Switchboard client: {0}")]
+    Switchboard(String),
+    #[error("cannot audit the replay: {0}")]
+    Audit(String),
+}
+
+impl ReplayError {
+    fn bad(field: &'static str, message: String) -> ReplayError {
+        ReplayError::BadRequest { field, message }
+    }
+
+    /// The HTTP status that fits.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ReplayError::BadRequest { .. } => 400,
+            ReplayError::Busy { .. } | ReplayError::NotRunning { .. } => 409,
+            ReplayError::NotFound { .. } => 404,
+            ReplayError::Bus(_) => 503,
+            ReplayError::Switchboard(_) | ReplayError::Audit(_) => 500,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReplayError::BadRequest { .. } => "bad_request",
+            ReplayError::Busy { .. } => "replay_running",
+            ReplayError::NotFound { .. } => "not_found",
+            ReplayError::NotRunning { .. } => "replay_not_running",
+            ReplayError::Bus(_) => "nats_unavailable",
+            ReplayError::Switchboard(_) => "switchboard_client",
+            ReplayError::Audit(_) => "eventlog",
+        }
+    }
+}
+
+/// What replays are built from (the node's parts).
+pub struct ReplayParts {
+    pub bus: Bus,
+    pub eventlog: Arc<EventLog>,
+    pub switchboard: SwitchboardConfig,
+    pub node_id: String,
+}
+
+struct Job {
+    progress: Mutex<ReplayProgress>,
+    cancel: watch::Sender<bool>,
+}
+
+impl Job {
+    fn progress(&self) -> MutexGuard<'_, ReplayProgress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The node's replays: starts them one at a time, and keeps every replay's progress.
+pub struct Replays {
+    parts: ReplayParts,
+    jobs: tokio::sync::Mutex<Vec<Arc<Job>>>,
+}
+
+impl Replays {
+    pub fn new(parts: ReplayParts) -> Replays {
+        Replays {
+            parts,
+            jobs: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Checks `request` against `TG_CLEAN`, records `replay.started`, and starts the replay.
+    pub async fn start(&self, request: ReplayRequest) -> Result<ReplayProgress, ReplayError> {
+        request.validate(jiff::Timestamp::now())?;
+        let mut jobs = self.jobs.lock().await;
+        if let Some(running) = jobs
+            .iter()
+            .find(|j| j.progress().state == ReplayState::Running)
+        {
+            return Err(ReplayError::Busy {
+                id: running.progress().id.clone(),
+            });
+        }
+        let mut stream = self
+            .parts
+            .bus
+            .js
+            .get_stream(STREAM_CLEAN)
+            .await
+            .map_err(|e| ReplayError::Bus(e.to_string()))?;
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| ReplayError::Bus(e.to_string()))?
+            .state
+            .clone();
+        if let ReplayStart::Sequence(n) = request.start
+            && n > state.last_sequence
+        {
+            return Err(ReplayError::bad(
+                "from_sequence",
+                format!(
+                    "from_sequence {n} is past TG_CLEAN's last sequence {}",
+                    state.last_sequence
+                ),
+            ));
+        }
+        if let Some(account) = &request.account {
+            let mut subjects = stream
+                .info_with_subjects(clean_subject(account))
+                .await
+                .map_err(|e| ReplayError::Bus(e.to_string()))?;
+            if subjects.next().await.is_none() {
+                return Err(ReplayError::bad(
+                    "account",
+                    format!("account {account} has no events in TG_CLEAN"),
+                ));
+            }
+        }
+        let client = McpClient::new(&self.parts.switchboard)
+            .map_err(|e| ReplayError::Switchboard(e.to_string()))?;
+
+        let id = uuid::Uuid::now_v7().to_string();
+        let (since, from_sequence) = match request.start {
+            ReplayStart::Beginning => (None, None),
+            ReplayStart::Since(t) => (Some(t.to_string()), None),
+            ReplayStart::Sequence(n) => (None, Some(n)),
+        };
+        let progress = ReplayProgress {
+            id: id.clone(),
+            state: ReplayState::Running,
+            since,
+            from_sequence,
+            until: request.until.map(|t| t.to_string()),
+            account: request.account.clone(),
+            first_sequence: None,
+            last_sequence: state.last_sequence,
+            position: None,
+            scanned: 0,
+            accepted: 0,
+            duplicates: 0,
+            rejected: 0,
+            started_at: jiff::Timestamp::now().to_string(),
+            finished_at: None,
+            error: None,
+        };
+        self.audit("replay.started", &progress).await?;
+        let (cancel, cancelled) = watch::channel(false);
+        let job = Arc::new(Job {
+            progress: Mutex::new(progress.clone()),
+            cancel,
+        });
+        jobs.push(job.clone());
+        let run = Run {
+            job,
+            delivery: DeliveryArgs {
+                bus: self.parts.bus.clone(),
+                client,
+                config: self.parts.switchboard.clone(),
+                eventlog: self.parts.eventlog.clone(),
+                stats: Arc::new(PipelineStats::default()),
+                node_id: self.parts.node_id.clone(),
+            },
+            actor: format!("{}/replay", self.parts.node_id),
+            request,
+            end: state.last_sequence,
+        };
+        tokio::spawn(run.run(stream, cancelled));
+        tracing::info!(%id, last_sequence = state.last_sequence, "replay started");
+        Ok(progress)
+    }
+
+    /// One replay's progress.
+    pub async fn get(&self, id: &str) -> Result<ReplayProgress, ReplayError> {
+        let jobs = self.jobs.lock().await;
+        jobs.iter()
+            .map(|j| j.progress().clone())
+            .find(|p| p.id == id)
+            .ok_or_else(|| ReplayError::NotFound { id: id.to_string() })
+    }
+
+    /// Every replay since the node started, oldest first.
+    pub async fn list(&self) -> Vec<ReplayProgress> {
+        let jobs = self.jobs.lock().await;
+        jobs.iter().map(|j| j.progress().clone()).collect()
+    }
+
+    /// Asks a running replay to stop; it ends as `cancelled` (calls in flight are abandoned:
+    /// Switchboard's idempotency key makes a later replay of them safe).
+    pub async fn cancel(&self, id: &str) -> Result<ReplayProgress, ReplayError> {
+        let jobs = self.jobs.lock().await;
+        let job = jobs
+            .iter()
+            .find(|j| j.progress().id == id)
+            .ok_or_else(|| ReplayError::NotFound { id: id.to_string() })?;
+        let progress = job.progress().clone();
+        if progress.state != ReplayState::Running {
+            return Err(ReplayError::NotRunning {
+                id: id.to_string(),
+                state: progress.state,
+            });
+        }
+        let _ = job.cancel.send(true);
+        Ok(progress)
+    }
+
+    /// Cancels every running replay and waits (at most 10 s) until each has ended and audited it:
+    /// the node is stopping.
+    pub async fn stop_all(&self) {
+        let jobs: Vec<Arc<Job>> = self.jobs.lock().await.clone();
+        for job in &jobs {
+            let _ = job.cancel.send(true);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while jobs
+            .iter()
+            .any(|j| j.progress().state == ReplayState::Running)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn audit(&self, action: &str, p: &ReplayProgress) -> Result<(), ReplayError> {
+        audit(&self.parts.eventlog, &self.parts.node_id, action, p)
+            .await
+            .map_err(ReplayError::Audit)
+    }
+}
+
+/// Records a replay's parameters and counts (never event content).
+async fn audit(
+    eventlog: &EventLog,
+    node_id: &str,
+    action: &str,
+    p: &ReplayProgress,
+) -> Result<(), String> {
+    let mut details = BTreeMap::from([
+        ("replay_id".to_string(), p.id.clone()),
+        ("state".to_string(), format!("{:?}", p.state).to_lowercase()),
+        ("last_sequence".to_string(), p.last_sequence.to_string()),
+        ("scanned".to_string(), p.scanned.to_string()),
+        ("accepted".to_string(), p.accepted.to_string()),
+        ("duplicates".to_string(), p.duplicates.to_string()),
+        ("rejected".to_string(), p.rejected.to_string()),
+    ]);
+    for (key, value) in [
+        ("since", p.since.clone()),
+        ("from_sequence", p.from_sequence.map(|n| n.to_string())),
+        ("until", p.until.clone()),
+        ("error", p.error.clone()),
+    ] {
+        if let Some(v) = value {
+            details.insert(key.to_string(), v);
+        }
+    }
+    let entry = AuditEntry {
+        action: action.into(),
+        actor: format!("{node_id}/replay"),
+        account_id: p.account.clone(),
+        details,
+    };
+    eventlog
+        .audit(&entry, Durability::Flushed)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// One replay under way.
+struct Run {
+    job: Arc<Job>,
+    delivery: DeliveryArgs,
+    actor: String,
+    request: ReplayRequest,
+    /// The stream's last sequence when the replay started.
+    end: u64,
+}
+
+impl Run {
+    async fn run(self, stream: jetstream::stream::Stream, mut cancelled: watch::Receiver<bool>) {
+        let outcome = tokio::select! {
+            r = self.scan(&stream) => r.map(|()| ReplayState::Finished),
+            _ = cancelled.wait_for(|c| *c) => Ok(ReplayState::Cancelled),
+        };
+        // The final state shows only once it is audited, so a node stopping after
+        // `stop_all` has the record.
+        let mut progress = self.job.progress().clone();
+        match outcome {
+            Ok(state) => progress.state = state,
+            Err(e) => {
+                progress.state = ReplayState::Failed;
+                progress.error = Some(e);
+            }
+        }
+        progress.finished_at = Some(jiff::Timestamp::now().to_string());
+        tracing::info!(id = %progress.id, state = ?progress.state, scanned = progress.scanned,
+            accepted = progress.accepted, duplicates = progress.duplicates,
+            rejected = progress.rejected, "replay ended");
+        let d = &self.delivery;
+        if let Err(e) = audit(&d.eventlog, &d.node_id, "replay.finished", &progress).await {
+            tracing::error!(error = %e, "cannot audit the end of a replay");
+        }
+        *self.job.progress() = progress;
+    }
+
+    /// Reads `TG_CLEAN` up to the end point and settles every event, at most
+    /// `switchboard.max_inflight` at once.
+    async fn scan(&self, stream: &jetstream::stream::Stream) -> Result<(), String> {
+        if self.end == 0 {
+            return Ok(());
+        }
+        let deliver_policy = match self.request.start {
+            ReplayStart::Beginning => DeliverPolicy::All,
+            ReplayStart::Since(t) => DeliverPolicy::ByStartTime {
+                start_time: async_nats::datetime::from_nanos(t.as_nanosecond())
+                    .map_err(|e| format!("since {t} is not a time JetStream takes: {e}"))?,
+            },
+            ReplayStart::Sequence(n) => DeliverPolicy::ByStartSequence { start_sequence: n },
+        };
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                name: None,
+                filter_subject: self
+                    .request
+                    .account
+                    .as_deref()
+                    .map(clean_subject)
+                    .unwrap_or_default(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create a replay consumer on TG_CLEAN: {e}"))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(());
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("cannot read TG_CLEAN: {e}"))?;
+        let slots = Arc::new(Semaphore::new(self.delivery.config.max_inflight as usize));
+        let mut tasks = JoinSet::new();
+        let mut errors = 0;
+        loop {
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
+            while tasks.try_join_next().is_some() {}
+            let message = match messages.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    errors += 1;
+                    tracing::warn!(error = %e, "replay: reading TG_CLEAN failed; retrying");
+                    if errors >= MAX_READ_ERRORS {
+                        return Err(format!(
+                            "reading TG_CLEAN failed {errors} times in a row: {e}"
+                        ));
+                    }
+                    continue;
+                }
+                None => return Err("the replay consumer on TG_CLEAN ended".into()),
+            };
+            errors = 0;
+            let info = message.info().map_err(|e| e.to_string())?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            let published_ns = info.published.unix_timestamp_nanos();
+            let past_until = self
+                .request
+                .until
+                .is_some_and(|u| published_ns > u.as_nanosecond());
+            if seq > self.end || past_until {
+                break;
+            }
+            {
+                let mut p = self.job.progress();
+                p.first_sequence.get_or_insert(seq);
+                p.position = Some(seq);
+                p.scanned += 1;
+            }
+            let (job, delivery, actor) =
+                (self.job.clone(), self.delivery.clone(), self.actor.clone());
+            tasks.spawn(async move {
+                replay_one(&job, &delivery, &actor, message).await;
+                drop(permit);
+            });
+            if seq >= self.end || pending == 0 {
+                break;
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Settles one event with Switchboard and counts the result.
+async fn replay_one(job: &Job, args: &DeliveryArgs, actor: &str, message: jetstream::Message) {
+    let event: Result<Event, _> = crate::codec::decode(&message.payload);
+    let settled = match &event {
+        Ok(event) => {
+            let envelope = envelope(event, &args.config);
+            ingest_until_settled(&args.client, &envelope, &args.stats, || async {}).await
+        }
+        Err(e) => Settled::Rejected(format!("undecodable TG_CLEAN message: {e}")),
+    };
+    let result = match settled {
+        Settled::Accepted { duplicate: false } => "accepted",
+        Settled::Accepted { duplicate: true } => "duplicate",
+        Settled::Rejected(reason) => {
+            match park_rejected(args, actor, &message, event.as_ref().ok(), &reason).await {
+                Ok(()) => {}
+                Err(ParkError::Publish(e) | ParkError::Audit(e)) => {
+                    tracing::error!(error = %e, "replay: cannot dead-letter a rejected event");
+                }
+            }
+            "rejected"
+        }
+    };
+    metrics::counter!(METRIC_REPLAYED, "result" => result).increment(1);
+    let mut p = job.progress();
+    match result {
+        "accepted" => p.accepted += 1,
+        "duplicate" => p.duplicates += 1,
+        _ => p.rejected += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn requests_with_until_before_since_or_since_in_the_future_are_refused() {
+        let now = ts("2026-11-21T12:00:00Z");
+        let mut r = ReplayRequest {
+            start: ReplayStart::Since(ts("2026-11-21T11:00:00Z")),
+            until: Some(ts("2026-11-21T10:00:00Z")),
+            account: None,
+        };
+        assert!(matches!(
+            r.validate(now),
+            Err(ReplayError::BadRequest { field: "until", .. })
+        ));
+        r.until = None;
+        assert!(r.validate(now).is_ok());
+        r.start = ReplayStart::Since(ts("2026-11-21T13:00:00Z"));
+        assert!(matches!(
+            r.validate(now),
+            Err(ReplayError::BadRequest { field: "since", .. })
+        ));
+        r.start = ReplayStart::Beginning;
+        r.account = Some("1.>".into());
+        assert!(matches!(
+            r.validate(now),
+            Err(ReplayError::BadRequest {
+                field: "account",
+                ..
+            })
+        ));
+    }
+}
