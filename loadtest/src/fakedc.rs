@@ -325,14 +325,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         neighbours,
         counts.stored,
     );
-    let ceiling_ratio = ceiling.as_ref().map(|c| CeilingRatio {
-        throughput_per_s: d.throughput_per_s,
-        publish_ceiling_per_s: c.publish_per_s,
-        consume_ceiling_per_s: c.consume_per_s,
-        ratio_to_publish: d.throughput_per_s / c.publish_per_s.max(1e-9),
-        ratio_to_consume: d.throughput_per_s / c.consume_per_s.max(1e-9),
-        load_limited: d.source_lag_ms.p99 < 1000.0 && d.throughput_per_s >= 0.9 * d.offered_per_s,
-    });
+    let ceiling_ratio = ceiling.as_ref().map(|c| CeilingRatio::of(&d, c));
     let ok = d.lost == 0 && d.duplicates_stored == 0 && d.unexpected == 0;
     let targets = targets(&d, &resources, ceiling_ratio.as_ref(), accounts);
     Ok(RunReport {
