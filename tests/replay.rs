@@ -364,9 +364,16 @@ async fn bad_replay_requests_get_a_400_naming_the_field_and_a_second_replay_a_40
     let (code, stdout, stderr) = cli(&rig, &api.base, &["--from-sequence", "1"]).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("finished: scanned"), "{stdout}");
+    // What `journalctl --since` and `kubectl logs --since` taught operators works too.
+    let (code, stdout, stderr) = cli(&rig, &api.base, &["--since", "1h", "--until", "0s"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("finished: scanned"), "{stdout}");
     let (code, _, stderr) = cli(&rig, &api.base, &["--since", "yesterday"]).await;
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("since"), "{stderr}");
+    assert!(
+        stderr.contains("since") && stderr.contains("RFC 3339") && stderr.contains("2h"),
+        "{stderr}"
+    );
     rig.stop().await;
     let (code, _, stderr) = cli(&rig, &api.base, &["--from-sequence", "1"]).await;
     assert_eq!(code, Some(2), "{stderr}");

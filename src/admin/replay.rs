@@ -17,13 +17,13 @@ use crate::pipeline::replay::{ReplayError, ReplayProgress, ReplayRequest, Replay
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
-    /// RFC 3339; replay events stored at or after this time.
+    /// RFC 3339, or a duration ago (`90m`, `2h`, `3d`); replay events stored at or after this time.
     #[serde(default)]
     pub since: Option<String>,
     /// Replay from this `TG_CLEAN` sequence.
     #[serde(default)]
     pub from_sequence: Option<u64>,
-    /// RFC 3339; stop before events stored after this time.
+    /// RFC 3339, or a duration ago; stop before events stored after this time.
     #[serde(default)]
     pub until: Option<String>,
     /// Only this account's events.
@@ -32,18 +32,13 @@ pub struct StartRequest {
 }
 
 impl StartRequest {
-    /// The request with its times parsed; a 400 naming the field otherwise.
+    /// The request with its times parsed (against the node's clock now); a 400 naming the field
+    /// otherwise.
     pub fn parse(self) -> Result<ReplayRequest, ApiError> {
+        let now = jiff::Timestamp::now();
         let time = |field: &str, value: &str| {
-            value.parse::<jiff::Timestamp>().map_err(|e| {
-                ApiError::new(
-                    400,
-                    "bad_request",
-                    format!(
-                        "{field} {value:?} is not an RFC 3339 time such as 2026-11-21T12:00:00Z: {e}"
-                    ),
-                )
-            })
+            time_bound(value, now)
+                .map_err(|e| ApiError::new(400, "bad_request", format!("{field} {e}")))
         };
         let start = match (&self.since, self.from_sequence) {
             (Some(_), Some(_)) => {
@@ -68,6 +63,30 @@ impl StartRequest {
             account: self.account,
         })
     }
+}
+
+/// Why a `since`/`until` value is not a time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{value:?} is neither an RFC 3339 time such as 2026-11-21T12:00:00Z nor a duration ago such as 90m, 2h or 3d"
+)]
+pub struct TimeBoundError {
+    value: String,
+}
+
+/// Reads a replay bound the way operators type them for `journalctl --since` or `kubectl logs
+/// --since`: an RFC 3339 time, or a duration (humantime's `90m`, `2h`, `3d`, `1h 30m`) meaning that
+/// long before `now`.
+pub fn time_bound(value: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp, TimeBoundError> {
+    let err = || TimeBoundError {
+        value: value.to_string(),
+    };
+    if let Ok(t) = value.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let ago = humantime::parse_duration(value.trim()).map_err(|_| err())?;
+    let ago = jiff::SignedDuration::try_from(ago).map_err(|_| err())?;
+    now.checked_sub(ago).map_err(|_| err())
 }
 
 /// `GET /v1/replays`.
@@ -117,7 +136,7 @@ fn parse_body(body: &[u8]) -> Result<StartRequest, ApiError> {
             400,
             "bad_request",
             format!(
-                "{at}{}; expected {{\"since\"?: RFC 3339, \"from_sequence\"?: N, \"until\"?: RFC 3339, \"account\"?: \"...\"}}",
+                "{at}{}; expected {{\"since\"?: RFC 3339 or duration ago, \"from_sequence\"?: N, \"until\"?: RFC 3339 or duration ago, \"account\"?: \"...\"}}",
                 e.inner()
             ),
         )
@@ -142,4 +161,56 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<ReplayProgress>), ApiError> {
     Ok((StatusCode::ACCEPTED, Json(r.cancel(&id).await?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_bound;
+
+    fn now() -> jiff::Timestamp {
+        "2026-12-06T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_duration_means_that_long_before_now() {
+        for (value, expected) in [
+            ("90m", "2026-12-06T10:30:00Z"),
+            ("2h", "2026-12-06T10:00:00Z"),
+            ("3d", "2026-12-03T12:00:00Z"),
+            ("1h30m", "2026-12-06T10:30:00Z"),
+            ("1h 30m", "2026-12-06T10:30:00Z"),
+            (" 45s ", "2026-12-06T11:59:15Z"),
+        ] {
+            assert_eq!(
+                time_bound(value, now()).unwrap().to_string(),
+                expected,
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_rfc_3339_time_is_taken_as_it_is() {
+        for (value, expected) in [
+            ("2026-11-21T12:00:00Z", "2026-11-21T12:00:00Z"),
+            ("2026-11-21T14:00:00+02:00", "2026-11-21T12:00:00Z"),
+        ] {
+            assert_eq!(time_bound(value, now()).unwrap().to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_both_forms_named() {
+        for value in [
+            "yesterday",
+            "",
+            "-2h",
+            "2026-13-01T00:00:00Z",
+            "1 fortnight",
+            "h",
+        ] {
+            let e = time_bound(value, now()).unwrap_err().to_string();
+            assert!(e.contains("RFC 3339") && e.contains("2h"), "{value}: {e}");
+        }
+    }
 }

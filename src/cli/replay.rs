@@ -19,13 +19,15 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("start").required(true).args(["since", "from_sequence", "cancel"])))]
 pub struct ReplayArgs {
-    /// Replay events stored in TG_CLEAN at or after this RFC 3339 time (2026-11-21T12:00:00Z)
+    /// Replay events stored in TG_CLEAN at or after this time: RFC 3339 (2026-11-21T12:00:00Z) or
+    /// a duration ago (90m, 2h, 3d, 1h30m)
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
     /// Replay from this TG_CLEAN stream sequence (1 = everything the stream still holds)
     #[arg(long, value_name = "N")]
     pub from_sequence: Option<u64>,
-    /// Stop before events stored after this RFC 3339 time (default: what TG_CLEAN holds now)
+    /// Stop before events stored after this time, in the same forms as --since (default: what
+    /// TG_CLEAN holds now)
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
     /// Only this account's events
