@@ -135,10 +135,24 @@ impl Bus {
         if !tls.cert_file.as_os_str().is_empty() {
             opts = opts.add_client_certificate(tls.cert_file.clone(), tls.key_file.clone());
         }
-        let client = opts.connect(url).await.map_err(|e| BusError::Connect {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
+        // async-nats parses one address per string; `nats.url` lists the cluster's seeds.
+        let servers = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BusError::Connect {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
+        let client = opts
+            .connect(servers.as_slice())
+            .await
+            .map_err(|e| BusError::Connect {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
 
         let info = client.server_info();
         let found = Version::parse(&info.version);

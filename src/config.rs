@@ -61,6 +61,7 @@ pub struct Config {
     pub nats: NatsConfig,
     pub streams: StreamsConfig,
     pub kv: KvConfig,
+    pub cluster: ClusterConfig,
     pub security: SecurityConfig,
     pub switchboard: SwitchboardConfig,
     pub telegram: TelegramConfig,
@@ -211,7 +212,8 @@ pub enum Storage {
 pub struct KvConfig {
     /// Copies of each bucket in a cluster: 1, 3 or 5.
     pub replicas: usize,
-    /// How long an account lease lives without renewal.
+    /// How long the server keeps a lease record nobody rewrites (`Nats-TTL`): clean-up only,
+    /// ownership never changes because a record expired (see [`ClusterConfig`]).
     pub lease_ttl: Dur,
 }
 
@@ -219,8 +221,102 @@ impl Default for KvConfig {
     fn default() -> Self {
         KvConfig {
             replicas: 1,
-            lease_ttl: Dur::secs(30),
+            lease_ttl: Dur::secs(40),
         }
+    }
+}
+
+/// One owner per account across nodes: the node lease's timing and how accounts move. Every
+/// duration is measured on the deciding node's own monotonic clock (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// How long another node must see a node's lease record unchanged before it may take that
+    /// node's accounts.
+    pub lease: Dur,
+    /// How often a node rewrites its lease record.
+    pub renew_every: Dur,
+    /// A node stops every Telegram client it runs when this long has passed since it *sent* its
+    /// last successful renewal; must leave a margin under `lease` for pauses and clock rate.
+    pub self_fence_after: Dur,
+    /// Extra wait after an owner vanished without releasing, before a taker connects.
+    pub lock_delay: Dur,
+    /// Accounts move only after the set of live nodes has not changed for this long.
+    pub stable_after: Dur,
+    /// At most this many accounts handed off per rebalancing round.
+    pub move_batch: usize,
+    /// Telegram clients started per second at most when accounts arrive (FLOOD_WAIT otherwise).
+    pub connects_per_second: u32,
+    /// No node takes more than this times the mean number of accounts per live node.
+    pub load_factor: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            lease: Dur::secs(20),
+            renew_every: Dur::secs(3),
+            self_fence_after: Dur::secs(10),
+            lock_delay: Dur::secs(2),
+            stable_after: Dur::secs(5),
+            move_batch: 20,
+            connects_per_second: 5,
+            load_factor: 1.25,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The timing must leave a renewing node valid, a fenced node silent before anyone takes
+    /// over, and the server's clean-up after every decision.
+    fn validate(&self, lease_ttl: Dur) -> Result<(), ConfigError> {
+        let c = self;
+        check(c.renew_every.0 >= Duration::from_millis(100), || {
+            invalid("cluster.renew_every", c.renew_every, "at least 100ms")
+        })?;
+        check(c.self_fence_after.0 >= c.renew_every.0 * 2, || {
+            invalid(
+                "cluster.self_fence_after",
+                c.self_fence_after,
+                format!(
+                    "at least twice cluster.renew_every ({}), so one slow renewal does not stop every client",
+                    c.renew_every
+                ),
+            )
+        })?;
+        check(c.lease.0 >= c.self_fence_after.0 * 3 / 2, || {
+            invalid(
+                "cluster.lease",
+                c.lease,
+                format!(
+                    "at least 1.5 x cluster.self_fence_after ({}): the margin absorbs pauses and clock-rate differences",
+                    c.self_fence_after
+                ),
+            )
+        })?;
+        check(lease_ttl.0 >= c.lease.0, || {
+            invalid(
+                "kv.lease_ttl",
+                lease_ttl,
+                format!(
+                    "at least cluster.lease ({}): the server must keep a record until every node could have decided",
+                    c.lease
+                ),
+            )
+        })?;
+        check(c.move_batch >= 1, || {
+            invalid("cluster.move_batch", c.move_batch, "at least 1")
+        })?;
+        check(c.connects_per_second >= 1, || {
+            invalid(
+                "cluster.connects_per_second",
+                c.connects_per_second,
+                "at least 1",
+            )
+        })?;
+        check((1.0..=4.0).contains(&c.load_factor), || {
+            invalid("cluster.load_factor", c.load_factor, "from 1.0 to 4.0")
+        })
     }
 }
 
@@ -920,13 +1016,7 @@ impl Config {
         check([1, 3, 5].contains(&self.kv.replicas), || {
             invalid("kv.replicas", self.kv.replicas, "1, 3 or 5")
         })?;
-        check(self.kv.lease_ttl.0 >= Duration::from_secs(5), || {
-            invalid(
-                "kv.lease_ttl",
-                self.kv.lease_ttl,
-                "at least 5s (a node renews at a third of it)",
-            )
-        })?;
+        self.cluster.validate(self.kv.lease_ttl)?;
         file_exists("security.master_key_file", &self.security.master_key_file)?;
 
         let sb = &self.switchboard;

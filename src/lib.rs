@@ -32,6 +32,8 @@ pub mod telemetry;
 pub mod accounts;
 /// The admin HTTP server: health, and the account and login API.
 pub mod admin;
+/// One owner per account across nodes: node leases, fencing, membership, claims, assignment.
+pub mod cluster;
 /// The pipeline stages, as supervised actors.
 pub mod pipeline;
 /// Scope filtering (which events may leave) and redaction (what text may leave).

@@ -9,6 +9,8 @@
 //! `PR_SET_PDEATHSIG = SIGKILL`, so even a `kill -9` of tgingest (or a panicking test) takes it
 //! along. Dropping a [`NatsServer`] stops it gracefully first.
 
+pub mod cluster;
+
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
@@ -154,6 +156,11 @@ pub struct ServerOptions {
     pub monitoring: bool,
     /// Further command-line arguments (cluster routes, limits…).
     pub extra_args: Vec<String>,
+    /// A config file (`-c`) that names the server and its JetStream store itself (the
+    /// cluster's); `name` and `store_dir` then only place the log and the ports file.
+    pub config_file: Option<PathBuf>,
+    /// Environment variables for the server (the values of the config file's `$VARS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -166,6 +173,8 @@ impl ServerOptions {
             name: name.to_string(),
             monitoring: false,
             extra_args: Vec::new(),
+            config_file: None,
+            env: Vec::new(),
         }
     }
 }
@@ -285,21 +294,26 @@ impl NatsServer {
         let log_err = log.try_clone().map_err(|e| prepare(&log_path, e))?;
 
         let mut cmd = Command::new(&opts.binary);
-        cmd.args(["-a", "127.0.0.1", "-js", "--server_name", &opts.name])
-            .arg("-p")
+        match &opts.config_file {
+            Some(file) => cmd.arg("-c").arg(file).args(["-a", "127.0.0.1"]),
+            None => cmd
+                .args(["-a", "127.0.0.1", "-js", "--server_name", &opts.name])
+                .arg("-sd")
+                .arg(&opts.store_dir),
+        };
+        cmd.arg("-p")
             .arg(if opts.port == 0 {
                 "-1".to_string()
             } else {
                 opts.port.to_string()
             })
-            .arg("-sd")
-            .arg(&opts.store_dir)
             .arg("--ports_file_dir")
             .arg(&ports_dir);
         if opts.monitoring {
             cmd.args(["-m", "-1"]);
         }
         cmd.args(&opts.extra_args)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));

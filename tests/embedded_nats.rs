@@ -99,8 +99,15 @@ fn the_shipped_nats_server_configs_are_valid() {
             .arg("-c")
             .arg(&path)
             .arg("-t")
-            .env("JS_KEY", "test-key")
-            .env("NODE_NAME", "nats-1")
+            .env("NATS_NAME", "nats-1")
+            .env("NATS_LISTEN", "0.0.0.0:4222")
+            .env("NATS_HTTP", "0.0.0.0:8222")
+            .env("NATS_STORE_DIR", "/var/lib/nats/jetstream")
+            .env("NATS_JS_KEY", "test-key")
+            .env("NATS_CLUSTER_LISTEN", "0.0.0.0:6222")
+            .env("NATS_ROUTE_1", "nats-route://nats-1.internal:6222")
+            .env("NATS_ROUTE_2", "nats-route://nats-2.internal:6222")
+            .env("NATS_ROUTE_3", "nats-route://nats-3.internal:6222")
             .output()
             .unwrap();
         let said = format!(

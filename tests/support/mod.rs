@@ -113,4 +113,5 @@ pub fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+pub mod proxy;
 pub mod rig;

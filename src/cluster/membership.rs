@@ -1,0 +1,252 @@
+//! The live nodes, as this node sees them: a watch on the node lease records, with liveness
+//! decided on this node's own monotonic clock.
+//!
+//! A node counts as live while its record has changed within the last `cluster.lease` (as
+//! observed here), or until it wrote `Left`. A record that vanished (its TTL ran out on the
+//! server) is still live until a whole lease has passed here since it last changed: the server's
+//! clock never decides. Right after start-up every node counts as live for a whole lease, since
+//! nothing was observed yet.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::kv::Entry;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::lease::{Holder, NodeRecord, NodeState};
+use super::record::Records;
+
+/// What is known of one node.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// Its last record (`None` once deleted or expired on the server).
+    pub record: Option<NodeRecord>,
+    pub revision: u64,
+    /// When this node last saw the record change.
+    pub changed_at: Instant,
+}
+
+/// Whether a claim's holder may still be running its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HolderStatus {
+    /// Its lease is (or may be) renewed: its claims stand.
+    Alive,
+    /// It left, was replaced, or stayed silent for a whole lease here: it has fenced itself.
+    Gone,
+}
+
+/// One node of a membership view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub node: String,
+    /// Its last record, if the server still has it.
+    pub record: Option<NodeRecord>,
+    /// Accepts new accounts (live and not draining).
+    pub accepting: bool,
+}
+
+/// The live nodes at one instant.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct View {
+    pub live: Vec<Member>,
+    /// Nodes whose lease this node has seen unchanged for a whole lease (or that left).
+    pub gone: Vec<String>,
+}
+
+impl View {
+    /// Ids of the nodes that take accounts, sorted.
+    pub fn accepting(&self) -> Vec<&str> {
+        self.live
+            .iter()
+            .filter(|m| m.accepting)
+            .map(|m| m.node.as_str())
+            .collect()
+    }
+
+    /// The live member `node`, if it is live.
+    pub fn live_member(&self, node: &str) -> Option<&Member> {
+        self.live.iter().find(|m| m.node == node)
+    }
+}
+
+/// A running membership watch.
+#[derive(Clone)]
+pub struct Membership {
+    state: Arc<Mutex<BTreeMap<String, Observed>>>,
+    lease: Duration,
+    started: Instant,
+    changed: watch::Receiver<u64>,
+}
+
+impl Membership {
+    /// Starts watching the node records of `records`' bucket; the task ends when `stop` is set
+    /// or its sender dropped.
+    pub async fn start(
+        records: Records,
+        lease: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> Membership {
+        let state = Arc::new(Mutex::new(BTreeMap::new()));
+        let (tx, changed) = watch::channel(0u64);
+        tokio::spawn(follow(records, state.clone(), tx, stop));
+        Membership {
+            state,
+            lease,
+            started: Instant::now(),
+            changed,
+        }
+    }
+
+    /// The view now.
+    pub fn view(&self) -> View {
+        self.view_at(Instant::now())
+    }
+
+    /// The view at `now`.
+    pub fn view_at(&self, now: Instant) -> View {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut view = View::default();
+        for (node, o) in state.iter() {
+            let left = o
+                .record
+                .as_ref()
+                .is_some_and(|r| r.state == NodeState::Left);
+            let quiet = now.saturating_duration_since(o.changed_at) >= self.lease;
+            if left || quiet {
+                view.gone.push(node.clone());
+            } else {
+                view.live.push(Member {
+                    node: node.clone(),
+                    record: o.record.clone(),
+                    accepting: o.record.as_ref().is_some_and(|r| !r.draining),
+                });
+            }
+        }
+        view
+    }
+
+    /// What is known of `node`.
+    pub fn observed(&self, node: &str) -> Option<Observed> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.get(node).cloned()
+    }
+
+    /// Whether the holder of a claim may still be talking to Telegram, as far as this node can
+    /// tell now. `acquired_at` is the revision of the node record that holder's acquisition
+    /// wrote (claims keep it), so a view that lags behind the claim is never read as a
+    /// replacement.
+    pub fn holder_status(&self, holder: &Holder, acquired_at: u64) -> HolderStatus {
+        let now = Instant::now();
+        let Some(o) = self.observed(&holder.node) else {
+            // Never seen: had it renewed since this node started watching, it would have been.
+            return if now.saturating_duration_since(self.started) >= self.lease {
+                HolderStatus::Gone
+            } else {
+                HolderStatus::Alive
+            };
+        };
+        if o.revision < acquired_at {
+            return HolderStatus::Alive;
+        }
+        match &o.record {
+            // Taken over by a newer process or generation: that acquisition waited the old
+            // one out (or the old one fenced itself and acquired again).
+            Some(r) if r.holder != *holder => HolderStatus::Gone,
+            Some(r) if r.state == NodeState::Left => HolderStatus::Gone,
+            _ if now.saturating_duration_since(o.changed_at) >= self.lease => HolderStatus::Gone,
+            _ => HolderStatus::Alive,
+        }
+    }
+
+    /// Resolves when a record changed (a counter of changes is kept, so none is missed).
+    pub async fn changed(&mut self) {
+        let _ = self.changed.changed().await;
+    }
+}
+
+/// Follows every `node.*` record from its latest value on, re-starting the watch when it ends
+/// (a lost connection) so no change is missed for long.
+async fn follow(
+    records: Records,
+    state: Arc<Mutex<BTreeMap<String, Observed>>>,
+    tx: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let watch = match records.store().watch_with_history("node.*").await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch node leases; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        let mut watch = watch;
+        loop {
+            let entry = tokio::select! {
+                entry = watch.next() => entry,
+                _ = stop.changed() => return,
+            };
+            match entry {
+                Some(Ok(entry)) => {
+                    apply(&records, &state, entry);
+                    tx.send_modify(|n| *n += 1);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "node lease watch failed; watching again");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+fn apply(records: &Records, state: &Mutex<BTreeMap<String, Observed>>, entry: Entry) {
+    let Some(node) = entry.key.strip_prefix("node.") else {
+        return;
+    };
+    let record = match records.decode::<NodeRecord>(
+        &entry.key,
+        entry.operation,
+        &entry.value,
+        entry.revision,
+    ) {
+        Ok(v) => v.value,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an unreadable node lease record");
+            return;
+        }
+    };
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    match state.get_mut(node) {
+        // A watch restarted from history replays the last value: not a change.
+        Some(o) if o.revision == entry.revision => {}
+        Some(o) => {
+            *o = Observed {
+                record,
+                revision: entry.revision,
+                changed_at: now,
+            }
+        }
+        None => {
+            state.insert(
+                node.to_string(),
+                Observed {
+                    record,
+                    revision: entry.revision,
+                    changed_at: now,
+                },
+            );
+        }
+    }
+}

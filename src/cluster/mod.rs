@@ -1,0 +1,19 @@
+//! The cluster: one owner per account across nodes.
+//!
+//! - [`lease`]: each node's lease record, renewed by compare-and-set, and the [`lease::Fence`]
+//!   that stops the node's clients once renewals have failed for `cluster.self_fence_after`;
+//! - [`membership`]: the live nodes, judged on this node's monotonic clock;
+//! - [`claims`]: which node lease each account hangs on, with an epoch per change of owner;
+//! - [`assign`]: which node should own which account (rendezvous hashing, bounded load);
+//! - [`record`]: the compare-and-set KV writes (with `Nats-TTL`) they all use.
+//!
+//! The rules they keep (see `DESIGN.md`, invariant 3): a taker acts only after a whole lease of
+//! silence on its own clock plus a lock-delay; the old owner has stopped its clients well before
+//! (its fence comes down at `self_fence_after`, a margin under the lease); a server-side expiry
+//! never counts as free.
+
+pub mod assign;
+pub mod claims;
+pub mod lease;
+pub mod membership;
+pub mod record;
