@@ -80,6 +80,7 @@ impl States {
                 accounts: Vec::new(),
                 policy: Arc::new(Policy::new(&config.policy).expect("policy")),
                 client: McpClient::new(&config.switchboard).expect("client"),
+                record_acknowledged: false,
             },
         )
         .await
