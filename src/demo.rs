@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::bus::STREAM_CLEAN;
 use crate::config::Config;
 use crate::event::Event;
 use crate::node::{Node, NodeError};
-use crate::bus::STREAM_CLEAN;
 use crate::pipeline::delivery::DELIVERY_CONSUMER;
 use crate::pipeline::{PipelineStats, StatsSnapshot};
 use crate::policy::{Decision, Policy};
@@ -168,8 +168,7 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
     let started_us = crate::event::now_us();
     let deadline = started + plan.duration + plan.drain_timeout;
     let target = expected.len() as u64;
-    let sources_done =
-        || stats.produced.get() > 0 && started.elapsed() >= plan.duration;
+    let sources_done = || stats.produced.get() > 0 && started.elapsed() >= plan.duration;
     let drain = await_delivery(
         &node,
         &stats,

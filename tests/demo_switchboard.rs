@@ -53,6 +53,20 @@ fn assert_nothing_acknowledged(code: Option<i32>, summary: &Value, stderr: &str)
     assert_eq!(summary["drained"], false, "{summary}");
 }
 
+/// A short demo against a fake Switchboard set up by `refuse` to store nothing: it must exit 1
+/// with nothing acknowledged. Returns the summary.
+async fn demo_against_a_refusing_switchboard(refuse: impl FnOnce(&FakeSwitchboard)) -> Value {
+    let fake = FakeSwitchboard::start(FakeOptions::default())
+        .await
+        .expect("fake switchboard");
+    refuse(&fake);
+    let (code, summary, stderr) = demo(&fake.mcp_url(), SHORT).await;
+    assert_nothing_acknowledged(code, &summary, &stderr);
+    assert!(fake.accepted().is_empty());
+    fake.stop().await;
+    summary
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_against_a_port_nobody_listens_on_exits_1_counting_what_was_not_acknowledged() {
     let port = {
@@ -67,39 +81,29 @@ async fn demo_against_a_port_nobody_listens_on_exits_1_counting_what_was_not_ack
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_against_a_switchboard_that_rejects_every_envelope_exits_1() {
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .expect("fake switchboard");
     // A server of another version: every envelope's channel is refused for good.
-    fake.set_channels(vec!["telegram".into()]);
-    let (code, summary, stderr) = demo(&fake.mcp_url(), SHORT).await;
-    assert_nothing_acknowledged(code, &summary, &stderr);
+    let summary =
+        demo_against_a_refusing_switchboard(|f| f.set_channels(vec!["telegram".into()])).await;
     assert_eq!(
         summary["dead_lettered"], summary["expected"],
         "every envelope was refused and parked: {summary}"
     );
-    assert!(fake.accepted().is_empty());
-    fake.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_against_a_switchboard_that_never_acknowledges_exits_1() {
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .expect("fake switchboard");
     // Every tool call answers `isError: true` (a database outage): retried, never settled.
-    fake.set_faults(Faults {
-        tool_error_probability: 1.0,
-        ..Faults::default()
-    });
-    let (code, summary, stderr) = demo(&fake.mcp_url(), SHORT).await;
-    assert_nothing_acknowledged(code, &summary, &stderr);
+    let summary = demo_against_a_refusing_switchboard(|f| {
+        f.set_faults(Faults {
+            tool_error_probability: 1.0,
+            ..Faults::default()
+        })
+    })
+    .await;
     assert!(
         summary["pending_at_stop"].as_u64().unwrap_or(0) > 0,
         "the unsettled events are reported as pending: {summary}"
     );
-    assert!(fake.accepted().is_empty());
-    fake.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,13 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::TestNats;
+use support::rig::{nats_and_switchboard, node_config};
 use tgingest::accounts::ImportFormat;
 use tgingest::accounts::login::Sensitive;
-use tgingest::config::{Config, Dur};
-use tgingest::keys::MasterKey;
+use tgingest::config::Dur;
 use tgingest::node::{Node, NodeOptions};
-use tgingest::switchboard::{FakeOptions, FakeSwitchboard, endpoint_identity};
+use tgingest::switchboard::{FakeSwitchboard, endpoint_identity};
 use tgingest::telegram::simulated::{
     Fault, FaultCall, SimulatedFactory, SimulatedWorld, SimulatorConfig, SimulatorFaults,
 };
@@ -27,22 +26,6 @@ const REVOKED: &str = "1000002";
 const PAUSED: &str = "1000003";
 /// Imported, never consented.
 const NO_CONSENT: &str = "1000004";
-
-fn config(nats_url: &str, switchboard_url: &str, dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.node.id = format!("hb-{}", rand::random::<u32>());
-    config.node.data_dir = dir.join("data");
-    config.nats.url = nats_url.to_string();
-    config.kv.replicas = 1;
-    config.admin.listen = String::new();
-    config.switchboard.url = switchboard_url.to_string();
-    // Far below the production minimum, so the test sees several rounds quickly.
-    config.switchboard.heartbeat_interval = Dur(Duration::from_millis(300));
-    let key = dir.join("master.key");
-    MasterKey::generate_file(&key).expect("master key");
-    config.security.master_key_file = key;
-    config
-}
 
 /// The newest heartbeat of each endpoint: (state, error message).
 fn latest(fake: &FakeSwitchboard) -> HashMap<String, (String, String)> {
@@ -57,7 +40,10 @@ fn latest(fake: &FakeSwitchboard) -> HashMap<String, (String, String)> {
         .map(|beat| {
             (
                 text(beat, "/connector/endpoint_identity"),
-                (text(beat, "/status/state"), text(beat, "/status/error_message")),
+                (
+                    text(beat, "/status/state"),
+                    text(beat, "/status/error_message"),
+                ),
             )
         })
         .collect()
@@ -65,14 +51,17 @@ fn latest(fake: &FakeSwitchboard) -> HashMap<String, (String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_consented_registry_account_heartbeats_its_real_state() {
-    tgingest::telemetry::install_crypto_provider();
-    tgingest::telemetry::init_logging(tgingest::config::LogFormat::Human, "warn");
-    let nats = TestNats::start();
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .expect("fake switchboard");
+    let (nats, fake) = nats_and_switchboard().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = config(&nats.url(), &fake.mcp_url(), dir.path());
+    // No simulated accounts in the pipeline: only registry accounts, all added after start-up.
+    let mut config = node_config(
+        &nats.url(),
+        &fake.mcp_url(),
+        dir.path(),
+        SimulatorConfig::default(),
+    );
+    // Far below the production minimum, so the test sees several rounds quickly.
+    config.switchboard.heartbeat_interval = Dur(Duration::from_millis(300));
     let world = SimulatedWorld::new(SimulatorConfig {
         accounts: 5,
         rate: 50.0,
@@ -98,7 +87,6 @@ async fn every_consented_registry_account_heartbeats_its_real_state() {
     )
     .await
     .expect("node starts");
-    // No simulated accounts: only registry accounts, all added after start-up.
     let stats = node.start_pipeline().await.expect("pipeline");
 
     let addr = "149.154.167.51:443".parse().expect("addr");
@@ -163,7 +151,10 @@ async fn every_consented_registry_account_heartbeats_its_real_state() {
     }
     let (ingested, api_calls) = counters(&fake);
     let accepted = stats.delivered.get() + stats.resend_duplicates.get();
-    assert!(ingested > 0 && ingested <= accepted, "{ingested} of {accepted}");
+    assert!(
+        ingested > 0 && ingested <= accepted,
+        "{ingested} of {accepted}"
+    );
     assert!(api_calls > 0, "source_api_calls {api_calls}");
     node.shutdown().await.expect("shutdown");
     fake.stop().await;

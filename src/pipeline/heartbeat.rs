@@ -226,21 +226,7 @@ mod tests {
 
     #[test]
     fn only_running_and_catching_up_accounts_report_healthy() {
-        for lifecycle in [
-            Lifecycle::PendingConsent,
-            Lifecycle::Connecting,
-            Lifecycle::AwaitingCode,
-            Lifecycle::AwaitingPassword { hint: None },
-            Lifecycle::CatchingUp,
-            Lifecycle::Running,
-            Lifecycle::FloodWait { until_us: 0 },
-            Lifecycle::Revoked {
-                reason: "SESSION_REVOKED".into(),
-            },
-            Lifecycle::Duplicated,
-            Lifecycle::Paused,
-            Lifecycle::Stopped,
-        ] {
+        for lifecycle in crate::accounts::lifecycle::one_of_each() {
             let (state, message) = reported_status(&lifecycle);
             let healthy = matches!(lifecycle, Lifecycle::Running | Lifecycle::CatchingUp);
             assert_eq!(state == ConnectorState::Healthy, healthy, "{lifecycle:?}");

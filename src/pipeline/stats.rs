@@ -270,7 +270,9 @@ struct LedgerInner {
 
 impl AckLedger {
     fn lock(&self) -> MutexGuard<'_, LedgerInner> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records that Switchboard acknowledged `event_id` (as new, or as a `duplicate`).
@@ -292,7 +294,9 @@ impl AckLedger {
         let inner = self.lock();
         expected
             .iter()
-            .filter(|id| !inner.answers_new.contains_key(*id) && !inner.only_duplicate.contains(*id))
+            .filter(|id| {
+                !inner.answers_new.contains_key(*id) && !inner.only_duplicate.contains(*id)
+            })
             .count() as u64
     }
 
