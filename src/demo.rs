@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::bus::STREAM_CLEAN;
 use crate::config::Config;
 use crate::event::Event;
 use crate::node::{Node, NodeError};
+use crate::pipeline::delivery::DELIVERY_CONSUMER;
 use crate::pipeline::{PipelineStats, StatsSnapshot};
 use crate::policy::{Decision, Policy};
 use crate::switchboard::{FakeOptions, FakeSwitchboard};
@@ -53,17 +55,30 @@ pub struct DemoSummary {
     pub filtered: std::collections::BTreeMap<String, u64>,
     pub redacted: std::collections::BTreeMap<String, u64>,
     pub duplicates_dropped: std::collections::BTreeMap<String, u64>,
-    /// Events stored twice downstream (must be 0); `None` with a real Switchboard.
+    /// Events stored twice downstream (must be 0): counted in the built-in fake's store, or, with
+    /// an external Switchboard, events it answered "accepted, not a duplicate" more than once.
     pub duplicates_delivered: Option<u64>,
     pub resends_answered_duplicate: u64,
-    /// Expected events that never arrived; `None` with a real Switchboard.
+    /// Expected events the built-in fake never stored; `None` with an external Switchboard,
+    /// whose store the demo cannot read (see `not_acknowledged`).
     pub lost: Option<u64>,
-    /// Events that arrived although the policy should have stopped them; `None` with a real one.
+    /// Expected events Switchboard did not acknowledge (accepted or duplicate) by the drain
+    /// deadline, from the delivery stage's per-event record of its answers (must be 0).
+    pub not_acknowledged: u64,
+    /// Events that arrived although the policy should have stopped them (the fake's store, or
+    /// the external Switchboard's acknowledgements).
     pub unexpected: Option<u64>,
+    /// Messages the delivery stage had not settled in `TG_CLEAN` when the node stopped (must be
+    /// 0); `None` when JetStream could not say.
+    pub pending_at_stop: Option<u64>,
+    /// Whether the wait ended because everything expected was acknowledged and nothing was
+    /// pending; `false`: the drain deadline passed first.
+    pub drained: bool,
     pub dead_lettered: u64,
     pub retries: u64,
     pub latency_ms: std::collections::BTreeMap<String, f64>,
-    /// Delivered events per second over the whole run (first event to last delivery).
+    /// Events the node delivered (Switchboard accepted as new) per second, from the start to
+    /// the last acknowledgement.
     pub throughput_per_s: f64,
     pub elapsed_s: f64,
     pub eventlog_ok: bool,
@@ -82,9 +97,12 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 impl DemoSummary {
-    /// Whether the run kept the guarantees: nothing lost, nothing stored twice, nothing leaked.
+    /// Whether the run kept the guarantees: everything expected acknowledged (and, with the
+    /// built-in fake, stored), nothing stored twice, nothing leaked, nothing left behind.
     pub fn ok(&self) -> bool {
         self.lost.unwrap_or(0) == 0
+            && self.not_acknowledged == 0
+            && self.pending_at_stop == Some(0)
             && self.duplicates_delivered.unwrap_or(0) == 0
             && self.unexpected.unwrap_or(0) == 0
             && self.eventlog_ok
@@ -145,25 +163,26 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
         .collect();
 
     let node = Node::start(config.clone()).await?;
-    let stats = node.start_pipeline().await?;
+    let stats = node.start_pipeline_with(true).await?;
     let started = Instant::now();
     let started_us = crate::event::now_us();
     let deadline = started + plan.duration + plan.drain_timeout;
     let target = expected.len() as u64;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let arrived = match &fake {
-            Some(f) => f.stats().stored,
-            None => stats.delivered.get() + stats.resend_duplicates.get(),
-        };
-        if plan.progress {
-            progress_line(&stats, started, arrived, target);
-        }
-        let sources_done = stats.produced.get() > 0 && started.elapsed() >= plan.duration;
-        if (arrived >= target && sources_done) || Instant::now() >= deadline {
-            break;
-        }
-    }
+    let sources_done = || stats.produced.get() > 0 && started.elapsed() >= plan.duration;
+    let drain = await_delivery(
+        &node,
+        &stats,
+        &expected,
+        deadline,
+        Duration::from_secs(1),
+        sources_done,
+        |arrived| {
+            if plan.progress {
+                progress_line(&stats, started, arrived, target);
+            }
+        },
+    )
+    .await;
     let elapsed = started.elapsed();
     if plan.progress {
         eprintln!();
@@ -172,54 +191,151 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
     let eventlog_ok = node.eventlog.verify().ok;
     let nats_url = node.nats_url().to_string();
     node.shutdown().await?;
-
-    let (duplicates_delivered, lost, unexpected, switchboard, last_delivery) = match &fake {
-        Some(f) => {
-            let delivered = f.stored_event_ids();
-            let lost = expected.difference(&delivered).count() as u64;
-            let unexpected = delivered.difference(&expected).count() as u64;
-            let last = f.last_stored_at();
-            f.stop().await;
-            (
-                Some(f.stored_twice() as u64),
-                Some(lost),
-                Some(unexpected),
-                "built-in fake".to_string(),
-                last,
-            )
-        }
-        None => (None, None, None, config.switchboard.url.clone(), None),
-    };
-    // Throughput over the active part of the run: start to the last delivery (not the drain wait).
-    let active_s = last_delivery
-        .map(|last| (last.as_microsecond() - started_us) as f64 / 1e6)
-        .unwrap_or(elapsed.as_secs_f64())
-        .clamp(0.001, elapsed.as_secs_f64().max(0.001));
+    let compared = compare(fake.as_ref(), &stats, &expected, &config.switchboard.url).await;
     Ok(DemoSummary {
         source: "simulated".into(),
         accounts: plan.accounts,
         rate_per_account: plan.rate,
         duration_s: plan.duration.as_secs_f64(),
         nats_url,
-        switchboard,
+        switchboard: compared.switchboard,
         expected: target,
         produced: snapshot.produced,
         delivered: snapshot.delivered,
         filtered: snapshot.filtered,
         redacted: snapshot.redacted,
         duplicates_dropped: snapshot.duplicates_dropped,
-        duplicates_delivered,
+        duplicates_delivered: compared.duplicates_delivered,
         resends_answered_duplicate: snapshot.resend_duplicates,
-        lost,
-        unexpected,
+        lost: compared.lost,
+        not_acknowledged: compared.not_acknowledged,
+        unexpected: compared.unexpected,
+        pending_at_stop: drain.pending,
+        drained: drain.drained,
         dead_lettered: snapshot.dead_lettered,
         retries: snapshot.retries,
         latency_ms: snapshot.latency_ms,
-        throughput_per_s: snapshot.delivered as f64 / active_s,
+        throughput_per_s: throughput(snapshot.delivered, &stats, started_us, elapsed),
         elapsed_s: elapsed.as_secs_f64(),
         eventlog_ok,
         peak_rss_kib: peak_rss_kib(),
     })
+}
+
+/// How the wait for the last deliveries ended.
+struct Drain {
+    /// Messages the delivery stage had not settled in `TG_CLEAN` at the end.
+    pending: Option<u64>,
+    /// Everything expected acknowledged and nothing pending (rather than the deadline).
+    drained: bool,
+}
+
+/// Messages the delivery stage's consumer on `TG_CLEAN` has not settled: not yet handed out,
+/// or handed out and not acknowledged. `None` when JetStream cannot say.
+async fn delivery_backlog(node: &Node) -> Option<u64> {
+    let stream = node.bus.js.get_stream(STREAM_CLEAN).await.ok()?;
+    let info = stream.consumer_info(DELIVERY_CONSUMER).await.ok()?;
+    Some(info.num_pending + info.num_ack_pending as u64)
+}
+
+/// How many of `expected` Switchboard has acknowledged so far (none without the ledger).
+fn acknowledged_of(stats: &PipelineStats, expected: &HashSet<String>) -> u64 {
+    let missing = stats
+        .acknowledged
+        .as_ref()
+        .map_or(expected.len() as u64, |ledger| ledger.missing(expected));
+    expected.len() as u64 - missing
+}
+
+/// Waits, checking every `tick`, until the sources are `done`, every expected event is
+/// acknowledged by Switchboard and the delivery consumer has nothing pending, or until
+/// `deadline`; `progress` gets the number of expected events acknowledged so far.
+async fn await_delivery(
+    node: &Node,
+    stats: &PipelineStats,
+    expected: &HashSet<String>,
+    deadline: Instant,
+    tick: Duration,
+    done: impl Fn() -> bool,
+    mut progress: impl FnMut(u64),
+) -> Drain {
+    loop {
+        let arrived = acknowledged_of(stats, expected);
+        progress(arrived);
+        let pending = delivery_backlog(node).await;
+        if arrived == expected.len() as u64 && pending == Some(0) && done() {
+            return Drain {
+                pending,
+                drained: true,
+            };
+        }
+        if Instant::now() >= deadline {
+            return Drain {
+                pending,
+                drained: false,
+            };
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
+/// The demo's verdicts, from the built-in fake's store or the node's record of an external
+/// Switchboard's answers.
+struct Compared {
+    switchboard: String,
+    duplicates_delivered: Option<u64>,
+    lost: Option<u64>,
+    not_acknowledged: u64,
+    unexpected: Option<u64>,
+}
+
+/// Compares `expected` with what arrived; stops the built-in `fake`.
+async fn compare(
+    fake: Option<&FakeSwitchboard>,
+    stats: &PipelineStats,
+    expected: &HashSet<String>,
+    url: &str,
+) -> Compared {
+    let acknowledged = stats
+        .acknowledged
+        .as_ref()
+        .map(|ledger| ledger.acknowledged())
+        .unwrap_or_default();
+    let not_acknowledged = expected.difference(&acknowledged).count() as u64;
+    match fake {
+        Some(f) => {
+            let stored = f.stored_event_ids();
+            let compared = Compared {
+                switchboard: "built-in fake".to_string(),
+                duplicates_delivered: Some(f.stored_twice() as u64),
+                lost: Some(expected.difference(&stored).count() as u64),
+                not_acknowledged,
+                unexpected: Some(stored.difference(expected).count() as u64),
+            };
+            f.stop().await;
+            compared
+        }
+        None => Compared {
+            switchboard: url.to_string(),
+            duplicates_delivered: stats.acknowledged.as_ref().map(|l| l.stored_twice()),
+            lost: None,
+            not_acknowledged,
+            unexpected: Some(acknowledged.difference(expected).count() as u64),
+        },
+    }
+}
+
+/// Delivered events per second over the active part of the run: from `started_us` to the last
+/// acknowledgement (not the drain wait), at most `elapsed`.
+fn throughput(delivered: u64, stats: &PipelineStats, started_us: i64, elapsed: Duration) -> f64 {
+    let active_s = stats
+        .acknowledged
+        .as_ref()
+        .and_then(|ledger| ledger.last_at_us())
+        .map(|last| (last - started_us) as f64 / 1e6)
+        .unwrap_or(elapsed.as_secs_f64())
+        .clamp(0.001, elapsed.as_secs_f64().max(0.001));
+    delivered as f64 / active_s
 }
 
 fn progress_line(stats: &Arc<PipelineStats>, started: Instant, arrived: u64, target: u64) {
@@ -291,6 +407,8 @@ pub fn render(s: &DemoSummary) -> String {
          \x20 duplicates delivered        {}\n\
          \x20 re-sends answered duplicate {}\n\
          \x20 lost                        {}\n\
+         \x20 not acknowledged            {} of {}\n\
+         \x20 pending in TG_CLEAN at stop {}\n\
          \x20 dead-lettered               {}\n\
          \x20 retries                     {}\n\
          \x20 latency p50 / p99 / max     {:.1} / {:.1} / {:.1} ms\n\
@@ -313,6 +431,13 @@ pub fn render(s: &DemoSummary) -> String {
         opt(s.duplicates_delivered),
         s.resends_answered_duplicate,
         opt(s.lost),
+        s.not_acknowledged,
+        s.expected,
+        match (s.pending_at_stop, s.drained) {
+            (Some(n), true) => n.to_string(),
+            (Some(n), false) => format!("{n} (the drain timeout passed first)"),
+            (None, _) => "unknown (JetStream did not say)".to_string(),
+        },
         s.dead_lettered,
         s.retries,
         lat("p50"),
@@ -578,77 +703,77 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
             return Err(e.into());
         }
     };
-    let driven = drive_fake_dc(&node, &dc, plan, &layout, &policy, fake.as_ref()).await;
+    let driven = drive_fake_dc(&node, &dc, plan, &layout, &policy).await;
     let eventlog_ok = node.eventlog.verify().ok;
     let nats_url = node.nats_url().to_string();
     let shutdown = node.shutdown().await.map_err(DemoError::from);
     dc.stop().await;
-    let (expected, produced, snapshot, started_us, elapsed) =
-        match driven.and_then(|d| shutdown.map(|()| d)) {
-            Ok(driven) => driven,
-            Err(e) => {
-                if let Some(f) = &fake {
-                    f.stop().await;
-                }
-                return Err(e);
+    let driven = match driven.and_then(|d| shutdown.map(|()| d)) {
+        Ok(driven) => driven,
+        Err(e) => {
+            if let Some(f) = &fake {
+                f.stop().await;
             }
-        };
-    let target = expected.len() as u64;
-
-    let (duplicates_delivered, lost, unexpected, switchboard, last_delivery, stored) = match &fake {
-        Some(f) => {
-            let delivered = f.stored_event_ids();
-            let lost = expected.difference(&delivered).count() as u64;
-            let unexpected = delivered.difference(&expected).count() as u64;
-            let last = f.last_stored_at();
-            let stored = f.stats().stored;
-            f.stop().await;
-            (
-                Some(f.stored_twice() as u64),
-                Some(lost),
-                Some(unexpected),
-                "built-in fake".to_string(),
-                last,
-                stored,
-            )
+            return Err(e);
         }
-        None => (None, None, None, config.switchboard.url.clone(), None, 0),
     };
-    let active_s = last_delivery
-        .map(|last| (last.as_microsecond() - started_us) as f64 / 1e6)
-        .unwrap_or(elapsed.as_secs_f64())
-        .clamp(0.001, elapsed.as_secs_f64().max(0.001));
+    let snapshot = driven.stats.snapshot();
+    let compared = compare(
+        fake.as_ref(),
+        &driven.stats,
+        &driven.expected,
+        &config.switchboard.url,
+    )
+    .await;
     Ok(DemoSummary {
         source: "fake-dc".into(),
         accounts: plan.accounts,
         rate_per_account: plan.rate,
         duration_s: plan.duration.as_secs_f64(),
         nats_url,
-        switchboard,
-        expected: target,
+        switchboard: compared.switchboard,
+        expected: driven.expected.len() as u64,
         // Messages the driver sent (each is seen by one or more accounts).
-        produced,
+        produced: driven.sent,
         delivered: snapshot.delivered,
         filtered: snapshot.filtered,
         redacted: snapshot.redacted,
         duplicates_dropped: snapshot.duplicates_dropped,
-        duplicates_delivered,
+        duplicates_delivered: compared.duplicates_delivered,
         resends_answered_duplicate: snapshot.resend_duplicates,
-        lost,
-        unexpected,
+        lost: compared.lost,
+        not_acknowledged: compared.not_acknowledged,
+        unexpected: compared.unexpected,
+        pending_at_stop: driven.drain.pending,
+        drained: driven.drain.drained,
         dead_lettered: snapshot.dead_lettered,
         retries: snapshot.retries,
         latency_ms: snapshot.latency_ms,
-        throughput_per_s: stored as f64 / active_s,
-        elapsed_s: elapsed.as_secs_f64(),
+        throughput_per_s: throughput(
+            snapshot.delivered,
+            &driven.stats,
+            driven.started_us,
+            driven.elapsed,
+        ),
+        elapsed_s: driven.elapsed.as_secs_f64(),
         eventlog_ok,
         peak_rss_kib: peak_rss_kib(),
     })
 }
 
-/// What the driver sent: expected event ids, messages sent, the pipeline's counters, the start
-/// time (unix µs) and how long the run took.
-type Driven = (HashSet<String>, u64, StatsSnapshot, i64, Duration);
+/// What the driver sent and how the deliveries went.
+struct Driven {
+    /// Event ids that must arrive.
+    expected: HashSet<String>,
+    /// Messages sent.
+    sent: u64,
+    stats: Arc<PipelineStats>,
+    /// When sending began (µs since the epoch).
+    started_us: i64,
+    /// From the start of sending to the end of the wait for deliveries.
+    elapsed: Duration,
+    drain: Drain,
+}
 
 async fn drive_fake_dc(
     node: &Node,
@@ -656,7 +781,6 @@ async fn drive_fake_dc(
     plan: &DemoPlan,
     layout: &FakeDcLayout,
     policy: &Policy,
-    fake: Option<&FakeSwitchboard>,
 ) -> Result<Driven, DemoError> {
     use crate::accounts::ImportFormat;
     use crate::accounts::login::Sensitive;
@@ -664,7 +788,7 @@ async fn drive_fake_dc(
     let sessions = &layout.sessions;
 
     // The pipeline stages (no simulated accounts): they drain the bus into the Switchboard.
-    let stats = node.start_pipeline().await?;
+    let stats = node.start_pipeline_with(true).await?;
     for (me, session) in accounts.iter().zip(sessions) {
         let id = me.to_string();
         node.accounts
@@ -728,40 +852,44 @@ async fn drive_fake_dc(
         }
         if plan.progress && started.elapsed() >= next_progress {
             next_progress += Duration::from_secs(1);
-            let arrived = fake.map_or(0, |f| f.stats().stored);
-            eprint!(
-                "\r[{:>4.0}s] sent {sent:>8}  stored {arrived:>8}/{:<8} ",
-                started.elapsed().as_secs_f64(),
-                expected.len()
-            );
+            fake_dc_progress(started, sent, acknowledged_of(&stats, &expected), &expected);
         }
         tokio::time::sleep(tick).await;
     }
+    // Wait for the deliveries whichever Switchboard it is: stopping the node now would leave
+    // events in TG_CLEAN of a data dir about to be deleted.
     let deadline = Instant::now() + plan.drain_timeout;
-    if let Some(f) = fake {
-        while Instant::now() < deadline {
-            let arrived = f.stats().stored;
+    let drain = await_delivery(
+        node,
+        &stats,
+        &expected,
+        deadline,
+        Duration::from_millis(500),
+        || true,
+        |arrived| {
             if plan.progress {
-                eprint!(
-                    "\r[{:>4.0}s] sent {sent:>8}  stored {arrived:>8}/{:<8} ",
-                    started.elapsed().as_secs_f64(),
-                    expected.len()
-                );
+                fake_dc_progress(started, sent, arrived, &expected);
             }
-            if arrived >= expected.len() as u64 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+        },
+    )
+    .await;
     if plan.progress {
         eprintln!();
     }
-    Ok((
+    Ok(Driven {
         expected,
         sent,
-        stats.snapshot(),
+        stats,
         started_us,
-        started.elapsed(),
-    ))
+        elapsed: started.elapsed(),
+        drain,
+    })
+}
+
+fn fake_dc_progress(started: Instant, sent: u64, arrived: u64, expected: &HashSet<String>) {
+    eprint!(
+        "\r[{:>4.0}s] sent {sent:>8}  acknowledged {arrived:>8}/{:<8} ",
+        started.elapsed().as_secs_f64(),
+        expected.len()
+    );
 }

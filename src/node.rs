@@ -377,6 +377,15 @@ impl Node {
 
     /// Starts the pipeline stages; with `simulator.accounts > 0` the accounts are simulated.
     pub async fn start_pipeline(&self) -> Result<Arc<PipelineStats>, NodeError> {
+        self.start_pipeline_with(false).await
+    }
+
+    /// [`Node::start_pipeline`], keeping Switchboard's answer per event when
+    /// `record_acknowledged` is set (the demo's comparison with its ground truth).
+    pub async fn start_pipeline_with(
+        &self,
+        record_acknowledged: bool,
+    ) -> Result<Arc<PipelineStats>, NodeError> {
         let policy = Arc::new(Policy::new(&self.config.policy)?);
         let client = McpClient::new(&self.config.switchboard)
             .map_err(|e| NodeError::Switchboard(e.to_string()))?;
@@ -399,6 +408,7 @@ impl Node {
                 accounts,
                 policy,
                 client,
+                record_acknowledged,
             },
         )
         .await?)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use support::TestNats;
-use support::rig::{node_config, simulation};
+use support::rig::{nats_and_switchboard, node_config, simulation};
 use tgingest::accounts::Lifecycle;
 use tgingest::config::Config;
 use tgingest::event::{Event, now_us};
@@ -26,7 +26,7 @@ use tgingest::pipeline::account::{
 use tgingest::pipeline::{ACCOUNT_WINDOW, PipelineParts, PipelineStats};
 use tgingest::policy::{Decision, Policy};
 use tgingest::supervision::{ChildSpec, ChildState, ChildStatus, Restart, start_child};
-use tgingest::switchboard::{FakeOptions, FakeSwitchboard, McpClient};
+use tgingest::switchboard::{FakeSwitchboard, McpClient};
 use tgingest::telegram::simulated::{
     Fault, FaultCall, SimulatedFactory, SimulatedWorld, SimulatorConfig, SimulatorFaults,
 };
@@ -56,12 +56,7 @@ struct States {
 
 impl States {
     async fn start(sim: SimulatorConfig, before: impl FnOnce(&SimulatorFaults, &[String])) -> Self {
-        tgingest::telemetry::install_crypto_provider();
-        tgingest::telemetry::init_logging(tgingest::config::LogFormat::Human, "warn");
-        let nats = TestNats::start();
-        let fake = FakeSwitchboard::start(FakeOptions::default())
-            .await
-            .expect("fake switchboard");
+        let (nats, fake) = nats_and_switchboard().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let config = node_config(&nats.url(), &fake.mcp_url(), dir.path(), sim);
         let policy = Policy::new(&config.policy).expect("policy");
@@ -80,6 +75,7 @@ impl States {
                 accounts: Vec::new(),
                 policy: Arc::new(Policy::new(&config.policy).expect("policy")),
                 client: McpClient::new(&config.switchboard).expect("client"),
+                record_acknowledged: false,
             },
         )
         .await

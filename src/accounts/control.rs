@@ -635,6 +635,37 @@ impl AccountsControl {
         }
     }
 
+    /// Every consented account with the state its heartbeat reports: its actor's own state
+    /// (running, flood wait, revoked, …) when it has one, else paused or stopped from the
+    /// registry. Accounts without consent are left out: nothing is said about them to
+    /// Switchboard. Cheap enough for every heartbeat round (one registry read, no actor calls).
+    pub async fn reported_states(
+        &self,
+    ) -> Result<Vec<crate::pipeline::heartbeat::Member>, ControlError> {
+        let tally = &self.parts.stats.lifecycles;
+        Ok(self
+            .registry
+            .list()
+            .await?
+            .into_iter()
+            .filter(|record| record.consent.is_some())
+            .map(|record| {
+                let id = record.account_id;
+                // A paused account's actor may still be winding down: the registry decides.
+                let lifecycle = if record.desired == Desired::Paused {
+                    Lifecycle::Paused
+                } else {
+                    tally.of(&id).unwrap_or(Lifecycle::Stopped)
+                };
+                crate::pipeline::heartbeat::Member {
+                    source: self.parts.stats.accounts.get(&id),
+                    account_id: id,
+                    lifecycle,
+                }
+            })
+            .collect())
+    }
+
     fn registry_state(record: &AccountRecord) -> Lifecycle {
         if record.consent.is_none() {
             Lifecycle::PendingConsent

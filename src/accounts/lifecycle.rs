@@ -74,28 +74,33 @@ impl Lifecycle {
     }
 }
 
+/// One value of every state, in [`Lifecycle::NAMES`] order (for tests that cover them all).
+#[cfg(test)]
+pub(crate) fn one_of_each() -> [Lifecycle; 11] {
+    [
+        Lifecycle::PendingConsent,
+        Lifecycle::Connecting,
+        Lifecycle::AwaitingCode,
+        Lifecycle::AwaitingPassword { hint: None },
+        Lifecycle::CatchingUp,
+        Lifecycle::Running,
+        Lifecycle::FloodWait { until_us: 0 },
+        Lifecycle::Revoked {
+            reason: String::new(),
+        },
+        Lifecycle::Duplicated,
+        Lifecycle::Paused,
+        Lifecycle::Stopped,
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_are_listed_once_each_and_match() {
-        let all = [
-            Lifecycle::PendingConsent,
-            Lifecycle::Connecting,
-            Lifecycle::AwaitingCode,
-            Lifecycle::AwaitingPassword { hint: None },
-            Lifecycle::CatchingUp,
-            Lifecycle::Running,
-            Lifecycle::FloodWait { until_us: 0 },
-            Lifecycle::Revoked {
-                reason: String::new(),
-            },
-            Lifecycle::Duplicated,
-            Lifecycle::Paused,
-            Lifecycle::Stopped,
-        ];
-        let names: Vec<&str> = all.iter().map(Lifecycle::name).collect();
+        let names: Vec<&str> = one_of_each().iter().map(Lifecycle::name).collect();
         assert_eq!(names, Lifecycle::NAMES);
         let json = serde_json::to_string(&Lifecycle::FloodWait { until_us: 5 }).unwrap();
         assert_eq!(json, r#"{"state":"flood_wait","until_us":5}"#);

@@ -165,6 +165,9 @@ async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
                 c.messages_ingested += 1;
                 c.dedupe_accepted += u64::from(duplicate);
             });
+            if let Some(ledger) = &args.stats.acknowledged {
+                ledger.record(&event.event_id, duplicate);
+            }
             let latency = now_us().saturating_sub(event.observed_at_us).max(0) as u64;
             args.stats.latency.record(latency);
             metrics::histogram!("tgingest_end_to_end_latency_seconds").record(latency as f64 / 1e6);

@@ -38,6 +38,9 @@ pub struct PipelineParts {
     pub accounts: Vec<String>,
     pub policy: Arc<Policy>,
     pub client: McpClient,
+    /// Keep Switchboard's answer per event in [`PipelineStats::acknowledged`] (the demo's
+    /// ground-truth comparison; it grows with every event, so off for a node).
+    pub record_acknowledged: bool,
 }
 
 /// Events in flight per account before it stops pulling from its source.
@@ -50,7 +53,10 @@ pub async fn start(
     node: &Node,
     parts: PipelineParts,
 ) -> Result<Arc<PipelineStats>, SupervisorCallError> {
-    let stats = Arc::new(PipelineStats::default());
+    let stats = Arc::new(PipelineStats {
+        acknowledged: parts.record_acknowledged.then(stats::AckLedger::default),
+        ..PipelineStats::default()
+    });
     let sup = &node.supervisor;
 
     let filter_name = format!("{}/filter", node.node_id);
@@ -93,10 +99,17 @@ pub async fn start(
     .await?;
 
     let heartbeat_interval: Duration = node.config.switchboard.heartbeat_interval.into();
-    if !heartbeat_interval.is_zero() && !parts.accounts.is_empty() {
+    // Always on (not only with simulated accounts): registry accounts imported or consented
+    // later must heartbeat too, and the roster is asked afresh every round.
+    if !heartbeat_interval.is_zero() {
+        let roster = heartbeat::NodeRoster {
+            simulated: parts.accounts.clone(),
+            stats: stats.clone(),
+            accounts: node.accounts.clone(),
+        };
         let args = HeartbeatArgs {
             client: parts.client.clone(),
-            accounts: parts.accounts.clone(),
+            roster: Arc::new(roster),
             endpoint_template: node.config.switchboard.endpoint_identity.clone(),
             interval: heartbeat_interval,
             stats: stats.clone(),

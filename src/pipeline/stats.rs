@@ -251,6 +251,77 @@ impl Drop for LifecycleGuard {
     }
 }
 
+/// What Switchboard answered, event by event: kept by the delivery stage only when asked for
+/// ([`PipelineParts::record_acknowledged`](super::PipelineParts)), since it grows with every
+/// event. The demo compares it with its ground truth when the Switchboard is not its own fake.
+#[derive(Debug, Default)]
+pub struct AckLedger(Mutex<LedgerInner>);
+
+#[derive(Debug, Default)]
+struct LedgerInner {
+    /// Event id → how often Switchboard answered "accepted, not a duplicate" (more than once
+    /// means it stored the event twice).
+    answers_new: HashMap<String, u32>,
+    /// Event ids answered only as duplicates (already stored before).
+    only_duplicate: std::collections::HashSet<String>,
+    /// When the last answer came (µs since the epoch).
+    last_at_us: Option<i64>,
+}
+
+impl AckLedger {
+    fn lock(&self) -> MutexGuard<'_, LedgerInner> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that Switchboard acknowledged `event_id` (as new, or as a `duplicate`).
+    pub fn record(&self, event_id: &str, duplicate: bool) {
+        let mut inner = self.lock();
+        if duplicate {
+            if !inner.answers_new.contains_key(event_id) {
+                inner.only_duplicate.insert(event_id.to_string());
+            }
+        } else {
+            inner.only_duplicate.remove(event_id);
+            *inner.answers_new.entry(event_id.to_string()).or_default() += 1;
+        }
+        inner.last_at_us = Some(crate::event::now_us());
+    }
+
+    /// How many of `expected` were not acknowledged (yet).
+    pub fn missing(&self, expected: &std::collections::HashSet<String>) -> u64 {
+        let inner = self.lock();
+        expected
+            .iter()
+            .filter(|id| {
+                !inner.answers_new.contains_key(*id) && !inner.only_duplicate.contains(*id)
+            })
+            .count() as u64
+    }
+
+    /// Every acknowledged event id.
+    pub fn acknowledged(&self) -> std::collections::HashSet<String> {
+        let inner = self.lock();
+        inner
+            .answers_new
+            .keys()
+            .chain(inner.only_duplicate.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// Events Switchboard answered "accepted as new" more than once: by its own word, stored twice.
+    pub fn stored_twice(&self) -> u64 {
+        self.lock().answers_new.values().filter(|n| **n > 1).count() as u64
+    }
+
+    /// When the last acknowledgement came (µs since the epoch).
+    pub fn last_at_us(&self) -> Option<i64> {
+        self.lock().last_at_us
+    }
+}
+
 /// What the pipeline has done since this process started.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -290,6 +361,8 @@ pub struct PipelineStats {
     pub flood_wait_seconds: Counter,
     /// Account actors that failed on a network error and are reconnected by a restart.
     pub reconnects: Counter,
+    /// Switchboard's answer per event, when the pipeline was asked to keep it.
+    pub acknowledged: Option<AckLedger>,
 }
 
 /// A serializable copy of [`PipelineStats`].
@@ -367,6 +440,23 @@ mod tests {
         }
         assert_eq!(h.count(), 10_000);
         assert_eq!(LatencyHistogram::default().quantile(0.5), 0);
+    }
+
+    #[test]
+    fn the_ledger_counts_duplicates_as_acknowledged_and_new_twice_as_stored_twice() {
+        let ledger = AckLedger::default();
+        let expected: std::collections::HashSet<String> =
+            ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(ledger.missing(&expected), 4);
+        ledger.record("a", false);
+        ledger.record("b", true);
+        ledger.record("c", false);
+        ledger.record("c", false);
+        ledger.record("a", true);
+        assert_eq!(ledger.missing(&expected), 1);
+        assert_eq!(ledger.stored_twice(), 1);
+        assert_eq!(ledger.acknowledged().len(), 3);
+        assert!(ledger.last_at_us().is_some());
     }
 
     #[test]

@@ -64,15 +64,22 @@ pub fn node_config(
     config
 }
 
+/// What every in-process pipeline test starts with: TLS and logging set up, a nats-server and
+/// the fake Switchboard.
+pub async fn nats_and_switchboard() -> (TestNats, FakeSwitchboard) {
+    tgingest::telemetry::install_crypto_provider();
+    tgingest::telemetry::init_logging(tgingest::config::LogFormat::Human, "warn");
+    let nats = TestNats::start();
+    let fake = FakeSwitchboard::start(FakeOptions::default())
+        .await
+        .expect("fake switchboard");
+    (nats, fake)
+}
+
 impl Rig {
     /// Starts NATS, the fake Switchboard and a node running the simulation in `sim`.
     pub async fn start(sim: SimulatorConfig, tweak: impl FnOnce(&mut Config)) -> Rig {
-        tgingest::telemetry::install_crypto_provider();
-        tgingest::telemetry::init_logging(tgingest::config::LogFormat::Human, "warn");
-        let nats = TestNats::start();
-        let fake = FakeSwitchboard::start(FakeOptions::default())
-            .await
-            .expect("fake switchboard");
+        let (nats, fake) = nats_and_switchboard().await;
         let dir = tempfile::tempdir().unwrap();
         let mut config = node_config(&nats.url(), &fake.mcp_url(), dir.path(), sim);
         tweak(&mut config);
