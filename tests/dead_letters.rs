@@ -84,7 +84,11 @@ async fn a_multi_line_rejection_is_dead_lettered_once_with_an_audit_record_and_n
         .collect();
     sequences.sort_unstable();
     sequences.dedup();
-    assert_eq!(sequences.len(), n, "each record names its own TG_DLQ message");
+    assert_eq!(
+        sequences.len(),
+        n,
+        "each record names its own TG_DLQ message"
+    );
     assert!(parked.iter().all(|a| !a.details.contains_key("reason")));
 
     // Settled for good: nothing pending or unacknowledged on TG_CLEAN, nothing redelivered, and

@@ -46,7 +46,13 @@ struct Problem {
 struct Errors(Vec<Problem>);
 
 impl Errors {
-    fn add(&mut self, path: &str, kind: &'static str, message: impl std::fmt::Display, input: &Value) {
+    fn add(
+        &mut self,
+        path: &str,
+        kind: &'static str,
+        message: impl std::fmt::Display,
+        input: &Value,
+    ) {
         self.0.push(Problem {
             loc: path.to_string(),
             kind,
@@ -179,7 +185,12 @@ fn object<'a>(v: &'a Value, path: &str, errs: &mut Errors) -> Option<&'a Map<Str
     match v {
         Value::Object(m) => Some(m),
         other => {
-            errs.add(path, "dict_type", "Input should be a valid dictionary", other);
+            errs.add(
+                path,
+                "dict_type",
+                "Input should be a valid dictionary",
+                other,
+            );
             None
         }
     }
