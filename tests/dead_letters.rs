@@ -93,7 +93,7 @@ async fn a_multi_line_rejection_is_dead_lettered_once_with_an_audit_record_and_n
 
     // Settled for good: nothing pending or unacknowledged on TG_CLEAN, nothing redelivered, and
     // Switchboard saw each event once.
-    let mut stream = node.bus.js.get_stream(STREAM_CLEAN).await.unwrap();
+    let stream = node.bus.js.get_stream(STREAM_CLEAN).await.unwrap();
     let info = stream.consumer_info(DELIVERY_CONSUMER).await.unwrap();
     assert_eq!(
         (info.num_pending, info.num_ack_pending, info.num_redelivered),

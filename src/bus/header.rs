@@ -29,7 +29,11 @@ pub fn header_value(text: &str) -> HeaderValue {
     let value = if one_line.len() <= MAX_HEADER_VALUE {
         one_line.to_string()
     } else {
-        let end = one_line.floor_char_boundary(MAX_HEADER_VALUE - CUT.len());
+        // `str::floor_char_boundary` is newer than the crate's MSRV.
+        let mut end = MAX_HEADER_VALUE - CUT.len();
+        while !one_line.is_char_boundary(end) {
+            end -= 1;
+        }
         format!("{}{CUT}", &one_line[..end])
     };
     // Cannot fail: `escape` removed every `\r` and `\n`. Kept fallible anyway so no text can
