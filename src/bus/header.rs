@@ -11,8 +11,8 @@
 use async_nats::HeaderValue;
 
 /// Longest header value [`header_value`] produces, in bytes (the `…` marking a cut included).
-/// Far below nats-server's payload limit, and room for Switchboard's own 1000-character clip
-/// once its line breaks are escaped.
+/// Far below nats-server's payload limit, and room for the MCP client's 1000-byte clip of a
+/// server error once its line breaks are escaped.
 pub const MAX_HEADER_VALUE: usize = 2048;
 
 /// Marks a value cut at [`MAX_HEADER_VALUE`].
