@@ -13,6 +13,9 @@ use crate::config::{Config, NatsConfig, Storage, StreamConfig};
 use crate::event::ChatKind;
 use crate::nats_server::{MIN_VERSION, Version};
 
+mod header;
+pub use header::{MAX_HEADER_VALUE, header_value};
+
 /// Normalized events as published by the account actors.
 pub const STREAM_RAW: &str = "TG_RAW";
 /// Deduplicated, scope-filtered, redacted events: the replay source.

@@ -131,7 +131,8 @@ enum DemoSourceArg {
 
 #[derive(Subcommand, Debug)]
 enum PolicyCommand {
-    /// Read texts (one per line) or JSONL events on stdin; print each decision and redacted text
+    /// Read samples on stdin (text lines, {"text": …, "id": …} objects, or JSON events); print
+    /// each decision and redacted text
     Test(PolicyTestArgs),
 }
 

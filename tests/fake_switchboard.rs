@@ -326,6 +326,62 @@ async fn every_problem_is_reported_at_once() {
     );
 }
 
+/// Real Switchboard errors are pydantic reports: several lines, long, quoting the input. Every
+/// refusal the fake gives has that shape, so no single-line reply hides how tgingest carries them.
+#[tokio::test]
+async fn every_refusal_is_a_long_multi_line_non_ascii_report_like_the_real_servers() {
+    let fake = FakeSwitchboard::start_default().await.unwrap();
+    let raw = Raw::open(&fake).await;
+    let text = |result: &Value| -> String {
+        result["structuredContent"]["error"]
+            .as_str()
+            .or_else(|| result["content"][0]["text"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let invalid = raw
+        .call(
+            "ingest",
+            &with(|v| {
+                v["source"]["channel"] = json!("telegram");
+                v["payload"]["normalized_text"] = json!("   ");
+            }),
+        )
+        .await;
+    let missing = raw
+        .call(
+            "ingest",
+            &with(|v| {
+                v.as_object_mut().unwrap().remove("sender");
+            }),
+        )
+        .await;
+    let mut hb = heartbeat();
+    hb["status"]["state"] = json!("sleepy");
+    let heartbeat = raw.call("connector.heartbeat", &hb).await;
+    fake.fail_next(1);
+    let injected = raw.call("ingest", &valid()).await;
+    for (case, result) in [
+        ("invalid", &invalid),
+        ("missing", &missing),
+        ("heartbeat", &heartbeat),
+        ("injected", &injected),
+    ] {
+        let error = text(result);
+        assert!(error.lines().count() >= 4, "{case}: {error}");
+        assert!(error.len() > 200, "{case}: {error}");
+        assert!(!error.is_ascii(), "{case}: {error}");
+    }
+    let error = text(&invalid);
+    assert!(
+        error.starts_with(
+            "Invalid ingest.v1 envelope: 2 validation errors for IngestEnvelopeV1\nsource.channel\n  Input should be 'telegram_user_client' [type=literal_error, input_value='telegram', input_type=str]\n    For further information visit https://errors.pydantic.dev/2.11/v/literal_error\npayload.normalized_text\n"
+        ),
+        "{error}"
+    );
+    assert!(text(&missing).contains("sender\n  Field required [type=missing"));
+}
+
 #[tokio::test]
 async fn a_missing_top_level_argument_is_a_tool_error() {
     let fake = FakeSwitchboard::start_default().await.unwrap();

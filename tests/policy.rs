@@ -582,9 +582,10 @@ fn policy_test_reports_every_line_and_goes_on_after_broken_ones() {
             "line 2: kept (payment_card=1): card [REDACTED:payment_card]",
             "line 4: dropped by rule telegram_service_chat",
             lines[3],
-            lines[4],
+            "line 6: kept (payment_card=1): card [REDACTED:payment_card]",
+            lines[5],
             "line 7: kept: nothing secret here",
-            lines[6],
+            lines[7],
             "line 9: kept: last line",
         ],
         "{out}"
@@ -593,23 +594,26 @@ fn policy_test_reports_every_line_and_goes_on_after_broken_ones() {
         lines[3].starts_with("line 5: error: not a valid event as JSON: "),
         "{out}"
     );
+    // A dry run tests an event whose event_id is wrong, and says so.
     assert!(
-        lines[4].starts_with("line 6: error: event fails validation: event_id"),
+        lines[5].starts_with("line 6: warning: event_id \"000")
+            && lines[5].contains("does not match its fields (expected")
+            && lines[5].ends_with("; tested anyway"),
         "{out}"
     );
     assert!(
-        lines[6].starts_with("line 8: error: not UTF-8 text"),
+        lines[7].starts_with("line 8: error: not UTF-8 text"),
         "{out}"
     );
     assert_eq!(
         (summary.lines, summary.kept, summary.dropped, summary.errors),
-        (8, 4, 1, 3)
+        (8, 5, 1, 2)
     );
     assert_eq!(
         summary.redactions,
         BTreeMap::from([
             ("email".to_string(), 1),
-            ("payment_card".to_string(), 1),
+            ("payment_card".to_string(), 2),
             ("phone".to_string(), 1)
         ])
     );

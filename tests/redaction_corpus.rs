@@ -255,3 +255,50 @@ fn redacted_output_never_contains_a_secret_of_a_positive_case() {
         }
     }
 }
+
+/// The demo's own world: card numbers sit in sentences after unrelated ones ("the contract
+/// draft.", "the tickets"). Every one of them must be masked, whatever came before it.
+#[test]
+fn no_card_number_the_simulation_embeds_survives_redaction() {
+    use tgingest::policy::{Decision, Policy, PolicyConfig};
+    use tgingest::telegram::simulated::{PiiKind, SimulatedWorld, SimulatorConfig};
+
+    let policy = Policy::new(&PolicyConfig::default()).expect("default policy");
+    let mut cards = 0;
+    let mut leaked = Vec::new();
+    for seed in 1..=4 {
+        let world = SimulatedWorld::new(SimulatorConfig {
+            accounts: 2,
+            messages_per_account: 1500,
+            seed,
+            pii_rate: 0.3,
+            ..SimulatorConfig::default()
+        })
+        .expect("world");
+        for account in 0..2 {
+            for n in 0..1500 {
+                let position = world.event_at(account, n);
+                let Some(pii) = position.pii.filter(|p| p.kind == PiiKind::CardNumber) else {
+                    continue;
+                };
+                for event in position.events {
+                    if let Decision::Keep { event, .. } = policy.decide_owned(event) {
+                        cards += 1;
+                        if event.text.contains(&pii.value) {
+                            leaked.push(event.text);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        cards > 100,
+        "the simulation should embed card numbers: {cards}"
+    );
+    assert!(
+        leaked.is_empty(),
+        "{} of {cards} cards kept in clear: {leaked:#?}",
+        leaked.len()
+    );
+}

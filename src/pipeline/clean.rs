@@ -19,14 +19,15 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::PipelineStats;
 use super::seen::SeenSet;
-use crate::bus::{Bus, STREAM_RAW, clean_subject, dlq_subject};
+use crate::bus::{Bus, STREAM_RAW, clean_subject, dlq_subject, header_value};
 use crate::event::Event;
 use crate::eventlog::{AuditEntry, Durability, EventLog};
 use crate::policy::{Decision, Policy};
 
 /// Durable consumer of the dedupe stage on `TG_RAW`.
 pub const DEDUPE_CONSUMER: &str = "dedupe";
-/// Header naming why a message was dead-lettered.
+/// Header naming why a message was dead-lettered: the reason on one line, bounded (built with
+/// [`header_value`], as every header carrying outside text must be).
 pub const REASON_HEADER: &str = "Tgingest-Reason";
 
 /// What happened to one event in the filter actor.
@@ -384,7 +385,7 @@ async fn dead_letter_undecodable(
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
         REASON_HEADER,
-        format!("undecodable TG_RAW message: {reason}").as_str(),
+        header_value(&format!("undecodable TG_RAW message: {reason}")),
     );
     let publish = PublishMessage::build()
         .payload(message.payload.clone())

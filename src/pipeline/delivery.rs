@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use super::PipelineStats;
 use super::clean::{REASON_HEADER, durable_consumer};
-use crate::bus::{Bus, STREAM_CLEAN, dlq_subject};
+use crate::bus::{Bus, STREAM_CLEAN, dlq_subject, header_value};
 use crate::config::SwitchboardConfig;
 use crate::event::{Event, now_us};
 use crate::eventlog::{AuditEntry, Durability, EventLog};
@@ -270,8 +270,9 @@ pub(crate) enum ParkError {
     Audit(String),
 }
 
-/// Publishes a `TG_CLEAN` message Switchboard refused for good to `TG_DLQ` with the reason, and
-/// records `delivery.dead_letter` (by `actor`) in the event log; counts it when both held.
+/// Publishes a `TG_CLEAN` message Switchboard refused for good to `TG_DLQ` with the reason (one
+/// line in [`REASON_HEADER`], see [`header_value`]), and records `delivery.dead_letter` (by
+/// `actor`, with the `TG_DLQ` sequence) in the event log; counts it when both held.
 pub(crate) async fn park_rejected(
     args: &DeliveryArgs,
     actor: &str,
@@ -291,7 +292,7 @@ pub(crate) async fn park_rejected(
         |e| e.account_id.clone(),
     );
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(REASON_HEADER, reason);
+    headers.insert(REASON_HEADER, header_value(reason));
     let mut publish = PublishMessage::build()
         .payload(message.payload.clone())
         .headers(headers);
@@ -304,16 +305,19 @@ pub(crate) async fn park_rejected(
         .send_publish(dlq_subject(&account), publish)
         .await
     {
-        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(ack) => ack.await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    stored.map_err(ParkError::Publish)?;
+    let parked = stored.map_err(ParkError::Publish)?;
+    // Where the reason is (the TG_DLQ sequence), never the reason itself: Switchboard's errors
+    // quote the envelope, and audit records carry no message content.
     let details = BTreeMap::from([
         (
             "event_id".to_string(),
             event.map(|e| e.event_id.clone()).unwrap_or_default(),
         ),
         ("stage".to_string(), "switchboard".to_string()),
+        ("dlq_sequence".to_string(), parked.sequence.to_string()),
     ]);
     let entry = AuditEntry {
         action: "delivery.dead_letter".into(),

@@ -570,7 +570,8 @@ fn check_phone_context(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> 
 ///
 /// Deliberately not: numbers failing Luhn, numbers starting with 0, 1, 7, 8 or 9 (timestamps,
 /// phone numbers, Telegram ids), runs longer than 19 digits (bank accounts, ids), mixed
-/// separators, unseparated numbers right after an id word (`EAN`, `order`, `ISBN`).
+/// separators, unseparated numbers right after an id word in the same phrase (`EAN …`,
+/// `order number …`, `ISBN …`; see [`card_id_context`]).
 pub fn find_payment_cards(text: &str) -> Vec<Range<usize>> {
     find_kind(DetectorKind::PaymentCard, text)
 }
@@ -614,6 +615,96 @@ fn card_number_ok(digits: &str) -> bool {
         && luhn_valid(digits)
 }
 
+/// Words that may stand between an id word and its number (`order number is 4111…`,
+/// `заказ № …`, `n° de commande …`, `Order ID: …`) without making it another phrase.
+const ID_CONNECTORS: &[&str] = &[
+    "#",
+    "№",
+    "no",
+    "no.",
+    "nr",
+    "nr.",
+    "n°",
+    "nº",
+    "n.",
+    "num",
+    "num.",
+    "number",
+    "id",
+    "ref",
+    "is",
+    "was",
+    "the",
+    "your",
+    "my",
+    "our",
+    "of",
+    "de",
+    "du",
+    "del",
+    "la",
+    "el",
+    "der",
+    "des",
+    "номер",
+    "ваш",
+    "ваша",
+    "вашего",
+    "nummer",
+    "numéro",
+    "numero",
+    "número",
+    "-",
+    "—",
+    "–",
+];
+
+/// Tokens ending in a dot that do not end a sentence.
+const ABBREVIATIONS: &[&str] = &["no.", "nr.", "n.", "num.", "ref.", "inv.", "tel.", "nro."];
+
+/// How many tokens before an unseparated card-like number are looked at.
+const CARD_CONTEXT_TOKENS: usize = 4;
+
+/// The unseparated card-like number at `start` is an identifier: right before it, in the same
+/// sentence, stands an id word (`order`, `tracking`, `заказа`) followed only by connectors
+/// (`number`, `no.`, `#`, `is`), or a number marker (`#`, `№`, `ref`) that starts the phrase.
+///
+/// Unlike [`id_context`] (30 characters, any words in between), a word in an earlier sentence,
+/// clause, or farther back in the phrase does not count: `the contract draft. pay with 3777…`
+/// is a card, `order number 4111…` is not.
+fn card_id_context(text: &str, start: usize) -> bool {
+    let mut from = start.saturating_sub(96);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let head = &text[from..start];
+    // A line break ends the phrase.
+    let head = head.rsplit(['\n', '\r']).next().unwrap_or(head);
+    let mut marker = false;
+    for raw in head.split_whitespace().rev().take(CARD_CONTEXT_TOKENS) {
+        let token = raw.to_lowercase();
+        if token.ends_with([',', ';', '!', '?', '…', '。', '！', '？'])
+            || (token.ends_with('.') && !ABBREVIATIONS.contains(&token.as_str()))
+        {
+            // The token belongs to the previous sentence or clause.
+            return marker;
+        }
+        let word = token.trim_end_matches(':');
+        if word.is_empty() {
+            continue;
+        }
+        if last_word(word, ID_WORDS).is_some() {
+            return true;
+        }
+        if NUMBER_MARKERS.contains(&word) {
+            marker = true;
+        } else if !ID_CONNECTORS.contains(&word) {
+            return false;
+        }
+    }
+    marker
+}
+
 fn check_payment_card(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let m = caps.get(0)?;
     let r = m.range();
@@ -625,7 +716,7 @@ fn check_payment_card(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let seps = separators(s);
     if seps.is_empty() {
         let a = after(text, r.end);
-        if is_alnum(a) || continues_after(text, r.end) || id_context(text, r.start) {
+        if is_alnum(a) || continues_after(text, r.end) || card_id_context(text, r.start) {
             return None;
         }
         return card_number_ok(s).then_some(r);

@@ -1,17 +1,23 @@
 //! `tgingest policy test`: run a policy over sample lines and show what would leave.
 //!
-//! Each input line is either an `Event` as JSON (a line starting with `{`) or plain text, which
-//! becomes a message in the account's own private chat (Saved Messages, sent by itself). A line
-//! that cannot be read is reported with its number and processing goes on, so one bad sample
-//! does not hide the verdicts on the rest.
+//! Each input line is plain text, a `{"text": …}` object (an `id` field, if any, is echoed in
+//! the verdict), or a whole `Event` as JSON (an object with `schema_version` or `event_id`).
+//! Text becomes a message in the account's own private chat (Saved Messages, sent by itself). A
+//! dry run does not insist on what only the pipeline needs: an event whose `event_id` does not
+//! match its fields (or has none) is still tested, with a `warning` saying so. A line that
+//! cannot be read is reported with its number and processing goes on, so one bad sample does
+//! not hide the verdicts on the rest.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
 
 use serde::Serialize;
+use serde_json::Value;
 
 use super::{Decision, Policy};
-use crate::event::{Chat, ChatKind, Event, EventKind, SCHEMA_VERSION, Sender, Source, event_id};
+use crate::event::{
+    Chat, ChatKind, Event, EventError, EventKind, SCHEMA_VERSION, Sender, Source, event_id,
+};
 
 /// Totals over one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -31,17 +37,45 @@ pub struct PolicyTestSummary {
 #[derive(Serialize)]
 struct JsonLine<'a> {
     line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
     decision: &'a str,
     rule: Option<&'a str>,
     redactions: BTreeMap<&'a str, u32>,
     text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct JsonError<'a> {
     line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
     decision: &'a str,
     error: &'a str,
+}
+
+/// One input line, read.
+struct Sample {
+    event: Event,
+    /// The `id` of a `{"text": …}` object, echoed in the verdict.
+    id: Option<String>,
+    /// What the dry run went past instead of refusing the line (a wrong `event_id`, fields it
+    /// does not read).
+    warning: Option<String>,
+}
+
+/// A line that cannot be tested: why, and its `id` when it had one.
+struct Unreadable {
+    id: Option<String>,
+    error: String,
+}
+
+impl From<String> for Unreadable {
+    fn from(error: String) -> Self {
+        Unreadable { id: None, error }
+    }
 }
 
 /// The event a plain-text line stands for: a message in `account_id`'s Saved Messages.
@@ -74,17 +108,83 @@ fn synthetic_event(account_id: &str, line: u64, text: &str) -> Event {
     }
 }
 
-/// The event on one input line, or what is wrong with it.
-fn parse_line(account_id: &str, line: u64, text: &str) -> Result<Event, String> {
+/// The sample on one input line, or what is wrong with it.
+fn parse_line(account_id: &str, line: u64, text: &str) -> Result<Sample, Unreadable> {
     if !text.trim_start().starts_with('{') {
-        return Ok(synthetic_event(account_id, line, text));
+        return Ok(Sample {
+            event: synthetic_event(account_id, line, text),
+            id: None,
+            warning: None,
+        });
     }
-    let event: Event =
-        serde_json::from_str(text).map_err(|e| format!("not a valid event as JSON: {e}"))?;
-    event
-        .validate()
-        .map_err(|e| format!("event fails validation: {e}"))?;
-    Ok(event)
+    let object = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => return Err("not a JSON object".to_string().into()),
+        Err(e) => return Err(format!("not a valid event as JSON: {e}").into()),
+    };
+    if object.contains_key("schema_version") || object.contains_key("event_id") {
+        parse_event(object)
+    } else {
+        parse_text_object(account_id, line, object)
+    }
+}
+
+/// A whole event; its `event_id` may be wrong or missing (a warning, not an error).
+fn parse_event(mut object: serde_json::Map<String, Value>) -> Result<Sample, Unreadable> {
+    let missing_id = !object.contains_key("event_id");
+    if missing_id {
+        object.insert("event_id".into(), Value::String(String::new()));
+    }
+    let event: Event = serde_json::from_value(Value::Object(object))
+        .map_err(|e| format!("not a valid event as JSON: {e}"))?;
+    let warning = match event.validate() {
+        Ok(()) => None,
+        Err(EventError::IdMismatch { expected, .. }) if missing_id => Some(format!(
+            "event has no event_id (its fields give {expected:?}); tested anyway"
+        )),
+        Err(e @ EventError::IdMismatch { .. }) => Some(format!("{e}; tested anyway")),
+        Err(e) => return Err(format!("event fails validation: {e}").into()),
+    };
+    Ok(Sample {
+        event,
+        id: None,
+        warning,
+    })
+}
+
+/// A `{"text": …, "id": …}` object: the text as a message of `account_id`.
+fn parse_text_object(
+    account_id: &str,
+    line: u64,
+    object: serde_json::Map<String, Value>,
+) -> Result<Sample, Unreadable> {
+    let id = match object.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(other) => {
+            return Err(format!("\"id\" must be a string or a number, found {other}").into());
+        }
+    };
+    let Some(Value::String(text)) = object.get("text") else {
+        return Err(Unreadable {
+            id,
+            error: "a JSON line needs a \"text\" string (or must be a whole event, with \
+                    schema_version)"
+                .into(),
+        });
+    };
+    let ignored: Vec<&str> = object
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !matches!(*k, "id" | "text"))
+        .collect();
+    let warning = (!ignored.is_empty()).then(|| format!("fields not read: {}", ignored.join(", ")));
+    Ok(Sample {
+        event: synthetic_event(account_id, line, text),
+        id,
+        warning,
+    })
 }
 
 /// Shows a text on one output line.
@@ -95,7 +195,9 @@ fn one_line(s: &str) -> String {
 }
 
 /// Runs `policy` over every line of `input`, writing one verdict per line to `out` (one JSON
-/// object per line with `json`); plain-text lines are messages of `account_id`.
+/// object per line with `json`, carrying the sample's `id` and a `warning` when there is one;
+/// as text, a warning follows its verdict on a line of its own); plain-text lines and
+/// `{"text": …}` objects are messages of `account_id`.
 pub fn run_policy_test(
     policy: &Policy,
     mut input: impl BufRead,
@@ -120,29 +222,31 @@ pub fn run_policy_test(
                 }
                 parse_line(account_id, line_no, text)
             }
-            Err(e) => Err(format!("not UTF-8 text: {e}")),
+            Err(e) => Err(format!("not UTF-8 text: {e}").into()),
         };
         summary.lines += 1;
-        let event = match parsed {
-            Ok(event) => event,
-            Err(error) => {
+        let Sample { event, id, warning } = match parsed {
+            Ok(sample) => sample,
+            Err(Unreadable { id, error }) => {
                 summary.errors += 1;
                 if json {
                     serde_json::to_writer(
                         &mut out,
                         &JsonError {
                             line: line_no,
+                            id: id.as_deref(),
                             decision: "error",
                             error: &error,
                         },
                     )?;
                     writeln!(out)?;
                 } else {
-                    writeln!(out, "line {line_no}: error: {error}")?;
+                    writeln!(out, "{}: error: {error}", label(line_no, id.as_deref()))?;
                 }
                 continue;
             }
         };
+        let label = label(line_no, id.as_deref());
         match policy.decide_owned(event) {
             Decision::Keep { event, redactions } => {
                 summary.kept += 1;
@@ -155,10 +259,12 @@ pub fn run_policy_test(
                 if json {
                     let line = JsonLine {
                         line: line_no,
+                        id: id.as_deref(),
                         decision: "kept",
                         rule: None,
                         redactions: redactions.iter().map(|(k, n)| (k.name(), *n)).collect(),
                         text: Some(&event.text),
+                        warning: warning.as_deref(),
                     };
                     serde_json::to_writer(&mut out, &line)?;
                     writeln!(out)?;
@@ -172,11 +278,7 @@ pub fn run_policy_test(
                     } else {
                         format!(" ({})", counts.join(", "))
                     };
-                    writeln!(
-                        out,
-                        "line {line_no}: kept{counts}: {}",
-                        one_line(&event.text)
-                    )?;
+                    writeln!(out, "{label}: kept{counts}: {}", one_line(&event.text))?;
                 }
             }
             Decision::Drop { rule } => {
@@ -184,18 +286,31 @@ pub fn run_policy_test(
                 if json {
                     let line = JsonLine {
                         line: line_no,
+                        id: id.as_deref(),
                         decision: "dropped",
                         rule: Some(rule.as_str()),
                         redactions: BTreeMap::new(),
                         text: None,
+                        warning: warning.as_deref(),
                     };
                     serde_json::to_writer(&mut out, &line)?;
                     writeln!(out)?;
                 } else {
-                    writeln!(out, "line {line_no}: dropped by rule {rule}")?;
+                    writeln!(out, "{label}: dropped by rule {rule}")?;
                 }
             }
         }
+        if let Some(warning) = warning.filter(|_| !json) {
+            writeln!(out, "{label}: warning: {}", one_line(&warning))?;
+        }
     }
     Ok(summary)
+}
+
+/// `line N`, or `line N (id X)` for a sample with an id.
+fn label(line: u64, id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("line {line} (id {})", one_line(id)),
+        None => format!("line {line}"),
+    }
 }

@@ -8,7 +8,8 @@
 //! - the handshake, `ping`, `tools/list` (`ingest`, `connector.heartbeat`), `tools/call`;
 //! - `ingest` with the contract's validation (see `validate.rs`) and reply table: invalid →
 //!   `isError: false` + `{"status":"error","error":"Invalid ingest.v1 envelope: …"}`, a missing
-//!   top-level argument → `isError: true`;
+//!   top-level argument → `isError: true`; every refusal's text is multi-line, long and
+//!   non-ASCII, shaped like the real server's pydantic reports;
 //! - dedupe by `control.idempotency_key` (scoped by channel and endpoint) or else
 //!   `external_event_id` (scoped by channel, provider, endpoint), then the content-hash quirk
 //!   (`normalized_text` + `sender.identity` + hour of `observed_at`, per channel and endpoint),
@@ -512,6 +513,18 @@ impl Shared {
     }
 }
 
+/// Ends every refusal of a tool call: Switchboard's errors are multi-line and may quote
+/// non-ASCII input, so every refusal the fake gives is too, whatever the input was.
+const REFUSAL_TRAILER: &str = "\n  ↳ nothing was stored — «fake Switchboard»";
+
+/// The injected `isError: true` answer: a database failure as SQLAlchemy reports it, over
+/// several lines.
+const INJECTED_TOOL_ERROR: &str = "Error executing tool: injected fault (database unavailable)\n\
+    (psycopg.OperationalError) connection failed: server closed the connection unexpectedly\n\
+    \tThis probably means the server terminated abnormally\n\
+    \tbefore or while processing the request.\n\
+    (Background on this error at: https://sqlalche.me/e/20/e3q8)";
+
 fn rpc_reply(id: &Value, result: Value) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "result": result })
 }
@@ -602,7 +615,7 @@ impl AppState {
             lock(&self.shared.store).stats.tool_errors += 1;
             return Outcome::Reply(rpc_reply(
                 id,
-                tool_error("Error executing tool: injected fault (database unavailable)"),
+                tool_error(&format!("{INJECTED_TOOL_ERROR}{REFUSAL_TRAILER}")),
             ));
         }
         match self.run_tool(params) {
@@ -610,7 +623,7 @@ impl AppState {
             None => Outcome::Reply(rpc_error(
                 id,
                 -32602,
-                &format!("Unknown tool: {}", params["name"]),
+                &format!("Unknown tool: {}{REFUSAL_TRAILER}", params["name"]),
             )),
         }
     }
@@ -642,8 +655,8 @@ impl AppState {
             return None;
         }
         let error = format!(
-            "Error executing tool {tool}: missing required argument(s): {}",
-            missing.join(", ")
+            "{}{REFUSAL_TRAILER}",
+            validate::missing_arguments(tool, args, &missing)
         );
         let mut store = lock(&self.shared.store);
         store.stats.tool_errors += 1;
@@ -658,6 +671,7 @@ impl AppState {
     }
 
     fn reject(&self, tool: &str, args: &Map<String, Value>, error: String) -> Value {
+        let error = format!("{error}{REFUSAL_TRAILER}");
         let mut store = lock(&self.shared.store);
         store.stats.rejected += 1;
         store.rejections.push(Rejection {

@@ -1,7 +1,10 @@
 //! The fake's strict validation of `ingest.v1` and `connector.heartbeat.v1` arguments, after
 //! Switchboard's pydantic models: closed lists, no unknown key at any level, non-empty strings
 //! (after trimming), RFC 3339 timestamps with a `T`, an offset and at most 6 fractional digits.
-//! Every problem is reported (like pydantic), each as `<path>: <problem>`.
+//! Every problem is reported at once, rendered like pydantic's `ValidationError`: a count line,
+//! then per problem its location on a line of its own, the message with `type`, `input_value`
+//! and `input_type`, and a "For further information visit …" line. Multi-line and long, and
+//! quoting the input (non-ASCII included), as the real server's errors are.
 
 use serde_json::{Map, Value};
 
@@ -28,20 +31,144 @@ pub(super) const HEARTBEAT_REQUIRED: &[&str] = &[
     "sent_at",
 ];
 
+/// One problem, as pydantic reports it.
+struct Problem {
+    /// Dotted location (`source.channel`).
+    loc: String,
+    /// pydantic's error type (`literal_error`, `missing`, …): also the docs URL's last segment.
+    kind: &'static str,
+    message: String,
+    /// The offending input (the parent object for a missing field).
+    input: Value,
+}
+
 #[derive(Default)]
-struct Errors(Vec<String>);
+struct Errors(Vec<Problem>);
 
 impl Errors {
-    fn add(&mut self, path: &str, problem: impl std::fmt::Display) {
-        self.0.push(format!("{path}: {problem}"));
+    fn add(
+        &mut self,
+        path: &str,
+        kind: &'static str,
+        message: impl std::fmt::Display,
+        input: &Value,
+    ) {
+        self.0.push(Problem {
+            loc: path.to_string(),
+            kind,
+            message: message.to_string(),
+            input: input.clone(),
+        });
     }
 
-    fn into_result(self) -> Result<(), String> {
-        match self.0.len() {
-            0 => Ok(()),
-            1 => Err(format!("1 validation error: {}", self.0[0])),
-            n => Err(format!("{n} validation errors: {}", self.0.join("; "))),
+    /// Every problem, rendered as a pydantic `ValidationError` of `model` would be.
+    fn into_result(self, model: &str) -> Result<(), String> {
+        if self.0.is_empty() {
+            return Ok(());
         }
+        Err(report(model, &self.0))
+    }
+}
+
+/// pydantic's `str(ValidationError)`: a count line, then per problem the location on its own
+/// line, the message with type and input, and the docs link — multi-line, like the real server's.
+fn report(model: &str, problems: &[Problem]) -> String {
+    let n = problems.len();
+    let mut out = format!(
+        "{n} validation error{} for {model}",
+        if n == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        out.push_str(&format!(
+            "\n{}\n  {} [type={}, input_value={}, input_type={}]\n    For further information visit https://errors.pydantic.dev/2.11/v/{}",
+            p.loc,
+            p.message,
+            p.kind,
+            py_repr_clipped(&p.input),
+            py_type(&p.input),
+            p.kind
+        ));
+    }
+    out
+}
+
+/// The report FastMCP gives when a tool's top-level arguments are missing.
+pub(super) fn missing_arguments(tool: &str, args: &Map<String, Value>, missing: &[&str]) -> String {
+    let input = Value::Object(args.clone());
+    let problems: Vec<Problem> = missing
+        .iter()
+        .map(|k| Problem {
+            loc: (*k).to_string(),
+            kind: "missing",
+            message: "Field required".into(),
+            input: input.clone(),
+        })
+        .collect();
+    format!(
+        "Error executing tool {tool}: {}",
+        report(&format!("{tool}Arguments"), &problems)
+    )
+}
+
+/// Longest `input_value` shown, in characters (pydantic elides the middle of longer ones).
+const MAX_INPUT_REPR: usize = 120;
+
+fn py_repr_clipped(v: &Value) -> String {
+    let repr = py_repr(v);
+    let n = repr.chars().count();
+    if n <= MAX_INPUT_REPR {
+        return repr;
+    }
+    let half = MAX_INPUT_REPR / 2;
+    let head: String = repr.chars().take(half).collect();
+    let tail: String = repr.chars().skip(n - half).collect();
+    format!("{head}...{tail}")
+}
+
+/// Python's `repr` of the JSON value (non-ASCII kept, as Python 3 keeps it).
+fn py_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => py_str(s),
+        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{}: {}", py_str(k), py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn py_str(s: &str) -> String {
+    let mut out = String::from("'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn py_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
     }
 }
 
@@ -60,21 +187,22 @@ fn object<'a>(v: &'a Value, path: &str, errs: &mut Errors) -> Option<&'a Map<Str
         other => {
             errs.add(
                 path,
-                format!("must be an object, found {}", type_name(other)),
+                "dict_type",
+                "Input should be a valid dictionary",
+                other,
             );
             None
         }
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
+/// pydantic's message for a `Literal[...]` field.
+fn literal(allowed: &[&str]) -> String {
+    let quoted: Vec<String> = allowed.iter().map(|a| format!("'{a}'")).collect();
+    match quoted.split_last() {
+        None => "Input should be a value of an empty literal".into(),
+        Some((last, [])) => format!("Input should be {last}"),
+        Some((last, rest)) => format!("Input should be {} or {last}", rest.join(", ")),
     }
 }
 
@@ -86,14 +214,20 @@ fn keys(
     optional: &[&str],
     errs: &mut Errors,
 ) {
+    let parent = Value::Object(m.clone());
     for k in required {
         if !m.contains_key(*k) {
-            errs.add(&join(path, k), "field required");
+            errs.add(&join(path, k), "missing", "Field required", &parent);
         }
     }
-    for k in m.keys() {
+    for (k, v) in m {
         if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
-            errs.add(&join(path, k), "extra fields not permitted");
+            errs.add(
+                &join(path, k),
+                "extra_forbidden",
+                "Extra inputs are not permitted",
+                v,
+            );
         }
     }
 }
@@ -102,11 +236,13 @@ fn non_empty(v: Option<&Value>, path: &str, errs: &mut Errors) {
     match v {
         None => {}
         Some(Value::String(s)) if !s.trim().is_empty() => {}
-        Some(Value::String(_)) => errs.add(path, "must not be empty or whitespace"),
-        Some(other) => errs.add(
+        Some(v @ Value::String(_)) => errs.add(
             path,
-            format!("must be a string, found {}", type_name(other)),
+            "string_too_short",
+            "String should have at least 1 character",
+            v,
         ),
+        Some(other) => errs.add(path, "string_type", "Input should be a valid string", other),
     }
 }
 
@@ -119,10 +255,7 @@ fn non_empty_or_null(v: Option<&Value>, path: &str, errs: &mut Errors) {
 fn string_or_null(v: Option<&Value>, path: &str, errs: &mut Errors) {
     match v {
         None | Some(Value::Null) | Some(Value::String(_)) => {}
-        Some(other) => errs.add(
-            path,
-            format!("must be a string, found {}", type_name(other)),
-        ),
+        Some(other) => errs.add(path, "string_type", "Input should be a valid string", other),
     }
 }
 
@@ -130,7 +263,7 @@ fn one_of(v: Option<&Value>, path: &str, allowed: &[&str], errs: &mut Errors) {
     match v {
         None => {}
         Some(Value::String(s)) if allowed.contains(&s.as_str()) => {}
-        Some(other) => errs.add(path, format!("must be one of {allowed:?}, found {other}")),
+        Some(other) => errs.add(path, "literal_error", literal(allowed), other),
     }
 }
 
@@ -138,21 +271,34 @@ fn count(v: Option<&Value>, path: &str, errs: &mut Errors) {
     match v {
         None => {}
         Some(Value::Number(n)) if n.is_u64() => {}
-        Some(other) => errs.add(path, format!("must be an integer >= 0, found {other}")),
+        Some(other @ Value::Number(n)) if n.is_i64() => errs.add(
+            path,
+            "greater_than_equal",
+            "Input should be greater than or equal to 0",
+            other,
+        ),
+        Some(other) => errs.add(path, "int_type", "Input should be a valid integer", other),
     }
 }
 
 fn timestamp(v: Option<&Value>, path: &str, errs: &mut Errors) {
     match v {
         None => {}
-        Some(Value::String(s)) => {
+        Some(v @ Value::String(s)) => {
             if let Err(problem) = rfc3339_problem(s) {
-                errs.add(path, problem);
+                errs.add(
+                    path,
+                    "datetime_from_date_parsing",
+                    format!("Input should be a valid datetime: {problem}"),
+                    v,
+                );
             }
         }
         Some(other) => errs.add(
             path,
-            format!("must be an RFC 3339 string, found {}", type_name(other)),
+            "datetime_type",
+            "Input should be a valid datetime",
+            other,
         ),
     }
 }
@@ -221,7 +367,9 @@ pub(super) fn ingest(args: &Map<String, Value>, opts: &FakeOptions) -> Result<()
         Some(Value::String(s)) if s.trim() == super::super::INGEST_SCHEMA => {}
         Some(other) => errs.add(
             "schema_version",
-            format!("unsupported schema version {other}; expected 'ingest.v1'"),
+            "literal_error",
+            literal(&[super::super::INGEST_SCHEMA]),
+            other,
         ),
         None => {}
     }
@@ -374,25 +522,28 @@ pub(super) fn ingest(args: &Map<String, Value>, opts: &FakeOptions) -> Result<()
             (_, None) | (_, Some(Value::Object(_))) | ("metadata", Some(Value::Null)) => {}
             ("metadata", Some(other)) => errs.add(
                 "payload.raw",
-                format!(
-                    "must be an object or null (metadata tier), found {}",
-                    type_name(other)
-                ),
+                "dict_type",
+                "Input should be a valid dictionary or None (metadata tier)",
+                other,
             ),
             (_, Some(other)) => errs.add(
                 "payload.raw",
-                format!("must be an object, found {}", type_name(other)),
+                "dict_type",
+                "Input should be a valid dictionary",
+                other,
             ),
         }
         match payload.get("attachments") {
             None | Some(Value::Null) | Some(Value::Array(_)) => {}
             Some(other) => errs.add(
                 "payload.attachments",
-                format!("must be a list or null, found {}", type_name(other)),
+                "list_type",
+                "Input should be a valid list",
+                other,
             ),
         }
     }
-    errs.into_result()
+    errs.into_result("IngestEnvelopeV1")
 }
 
 /// Validates `connector.heartbeat` arguments whose required top-level keys are present.
@@ -409,7 +560,9 @@ pub(super) fn heartbeat(args: &Map<String, Value>) -> Result<(), String> {
         Some(Value::String(s)) if s == super::super::HEARTBEAT_SCHEMA => {}
         Some(other) => errs.add(
             "schema_version",
-            format!("must be 'connector.heartbeat.v1', found {other}"),
+            "literal_error",
+            literal(&[super::super::HEARTBEAT_SCHEMA]),
+            other,
         ),
         None => {}
     }
@@ -439,7 +592,9 @@ pub(super) fn heartbeat(args: &Map<String, Value>) -> Result<(), String> {
             Some(Value::String(s)) if uuid::Uuid::parse_str(s).is_ok() => {}
             Some(other) => errs.add(
                 "connector.instance_id",
-                format!("must be a UUID, found {other}"),
+                "uuid_parsing",
+                "Input should be a valid UUID",
+                other,
             ),
         }
         string_or_null(c.get("version"), "connector.version", &mut errs);
@@ -490,11 +645,16 @@ pub(super) fn heartbeat(args: &Map<String, Value>) -> Result<(), String> {
         if let Some(b) = caps.get("backfill")
             && !b.is_boolean()
         {
-            errs.add("capabilities.backfill", "must be a boolean");
+            errs.add(
+                "capabilities.backfill",
+                "bool_type",
+                "Input should be a valid boolean",
+                b,
+            );
         }
     }
     timestamp(args.get("sent_at"), "sent_at", &mut errs);
-    errs.into_result()
+    errs.into_result("ConnectorHeartbeatV1")
 }
 
 #[cfg(test)]
