@@ -1719,3 +1719,47 @@ async fn in_a_difference_edits_and_deletions_come_before_new_messages() {
     tc.quit().await;
     dc.stop().await;
 }
+
+#[tokio::test]
+async fn one_key_used_from_two_clients_at_once_is_an_overlap_answered_auth_key_duplicated() {
+    let dc = start_dc(FakeDcConfig::default()).await;
+    let (alice, key) = dc.add_account("Alice");
+
+    // One owner, then another after the first closed: a hand-over, no overlap.
+    let first = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), false).await;
+    within("get_me", first.client.get_me())
+        .await
+        .expect("get_me");
+    first.quit().await;
+    let second = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), false).await;
+    within("get_me", second.client.get_me())
+        .await
+        .expect("get_me");
+    assert!(dc.overlaps().is_empty(), "{:?}", dc.overlaps());
+    let handovers = dc.handovers();
+    assert_eq!(handovers.len(), 1, "{handovers:?}");
+    assert_eq!(handovers[0].user, alice);
+
+    // A third client on the same key while the second still runs: the second (now the older
+    // session) is refused as soon as it talks again, as Telegram does.
+    let third = TestClient::start(session_for(&dc, alice, key), Box::new(NoRetries), false).await;
+    within("get_me", third.client.get_me())
+        .await
+        .expect("get_me");
+    match within("get_me", second.client.get_me()).await {
+        Err(InvocationError::Rpc(e)) => {
+            assert_eq!((e.code, e.name.as_str()), (406, "AUTH_KEY_DUPLICATED"));
+        }
+        other => panic!("the older session was answered {other:?}"),
+    }
+    let overlaps = dc.overlaps();
+    assert!(!overlaps.is_empty());
+    assert!(overlaps.iter().all(|o| o.user == alice));
+    // The newer session is not the one refused.
+    within("get_me", third.client.get_me())
+        .await
+        .expect("the newest session keeps working");
+    second.quit().await;
+    third.quit().await;
+    dc.stop().await;
+}

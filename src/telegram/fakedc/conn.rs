@@ -142,6 +142,9 @@ struct Session {
     seq: i32,
     subscribed: bool,
     ping_deadline: Option<Instant>,
+    /// The message being handled came from this session after a newer one on the same key
+    /// started (see `overlap`): its RPC is answered `AUTH_KEY_DUPLICATED`.
+    overlapping: bool,
 }
 
 impl Session {
@@ -350,8 +353,16 @@ fn handle_packet(
         seq: 0,
         subscribed: false,
         ping_deadline: None,
+        overlapping: false,
     });
     s.session_id = session_id;
+    s.overlapping = lock(&shared.session_log).record(key_id, user, session_id, Instant::now());
+    if s.overlapping {
+        warn!(
+            conn_id,
+            user, "fake dc: an older session of this auth key is talking after a newer one started"
+        );
+    }
 
     let mut replies = Vec::new();
     if !shared.salt_is_valid(salt) {
@@ -496,6 +507,13 @@ fn process_message(
                 .into()
             };
             replies.push((rpc_result(msg_id, &res.to_bytes()), true));
+        }
+        _ if s.overlapping => {
+            let error = tl::enums::RpcError::Error(tl::types::RpcError {
+                error_code: 406,
+                error_message: "AUTH_KEY_DUPLICATED".into(),
+            });
+            replies.push((rpc_result(msg_id, &error.to_bytes()), true));
         }
         _ => {
             let handled = rpc::handle(shared, s.user, body);

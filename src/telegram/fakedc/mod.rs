@@ -30,6 +30,10 @@
 //!   RPC error: grammers has no special mapping for it), a forgotten key (`-404`); pts gaps
 //!   ([`FakeDc::skip_pts`], or a message recorded without its push: [`SendOptions::skip_push`]);
 //!   dropping all connections.
+//! * **One owner per key** (the cluster's oracle, `overlap`): every request is attributed to its
+//!   MTProto session; an older session talking after a newer one on the same key started is
+//!   answered `406 AUTH_KEY_DUPLICATED` and recorded ([`FakeDc::overlaps`]), and each change of
+//!   session is recorded with the silence before it ([`FakeDc::handovers`]).
 //! * **Accounts** each have a pre-shared key, their own message-id counter and pts, and can
 //!   share chats; [`FakeDc::session_data`] builds a ready grammers session for one.
 //!
@@ -51,6 +55,7 @@
 mod conn;
 mod crypto;
 mod gzip;
+mod overlap;
 mod rpc;
 pub mod world;
 
@@ -68,6 +73,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub use overlap::{Handover, Overlap};
 pub use world::{ChannelKind, ChatId, RpcFailure, SendOptions, SentMessage, World, WorldLimits};
 
 use conn::Outgoing;
@@ -147,6 +153,7 @@ pub(crate) struct Shared {
     auth_errors: Mutex<HashMap<i64, RpcFailure>>,
     salts: Vec<tl::types::FutureSalt>,
     sessions: Mutex<HashSet<i64>>,
+    session_log: Mutex<overlap::SessionLog>,
     pushers: Mutex<HashMap<i64, Vec<Subscriber>>>,
     faults: Mutex<HashMap<String, VecDeque<QueuedFault>>>,
     counters: Mutex<BTreeMap<String, u64>>,
@@ -297,6 +304,7 @@ impl FakeDc {
             auth_errors: Mutex::new(HashMap::new()),
             salts,
             sessions: Mutex::new(HashSet::new()),
+            session_log: Mutex::new(overlap::SessionLog::default()),
             pushers: Mutex::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),
             counters: Mutex::new(BTreeMap::new()),
@@ -586,6 +594,17 @@ impl FakeDc {
     }
 
     /// Number of connections currently subscribed to `account`'s live updates.
+    /// Requests from an older MTProto session of an auth key after a newer one had started
+    /// (answered `406 AUTH_KEY_DUPLICATED`): each is a moment one account ran in two places.
+    pub fn overlaps(&self) -> Vec<Overlap> {
+        lock(&self.shared.session_log).overlaps()
+    }
+
+    /// Every change of MTProto session on an auth key, with the silence between them.
+    pub fn handovers(&self) -> Vec<Handover> {
+        lock(&self.shared.session_log).handovers()
+    }
+
     pub fn subscribed_connections(&self, account: i64) -> usize {
         lock(&self.shared.pushers)
             .get(&account)
