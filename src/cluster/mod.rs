@@ -5,6 +5,8 @@
 //! - [`membership`]: the live nodes, judged on this node's monotonic clock;
 //! - [`claims`]: which node lease each account hangs on, with an epoch per change of owner;
 //! - [`assign`]: which node should own which account (rendezvous hashing, bounded load);
+//! - [`gate`]: the SOCKS5 proxy every Telegram connection of the node goes through, open for an
+//!   account only while its claim stands and the fence is up;
 //! - [`record`]: the compare-and-set KV writes (with `Nats-TTL`) they all use.
 //!
 //! The rules they keep (see `DESIGN.md`, invariant 3): a taker acts only after a whole lease of
@@ -14,6 +16,7 @@
 
 pub mod assign;
 pub mod claims;
+pub mod gate;
 pub mod lease;
 pub mod membership;
 pub mod record;

@@ -1,0 +1,268 @@
+//! The fence gate: every byte this node's Telegram clients send goes through a SOCKS5 proxy on
+//! loopback that forwards an account's connections only while its claim stands and the node's
+//! fence is up, checked on every chunk right before it is written towards Telegram.
+//!
+//! Why a gate and not a check in the account actor: grammers sends pings and acknowledgements on
+//! its own, from its runner task. After a pause (SIGSTOP, a frozen VM) that task may run before
+//! anything else notices that the lease is gone, and Telegram cannot check a fencing token; the
+//! gate's check reads the monotonic clock itself, so the first frame after the deadline is
+//! dropped whatever ran first. A connection is refused, and every open one closed, as soon as the
+//! account is let go or the fence comes down.
+//!
+//! The client names its account and a per-claim secret as SOCKS5 user name and password
+//! (RFC 1929), so a client of an older claim cannot reconnect through a newer one. Only
+//! CONNECT to IPv4/IPv6 addresses is served (RFC 1928), which is all grammers asks for.
+//! Hand-written: the SOCKS5 server crates do not let authorization hang on a lease and be
+//! re-checked per chunk, and the subset needed here is a few dozen lines.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::lease::Fence;
+
+/// One account's permission to reach Telegram.
+#[derive(Clone)]
+struct Pass {
+    secret: String,
+    fence: Fence,
+    /// Set when the pass is withdrawn: open connections close.
+    closed: watch::Sender<bool>,
+}
+
+impl Pass {
+    fn valid(&self) -> bool {
+        !*self.closed.borrow() && self.fence.is_up()
+    }
+}
+
+/// A running gate; stops (closing every connection) when dropped.
+pub struct Gate {
+    addr: SocketAddr,
+    passes: Arc<Mutex<HashMap<String, Pass>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    /// Starts the gate on a free loopback port.
+    pub async fn start() -> std::io::Result<Gate> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let passes: Arc<Mutex<HashMap<String, Pass>>> = Arc::default();
+        let p = passes.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(serve(stream, p.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fence gate: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        Ok(Gate {
+            addr,
+            passes,
+            task,
+        })
+    }
+
+    /// Lets `account`'s clients through while `fence` is up, until [`Gate::close`]; returns the
+    /// proxy URL its client must use (`socks5://<account>:<secret>@127.0.0.1:<port>`).
+    /// Replaces (and closes) any earlier pass of the account.
+    pub fn open(&self, account: &str, fence: Fence) -> String {
+        let secret = hex::encode(rand::random::<[u8; 16]>());
+        let pass = Pass {
+            secret: secret.clone(),
+            fence,
+            closed: watch::channel(false).0,
+        };
+        if let Some(old) = lock(&self.passes).insert(account.to_string(), pass) {
+            old.closed.send_replace(true);
+        }
+        format!("socks5://{account}:{secret}@{}", self.addr)
+    }
+
+    /// Withdraws `account`'s pass: new connections are refused, open ones closed.
+    pub fn close(&self, account: &str) {
+        if let Some(old) = lock(&self.passes).remove(account) {
+            old.closed.send_replace(true);
+        }
+    }
+
+    /// The gate's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+        for pass in lock(&self.passes).values() {
+            pass.closed.send_replace(true);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a client was turned away (logged; the client only sees a SOCKS5 failure).
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("not a SOCKS5 client")]
+    NotSocks,
+    #[error("the client offers no user name/password authentication")]
+    NoPassword,
+    #[error("no pass for this account, or a stale secret")]
+    NoPass,
+    #[error("the account's pass is closed or the node's fence is down")]
+    Fenced,
+    #[error("only CONNECT to an IP address is served")]
+    Unsupported,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+async fn serve(mut client: TcpStream, passes: Arc<Mutex<HashMap<String, Pass>>>) {
+    let (pass, upstream) = match handshake(&mut client, &passes).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, "fence gate: connection refused");
+            return;
+        }
+    };
+    let (cr, cw) = client.into_split();
+    let (ur, uw) = upstream.into_split();
+    // Towards Telegram every chunk is checked; the way back only ends with the connection.
+    let mut closed = pass.closed.subscribe();
+    let fence = pass.fence.clone();
+    tokio::select! {
+        _ = pump(cr, uw, Some(&pass)) => {}
+        _ = pump(ur, cw, None) => {}
+        _ = closed.wait_for(|c| *c) => {}
+        _ = fence.lowered() => {}
+    }
+}
+
+/// Copies `from` to `to` until either side closes; with a pass, stops before writing a chunk
+/// once the pass is no longer valid.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, pass: Option<&Pass>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if pass.is_some_and(|p| !p.valid()) {
+            metrics::counter!("tgingest_cluster_gate_frames_dropped_total").increment(1);
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// RFC 1928 greeting, RFC 1929 user name/password, then CONNECT; connects upstream only when
+/// the pass is valid.
+async fn handshake(
+    client: &mut TcpStream,
+    passes: &Mutex<HashMap<String, Pass>>,
+) -> Result<(Pass, TcpStream), Refused> {
+    let mut head = [0u8; 2];
+    client.read_exact(&mut head).await?;
+    if head[0] != 5 {
+        return Err(Refused::NotSocks);
+    }
+    let mut methods = vec![0u8; head[1] as usize];
+    client.read_exact(&mut methods).await?;
+    if !methods.contains(&2) {
+        client.write_all(&[5, 0xff]).await?;
+        return Err(Refused::NoPassword);
+    }
+    client.write_all(&[5, 2]).await?;
+
+    let mut version = [0u8; 1];
+    client.read_exact(&mut version).await?;
+    let user = read_short(client).await?;
+    let secret = read_short(client).await?;
+    let pass = {
+        let passes = lock(passes);
+        passes
+            .get(String::from_utf8_lossy(&user).as_ref())
+            .filter(|p| p.secret.as_bytes() == secret.as_slice())
+            .cloned()
+    };
+    let Some(pass) = pass else {
+        client.write_all(&[1, 1]).await?;
+        return Err(Refused::NoPass);
+    };
+    if !pass.valid() {
+        client.write_all(&[1, 1]).await?;
+        return Err(Refused::Fenced);
+    }
+    client.write_all(&[1, 0]).await?;
+
+    let mut request = [0u8; 4];
+    client.read_exact(&mut request).await?;
+    let ip = match request[3] {
+        1 => {
+            let mut a = [0u8; 4];
+            client.read_exact(&mut a).await?;
+            IpAddr::V4(Ipv4Addr::from(a))
+        }
+        4 => {
+            let mut a = [0u8; 16];
+            client.read_exact(&mut a).await?;
+            IpAddr::V6(Ipv6Addr::from(a))
+        }
+        _ => {
+            reply(client, 8).await?;
+            return Err(Refused::Unsupported);
+        }
+    };
+    let mut port = [0u8; 2];
+    client.read_exact(&mut port).await?;
+    if request[0] != 5 || request[1] != 1 {
+        reply(client, 7).await?;
+        return Err(Refused::Unsupported);
+    }
+    let target = SocketAddr::new(ip, u16::from_be_bytes(port));
+    if !pass.valid() {
+        reply(client, 2).await?;
+        return Err(Refused::Fenced);
+    }
+    let upstream = match TcpStream::connect(target).await {
+        Ok(s) => s,
+        Err(e) => {
+            reply(client, 5).await?;
+            return Err(e.into());
+        }
+    };
+    reply(client, 0).await?;
+    Ok((pass, upstream))
+}
+
+async fn read_short(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 1];
+    client.read_exact(&mut len).await?;
+    let mut v = vec![0u8; len[0] as usize];
+    client.read_exact(&mut v).await?;
+    Ok(v)
+}
+
+/// A CONNECT reply with `code` (0 = succeeded) and an unspecified bound address.
+async fn reply(client: &mut TcpStream, code: u8) -> std::io::Result<()> {
+    client.write_all(&[5, code, 0, 1, 0, 0, 0, 0, 0, 0]).await
+}
