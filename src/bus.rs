@@ -116,15 +116,15 @@ impl Bus {
             .event_callback(move |event| {
                 let drops_tx = drops_tx.clone();
                 async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        drops_tx.send_modify(|n| *n += 1);
-                        metrics::counter!("tgingest_nats_disconnects_total").increment(1);
-                        tracing::warn!("NATS connection lost; reconnecting");
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            drops_tx.send_modify(|n| *n += 1);
+                            metrics::counter!("tgingest_nats_disconnects_total").increment(1);
+                            tracing::warn!("NATS connection lost; reconnecting");
+                        }
+                        async_nats::Event::Connected => tracing::info!("NATS connected"),
+                        other => tracing::debug!(event = %other, "NATS event"),
                     }
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    other => tracing::debug!(event = %other, "NATS event"),
-                }
                 }
             });
         if !cfg.credentials_file.as_os_str().is_empty() {

@@ -1099,9 +1099,10 @@ impl Config {
         })?;
 
         let verify = self.eventlog.verify_interval;
-        check(verify.0.is_zero() || verify.0 >= Duration::from_secs(1), || {
-            invalid("eventlog.verify_interval", verify, "0 (off) or at least 1s")
-        })?;
+        check(
+            verify.0.is_zero() || verify.0 >= Duration::from_secs(1),
+            || invalid("eventlog.verify_interval", verify, "0 (off) or at least 1s"),
+        )?;
         check(
             self.eventlog.anchor_interval.0 >= Duration::from_secs(1),
             || {

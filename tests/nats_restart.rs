@@ -111,7 +111,10 @@ async fn sigkill_of_the_embedded_nats_server_loses_nothing_and_stores_nothing_tw
     let lost = expected.difference(&got).count();
     let unexpected = got.difference(&expected).count();
     assert_eq!(lost, 0, "{lost} events lost");
-    assert_eq!(unexpected, 0, "{unexpected} events the policy stops arrived");
+    assert_eq!(
+        unexpected, 0,
+        "{unexpected} events the policy stops arrived"
+    );
     assert_eq!(fake.stored_twice(), 0, "an event was stored twice");
     assert_eq!(fake.stats().stored as usize, expected.len());
 }

@@ -138,7 +138,13 @@ async fn filter_batch(
         let mut result = match future {
             Ok(f) => state
                 .bus
-                .pub_ack_or_resend(f, sent_in, subject.clone(), event_id.clone(), payload.clone())
+                .pub_ack_or_resend(
+                    f,
+                    sent_in,
+                    subject.clone(),
+                    event_id.clone(),
+                    payload.clone(),
+                )
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

@@ -31,7 +31,6 @@ use crate::switchboard::{IngestReply, McpClient, envelope};
 /// Durable consumer of the delivery stage on `TG_CLEAN`.
 pub const DELIVERY_CONSUMER: &str = "switchboard";
 
-
 /// What the delivery actor needs.
 #[derive(Clone)]
 pub struct DeliveryArgs {
@@ -72,9 +71,14 @@ impl Actor for DeliveryActor {
         args: DeliveryArgs,
     ) -> Result<DeliveryState, ActorProcessingErr> {
         let max_inflight = args.config.max_inflight as usize;
-        let consumer =
-            durable_consumer(&args.bus, STREAM_CLEAN, DELIVERY_CONSUMER, args.bus.ack_wait(), 20_000)
-                .await?;
+        let consumer = durable_consumer(
+            &args.bus,
+            STREAM_CLEAN,
+            DELIVERY_CONSUMER,
+            args.bus.ack_wait(),
+            20_000,
+        )
+        .await?;
         myself.cast(DeliveryMsg::Pump)?;
         Ok(DeliveryState {
             args: Arc::new(args),

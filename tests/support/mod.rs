@@ -114,3 +114,47 @@ pub fn signal(pid: u32, sig: i32) {
 }
 
 pub mod rig;
+
+/// Whether `pid` has a handler installed for signal `sig` (`SigCgt` in /proc/<pid>/status).
+pub fn catches_signal(pid: u32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+}
+
+/// Pids of the nats-server processes whose command line mentions `dir` (wherever they are in
+/// the process tree: an orphan is reparented).
+pub fn nats_servers_under(dir: &std::path::Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("nats-server") && cmdline.contains(&needle) && process_alive(*pid)
+        })
+        .collect()
+}
+
+/// Waits up to `timeout` for `child` to exit; kills it (and fails) if it does not.
+pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
