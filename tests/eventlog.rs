@@ -713,31 +713,20 @@ async fn incremental_verification_goes_on_from_the_last_check_and_holds_the_log_
     assert_eq!(report, VerifyReport::passed(10), "nothing new");
 
     // A check that went on from a head the log does not chain to fails at the next record.
-    let elsewhere = Anchor {
-        seq: 5,
-        hash: [7; 32],
-    };
-    let (report, _) = log.verify_since(&elsewhere, None);
+    let forged = |seq| Anchor { seq, hash: [7; 32] };
+    let (report, _) = log.verify_since(&forged(5), None);
     assert_eq!(
         report,
         VerifyReport::failed(6, "prev_hash does not match record 5")
     );
 
     // An anchor in the part verified before is looked up; a longer one means a truncated log.
-    let wrong = Anchor {
-        seq: 3,
-        hash: [7; 32],
-    };
-    let (report, _) = log.verify_since(&second, Some(&wrong));
+    let (report, _) = log.verify_since(&second, Some(&forged(3)));
     assert_eq!(
         report,
         VerifyReport::failed(3, "hash differs from the anchor")
     );
-    let ahead = Anchor {
-        seq: 12,
-        hash: [7; 32],
-    };
-    let (report, _) = log.verify_since(&second, Some(&ahead));
+    let (report, _) = log.verify_since(&second, Some(&forged(12)));
     assert_eq!(
         report,
         VerifyReport::failed(11, "log truncated: head says 12")

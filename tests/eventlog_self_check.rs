@@ -5,10 +5,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::TestNats;
 use support::rig::{node_config, simulation};
+use support::{TestNats, eventually};
 use tgingest::bus::BUCKET_ANCHORS;
 use tgingest::config::Dur;
 use tgingest::node::{AnchorRecord, Node, latest_anchor};
@@ -19,17 +19,6 @@ fn verify_gauge() -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix("tgingest_eventlog_verify_ok "))
         .and_then(|value| value.trim().parse().ok())
-}
-
-async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +37,7 @@ async fn a_running_node_verifies_its_log_in_the_background_and_catches_an_anchor
     let node = Node::start(config.clone()).await.expect("node");
 
     assert!(
-        wait_for(Duration::from_secs(30), || verify_gauge() == Some(1.0)).await,
+        eventually(Duration::from_secs(30), || verify_gauge() == Some(1.0)).await,
         "the node never verified its log: gauge {:?}",
         verify_gauge()
     );
@@ -73,7 +62,7 @@ async fn a_running_node_verifies_its_log_in_the_background_and_catches_an_anchor
         .await
         .unwrap();
     assert!(
-        wait_for(Duration::from_secs(30), || verify_gauge() == Some(0.0)).await,
+        eventually(Duration::from_secs(30), || verify_gauge() == Some(0.0)).await,
         "a log that lost its anchor still reads as verified"
     );
     node.shutdown().await.expect("clean shutdown");

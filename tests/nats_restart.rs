@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::rig::{node_config, simulation};
-use support::{children_of, process_alive, signal};
+use support::{children_of, eventually, process_alive, signal};
 use tgingest::demo::expected_after_policy;
 use tgingest::node::Node;
 use tgingest::policy::Policy;
@@ -19,18 +19,6 @@ fn embedded_nats_pid() -> Option<u32> {
         .into_iter()
         .find(|(_, comm)| comm == "nats-server")
         .map(|(pid, _)| pid)
-}
-
-/// Polls `cond` every 10 ms until it holds or `timeout` passes.
-async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    cond()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +55,7 @@ async fn sigkill_of_the_embedded_nats_server_loses_nothing_and_stores_nothing_tw
     // Mid-stream: a tenth of the events stored, most still to come.
     let stored = || fake.stats().stored as usize;
     assert!(
-        wait_for(Duration::from_secs(60), || stored() >= expected.len() / 10).await,
+        eventually(Duration::from_secs(60), || stored() >= expected.len() / 10).await,
         "the pipeline did not get going: {} stored",
         stored()
     );
@@ -77,7 +65,7 @@ async fn sigkill_of_the_embedded_nats_server_loses_nothing_and_stores_nothing_tw
     let before = stored();
 
     // The node notices and starts a new server on the same port.
-    let back = wait_for(Duration::from_secs(30), || {
+    let back = eventually(Duration::from_secs(30), || {
         embedded_nats_pid().is_some_and(|pid| pid != old_pid)
             && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     })
@@ -86,7 +74,7 @@ async fn sigkill_of_the_embedded_nats_server_loses_nothing_and_stores_nothing_tw
     let back_at = Instant::now();
     let stored_when_back = stored();
     assert!(
-        wait_for(Duration::from_secs(120), || stored() > stored_when_back).await,
+        eventually(Duration::from_secs(120), || stored() > stored_when_back).await,
         "nothing delivered after the server came back"
     );
     let resumed = back_at.elapsed();
@@ -99,7 +87,7 @@ async fn sigkill_of_the_embedded_nats_server_loses_nothing_and_stores_nothing_tw
     );
 
     assert!(
-        wait_for(Duration::from_secs(180), || fake
+        eventually(Duration::from_secs(180), || fake
             .stored_event_ids()
             .is_superset(&expected))
         .await,

@@ -6,20 +6,14 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use support::{
-    catches_signal, children_of, nats_servers_under, process_alive, signal, tgingest_cmd,
-    wait_exit, wait_until,
+    catches_signal, children_of, nats_servers_under, process_alive, signal, simulate, spawn_run,
+    tgingest_cmd, wait_exit, wait_until,
 };
 
 /// Starts `tgingest run` and waits for its embedded nats-server; returns both.
 fn start_node(data_dir: &std::path::Path) -> (Child, u32) {
     let log_path = data_dir.join("stderr.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = tgingest_cmd(data_dir)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn tgingest run");
+    let child = spawn_run(data_dir, &log_path);
     let pid = child.id();
     let mut nats_pid = None;
     let found = wait_until(Duration::from_secs(30), || {
@@ -210,13 +204,7 @@ fn sigterm_at_any_point_of_start_up_stops_the_node_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("stderr.log");
     for (point, reached) in points {
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = tgingest_cmd(dir.path())
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn tgingest run");
+        let mut child = spawn_run(dir.path(), &log_path);
         let pid = child.id();
         let seen = wait_until(Duration::from_secs(30), || {
             reached(pid, &std::fs::read_to_string(&log_path).unwrap_or_default())
@@ -252,16 +240,10 @@ fn start_producing_node(
     log: &std::path::Path,
 ) -> Child {
     use std::os::unix::process::CommandExt;
-    tgingest_cmd(dir)
+    let mut cmd = tgingest_cmd(dir);
+    simulate(&mut cmd, sim)
         .env("SWITCHBOARD_MCP_URL", fake.mcp_url())
         .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
-        .env("TGINGEST_SIMULATOR_ACCOUNTS", sim.accounts.to_string())
-        .env("TGINGEST_SIMULATOR_RATE", sim.rate.to_string())
-        .env(
-            "TGINGEST_SIMULATOR_MESSAGES_PER_ACCOUNT",
-            sim.messages_per_account.to_string(),
-        )
-        .env("TGINGEST_SIMULATOR_SEED", sim.seed.to_string())
         .arg("run")
         .process_group(0)
         .stdout(Stdio::null())

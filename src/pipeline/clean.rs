@@ -210,14 +210,17 @@ pub struct DedupeState {
 #[derive(Clone, Copy, Default)]
 pub struct DedupeActor;
 
-/// The durable pull consumer of a stage, created or brought in line with this config.
+/// Messages a stage's consumer may have delivered and not yet acknowledged.
+const MAX_ACK_PENDING: i64 = 20_000;
+
+/// The durable pull consumer of a stage, created or brought in line with this config (its
+/// `ack_wait` is `nats.ack_wait`).
 pub async fn durable_consumer(
     bus: &Bus,
     stream: &str,
     name: &str,
-    ack_wait: Duration,
-    max_ack_pending: i64,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, ActorProcessingErr> {
+    let (ack_wait, max_ack_pending) = (bus.ack_wait(), MAX_ACK_PENDING);
     let stream = bus.js.get_stream(stream).await?;
     let config = pull::Config {
         durable_name: Some(name.to_string()),
@@ -240,14 +243,7 @@ impl Actor for DedupeActor {
         myself: ActorRef<DedupeMsg>,
         args: DedupeArgs,
     ) -> Result<DedupeState, ActorProcessingErr> {
-        let consumer = durable_consumer(
-            &args.bus,
-            STREAM_RAW,
-            DEDUPE_CONSUMER,
-            args.bus.ack_wait(),
-            20_000,
-        )
-        .await?;
+        let consumer = durable_consumer(&args.bus, STREAM_RAW, DEDUPE_CONSUMER).await?;
         let (dir, horizon) = (args.seen_dir.clone(), args.horizon);
         let seen =
             Arc::new(tokio::task::spawn_blocking(move || SeenSet::open(&dir, horizon)).await??);

@@ -71,14 +71,7 @@ impl Actor for DeliveryActor {
         args: DeliveryArgs,
     ) -> Result<DeliveryState, ActorProcessingErr> {
         let max_inflight = args.config.max_inflight as usize;
-        let consumer = durable_consumer(
-            &args.bus,
-            STREAM_CLEAN,
-            DELIVERY_CONSUMER,
-            args.bus.ack_wait(),
-            20_000,
-        )
-        .await?;
+        let consumer = durable_consumer(&args.bus, STREAM_CLEAN, DELIVERY_CONSUMER).await?;
         myself.cast(DeliveryMsg::Pump)?;
         Ok(DeliveryState {
             args: Arc::new(args),

@@ -60,6 +60,43 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Polls `cond` every 10 ms, without blocking the runtime, until it holds or `timeout` passes;
+/// returns whether it held.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// Sets the environment that makes `tgingest run` play the simulation `sim`.
+pub fn simulate<'a>(
+    cmd: &'a mut std::process::Command,
+    sim: &tgingest::telegram::simulated::SimulatorConfig,
+) -> &'a mut std::process::Command {
+    cmd.env("TGINGEST_SIMULATOR_ACCOUNTS", sim.accounts.to_string())
+        .env("TGINGEST_SIMULATOR_RATE", sim.rate.to_string())
+        .env(
+            "TGINGEST_SIMULATOR_MESSAGES_PER_ACCOUNT",
+            sim.messages_per_account.to_string(),
+        )
+        .env("TGINGEST_SIMULATOR_SEED", sim.seed.to_string())
+}
+
+/// `tgingest run` on `data_dir`, its log going to `log` (created anew).
+pub fn spawn_run(data_dir: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    tgingest_cmd(data_dir)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn tgingest run")
+}
+
 /// The path of the built `tgingest` binary.
 pub fn tgingest_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tgingest"))
