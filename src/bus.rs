@@ -84,6 +84,9 @@ pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     url: String,
+    /// How many times the connection has dropped (see [`Bus::connection_drops`]).
+    drops: tokio::sync::watch::Receiver<u64>,
+    ack_wait: Duration,
 }
 
 /// What set-up did to one stream or bucket.
@@ -104,19 +107,27 @@ pub struct SetupReport {
 impl Bus {
     /// Connects (waiting for a server that is not up yet when `wait` is set) and checks the server.
     pub async fn connect(url: &str, cfg: &NatsConfig, client_name: &str) -> Result<Bus, BusError> {
+        let (drops_tx, drops) = tokio::sync::watch::channel(0u64);
+        let drops_tx = std::sync::Arc::new(drops_tx);
+        let delay_max: Duration = cfg.reconnect_delay_max.into();
         let mut opts = async_nats::ConnectOptions::new()
             .name(client_name)
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(cfg.request_timeout.into()))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        metrics::counter!("tgingest_nats_disconnects_total").increment(1);
-                        tracing::warn!("NATS connection lost; reconnecting");
+            .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, delay_max))
+            .event_callback(move |event| {
+                let drops_tx = drops_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            drops_tx.send_modify(|n| *n += 1);
+                            metrics::counter!("tgingest_nats_disconnects_total").increment(1);
+                            tracing::warn!("NATS connection lost; reconnecting");
+                        }
+                        async_nats::Event::Connected => tracing::info!("NATS connected"),
+                        other => tracing::debug!(event = %other, "NATS event"),
                     }
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    other => tracing::debug!(event = %other, "NATS event"),
                 }
             });
         if !cfg.credentials_file.as_os_str().is_empty() {
@@ -180,12 +191,94 @@ impl Bus {
             client,
             js,
             url: url.to_string(),
+            drops,
+            ack_wait: cfg.ack_wait.into(),
         })
     }
 
     /// The URL this bus is connected to.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The `ack_wait` of the stages' durable consumers (config `nats.ack_wait`).
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
+    }
+
+    /// How often a stage still working on a message tells JetStream so (a progress ack): often
+    /// enough that one lost progress ack does not let [`Bus::ack_wait`] run out.
+    pub fn progress_every(&self) -> Duration {
+        self.ack_wait / 3
+    }
+
+    /// How many times the connection has dropped so far. A reply (PubAck, pull batch) awaited
+    /// over a connection that dropped since never comes: read this before sending, then
+    /// [`Bus::dropped_since`] tells when to give up on it and send again.
+    pub fn connection_drops(&self) -> u64 {
+        *self.drops.borrow()
+    }
+
+    /// Resolves once the connection has dropped more than `seen` times (never, if it does not).
+    pub async fn dropped_since(&self, seen: u64) {
+        let mut drops = self.drops.clone();
+        if drops.wait_for(|n| *n > seen).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Publishes `payload` to `subject` with `Nats-Msg-Id = msg_id` and waits for its PubAck.
+    ///
+    /// When the connection drops before the PubAck arrives, the message is sent again at once
+    /// (the Msg-Id makes JetStream store it once) instead of waiting out the request timeout
+    /// for a PubAck the old connection took with it.
+    pub async fn publish_acked(
+        &self,
+        subject: String,
+        msg_id: String,
+        payload: bytes::Bytes,
+    ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+        let sent_in = self.connection_drops();
+        let ack = self.send_with_id(&subject, &msg_id, &payload).await?;
+        self.pub_ack_or_resend(ack, sent_in, subject, msg_id, payload)
+            .await
+    }
+
+    /// Sends one publish with `Nats-Msg-Id = msg_id`; the returned future is its PubAck.
+    pub async fn send_with_id(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        payload: &bytes::Bytes,
+    ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(msg_id);
+        self.js.send_publish(subject.to_string(), message).await
+    }
+
+    /// Awaits `ack`, the PubAck of a publish sent when [`Bus::connection_drops`] was `sent_in`;
+    /// each time the connection drops first, the publish is sent again and that PubAck awaited.
+    pub async fn pub_ack_or_resend(
+        &self,
+        ack: jetstream::context::PublishAckFuture,
+        mut sent_in: u64,
+        subject: String,
+        msg_id: String,
+        payload: bytes::Bytes,
+    ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+        let mut ack = std::future::IntoFuture::into_future(ack);
+        loop {
+            tokio::select! {
+                result = &mut ack => return result,
+                () = self.dropped_since(sent_in) => {
+                    sent_in = self.connection_drops();
+                    metrics::counter!("tgingest_publish_resends_total").increment(1);
+                    let again = self.send_with_id(&subject, &msg_id, &payload).await?;
+                    ack = std::future::IntoFuture::into_future(again);
+                }
+            }
+        }
     }
 
     /// Creates the streams and buckets, or brings them in line with `cfg`. Safe to run at every start.
@@ -313,6 +406,14 @@ impl Bus {
     }
 }
 
+/// The pause before reconnect attempt `attempts`: none for the first, then 50 ms more per attempt
+/// up to `max`. async-nats' default doubles up to 4 s, so a server back after a short outage
+/// could wait seconds for the client to look again.
+fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
+    let attempts = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+    Duration::from_millis(50).saturating_mul(attempts).min(max)
+}
+
 fn classify(before: Option<&stream::Config>, after: Option<&stream::Config>) -> Applied {
     match (before, after) {
         (None, _) => Applied::Created,
@@ -382,6 +483,15 @@ fn explain_jetstream_error(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_attempts_pause_briefly_and_never_past_the_cap() {
+        let max = Duration::from_millis(500);
+        assert_eq!(reconnect_delay(0, max), Duration::ZERO);
+        assert_eq!(reconnect_delay(1, max), Duration::ZERO);
+        assert_eq!(reconnect_delay(3, max), Duration::from_millis(100));
+        assert_eq!(reconnect_delay(1_000_000, max), max);
+    }
 
     #[test]
     fn subjects_follow_the_design() {

@@ -241,15 +241,34 @@ fn config_check(loaded: &config::Loaded) -> ExitCode {
 }
 
 async fn run(cfg: Config) -> ExitCode {
-    let node = match Node::start(cfg).await {
+    // First: from here on SIGINT/SIGTERM stop the node cleanly instead of killing it, start-up
+    // included.
+    let stop = match crate::stop::StopSignals::install() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = node::NodeOptions {
+        stop: Some(stop.clone()),
+        ..node::NodeOptions::default()
+    };
+    let node = match Node::start_with(cfg, options).await {
         Ok(n) => n,
+        Err(node::NodeError::Stopped(signal)) => {
+            tracing::info!(signal, "stopped during start-up");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = node.start_pipeline().await {
+    if stop.received().is_none()
+        && let Err(e) = node.start_pipeline().await
+    {
         eprintln!("error: {e}");
         let _ = node.shutdown().await;
         return ExitCode::FAILURE;
@@ -426,13 +445,7 @@ async fn fetch_anchor(cfg: &Config) -> Result<Option<Anchor>, String> {
         let Some(record) = node::latest_anchor(&bus, &node_id).await? else {
             return Ok(None);
         };
-        let mut hash = [0u8; 32];
-        hex::decode_to_slice(&record.hash, &mut hash)
-            .map_err(|_| "anchor hash is not 64 hex characters".to_string())?;
-        Ok(Some(Anchor {
-            seq: record.seq,
-            hash,
-        }))
+        record.anchor().map(Some)
     }
     .await;
     if let Some(s) = server {

@@ -107,6 +107,11 @@ pub struct NatsConfig {
     pub request_timeout: Dur,
     /// Publishes awaiting a PubAck at once per publisher (the credit window).
     pub max_ack_inflight: u32,
+    /// How long JetStream waits for a stage's ack before it redelivers the message; an ack lost
+    /// with the connection delays its message this long. Busy stages send progress acks.
+    pub ack_wait: Dur,
+    /// The longest pause between reconnect attempts after the connection drops.
+    pub reconnect_delay_max: Dur,
 }
 
 impl Default for NatsConfig {
@@ -118,6 +123,8 @@ impl Default for NatsConfig {
             embedded: EmbeddedNatsConfig::default(),
             request_timeout: Dur::secs(10),
             max_ack_inflight: 4096,
+            ack_wait: Dur::secs(5),
+            reconnect_delay_max: Dur(Duration::from_secs(1)),
         }
     }
 }
@@ -465,12 +472,16 @@ impl Default for SupervisionConfig {
 pub struct EventLogConfig {
     /// How often the chain head is anchored to JetStream.
     pub anchor_interval: Dur,
+    /// How often the node verifies the records appended since its last check, and its latest
+    /// anchor (the gauge `tgingest_eventlog_verify_ok`); 0 = never.
+    pub verify_interval: Dur,
 }
 
 impl Default for EventLogConfig {
     fn default() -> Self {
         EventLogConfig {
             anchor_interval: Dur::secs(60),
+            verify_interval: Dur::secs(300),
         }
     }
 }
@@ -968,6 +979,20 @@ impl Config {
             },
         )?;
         file_exists("nats.embedded.binary", &nats.embedded.binary)?;
+        check(nats.ack_wait.0 >= Duration::from_secs(1), || {
+            invalid("nats.ack_wait", nats.ack_wait, "at least 1s")
+        })?;
+        check(
+            (Duration::from_millis(10)..=Duration::from_secs(60))
+                .contains(&nats.reconnect_delay_max.0),
+            || {
+                invalid(
+                    "nats.reconnect_delay_max",
+                    nats.reconnect_delay_max,
+                    "from 10ms to 60s",
+                )
+            },
+        )?;
         check(nats.request_timeout.0 >= Duration::from_millis(100), || {
             invalid(
                 "nats.request_timeout",
@@ -1163,6 +1188,11 @@ impl Config {
             invalid("supervision.jitter", sup.jitter, "a fraction from 0 to 1")
         })?;
 
+        let verify = self.eventlog.verify_interval;
+        check(
+            verify.0.is_zero() || verify.0 >= Duration::from_secs(1),
+            || invalid("eventlog.verify_interval", verify, "0 (off) or at least 1s"),
+        )?;
         check(
             self.eventlog.anchor_interval.0 >= Duration::from_secs(1),
             || {

@@ -23,6 +23,8 @@ pub mod nats_server;
 pub mod node;
 /// Metrics: the Prometheus recorder, the JetStream poller, per-account progress.
 pub mod observability;
+/// SIGINT/SIGTERM, caught from the start of `tgingest run` on.
+pub mod stop;
 /// One-for-one restarts with intensity limits, backoff and escalation for ractor actors.
 pub mod supervision;
 /// Logging and process-wide set-up.

@@ -7,7 +7,9 @@
 //!
 //! A started server never outlives its parent: it is forked from one long-lived thread with
 //! `PR_SET_PDEATHSIG = SIGKILL`, so even a `kill -9` of tgingest (or a panicking test) takes it
-//! along. Dropping a [`NatsServer`] stops it gracefully first.
+//! along. Dropping a [`NatsServer`] stops it gracefully first. It runs in its own process group,
+//! so a terminal's Ctrl-C (sent to the foreground group) reaches only its owner, which stops it
+//! when it is done with it.
 
 pub mod cluster;
 
@@ -389,11 +391,13 @@ fn tail_of(path: &Path, from: u64) -> String {
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
-/// Forks `cmd` so that it is killed when this process dies, however it dies.
+/// Forks `cmd` so that it is killed when this process dies, however it dies, in a process group
+/// of its own (signals for this process's group do not reach it).
 ///
 /// `PR_SET_PDEATHSIG` fires when the forking *thread* exits, so all forks happen on one thread
 /// that lives as long as the process.
 fn spawn_bound_to_this_process(mut cmd: Command) -> io::Result<Child> {
+    cmd.process_group(0);
     static SPAWNER: OnceLock<std::sync::Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let parent = std::process::id() as i32;
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.

@@ -3,9 +3,15 @@
 //! Start-up: data dir → master key → NATS (the embedded server, or the configured URL) → bus
 //! set-up → event log (with a `node.start` audit record) → root supervisor → chain-head anchoring.
 //! Shut-down writes a flushed `node.stop` record, stops the actors, then NATS.
+//!
+//! With [`NodeOptions::stop`], a SIGINT/SIGTERM that arrives during start-up aborts it between
+//! steps (what was started is stopped again, nothing is left half-written) with
+//! [`NodeError::Stopped`]. The embedded nats-server runs in its own process group, so a
+//! terminal's Ctrl-C reaches only the node, which stops it last, after the pipeline has drained.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +25,9 @@ use crate::admin::AdminServer;
 use crate::bus::{BUCKET_ANCHORS, Bus, BusError, SetupReport};
 use crate::config::Config;
 use crate::event::{Chat, Event};
-use crate::eventlog::{AuditEntry, ChainKey, ChainKeyOrigin, Durability, EventLog, EventLogError};
+use crate::eventlog::{
+    Anchor, AuditEntry, ChainKey, ChainKeyOrigin, Durability, EventLog, EventLogError,
+};
 use crate::keys::{
     GENERATED_KEY_FILE, KeyError, KeyOrigin, KeyPurpose, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV,
     MasterKey,
@@ -28,6 +36,7 @@ use crate::nats_server::{NatsServer, NatsServerError, ServerOptions, find_binary
 use crate::pipeline::replay::{ReplayParts, Replays};
 use crate::pipeline::{self, AccountParts, PipelineParts, PipelineStats};
 use crate::policy::Policy;
+use crate::stop::StopSignals;
 use crate::supervision::{RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::switchboard::McpClient;
 use crate::telegram::gateway::{AccountInfo, Cursor, GatewayError, GatewayFactory, SourceUpdate};
@@ -64,6 +73,8 @@ pub enum NodeError {
     Admin(#[from] crate::admin::AdminError),
     #[error("accounts: {0}")]
     Accounts(String),
+    #[error("stopped by {0} during start-up")]
+    Stopped(&'static str),
 }
 
 /// What a node is built from besides its config: the parts that talk to Telegram.
@@ -74,6 +85,35 @@ pub struct NodeOptions {
     pub gateway_factory: Option<Arc<dyn GatewayFactory>>,
     /// Performs interactive logins; default: grammers with `telegram.api_id`/`api_hash`.
     pub login_backend: Option<Arc<dyn LoginBackend>>,
+    /// Stop signals installed before start-up: one arriving aborts the start-up, and the
+    /// running node waits on them. Default: none during start-up, installed when it runs.
+    pub stop: Option<StopSignals>,
+}
+
+/// `Err(Stopped)` once a stop signal has arrived.
+fn check_stop(stop: Option<&StopSignals>) -> Result<(), NodeError> {
+    match stop.and_then(StopSignals::received) {
+        Some(which) => Err(NodeError::Stopped(which)),
+        None => Ok(()),
+    }
+}
+
+/// Runs a start-up `step`, abandoned (dropped) if a stop signal comes first. Only steps that
+/// leave nothing half-done when dropped go through here: connecting, JetStream set-up (which is
+/// idempotent); never a write to the event log.
+async fn unless_stopped<T>(
+    stop: Option<&StopSignals>,
+    step: impl std::future::Future<Output = Result<T, NodeError>>,
+) -> Result<T, NodeError> {
+    check_stop(stop)?;
+    let Some(stop) = stop else {
+        return step.await;
+    };
+    tokio::select! {
+        biased;
+        which = stop.wait() => Err(NodeError::Stopped(which)),
+        result = step => result,
+    }
 }
 
 /// Resolves the master key the way every command does: env, configured file, then (embedded
@@ -92,10 +132,12 @@ pub fn master_key(config: &Config, generate: bool) -> Result<(MasterKey, KeyOrig
     MasterKey::resolve(env_key.as_deref(), file.as_deref(), fallback)
 }
 
-/// The nats-server this node started, restarted on the same port if it dies.
+/// The nats-server this node started, restarted on the same port if it dies (until the node
+/// begins to stop).
 struct EmbeddedNats {
     server: Arc<Mutex<NatsServer>>,
     watcher: tokio::task::JoinHandle<()>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl EmbeddedNats {
@@ -108,8 +150,19 @@ impl EmbeddedNats {
             .map_err(|e| NodeError::Task(e.to_string()))??;
         tracing::info!(url = %server.url(), pid = server.pid(), "embedded nats-server started");
         let server = Arc::new(Mutex::new(server));
-        let watcher = tokio::spawn(watch(server.clone()));
-        Ok(EmbeddedNats { server, watcher })
+        let stopping = Arc::new(AtomicBool::new(false));
+        let watcher = tokio::spawn(watch(server.clone(), stopping.clone()));
+        Ok(EmbeddedNats {
+            server,
+            watcher,
+            stopping,
+        })
+    }
+
+    /// From now on a server that exits stays down: the node is stopping, and a server that
+    /// went (a signal to the whole control group) must not be started again meanwhile.
+    fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
     }
 
     fn url(&self) -> String {
@@ -117,6 +170,7 @@ impl EmbeddedNats {
     }
 
     async fn stop(self) {
+        self.begin_stop();
         self.watcher.abort();
         let server = self.server;
         let _ = tokio::task::spawn_blocking(move || {
@@ -130,11 +184,19 @@ impl EmbeddedNats {
 }
 
 /// Restarts the embedded server when it exits on its own, with growing pauses between tries.
-async fn watch(server: Arc<Mutex<NatsServer>>) {
+async fn watch(server: Arc<Mutex<NatsServer>>, stopping: Arc<AtomicBool>) {
     let mut backoff = Duration::from_secs(1);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let alive = server.lock().map(|mut s| s.is_running()).unwrap_or(true);
+        if stopping.load(Ordering::SeqCst) {
+            if !alive {
+                tracing::warn!(
+                    "embedded nats-server exited while the node stops; not restarting it"
+                );
+            }
+            return;
+        }
         if alive {
             backoff = Duration::from_secs(1);
             continue;
@@ -142,7 +204,10 @@ async fn watch(server: Arc<Mutex<NatsServer>>) {
         tracing::error!("embedded nats-server exited; restarting it on the same port");
         metrics::counter!("tgingest_embedded_nats_restarts_total").increment(1);
         let handle = server.clone();
+        let stopping_now = stopping.clone();
         let result = tokio::task::spawn_blocking(move || match handle.lock() {
+            // Checked again under the lock: the node may have begun to stop meanwhile.
+            Ok(_) if stopping_now.load(Ordering::SeqCst) => None,
             Ok(mut s) => Some(s.restart()),
             Err(_) => None,
         })
@@ -174,8 +239,10 @@ pub struct Node {
     admin: Option<AdminServer>,
     supervisor_done: tokio::task::JoinHandle<()>,
     anchoring: tokio::task::JoinHandle<()>,
+    verifying: Option<tokio::task::JoinHandle<()>>,
     poller: crate::observability::MetricsPoller,
     embedded: Option<EmbeddedNats>,
+    stop: Option<StopSignals>,
 }
 
 impl Node {
@@ -203,9 +270,14 @@ impl Node {
             KeyOrigin::Env => tracing::info!("master key from {MASTER_KEY_ENV}"),
         }
 
+        let stop = options.stop.clone();
+        let stop = stop.as_ref();
+        check_stop(stop)?;
         crate::telemetry::set_log_id_key(key.derive(KeyPurpose::LogIdHash));
         let metrics_handle = crate::observability::install_recorder();
         crate::observability::set_per_account(config.admin.per_account_metrics);
+        // Not abandoned midway: the server would be left to the blocking pool. It is stopped
+        // again below if a stop came meanwhile.
         let embedded = if config.embedded_nats() {
             Some(EmbeddedNats::start(&config, &node_id).await?)
         } else {
@@ -215,13 +287,27 @@ impl Node {
             .as_ref()
             .map_or_else(|| config.nats.url.clone(), EmbeddedNats::url);
         let started = async {
-            let bus = Bus::connect(&url, &config.nats, &format!("tgingest-{node_id}")).await?;
-            let setup = bus.setup(&config).await?;
+            let client_name = format!("tgingest-{node_id}");
+            let bus = unless_stopped(stop, async {
+                Ok(Bus::connect(&url, &config.nats, &client_name).await?)
+            })
+            .await?;
+            let setup = match unless_stopped(stop, async { Ok(bus.setup(&config).await?) }).await {
+                Ok(setup) => setup,
+                Err(e) => {
+                    let _ = bus.client.drain().await;
+                    return Err(e);
+                }
+            };
             for (name, applied) in &setup.items {
                 tracing::info!(%name, ?applied, "bus set-up");
             }
             // The chain key is random and sealed under the master key, so rotating the master
             // key leaves the log verifiable; older logs keep their derived key (migrated here).
+            if let Err(e) = check_stop(stop) {
+                let _ = bus.client.drain().await;
+                return Err(e);
+            }
             let (chain_key, chain_origin) = ChainKey::open_or_create(&config.eventlog_dir(), &key)?;
             if chain_origin != ChainKeyOrigin::Opened {
                 tracing::info!(origin = ?chain_origin, "event-log chain key written sealed");
@@ -268,6 +354,7 @@ impl Node {
             .map_err(|e| NodeError::Supervisor(e.to_string()))?;
 
         let accounts = async {
+            check_stop(stop)?;
             let registry = Registry::open(&bus)
                 .await
                 .map_err(|e| NodeError::Accounts(e.to_string()))?;
@@ -324,6 +411,7 @@ impl Node {
                 switchboard: config.switchboard.clone(),
                 node_id: node_id.clone(),
             }));
+            check_stop(stop)?;
             let admin =
                 AdminServer::start(&config.admin, control.clone(), replays.clone(), Some(ops))
                     .await?;
@@ -353,6 +441,15 @@ impl Node {
             node_id.clone(),
             config.eventlog.anchor_interval.into(),
         ));
+        let verify_every: Duration = config.eventlog.verify_interval.into();
+        let verifying = (!verify_every.is_zero()).then(|| {
+            tokio::spawn(verify_periodically(
+                bus.clone(),
+                eventlog.clone(),
+                node_id.clone(),
+                verify_every,
+            ))
+        });
         Ok(Node {
             config,
             node_id,
@@ -365,8 +462,10 @@ impl Node {
             admin,
             supervisor_done,
             anchoring,
+            verifying,
             poller,
             embedded,
+            stop: options.stop,
         })
     }
 
@@ -421,16 +520,14 @@ impl Node {
 
     /// Runs until SIGINT/SIGTERM, or until the root supervisor gives up (an error).
     pub async fn run_until_signal(mut self) -> Result<(), NodeError> {
-        let signal = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => "SIGTERM",
-            }
+        let stop = match self.stop.clone() {
+            Some(stop) => stop,
+            None => StopSignals::install().map_err(|e| {
+                NodeError::Task(format!("cannot install the SIGINT/SIGTERM handlers: {e}"))
+            })?,
         };
         let escalated = tokio::select! {
-            which = signal => { tracing::info!(signal = which, "stopping"); false }
+            _ = stop.wait() => false,
             _ = &mut self.supervisor_done => true,
         };
         self.shutdown().await?;
@@ -444,11 +541,17 @@ impl Node {
 
     /// Stops every part in reverse order; the `node.stop` record is flushed before NATS goes.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        if let Some(nats) = &self.embedded {
+            nats.begin_stop();
+        }
         if let Some(admin) = self.admin {
             admin.stop().await;
         }
         self.replays.stop_all().await;
         self.anchoring.abort();
+        if let Some(verifying) = &self.verifying {
+            verifying.abort();
+        }
         self.poller.stop();
         self.supervisor.stop(Some("node shutting down".into()));
         let _ = tokio::time::timeout(Duration::from_secs(10), self.supervisor_done).await;
@@ -558,6 +661,19 @@ pub struct AnchorRecord {
     pub at_us: i64,
 }
 
+impl AnchorRecord {
+    /// The anchored head, as the event log compares it.
+    pub fn anchor(&self) -> Result<Anchor, String> {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(&self.hash, &mut hash)
+            .map_err(|_| "anchor hash is not 64 hex characters".to_string())?;
+        Ok(Anchor {
+            seq: self.seq,
+            hash,
+        })
+    }
+}
+
 async fn anchor_once(bus: &Bus, eventlog: &EventLog, node_id: &str) -> Result<(), String> {
     let head = eventlog.head();
     let record = AnchorRecord {
@@ -586,6 +702,41 @@ async fn anchor_periodically(bus: Bus, eventlog: Arc<EventLog>, node_id: String,
         tick.tick().await;
         if let Err(e) = anchor_once(&bus, &eventlog, &node_id).await {
             tracing::warn!(error = %e, "cannot anchor the event-log head to JetStream; will retry");
+        }
+    }
+}
+
+/// Verifies the event log in the background every `every`: the records appended since the last
+/// check, and that the log still holds the head anchored in JetStream. Sets
+/// `tgingest_eventlog_verify_ok`, whose alert is how an operator learns of a damaged log.
+async fn verify_periodically(bus: Bus, eventlog: Arc<EventLog>, node_id: String, every: Duration) {
+    let mut verified = Anchor::EMPTY;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let anchor = match latest_anchor(&bus, &node_id)
+            .await
+            .and_then(|record| record.map(|r| r.anchor()).transpose())
+        {
+            Ok(anchor) => anchor,
+            Err(e) => {
+                tracing::debug!(error = %e, "no anchor to verify against this time");
+                None
+            }
+        };
+        let log = eventlog.clone();
+        let from = verified;
+        let checked =
+            tokio::task::spawn_blocking(move || log.verify_since(&from, anchor.as_ref())).await;
+        match checked {
+            Ok((report, head)) if report.ok => verified = head,
+            Ok((report, _)) => tracing::error!(
+                first_bad_seq = ?report.first_bad_seq,
+                reason = report.reason.as_deref().unwrap_or(""),
+                "the event log does not verify; run `tgingest audit verify --anchored`"
+            ),
+            Err(e) => tracing::warn!(error = %e, "event-log verification did not finish"),
         }
     }
 }

@@ -41,8 +41,8 @@ fn start_node(
 ) -> Child {
     let sim = simulation();
     let log = std::fs::File::create(log).unwrap();
-    std::process::Command::new(tgingest_bin())
-        .env_clear()
+    let mut cmd = std::process::Command::new(tgingest_bin());
+    cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("TGINGEST_NODE_ID", "crash-node")
         .env("TGINGEST_NODE_DATA_DIR", dir.join("data"))
@@ -50,14 +50,8 @@ fn start_node(
         .env("TGINGEST_NATS_URL", nats.url())
         .env("SWITCHBOARD_MCP_URL", fake.mcp_url())
         .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
-        .env("TGINGEST_ADMIN_LISTEN", "")
-        .env("TGINGEST_SIMULATOR_ACCOUNTS", sim.accounts.to_string())
-        .env("TGINGEST_SIMULATOR_RATE", sim.rate.to_string())
-        .env(
-            "TGINGEST_SIMULATOR_MESSAGES_PER_ACCOUNT",
-            sim.messages_per_account.to_string(),
-        )
-        .env("TGINGEST_SIMULATOR_SEED", sim.seed.to_string())
+        .env("TGINGEST_ADMIN_LISTEN", "");
+    support::simulate(&mut cmd, &sim)
         .env("TGINGEST_LOGGING_LEVEL", "info,async_nats=warn")
         .env("TGINGEST_LOGGING_FORMAT", "json")
         .arg("run")

@@ -692,3 +692,43 @@ fn metrics_count_appends_and_flushes_and_track_head_and_verify() {
         == "tgingest_eventlog_verify_ok"
         && matches!(value, DebugValue::Gauge(v) if v.0 == 0.0)));
 }
+
+#[tokio::test]
+async fn incremental_verification_goes_on_from_the_last_check_and_holds_the_log_to_its_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path(), KEY).unwrap();
+    fill(&log, 5).await;
+    let (report, first) = log.verify_since(&Anchor::EMPTY, None);
+    assert_eq!(report, VerifyReport::passed(5));
+    assert_eq!(first, log.head());
+
+    fill(&log, 5).await;
+    let (report, second) = log.verify_since(&first, Some(&first));
+    assert_eq!(
+        report,
+        VerifyReport::passed(10),
+        "records 6 to 10, anchor at 5"
+    );
+    let (report, _) = log.verify_since(&second, Some(&second));
+    assert_eq!(report, VerifyReport::passed(10), "nothing new");
+
+    // A check that went on from a head the log does not chain to fails at the next record.
+    let forged = |seq| Anchor { seq, hash: [7; 32] };
+    let (report, _) = log.verify_since(&forged(5), None);
+    assert_eq!(
+        report,
+        VerifyReport::failed(6, "prev_hash does not match record 5")
+    );
+
+    // An anchor in the part verified before is looked up; a longer one means a truncated log.
+    let (report, _) = log.verify_since(&second, Some(&forged(3)));
+    assert_eq!(
+        report,
+        VerifyReport::failed(3, "hash differs from the anchor")
+    );
+    let (report, _) = log.verify_since(&second, Some(&forged(12)));
+    assert_eq!(
+        report,
+        VerifyReport::failed(11, "log truncated: head says 12")
+    );
+}

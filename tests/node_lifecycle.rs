@@ -5,18 +5,15 @@ mod support;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use support::{children_of, process_alive, signal, tgingest_cmd, wait_until};
+use support::{
+    catches_signal, children_of, nats_servers_under, process_alive, signal, simulate, spawn_run,
+    tgingest_cmd, wait_exit, wait_until,
+};
 
 /// Starts `tgingest run` and waits for its embedded nats-server; returns both.
 fn start_node(data_dir: &std::path::Path) -> (Child, u32) {
     let log_path = data_dir.join("stderr.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = tgingest_cmd(data_dir)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn tgingest run");
+    let child = spawn_run(data_dir, &log_path);
     let pid = child.id();
     let mut nats_pid = None;
     let found = wait_until(Duration::from_secs(30), || {
@@ -182,4 +179,131 @@ fn a_truncated_log_with_a_rewritten_head_is_caught_only_by_the_anchor() {
         report["reason"].as_str().unwrap().contains("truncated"),
         "{report}"
     );
+}
+
+/// A point of start-up, told by what the node shows: its pid and its log so far.
+type StartupPoint = (&'static str, fn(u32, &str) -> bool);
+
+#[test]
+fn sigterm_at_any_point_of_start_up_stops_the_node_cleanly() {
+    let points: [StartupPoint; 5] = [
+        ("handlers installed", |pid, _| {
+            catches_signal(pid, libc::SIGTERM)
+        }),
+        ("nats-server child running", |pid, _| {
+            children_of(pid)
+                .iter()
+                .any(|(_, comm)| comm == "nats-server")
+        }),
+        ("NATS connected", |_, log| log.contains("NATS connected")),
+        ("bus set up", |_, log| log.contains("bus set-up")),
+        ("accounts started", |_, log| {
+            log.contains("registry accounts started")
+        }),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    for (point, reached) in points {
+        let mut child = spawn_run(dir.path(), &log_path);
+        let pid = child.id();
+        let seen = wait_until(Duration::from_secs(30), || {
+            reached(pid, &std::fs::read_to_string(&log_path).unwrap_or_default())
+        });
+        assert!(seen, "start-up never reached {point}");
+        signal(pid, libc::SIGTERM);
+        let status = wait_exit(&mut child, Duration::from_secs(30));
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(
+            status.success(),
+            "SIGTERM when {point}: exit status {status}; log:\n{log}"
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || nats_servers_under(dir.path())
+                .is_empty()),
+            "SIGTERM when {point}: a nats-server was left behind"
+        );
+    }
+    // Nothing was left half-written: the node starts on the same data, and its log verifies.
+    let (mut child, _) = start_node(dir.path());
+    signal(child.id(), libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+    let (code, report) = verify(dir.path(), true);
+    assert_eq!(code, Some(0), "{report}");
+}
+
+/// `tgingest run` on the embedded default with simulated accounts delivering to `fake`, in a
+/// process group of its own, as a shell starts a foreground job.
+fn start_producing_node(
+    dir: &std::path::Path,
+    fake: &tgingest::switchboard::FakeSwitchboard,
+    sim: &tgingest::telegram::simulated::SimulatorConfig,
+    log: &std::path::Path,
+) -> Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = tgingest_cmd(dir);
+    simulate(&mut cmd, sim)
+        .env("SWITCHBOARD_MCP_URL", fake.mcp_url())
+        .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
+        .arg("run")
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn tgingest run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_to_the_process_group_drains_the_node_before_its_nats_server_stops() {
+    use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
+    use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
+    tgingest::telemetry::install_crypto_provider();
+    let fake = FakeSwitchboard::start(FakeOptions::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimulatorConfig {
+        accounts: 2,
+        rate: 300.0,
+        messages_per_account: 1500,
+        seed: 5,
+        ..SimulatorConfig::default()
+    };
+    let policy = tgingest::policy::Policy::new(&Default::default()).unwrap();
+    let world = SimulatedWorld::new(sim.clone()).unwrap();
+    let expected: std::collections::HashSet<String> =
+        tgingest::demo::expected_after_policy(&world, &policy, sim.messages_per_account)
+            .map(|e| e.event_id)
+            .collect();
+
+    let log_path = dir.path().join("first.log");
+    let mut child = start_producing_node(dir.path(), &fake, &sim, &log_path);
+    let mid_stream = wait_until(Duration::from_secs(60), || {
+        fake.stats().stored as usize >= expected.len() / 5
+    });
+    assert!(mid_stream, "the pipeline did not get going");
+    // What a terminal does on Ctrl-C: SIGINT to every process of the foreground group.
+    // SAFETY: kill(2) on the process group of a child this test started.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(
+        !log.contains("restarting") && !log.contains("NATS connection lost"),
+        "the nats-server went before the node had drained:\n{log}"
+    );
+
+    // The rest arrives after a restart, and nothing is lost or stored twice.
+    let log_path = dir.path().join("second.log");
+    let mut child = start_producing_node(dir.path(), &fake, &sim, &log_path);
+    let all = wait_until(Duration::from_secs(120), || {
+        fake.stored_event_ids().is_superset(&expected)
+    });
+    signal(child.id(), libc::SIGTERM);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(all, "not every event arrived");
+    assert!(status.success(), "second run: exit status {status}");
+    let got = fake.stored_event_ids();
+    assert_eq!(expected.difference(&got).count(), 0, "events lost");
+    assert_eq!(got.difference(&expected).count(), 0, "unexpected events");
+    assert_eq!(fake.stored_twice(), 0, "an event was stored twice");
 }

@@ -83,6 +83,7 @@ async fn every_consented_registry_account_heartbeats_its_real_state() {
                 faults.clone(),
             ))),
             login_backend: None,
+            ..NodeOptions::default()
         },
     )
     .await

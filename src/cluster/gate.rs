@@ -68,11 +68,7 @@ impl Gate {
                 }
             }
         });
-        Ok(Gate {
-            addr,
-            passes,
-            task,
-        })
+        Ok(Gate { addr, passes, task })
     }
 
     /// Lets `account`'s clients through while `fence` is up, until [`Gate::close`]; returns the

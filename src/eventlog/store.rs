@@ -12,7 +12,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::checkpoint::{account_prefix, index_key};
 use super::error::EventLogError;
 use super::record::{Anchor, Record, RecordKind, key_seq, seq_key};
-use super::verify::{HeadCheck, RawEntry, VerifyReport, walk};
+use super::verify::{HeadCheck, RawEntry, VerifyReport, walk, walk_from};
 use super::{AuditEntry, Checkpoint, METRIC_APPENDS_TOTAL, METRIC_FLUSH_SECONDS, METRIC_HEAD_SEQ};
 use crate::codec::{decode, encode};
 
@@ -264,6 +264,64 @@ impl EventLog {
         let report = verify_trees(&self.chain_key, &self.log, &self.meta, Some(anchor));
         report.publish();
         report
+    }
+
+    /// Verifies the records appended after `verified` (a record an earlier check passed; the
+    /// empty anchor for the whole log) up to the current head, and that the log holds `anchor`
+    /// (the head anchored in JetStream) wherever it lies. Returns the report and the head it
+    /// reached, from which the next check goes on.
+    ///
+    /// Unlike [`EventLog::verify`], appends do not wait: only records up to the head read at the
+    /// start are walked, and those never change.
+    pub fn verify_since(
+        &self,
+        verified: &Anchor,
+        anchor: Option<&Anchor>,
+    ) -> (VerifyReport, Anchor) {
+        let head = self.head();
+        let report = self.verify_range(verified, &head, anchor);
+        report.publish();
+        (report, head)
+    }
+
+    fn verify_range(&self, from: &Anchor, head: &Anchor, anchor: Option<&Anchor>) -> VerifyReport {
+        if head.seq < from.seq {
+            return VerifyReport::failed(
+                head.seq + 1,
+                format!("log truncated: it was verified up to {}", from.seq),
+            );
+        }
+        // An anchor inside the part verified before is checked by a look-up of its record.
+        let mut checks = vec![HeadCheck::Meta(head)];
+        match anchor {
+            Some(a) if a.seq > from.seq => checks.push(HeadCheck::Anchor(a)),
+            Some(a) if a.seq > 0 => {
+                let record = match self.log.get(seq_key(a.seq)) {
+                    Ok(Some(bytes)) => decode::<Record>(&bytes).map_err(|e| e.to_string()),
+                    Ok(None) => Err("missing".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match record {
+                    Ok(r) if r.hash == a.hash => {}
+                    Ok(_) => return VerifyReport::failed(a.seq, "hash differs from the anchor"),
+                    Err(e) => {
+                        return VerifyReport::failed(a.seq, format!("anchored record: {e}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Nothing new is an empty walk (sled's range wants start <= end).
+        let end = seq_key(head.seq.max(from.seq + 1));
+        let entries = self
+            .log
+            .range(seq_key(from.seq + 1)..=end)
+            .map(|entry| -> RawEntry {
+                entry
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| e.to_string())
+            });
+        walk_from(&self.chain_key, *from, entries, &checks)
     }
 
     /// Puts every record appended so far on disk.

@@ -85,13 +85,24 @@ pub(super) fn walk(
     entries: impl Iterator<Item = RawEntry>,
     checks: &[HeadCheck<'_>],
 ) -> VerifyReport {
+    walk_from(chain_key, Anchor::EMPTY, entries, checks)
+}
+
+/// Like [`walk`], for the records after `start` (a record already verified): the first entry
+/// must be `start.seq + 1` and chain to `start.hash`.
+pub(super) fn walk_from(
+    chain_key: &[u8; 32],
+    start: Anchor,
+    entries: impl Iterator<Item = RawEntry>,
+    checks: &[HeadCheck<'_>],
+) -> VerifyReport {
     for check in checks {
         let (HeadCheck::Meta(head) | HeadCheck::Anchor(head)) = check;
         if head.seq == 0 && head.hash != ZERO_HASH {
             return VerifyReport::failed(1, "head at seq 0 has a non-zero hash");
         }
     }
-    let mut prev = Anchor::EMPTY;
+    let mut prev = start;
     for entry in entries {
         match check_entry(chain_key, entry, &prev, checks) {
             Ok(head) => prev = head,

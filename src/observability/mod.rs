@@ -215,6 +215,7 @@ fn register_zeros() {
         metrics::gauge!(crate::pipeline::stats::METRIC_ACCOUNTS, "state" => state).set(0.0);
     }
     counter!("tgingest_publish_retries_total", "stream" => "TG_RAW").increment(0);
+    counter!("tgingest_publish_resends_total").increment(0);
     for origin in ["live", "catch_up", "backfill"] {
         counter!(METRIC_EVENTS_INGESTED, "origin" => origin).increment(0);
     }

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishError;
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -229,16 +228,23 @@ fn ack_future(
     })
 }
 
-/// Sends one publish; the returned future resolves to its PubAck.
-async fn publish(
-    js: &async_nats::jetstream::Context,
-    pending: &Pending,
-) -> Result<AckFuture, PublishError> {
-    let message = PublishMessage::build()
-        .payload(pending.payload.clone())
-        .message_id(&pending.event_id);
-    let ack = js.send_publish(pending.subject.clone(), message).await?;
-    Ok(std::future::IntoFuture::into_future(ack))
+/// Sends one publish; the returned future resolves to its PubAck, sending the event again if
+/// the connection drops before that arrives ([`Bus::pub_ack_or_resend`]).
+async fn publish(bus: &Bus, pending: &Pending) -> Result<AckFuture, PublishError> {
+    let sent_in = bus.connection_drops();
+    let ack = bus
+        .send_with_id(&pending.subject, &pending.event_id, &pending.payload)
+        .await?;
+    let bus = bus.clone();
+    let (subject, event_id, payload) = (
+        pending.subject.clone(),
+        pending.event_id.clone(),
+        pending.payload.clone(),
+    );
+    Ok(Box::pin(async move {
+        bus.pub_ack_or_resend(ack, sent_in, subject, event_id, payload)
+            .await
+    }))
 }
 
 impl AccountState {
@@ -309,7 +315,7 @@ impl AccountState {
     /// Sends one publish, retrying with backoff while the bus refuses it (NATS down).
     async fn publish_until_sent(&mut self, pending: &Pending) -> AckFuture {
         loop {
-            match publish(&self.args.bus.js, pending).await {
+            match publish(&self.args.bus, pending).await {
                 Ok(fut) => {
                     self.publish_backoff = Duration::from_millis(100);
                     return fut;

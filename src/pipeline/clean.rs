@@ -129,29 +129,35 @@ async fn filter_batch(
         };
         state.eventlog.audit(&entry, Durability::Flushed).await?;
     }
+    let sent_in = state.bus.connection_drops();
     let mut pending = Vec::with_capacity(acks.len());
     for (index, subject, event_id, payload) in acks {
-        let message = PublishMessage::build()
-            .payload(payload.clone())
-            .message_id(&event_id);
-        let future = state.bus.js.send_publish(subject.clone(), message).await;
+        let future = state.bus.send_with_id(&subject, &event_id, &payload).await;
         pending.push((index, subject, event_id, payload, future));
     }
     for (index, subject, event_id, payload, future) in pending {
         let mut result = match future {
-            Ok(f) => f.await.map_err(|e| e.to_string()),
+            Ok(f) => state
+                .bus
+                .pub_ack_or_resend(
+                    f,
+                    sent_in,
+                    subject.clone(),
+                    event_id.clone(),
+                    payload.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         // One immediate retry with the same Msg-Id (idempotent) before leaving it for redelivery.
         if result.is_err() {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let message = PublishMessage::build()
-                .payload(payload)
-                .message_id(&event_id);
-            result = match state.bus.js.send_publish(subject, message).await {
-                Ok(f) => f.await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+            result = state
+                .bus
+                .publish_acked(subject, event_id, payload)
+                .await
+                .map_err(|e| e.to_string());
         }
         outcomes[index] = match result {
             Ok(ack) => {
@@ -205,14 +211,17 @@ pub struct DedupeState {
 #[derive(Clone, Copy, Default)]
 pub struct DedupeActor;
 
-/// The durable pull consumer of a stage, created or brought in line with this config.
+/// Messages a stage's consumer may have delivered and not yet acknowledged.
+const MAX_ACK_PENDING: i64 = 20_000;
+
+/// The durable pull consumer of a stage, created or brought in line with this config (its
+/// `ack_wait` is `nats.ack_wait`).
 pub async fn durable_consumer(
     bus: &Bus,
     stream: &str,
     name: &str,
-    ack_wait: Duration,
-    max_ack_pending: i64,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, ActorProcessingErr> {
+    let (ack_wait, max_ack_pending) = (bus.ack_wait(), MAX_ACK_PENDING);
     let stream = bus.js.get_stream(stream).await?;
     let config = pull::Config {
         durable_name: Some(name.to_string()),
@@ -235,14 +244,7 @@ impl Actor for DedupeActor {
         myself: ActorRef<DedupeMsg>,
         args: DedupeArgs,
     ) -> Result<DedupeState, ActorProcessingErr> {
-        let consumer = durable_consumer(
-            &args.bus,
-            STREAM_RAW,
-            DEDUPE_CONSUMER,
-            Duration::from_secs(30),
-            20_000,
-        )
-        .await?;
+        let consumer = durable_consumer(&args.bus, STREAM_RAW, DEDUPE_CONSUMER).await?;
         let (dir, horizon) = (args.seen_dir.clone(), args.horizon);
         let seen =
             Arc::new(tokio::task::spawn_blocking(move || SeenSet::open(&dir, horizon)).await??);
@@ -288,21 +290,19 @@ impl Actor for DedupeActor {
 
 /// One batch: fetch, drop known ids, filter and publish the rest, then mark and acknowledge.
 async fn pump_dedupe(state: &mut DedupeState) -> Result<(), ActorProcessingErr> {
-    let mut batch = state
+    let bus = &state.args.bus;
+    let drops = bus.connection_drops();
+    let batch = state
         .consumer
         .fetch()
         .max_messages(state.args.batch)
         .expires(Duration::from_millis(500))
         .messages()
         .await?;
-    let mut messages = Vec::new();
-    while let Some(message) = batch.next().await {
-        messages.push(message?);
-    }
+    let messages = take_batch(bus, drops, batch).await?;
     if messages.is_empty() {
         return Ok(());
     }
-
     let mut fresh_ids = HashSet::new();
     let mut to_filter = Vec::new(); // (message index, event)
     let mut ack_now = Vec::new();
@@ -334,7 +334,8 @@ async fn pump_dedupe(state: &mut DedupeState) -> Result<(), ActorProcessingErr> 
         // One batch in flight to the filter: the time the dedupe stage waits for it is its
         // backpressure.
         let waited = std::time::Instant::now();
-        let outcomes = ractor::call_t!(filter, FilterMsg::Batch, 60_000, events)?;
+        let call = async { ractor::call_t!(filter, FilterMsg::Batch, 60_000, events) };
+        let outcomes = still_working_on(&messages, bus.progress_every(), call).await?;
         metrics::histogram!(
             crate::observability::METRIC_BACKPRESSURE,
             "stage" => "dedupe"
@@ -370,6 +371,47 @@ async fn pump_dedupe(state: &mut DedupeState) -> Result<(), ActorProcessingErr> 
             .await?;
     }
     Ok(())
+}
+
+/// The messages of one pull batch. When the connection drops while the batch is open, it ends
+/// there: the server that took the pull request is gone, so waiting for the batch to expire
+/// (async-nats waits 5 s past `expires`) would only delay the next fetch.
+pub(crate) async fn take_batch(
+    bus: &Bus,
+    drops: u64,
+    mut batch: jetstream::consumer::pull::Batch,
+) -> Result<Vec<jetstream::Message>, ActorProcessingErr> {
+    let mut messages = Vec::new();
+    loop {
+        tokio::select! {
+            next = batch.next() => match next {
+                Some(message) => messages.push(message?),
+                None => return Ok(messages),
+            },
+            () = bus.dropped_since(drops) => return Ok(messages),
+        }
+    }
+}
+
+/// Awaits `work` on `messages`, sending them progress acks every `every` meanwhile, so a slow
+/// batch is not redelivered while it is still being worked on.
+async fn still_working_on<T>(
+    messages: &[jetstream::Message],
+    every: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tick.tick() => {
+                for message in messages {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
 }
 
 /// A `TG_RAW` message that is not an event goes to `TG_DLQ` with the reason, so nothing is lost

@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::PipelineStats;
-use super::clean::{REASON_HEADER, durable_consumer};
+use super::clean::{REASON_HEADER, durable_consumer, take_batch};
 use crate::bus::{Bus, STREAM_CLEAN, dlq_subject, header_value};
 use crate::config::SwitchboardConfig;
 use crate::event::{Event, now_us};
@@ -31,9 +30,6 @@ use crate::switchboard::{IngestReply, McpClient, envelope};
 
 /// Durable consumer of the delivery stage on `TG_CLEAN`.
 pub const DELIVERY_CONSUMER: &str = "switchboard";
-
-const ACK_WAIT: Duration = Duration::from_secs(30);
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// What the delivery actor needs.
 #[derive(Clone)]
@@ -75,8 +71,7 @@ impl Actor for DeliveryActor {
         args: DeliveryArgs,
     ) -> Result<DeliveryState, ActorProcessingErr> {
         let max_inflight = args.config.max_inflight as usize;
-        let consumer =
-            durable_consumer(&args.bus, STREAM_CLEAN, DELIVERY_CONSUMER, ACK_WAIT, 20_000).await?;
+        let consumer = durable_consumer(&args.bus, STREAM_CLEAN, DELIVERY_CONSUMER).await?;
         myself.cast(DeliveryMsg::Pump)?;
         Ok(DeliveryState {
             args: Arc::new(args),
@@ -115,15 +110,16 @@ impl Actor for DeliveryActor {
 }
 
 async fn fill_slots(state: &mut DeliveryState, free: usize) -> Result<(), ActorProcessingErr> {
-    let mut batch = state
+    let bus = &state.args.bus;
+    let drops = bus.connection_drops();
+    let batch = state
         .consumer
         .fetch()
         .max_messages(free)
         .expires(Duration::from_millis(200))
         .messages()
         .await?;
-    while let Some(message) = batch.next().await {
-        let message = message?;
+    for message in take_batch(bus, drops, batch).await? {
         let permit = state.slots.clone().acquire_owned().await?;
         let args = state.args.clone();
         state.tasks.spawn(async move {
@@ -150,10 +146,13 @@ async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
     };
     let envelope = envelope(&event, &args.config);
     let msg = &message;
-    let settled = ingest_until_settled(&args.client, &envelope, &args.stats, move || async move {
-        let _ = msg.ack_with(AckKind::Progress).await;
-    })
-    .await;
+    let progress = Progress {
+        every: args.bus.progress_every(),
+        send: move || async move {
+            let _ = msg.ack_with(AckKind::Progress).await;
+        },
+    };
+    let settled = ingest_until_settled(&args.client, &envelope, &args.stats, progress).await;
     match settled {
         Settled::Accepted { duplicate } => {
             if duplicate {
@@ -187,24 +186,42 @@ pub(crate) enum Settled {
     Rejected(String),
 }
 
+/// What to run, and how often, while a message is still being delivered.
+pub(crate) struct Progress<F> {
+    pub every: Duration,
+    /// Tells JetStream not to redeliver yet (a progress ack); nothing for a replay.
+    pub send: F,
+}
+
 /// Calls `ingest` until Switchboard accepts or rejects `envelope`. Transport errors and
-/// `isError:true` are retried with exponential backoff and jitter; `still_working` runs every
-/// [`PROGRESS_EVERY`] of retrying (the delivery actor tells JetStream not to redeliver yet).
+/// `isError:true` are retried with exponential backoff and jitter; `progress.send` runs every
+/// `progress.every` until then, during a call as well as between retries, so a slow Switchboard
+/// never lets the message's ack wait run out.
 pub(crate) async fn ingest_until_settled<F, Fut>(
     client: &McpClient,
     envelope: &serde_json::Value,
     stats: &PipelineStats,
-    mut still_working: F,
+    mut progress: Progress<F>,
 ) -> Settled
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let mut backoff = Duration::from_millis(200);
-    let mut last_progress = Instant::now();
+    let mut next_progress = tokio::time::Instant::now() + progress.every;
     loop {
         let attempt = Instant::now();
-        let reply = client.ingest(envelope).await;
+        let call = client.ingest(envelope);
+        tokio::pin!(call);
+        let reply = loop {
+            tokio::select! {
+                reply = &mut call => break reply,
+                () = tokio::time::sleep_until(next_progress) => {
+                    (progress.send)().await;
+                    next_progress = tokio::time::Instant::now() + progress.every;
+                }
+            }
+        };
         metrics::histogram!(obs::METRIC_DELIVERY_LATENCY).record(attempt.elapsed().as_secs_f64());
         let result = match &reply {
             Ok(IngestReply::Accepted {
@@ -224,12 +241,18 @@ where
                 stats.retries.add(1);
                 metrics::counter!("tgingest_delivery_retries_total").increment(1);
                 tracing::debug!(error = %e, retry_in = ?backoff, "Switchboard call failed; retrying");
-                if last_progress.elapsed() >= PROGRESS_EVERY {
-                    still_working().await;
-                    last_progress = Instant::now();
-                }
                 let jitter = 0.8 + rand::random::<f64>() * 0.4;
-                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                let pause = tokio::time::sleep(backoff.mul_f64(jitter));
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        () = &mut pause => break,
+                        () = tokio::time::sleep_until(next_progress) => {
+                            (progress.send)().await;
+                            next_progress = tokio::time::Instant::now() + progress.every;
+                        }
+                    }
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }

@@ -20,7 +20,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::PipelineStats;
-use super::delivery::{DeliveryArgs, ParkError, Settled, ingest_until_settled, park_rejected};
+use super::delivery::{
+    DeliveryArgs, ParkError, Progress, Settled, ingest_until_settled, park_rejected,
+};
 use crate::bus::{Bus, STREAM_CLEAN, clean_subject};
 use crate::config::SwitchboardConfig;
 use crate::event::Event;
@@ -553,7 +555,16 @@ async fn replay_one(job: &Job, args: &DeliveryArgs, actor: &str, message: jetstr
     let settled = match &event {
         Ok(event) => {
             let envelope = envelope(event, &args.config);
-            ingest_until_settled(&args.client, &envelope, &args.stats, || async {}).await
+            ingest_until_settled(
+                &args.client,
+                &envelope,
+                &args.stats,
+                Progress {
+                    every: args.bus.progress_every(),
+                    send: || async {},
+                },
+            )
+            .await
         }
         Err(e) => Settled::Rejected(format!("undecodable TG_CLEAN message: {e}")),
     };

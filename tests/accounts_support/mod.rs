@@ -153,6 +153,7 @@ pub async fn start_node(config: &Config, login: &ScriptedLogin) -> Node {
         NodeOptions {
             gateway_factory: Some(factory()),
             login_backend: Some(Arc::new(login.clone())),
+            ..NodeOptions::default()
         },
     )
     .await

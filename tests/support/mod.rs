@@ -60,6 +60,43 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Polls `cond` every 10 ms, without blocking the runtime, until it holds or `timeout` passes;
+/// returns whether it held.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// Sets the environment that makes `tgingest run` play the simulation `sim`.
+pub fn simulate<'a>(
+    cmd: &'a mut std::process::Command,
+    sim: &tgingest::telegram::simulated::SimulatorConfig,
+) -> &'a mut std::process::Command {
+    cmd.env("TGINGEST_SIMULATOR_ACCOUNTS", sim.accounts.to_string())
+        .env("TGINGEST_SIMULATOR_RATE", sim.rate.to_string())
+        .env(
+            "TGINGEST_SIMULATOR_MESSAGES_PER_ACCOUNT",
+            sim.messages_per_account.to_string(),
+        )
+        .env("TGINGEST_SIMULATOR_SEED", sim.seed.to_string())
+}
+
+/// `tgingest run` on `data_dir`, its log going to `log` (created anew).
+pub fn spawn_run(data_dir: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    tgingest_cmd(data_dir)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn tgingest run")
+}
+
 /// The path of the built `tgingest` binary.
 pub fn tgingest_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tgingest"))
@@ -115,3 +152,47 @@ pub fn signal(pid: u32, sig: i32) {
 
 pub mod proxy;
 pub mod rig;
+
+/// Whether `pid` has a handler installed for signal `sig` (`SigCgt` in /proc/<pid>/status).
+pub fn catches_signal(pid: u32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+}
+
+/// Pids of the nats-server processes whose command line mentions `dir` (wherever they are in
+/// the process tree: an orphan is reparented).
+pub fn nats_servers_under(dir: &std::path::Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("nats-server") && cmdline.contains(&needle) && process_alive(*pid)
+        })
+        .collect()
+}
+
+/// Waits up to `timeout` for `child` to exit; kills it (and fails) if it does not.
+pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
