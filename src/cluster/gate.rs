@@ -262,3 +262,139 @@ async fn read_short(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 async fn reply(client: &mut TcpStream, code: u8) -> std::io::Result<()> {
     client.write_all(&[5, code, 0, 1, 0, 0, 0, 0, 0, 0]).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::cluster::lease::Holder;
+
+    fn fence(valid_for: Duration) -> Fence {
+        let holder = Holder {
+            node: "n".into(),
+            boot: "b".into(),
+            generation: 1,
+        };
+        Fence::new(holder, 1, Instant::now() + valid_for)
+    }
+
+    /// A stand-in for Telegram that counts the bytes it received.
+    async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let r = received.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        r.fetch_add(n, Ordering::SeqCst);
+                        let _ = s.write_all(&buf[..n]).await;
+                    }
+                });
+            }
+        });
+        (addr, received)
+    }
+
+    async fn dial(gate: &Gate, url: &str, target: SocketAddr) -> std::io::Result<TcpStream> {
+        let creds = url.trim_start_matches("socks5://");
+        let (creds, _) = creds.split_once('@').unwrap();
+        let (user, secret) = creds.split_once(':').unwrap();
+        tokio_socks::tcp::Socks5Stream::connect_with_password(gate.addr(), target, user, secret)
+            .await
+            .map(|s| s.into_inner())
+            .map_err(std::io::Error::other)
+    }
+
+    #[tokio::test]
+    async fn bytes_pass_while_the_fence_is_up_and_not_one_after_its_deadline() {
+        let (target, received) = upstream().await;
+        let gate = Gate::start().await.unwrap();
+        let url = gate.open("42", fence(Duration::from_millis(400)));
+        let mut conn = dial(&gate, &url, target).await.unwrap();
+        conn.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        conn.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping");
+        // The whole process pauses past the deadline (this runtime has one thread: blocking it
+        // stops every task, as SIGSTOP would), then the client's next frame is written at once.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = conn.write_all(b"late frame").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            received.load(Ordering::SeqCst),
+            4,
+            "a frame went out after the deadline"
+        );
+        assert!(
+            dial(&gate, &url, target).await.is_err(),
+            "a fenced account reconnected"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_chunk_is_checked_against_the_clock_before_it_is_forwarded() {
+        // Whatever task runs first after a pause, the copy itself refuses a chunk once the
+        // deadline has passed (here: a pass whose fence is already past it).
+        let pass = Pass {
+            secret: String::new(),
+            fence: fence(Duration::ZERO),
+            closed: watch::channel(false).0,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (from_gate_side, _) = listener.accept().await.unwrap();
+        let mut upstream_peer = TcpStream::connect(addr).await.unwrap();
+        let (to_gate_side, _) = listener.accept().await.unwrap();
+        client.write_all(b"frame after the deadline").await.unwrap();
+        client.shutdown().await.unwrap();
+        let (from, _keep) = from_gate_side.into_split();
+        let (_keep2, to) = to_gate_side.into_split();
+        pump(from, to, Some(&pass)).await;
+        let mut got = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), upstream_peer.read_to_end(&mut got)).await;
+        assert!(got.is_empty(), "forwarded {got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_pass_cuts_open_connections_and_a_stale_secret_is_refused() {
+        let (target, received) = upstream().await;
+        let gate = Gate::start().await.unwrap();
+        let first = gate.open("42", fence(Duration::from_secs(60)));
+        let mut conn = dial(&gate, &first, target).await.unwrap();
+        conn.write_all(b"a").await.unwrap();
+        let mut one = [0u8; 1];
+        conn.read_exact(&mut one).await.unwrap();
+        // A new claim of the same account: the old client's connection is cut, its secret dead.
+        let second = gate.open("42", fence(Duration::from_secs(60)));
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the old connection stayed open");
+        assert!(dial(&gate, &first, target).await.is_err());
+        assert!(
+            dial(&gate, "socks5://43:nope@127.0.0.1:1", target)
+                .await
+                .is_err()
+        );
+        let mut conn = dial(&gate, &second, target).await.unwrap();
+        gate.close("42");
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "closing the pass left a connection open");
+        assert_eq!(received.load(Ordering::SeqCst), 1);
+    }
+}

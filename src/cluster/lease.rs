@@ -80,7 +80,7 @@ struct FenceInner {
 }
 
 impl Fence {
-    fn new(holder: Holder, acquired_at: u64, deadline: Instant) -> Fence {
+    pub(crate) fn new(holder: Holder, acquired_at: u64, deadline: Instant) -> Fence {
         Fence {
             inner: Arc::new(FenceInner {
                 holder,
