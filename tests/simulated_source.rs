@@ -441,7 +441,12 @@ fn pii_labels_name_what_the_text_contains() {
         let p = w.event_at(1, n);
         let Some(pii) = &p.pii else { continue };
         let e = &p.events[0];
-        assert!(e.text.contains(&pii.value), "{pii:?} not in {:?}", e.text);
+        assert_eq!(
+            e.text.get(pii.span.clone()),
+            Some(pii.value.as_str()),
+            "{pii:?} is not where the label says in {:?}",
+            e.text
+        );
         match pii.kind {
             PiiKind::CardNumber => assert!(luhn_valid(&pii.value), "{}", pii.value),
             PiiKind::Iban => assert_eq!(iban_mod97(&pii.value), Some(1), "{}", pii.value),

@@ -114,7 +114,8 @@ fn non_empty(s: &str) -> Option<&str> {
     (!s.trim().is_empty()).then_some(s)
 }
 
-fn media_placeholder(kind: MediaKind) -> &'static str {
+/// What stands for media of `kind` at the start of `normalized_text` (`[photo] caption`).
+pub fn media_placeholder(kind: MediaKind) -> &'static str {
     match kind {
         MediaKind::Photo => "[photo]",
         MediaKind::Video => "[video]",

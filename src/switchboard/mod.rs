@@ -16,7 +16,9 @@ mod heartbeat;
 mod sse;
 
 pub use client::{CallError, IngestReply, McpClient, NewClientError, Transport};
-pub use envelope::{endpoint_identity, envelope, idempotency_key, normalized_text};
+pub use envelope::{
+    endpoint_identity, envelope, idempotency_key, media_placeholder, normalized_text,
+};
 pub use fake::{
     Accepted, Duplicate, DuplicateReason, FakeOptions, FakeStats, FakeSwitchboard, Faults,
     Rejection,

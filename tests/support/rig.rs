@@ -126,10 +126,20 @@ impl Rig {
     /// Waits until every expected event is stored (true) or `timeout` passes (false).
     pub async fn wait_all_delivered(&self, timeout: Duration) -> bool {
         let expected = self.expected();
+        self.wait_delivered(expected.keys(), timeout).await
+    }
+
+    /// Waits until every event id in `ids` is stored (true) or `timeout` passes (false): for
+    /// tests whose expected set does not come from [`Rig::expected`].
+    pub async fn wait_delivered<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String> + Clone,
+        timeout: Duration,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let delivered = self.delivered();
-            if expected.keys().all(|id| delivered.contains_key(id)) {
+            if ids.clone().into_iter().all(|id| delivered.contains_key(id)) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

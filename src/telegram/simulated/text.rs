@@ -4,6 +4,8 @@
 //! the output depends on nothing but the ChaCha8 keystream (stable across platforms and versions
 //! of `rand`'s distribution code).
 
+use std::ops::Range;
+
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -59,14 +61,24 @@ impl PiiKind {
     ];
 }
 
-/// The personal data embedded in a text: its kind and the exact substring, so tests of redaction
-/// can check that it is gone.
+/// The personal data embedded in a text: its kind, the exact substring and where it sits, so
+/// tests of redaction can check that it is gone and compute the masked text without a detector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pii {
     /// What it is.
     pub kind: PiiKind,
     /// The substring as it appears in the text.
     pub value: String,
+    /// Byte range of `value` in the event's text (`text[span] == value`).
+    pub span: Range<usize>,
+}
+
+impl Pii {
+    /// The same label for the value moved `by` bytes to the right (text put in front of it).
+    pub(crate) fn shifted(mut self, by: usize) -> Pii {
+        self.span = self.span.start + by..self.span.end + by;
+        self
+    }
 }
 
 const FIRST_NAMES: &[&str] = &[
@@ -547,8 +559,12 @@ pub(crate) fn pii_sentence(rng: &mut ChaCha8Rng, kind: PiiKind) -> (String, Pii)
             ],
         ),
     };
-    let text = pick(rng, templates).replace("{v}", &value);
-    (text, Pii { kind, value })
+    let template = pick(rng, templates);
+    // Every template has exactly one `{v}`, so its offset is where the value lands.
+    let start = template.find("{v}").unwrap_or(0);
+    let text = template.replace("{v}", &value);
+    let span = start..start + value.len();
+    (text, Pii { kind, value, span })
 }
 
 fn login_code_value(rng: &mut ChaCha8Rng) -> (String, &'static [&'static str]) {

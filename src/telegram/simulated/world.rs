@@ -821,14 +821,14 @@ impl SimulatedWorld {
                 let kind =
                     PiiKind::IN_CHATS[below(&mut rng, PiiKind::IN_CHATS.len() as u64) as usize];
                 let (sentence, p) = text::pii_sentence(&mut rng, kind);
-                text = if text.is_empty() {
-                    sentence
+                (text, pii) = if text.is_empty() {
+                    (sentence, Some(p))
                 } else if chance(&mut rng, 0.5) {
-                    format!("{sentence} {text}")
+                    (format!("{sentence} {text}"), Some(p))
                 } else {
-                    format!("{text} {sentence}")
+                    let by = text.len() + 1;
+                    (format!("{text} {sentence}"), Some(p.shifted(by)))
                 };
-                pii = Some(p);
             }
             if info.role != ChatRole::Channel && chance(&mut rng, REPLY_CHANCE) {
                 reply_to = self.reply_target(a, &info, n, topic, &mut rng);
@@ -900,8 +900,8 @@ impl SimulatedWorld {
         if chance(&mut rng, self.cfg.pii_rate) {
             let kind = PiiKind::IN_CHATS[below(&mut rng, PiiKind::IN_CHATS.len() as u64) as usize];
             let (sentence, p) = text::pii_sentence(&mut rng, kind);
+            pii = Some(p.shifted(text.len() + 1));
             text = format!("{text} {sentence}");
-            pii = Some(p);
         }
         let at = self.at_us(a, n);
         event.kind = EventKind::Edit;
