@@ -32,7 +32,7 @@ fn settings() -> GrammersSettings {
         // expected event; the grace stays above the fake DC's delivery latency (a reconnect's
         // difference included), so a live or caught-up message is never taken for a hole.
         hole_check_interval: Duration::from_secs(1),
-        hole_grace: Duration::from_secs(3),
+        hole_grace: Duration::from_secs(5),
         flood_sleep_max: Duration::from_secs(5),
     }
 }
