@@ -202,7 +202,10 @@ pub enum Source {
 
 /// The deterministic id: keyed blake3 over the identifying fields, 128 bits as 32 hex characters.
 ///
-/// Each field is length-prefixed, so no two different inputs share a pre-image.
+/// Each field is length-prefixed, so no two different inputs share a pre-image. The formula:
+/// blake3 in derive-key mode with context `tgingest 2026-11 event_id v1`, over account, chat,
+/// message id and kind name, each preceded by its byte length as a little-endian u64, then the
+/// edit version as a little-endian u64; the first 16 bytes of the hash as lower-case hex.
 pub fn event_id(
     account_id: &str,
     chat_id: &str,
@@ -376,6 +379,24 @@ mod tests {
         for v in variants {
             assert_ne!(v, base);
         }
+    }
+
+    /// Pinned literals, computed outside Rust (Python's `blake3` package) from the documented
+    /// formula: derive-key context `tgingest 2026-11 event_id v1`; account, chat, message id and
+    /// kind name each prefixed by their byte length as a little-endian u64; the edit version as a
+    /// little-endian u64; the first 16 bytes of the hash in lower-case hex. Any drift of the id
+    /// function (context, field order, prefixes, truncation) changes every id ever stored, so it
+    /// must fail here rather than pass the "deterministic" test above.
+    #[test]
+    fn event_id_matches_ids_computed_independently_from_the_documented_formula() {
+        assert_eq!(
+            event_id("1", "-1001", "5", EventKind::Message, 0),
+            "c19a2712b17a162cfee1938ba58bec6c"
+        );
+        assert_eq!(
+            event_id("42", "-1000000000123", "7", EventKind::Edit, 3),
+            "3418f957330433b225da17d9c2743060"
+        );
     }
 
     #[test]

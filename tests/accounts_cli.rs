@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use accounts_support::*;
 use base64::Engine;
-use support::{TestNats, tgingest_cmd};
+use support::{TestNats, canary, tgingest_cmd};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -96,8 +96,8 @@ fn windows(s: &str) -> Vec<String> {
     chars.windows(16).map(|w| w.iter().collect()).collect()
 }
 
-/// What must never show: 16-char windows of session strings and of the keys' encodings.
-fn forbidden_windows(sessions: &Sessions) -> Vec<String> {
+/// The auth keys that must never show, in bytes.
+fn secret_keys(sessions: &Sessions) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = vec![
         hex::decode(&sessions.pyrogram_key).unwrap(),
         hex::decode(&sessions.telethon_key).unwrap(),
@@ -105,6 +105,12 @@ fn forbidden_windows(sessions: &Sessions) -> Vec<String> {
         vec![0xa5; 256],
     ];
     keys.dedup();
+    keys
+}
+
+/// What must never show: 16-char windows of session strings and of the keys' encodings.
+fn forbidden_windows(sessions: &Sessions) -> Vec<String> {
+    let keys = secret_keys(sessions);
     let mut out = Vec::new();
     out.extend(windows(&sessions.pyrogram));
     out.extend(windows(&sessions.telethon));
@@ -134,6 +140,13 @@ fn forbidden_windows(sessions: &Sessions) -> Vec<String> {
 }
 
 fn check_canary(label: &str, log: &str, sessions: &Sessions) {
+    // Decimal byte lists (how `#[derive(Debug)]` prints a key), over the whole text: `{:#?}`
+    // spreads one over many lines.
+    for key in secret_keys(sessions) {
+        if let Some(window) = canary::decimal_list_in(log, &key) {
+            panic!("{label}: key bytes as a decimal list ({window}) in the output");
+        }
+    }
     let forbidden = forbidden_windows(sessions);
     for line in log.lines() {
         for w in &forbidden {
@@ -383,6 +396,9 @@ async fn cli_imports_from_stdin_lists_logs_in_and_nothing_secret_reaches_any_log
         "to 15123456789 now".to_string(),
         format!("code {CODE} sent"),
         format!("password={PASSWORD}"),
+        format!("key: {:?}", &secret_keys(&sessions)[0][100..120]),
+        format!("Key {{ bytes: {:#?} }}", &secret_keys(&sessions)[1][0..12]),
+        format!("{:?}", [0xa5u8; 16]),
     ];
     for probe in probes {
         let caught = std::panic::catch_unwind(|| check_canary("probe", &probe, &sessions)).is_err();

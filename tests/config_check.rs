@@ -5,7 +5,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::tgingest_bin;
+use support::{canary, tgingest_bin};
 use tgingest::config::{Config, load};
 
 /// Runs `tgingest config check` with a clean environment plus `env`.
@@ -160,18 +160,29 @@ fn environment_overrides_are_applied_reported_and_checked() {
 #[test]
 fn secrets_never_appear_in_the_printed_config() {
     let hash = "0123456789abcdef0123456789abcdef";
+    // Bytes no run of eight of which comes up by chance, unlike the zeros of `KEY`.
+    let key_bytes: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    let key = hex::encode(&key_bytes);
+    let token = "tok-canary-123";
     let out = check(
         None,
         &[
             ("TELEGRAM_API_HASH", hash),
-            ("TGINGEST_SWITCHBOARD_AUTH_TOKEN", "tok-canary-123"),
-            ("TGINGEST_MASTER_KEY", KEY),
+            ("TGINGEST_SWITCHBOARD_AUTH_TOKEN", token),
+            ("TGINGEST_MASTER_KEY", &key),
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    for secret in [hash, "tok-canary-123", KEY] {
+    for secret in [hash, token, &key, &key.to_uppercase()] {
         assert!(!all.contains(secret), "secret printed: {all}");
+    }
+    // As `#[derive(Debug)]` prints bytes: a decimal list.
+    for secret in [&key_bytes[..], hash.as_bytes(), token.as_bytes()] {
+        let list = canary::decimal_list_in(&all, secret);
+        assert_eq!(list, None, "secret bytes printed as a decimal list: {all}");
     }
     assert!(all.contains("api_hash = \"***\""));
 }

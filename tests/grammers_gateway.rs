@@ -28,8 +28,11 @@ fn settings() -> GrammersSettings {
         backfill_window: Duration::ZERO,
         backfill_max_per_chat: 1000,
         backfill_pace: Duration::from_millis(10),
-        hole_check_interval: Duration::from_secs(3600),
-        hole_grace: Duration::from_secs(3600),
+        // Short, so that `assert_nothing_more` sees the hole check run twice after the last
+        // expected event; the grace stays above the fake DC's delivery latency (a reconnect's
+        // difference included), so a live or caught-up message is never taken for a hole.
+        hole_check_interval: Duration::from_secs(1),
+        hole_grace: Duration::from_secs(5),
         flood_sleep_max: Duration::from_secs(5),
     }
 }
@@ -38,6 +41,7 @@ fn settings() -> GrammersSettings {
 struct Account {
     dc: FakeDc,
     me: i64,
+    settings: GrammersSettings,
     factory: GrammersFactory<MemorySession>,
 }
 
@@ -58,6 +62,7 @@ impl Account {
         Account {
             dc,
             me,
+            settings: settings.clone(),
             factory: GrammersFactory::new(settings, opener),
         }
     }
@@ -104,6 +109,28 @@ async fn take_messages(
         cursor = Some(update.cursor);
     }
     (events, cursor.expect("at least one update"))
+}
+
+/// "Once" means nothing more arrives: after the expected events, reads on through the hole
+/// check's grace and two of its intervals and fails on any event that still comes (a
+/// duplicate handed out after a delay, a hole check re-fetching what already arrived).
+async fn assert_nothing_more(acct: &Account, gateway: &mut Box<dyn Gateway>) {
+    let settings = &acct.settings;
+    let quiet = settings.hole_grace + 2 * settings.hole_check_interval + Duration::from_millis(500);
+    let more = tokio::time::timeout(quiet, async {
+        loop {
+            let update = next(gateway).await;
+            if !update.events.is_empty() {
+                return update.events;
+            }
+        }
+    })
+    .await;
+    if let Ok(events) = more {
+        let seen: Vec<(&str, &String)> =
+            events.iter().map(|e| (e.kind.as_str(), &e.text)).collect();
+        panic!("events arrived after the expected ones: {seen:?}");
+    }
 }
 
 fn texts(events: &[tgingest::event::Event]) -> BTreeSet<String> {
@@ -202,6 +229,7 @@ async fn live_messages_of_every_chat_kind_become_events() {
             e.source
         );
     }
+    assert_nothing_more(&acct, &mut gateway).await;
     drop(gateway);
     acct.dc.stop().await;
 }
@@ -245,6 +273,7 @@ async fn what_was_sent_while_away_arrives_once_after_a_restart() {
     assert_eq!(texts(&events), expected);
     assert_eq!(events.len(), 60, "each exactly once");
     assert!(events.iter().all(|e| e.source == Source::CatchUp));
+    assert_nothing_more(&acct, &mut gateway).await;
     drop(gateway);
     acct.dc.stop().await;
 }
@@ -277,6 +306,7 @@ async fn an_update_handed_out_but_not_committed_is_handed_out_again() {
     let mut gateway = acct.gateway(Some(committed)).await;
     let (events, _) = take_messages(&mut gateway, 1).await;
     assert_eq!(texts(&events), BTreeSet::from(["two".to_string()]));
+    assert_nothing_more(&acct, &mut gateway).await;
     drop(gateway);
     acct.dc.stop().await;
 }
@@ -318,6 +348,7 @@ async fn a_too_long_difference_is_found_by_the_hole_check_and_backfilled() {
     let expected: BTreeSet<String> = (0..20).map(|i| format!("gap{i}")).collect();
     assert_eq!(texts(&events), expected);
     assert!(events.iter().all(|e| e.source == Source::Backfill));
+    assert_nothing_more(&acct, &mut gateway).await;
     drop(gateway);
     acct.dc.stop().await;
 }
@@ -344,6 +375,7 @@ async fn the_first_start_backfills_the_window_oldest_first() {
     let want: Vec<String> = (0..150).map(|i| format!("old{i:03}")).collect();
     assert_eq!(got, want, "all of the window, oldest first, once");
     assert!(events.iter().all(|e| e.source == Source::Backfill));
+    assert_nothing_more(&acct, &mut gateway).await;
     drop(gateway);
     acct.dc.stop().await;
 }
@@ -479,6 +511,7 @@ async fn a_short_flood_wait_during_backfill_is_slept_and_the_backfill_completes(
     );
     // The flooded request was retried: one more history call than the pages alone need.
     assert!(dc.request_count("messages.getHistory") >= 3);
+    assert_nothing_more(&acct, &mut gateway).await;
     drop(gateway);
     acct.dc.stop().await;
 }
@@ -578,6 +611,7 @@ async fn dropped_connections_mid_stream_lose_nothing_and_repeat_nothing() {
         .collect();
     assert_eq!(texts(&events), want);
     assert_eq!(events.len(), want.len(), "each exactly once");
+    assert_nothing_more(&acct, &mut gateway).await;
     drop(gateway);
     acct.dc.stop().await;
 }
@@ -621,6 +655,7 @@ async fn a_pts_gap_while_running_is_filled() {
         .collect();
     assert_eq!(texts(&events), want);
     assert_eq!(events.len(), 4, "each exactly once");
+    assert_nothing_more(&acct, &mut gateway).await;
     drop(gateway);
     acct.dc.stop().await;
 }

@@ -183,6 +183,74 @@ fn promtool_accepts_the_shipped_rules_and_scrape_config() {
     );
 }
 
+/// Every alert name of the rules file, in order.
+fn alert_names(rules: &str) -> Vec<String> {
+    rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert:"))
+        .map(|a| a.trim().to_string())
+        .collect()
+}
+
+/// The cases of the rules' unit-test file, as (alert name, fires?) pairs: a case that expects
+/// `exp_alerts: []` is a quiet one, any other expects the alert with its labels.
+fn rule_test_cases(tests: &str) -> Vec<(String, bool)> {
+    let lines: Vec<&str> = tests.lines().map(str::trim).collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let alert = l.strip_prefix("alertname:")?.trim().to_string();
+            let expect = lines.get(i + 1).copied().unwrap_or_default();
+            assert!(
+                expect.starts_with("exp_alerts:"),
+                "alertname {alert} not followed by exp_alerts"
+            );
+            let fires = expect != "exp_alerts: []";
+            if fires {
+                assert!(
+                    lines
+                        .get(i + 2)
+                        .is_some_and(|l| l.starts_with("- exp_labels:")),
+                    "{alert}: a firing case must name its labels"
+                );
+            }
+            Some((alert, fires))
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_is_quiet_on_healthy_series_and_fires_with_its_labels_on_its_failure() {
+    let (_, promtool_bin) = prometheus_tools();
+    let rules = std::fs::read_to_string(repo().join("deploy/prometheus/tgingest.rules.yml"))
+        .expect("rules file");
+    let tests = std::fs::read_to_string(repo().join("deploy/prometheus/tgingest.rules.test.yml"))
+        .expect("rules test file");
+    let cases = rule_test_cases(&tests);
+    let alerts = alert_names(&rules);
+    assert!(!alerts.is_empty());
+    for alert in &alerts {
+        for fires in [false, true] {
+            assert!(
+                cases.contains(&(alert.clone(), fires)),
+                "{alert} has no {} case in tgingest.rules.test.yml",
+                if fires { "firing" } else { "quiet" }
+            );
+        }
+    }
+    for (alert, _) in &cases {
+        assert!(
+            alerts.contains(alert),
+            "a test names no such alert: {alert}"
+        );
+    }
+    promtool(
+        &promtool_bin,
+        &["test", "rules", "deploy/prometheus/tgingest.rules.test.yml"],
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_a_demo_and_every_dashboard_and_alert_query_answers() {
     let (prometheus_bin, _) = prometheus_tools();

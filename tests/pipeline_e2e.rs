@@ -12,6 +12,18 @@ use tgingest::switchboard::envelope;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Polls `cond` every 20 ms until it holds; fails naming `what` after [`WAIT`].
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_allowed_event_arrives_exactly_once_with_the_right_envelope() {
     let mut rig = Rig::start(simulation(3, 400, 400.0, 7), |_| {}).await;
@@ -122,14 +134,28 @@ async fn denied_chats_never_reach_tg_clean_and_pii_never_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchboard_down_for_a_while_then_back_loses_nothing() {
     let mut rig = Rig::start(simulation(2, 600, 150.0, 21), |_| {}).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    until("the first deliveries", || rig.stats.delivered.get() > 0).await;
     rig.fake.stop().await;
-    let delivered_before = rig.delivered().len();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Once one attempt failed, no call from before the stop can still be settling.
+    let retries = rig.stats.retries.get();
+    until("an attempt to fail", || rig.stats.retries.get() > retries).await;
+    let stored_before = rig.delivered().len();
+    let counted_before = rig.stats.delivered.get();
+    let retries = rig.stats.retries.get();
+    // Something could arrive: events are waiting and delivery keeps trying them.
+    until("delivery to keep trying", || {
+        rig.stats.retries.get() >= retries + 3
+    })
+    .await;
     assert_eq!(
         rig.delivered().len(),
-        delivered_before,
+        stored_before,
         "nothing can arrive while Switchboard is down"
+    );
+    assert_eq!(
+        rig.stats.delivered.get(),
+        counted_before,
+        "the pipeline counted deliveries while Switchboard was down"
     );
     rig.fake.restart().await.unwrap();
     assert!(

@@ -693,6 +693,41 @@ async fn each_injected_fault_fails_the_next_matching_call_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn recorded_calls_are_those_of_the_watched_account_in_order_with_the_faulted_one_marked() {
+    let w = world(config(6));
+    let faults = SimulatorFaults::new();
+    let factory = SimulatedFactory::new(w.clone(), faults.clone());
+    let (a, b) = (w.account_id(0), w.account_id(1));
+    faults.record_calls(&a);
+    let mut g = started(&factory, &a, None).await;
+    let mut other = started(&factory, &b, None).await;
+    faults.inject(Some(&a), FaultCall::NextUpdate, Fault::Network);
+    assert!(g.next_update().await.is_err());
+    next(&mut g).await;
+    next(&mut other).await;
+    let calls: Vec<(FaultCall, bool)> = faults
+        .calls(&a)
+        .iter()
+        .map(|c| (c.call, c.faulted))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (FaultCall::Connect, false),
+            (FaultCall::CatchUp, false),
+            (FaultCall::NextUpdate, true),
+            (FaultCall::NextUpdate, false),
+        ]
+    );
+    let at: Vec<i64> = faults.calls(&a).iter().map(|c| c.at_us).collect();
+    assert!(at.is_sorted(), "{at:?}");
+    assert!(
+        faults.calls(&b).is_empty(),
+        "only watched accounts are recorded"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn commits_are_recorded_and_checked() {
     let w = world(SimulatorConfig {
         rate: 1000.0,

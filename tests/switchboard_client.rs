@@ -514,17 +514,35 @@ async fn a_call_whose_sse_stream_is_lost_is_resent_on_a_new_session() {
     let (fake, client, cfg) = setup(Via::LegacySse).await;
     let e1 = event(ChatKind::Group, 500, 1, Some("99"), "first");
     accepted(client.ingest(&envelope(&e1, &cfg)).await);
-    fake.set_latency(Duration::from_millis(300));
+    // Long enough that only the restart can end the first attempt (the wait below is short).
+    fake.set_latency(Duration::from_secs(2));
     let e2 = event(ChatKind::Group, 500, 2, Some("99"), "in flight");
     let env = envelope(&e2, &cfg);
     let call = tokio::spawn({
         let client = client.clone();
         async move { client.ingest(&env).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // In flight: the server has the call and is holding it (the latency) when it restarts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fake.stats().calls_received < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     fake.restart().await.unwrap();
+    fake.set_latency(Duration::ZERO);
     let (_, duplicate) = accepted(call.await.unwrap());
     assert!(!duplicate, "the first attempt never took effect");
     let stats = fake.stats();
-    assert_eq!((stats.stored, stats.sessions_opened), (2, 2));
+    assert_eq!(
+        stats.calls_cut_by_stop, 1,
+        "the restart cut the call while the server held it"
+    );
+    assert_eq!(
+        (stats.calls_received, stats.stored, stats.sessions_opened),
+        (3, 2, 2),
+        "the cut call was sent again, on a new session"
+    );
 }

@@ -162,6 +162,11 @@ pub struct FakeStats {
     pub heartbeats: u64,
     /// MCP sessions opened (both transports).
     pub sessions_opened: u64,
+    /// `tools/call` requests received (counted on arrival, before latency or faults), so a
+    /// test can wait until a call is in flight instead of sleeping.
+    pub calls_received: u64,
+    /// Calls that were waiting out the latency when the server stopped: cut unanswered.
+    pub calls_cut_by_stop: u64,
 }
 
 #[derive(Default)]
@@ -588,6 +593,7 @@ impl AppState {
 
     /// A tool call on streamable HTTP: maybe cut, else answered.
     async fn tool_call(&self, id: &Value, params: &Value, conn: Option<&Conn>) -> Outcome {
+        lock(&self.shared.store).stats.calls_received += 1;
         if let Some(conn) = conn
             && let Some(after) = self.shared.take_drop()
         {
@@ -608,7 +614,10 @@ impl AppState {
             let mut stopped = self.run.stopped.clone();
             tokio::select! {
                 _ = tokio::time::sleep(latency) => {}
-                _ = stopped.wait_for(|s| *s) => return Outcome::Cut,
+                _ = stopped.wait_for(|s| *s) => {
+                    lock(&self.shared.store).stats.calls_cut_by_stop += 1;
+                    return Outcome::Cut;
+                }
             }
         }
         if self.shared.take_tool_error() {
@@ -1015,6 +1024,7 @@ async fn messages_post(
     };
     let method = msg["method"].as_str().unwrap_or("").to_string();
     if method == "tools/call" {
+        lock(&state.shared.store).stats.calls_received += 1;
         if !initialized {
             push(
                 &state,

@@ -150,6 +150,7 @@ pub fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+pub mod canary;
 pub mod proxy;
 pub mod rig;
 

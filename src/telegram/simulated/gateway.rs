@@ -63,11 +63,25 @@ struct Planned {
     fault: Fault,
 }
 
+/// One gateway call of an account whose calls are recorded ([`SimulatorFaults::record_calls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallRecord {
+    /// Which call.
+    pub call: FaultCall,
+    /// When it was made (µs since the epoch), before any injected fault or stall.
+    pub at_us: i64,
+    /// Whether an injected fault fired on it.
+    pub faulted: bool,
+}
+
 #[derive(Debug, Default)]
 struct FaultQueue {
     /// Length of `queue`, readable without the lock (the common case is an empty queue).
     pending: AtomicUsize,
     queue: Mutex<VecDeque<Planned>>,
+    /// Number of accounts in `recorded`, readable without the lock (usually none).
+    recording: AtomicUsize,
+    recorded: Mutex<HashMap<String, Vec<CallRecord>>>,
 }
 
 /// A shared handle that makes upcoming gateway calls fail or stall, for tests of the account
@@ -116,6 +130,39 @@ impl SimulatorFaults {
         self.inner.pending.store(0, Ordering::Release);
     }
 
+    /// Records every later gateway call of `account_id` (which call, when, whether a fault
+    /// fired), so a test can check afterwards what the account did during a span of time
+    /// instead of sampling its state at a moment that may already be past that span.
+    pub fn record_calls(&self, account_id: &str) {
+        let mut recorded = lock(&self.inner.recorded);
+        recorded.entry(account_id.to_string()).or_default();
+        self.inner
+            .recording
+            .store(recorded.len(), Ordering::Release);
+    }
+
+    /// The calls of `account_id` recorded so far, oldest first (none unless
+    /// [`SimulatorFaults::record_calls`] was called for it).
+    pub fn calls(&self, account_id: &str) -> Vec<CallRecord> {
+        lock(&self.inner.recorded)
+            .get(account_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn record(&self, account_id: &str, call: FaultCall, faulted: bool) {
+        if self.inner.recording.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        if let Some(calls) = lock(&self.inner.recorded).get_mut(account_id) {
+            calls.push(CallRecord {
+                call,
+                at_us: now_us(),
+                faulted,
+            });
+        }
+    }
+
     fn take(&self, account_id: &str, call: FaultCall) -> Option<Fault> {
         if self.inner.pending.load(Ordering::Acquire) == 0 {
             return None;
@@ -131,7 +178,9 @@ impl SimulatorFaults {
     }
 
     async fn check(&self, account_id: &str, call: FaultCall) -> Result<(), GatewayError> {
-        match self.take(account_id, call) {
+        let fault = self.take(account_id, call);
+        self.record(account_id, call, fault.is_some());
+        match fault {
             None => Ok(()),
             Some(Fault::Stall(d)) => {
                 tokio::time::sleep(d).await;

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::ConfigError;
 
 pub use gateway::{
-    CATCH_UP_POSITIONS, Fault, FaultCall, SimulatedFactory, SimulatedGateway, SimulatorFaults,
+    CATCH_UP_POSITIONS, CallRecord, Fault, FaultCall, SimulatedFactory, SimulatedGateway,
+    SimulatorFaults,
 };
 pub use text::{Pii, PiiKind, iban_mod97, luhn_valid};
 pub use world::{ChatRole, PositionEvents, PositionKind, SimChat, SimulatedWorld};
