@@ -8,93 +8,20 @@ mod support;
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
-use tgingest::bus::{BUCKET_LEASES, Bus};
+use tgingest::bus::BUCKET_LEASES;
 use tgingest::cluster::claims::{self, ClaimRecord, Taken};
 use tgingest::cluster::lease::{NodeLease, NodeRecord, node_key};
 use tgingest::cluster::membership::Membership;
-use tgingest::cluster::record::{RecordError, Records};
-use tgingest::config::{ClusterConfig, Config, Dur};
-use tgingest::nats_server::cluster::NatsCluster;
+use tgingest::cluster::record::RecordError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use support::cluster::{ClusterRig, never, timing};
 use support::proxy::{Mode, Proxy};
-
-fn timing() -> ClusterConfig {
-    ClusterConfig {
-        lease: Dur(Duration::from_secs(3)),
-        renew_every: Dur(Duration::from_millis(300)),
-        self_fence_after: Dur(Duration::from_millis(1500)),
-        lock_delay: Dur(Duration::from_millis(200)),
-        ..ClusterConfig::default()
-    }
-}
-
-struct Rig {
-    cluster: NatsCluster,
-    config: Config,
-    _dir: tempfile::TempDir,
-}
-
-impl Rig {
-    async fn start() -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let cluster = NatsCluster::start(support::binary(), dir.path(), 3).expect("start cluster");
-        assert!(
-            cluster
-                .wait_until_formed(Duration::from_secs(30))
-                .await
-                .is_some(),
-            "the three servers never agreed on a meta leader"
-        );
-        let mut config = Config::default();
-        config.kv.replicas = 3;
-        config.kv.lease_ttl = Dur(Duration::from_secs(6));
-        config.streams.raw.replicas = 3;
-        config.streams.clean.replicas = 3;
-        config.streams.dlq.replicas = 3;
-        config.cluster = timing();
-        let rig = Rig {
-            cluster,
-            config,
-            _dir: dir,
-        };
-        let bus = rig.bus(&rig.cluster.url()).await;
-        bus.setup(&rig.config).await.expect("bus set-up with R3");
-        rig
-    }
-
-    async fn bus(&self, url: &str) -> Bus {
-        let mut nats = self.config.nats.clone();
-        nats.request_timeout = Dur(Duration::from_secs(2));
-        Bus::connect(url, &nats, "cluster-test")
-            .await
-            .expect("connect")
-    }
-
-    async fn records(&self, bus: &Bus) -> Records {
-        Records::open(
-            bus,
-            BUCKET_LEASES,
-            self.config.kv.lease_ttl.into(),
-            Duration::from_millis(800),
-        )
-        .await
-        .expect("open TG_LEASES")
-    }
-}
-
-/// A stop signal that is never given (its sender lives as long as the test binary).
-fn never() -> watch::Receiver<bool> {
-    static NEVER: std::sync::LazyLock<watch::Sender<bool>> =
-        std::sync::LazyLock::new(|| watch::channel(false).0);
-    NEVER.subscribe()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_lease_write_carries_a_ttl_and_a_stale_revision_is_refused() {
-    let rig = Rig::start().await;
+    let rig = ClusterRig::start().await;
     let bus = rig.bus(&rig.cluster.url()).await;
     let records = rig.records(&bus).await;
     let first = records.write("acct.1", &"a", 0).await.expect("create");
@@ -140,12 +67,11 @@ async fn every_lease_write_carries_a_ttl_and_a_stale_revision_is_refused() {
         gone.is_ok(),
         "a record with Nats-TTL 6 s was still there after 20 s"
     );
-    let _ = kv::Operation::Put;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_with_the_same_node_id_waits_until_the_first_is_fenced() {
-    let rig = Rig::start().await;
+    let rig = ClusterRig::start().await;
     let bus = rig.bus(&rig.cluster.url()).await;
     let records = rig.records(&bus).await;
     let cfg = timing();
@@ -200,7 +126,7 @@ async fn a_second_process_with_the_same_node_id_waits_until_the_first_is_fenced(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_nats_fences_itself_by_its_deadline_and_a_late_renewal_changes_nothing()
 {
-    let mut rig = Rig::start().await;
+    let mut rig = ClusterRig::start().await;
     let upstream = rig.cluster.servers()[0].url().replace("nats://", "");
     let proxy = Proxy::start(upstream).await;
     // The fenced node reaches NATS only through the proxy (one server, no other seeds).
@@ -252,7 +178,7 @@ async fn a_node_cut_off_from_nats_fences_itself_by_its_deadline_and_a_late_renew
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_lease_streams_leader_during_renewals_never_leaves_two_holders() {
-    let mut rig = Rig::start().await;
+    let mut rig = ClusterRig::start().await;
     let bus = rig.bus(&rig.cluster.url()).await;
     let records = rig.records(&bus).await;
     let cfg = timing();
@@ -325,12 +251,11 @@ async fn killing_the_lease_streams_leader_during_renewals_never_leaves_two_holde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_of_a_live_node_stay_and_of_a_gone_node_move_with_a_new_epoch_refusing_the_old_owner()
  {
-    let rig = Rig::start().await;
+    let rig = ClusterRig::start().await;
     let bus = rig.bus(&rig.cluster.url()).await;
     let records = rig.records(&bus).await;
     let cfg = timing();
-    let lease: std::time::Duration = cfg.lease.into();
-    let membership = Membership::start(records.clone(), lease, never()).await;
+    let membership = Membership::start(records.clone(), &cfg, "b", never()).await;
     let a = NodeLease::acquire(records.clone(), &cfg, "a", "boot-a", 1, 0, &never())
         .await
         .unwrap();

@@ -33,6 +33,24 @@ struct Pass {
     fence: Fence,
     /// Set when the pass is withdrawn: open connections close.
     closed: watch::Sender<bool>,
+    /// Connections of this pass still being served; a close waits for 0.
+    open: watch::Sender<usize>,
+}
+
+/// Counts one served connection of a pass while it lives.
+struct Served(watch::Sender<usize>);
+
+impl Served {
+    fn new(open: &watch::Sender<usize>) -> Served {
+        open.send_modify(|n| *n += 1);
+        Served(open.clone())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Pass {
@@ -80,6 +98,7 @@ impl Gate {
             secret: secret.clone(),
             fence,
             closed: watch::channel(false).0,
+            open: watch::channel(0).0,
         };
         if let Some(old) = lock(&self.passes).insert(account.to_string(), pass) {
             old.closed.send_replace(true);
@@ -87,11 +106,16 @@ impl Gate {
         format!("socks5://{account}:{secret}@{}", self.addr)
     }
 
-    /// Withdraws `account`'s pass: new connections are refused, open ones closed.
-    pub fn close(&self, account: &str) {
-        if let Some(old) = lock(&self.passes).remove(account) {
-            old.closed.send_replace(true);
-        }
+    /// Withdraws `account`'s pass: new connections are refused, open ones closed. Returns once
+    /// none of them can forward another byte (a chunk already checked may still go out before
+    /// that; after it, nothing does), so the next owner may connect.
+    pub async fn close(&self, account: &str) {
+        let Some(old) = lock(&self.passes).remove(account) else {
+            return;
+        };
+        old.closed.send_replace(true);
+        let mut open = old.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
     }
 
     /// The gate's address.
@@ -138,6 +162,7 @@ async fn serve(mut client: TcpStream, passes: Arc<Mutex<HashMap<String, Pass>>>)
             return;
         }
     };
+    let _served = Served::new(&pass.open);
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
     // Towards Telegram every chunk is checked; the way back only ends with the connection.
@@ -350,6 +375,7 @@ mod tests {
             secret: String::new(),
             fence: fence(Duration::ZERO),
             closed: watch::channel(false).0,
+            open: watch::channel(0).0,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -390,7 +416,7 @@ mod tests {
                 .is_err()
         );
         let mut conn = dial(&gate, &second, target).await.unwrap();
-        gate.close("42");
+        gate.close("42").await;
         let mut rest = Vec::new();
         let closed =
             tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut rest)).await;

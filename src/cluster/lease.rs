@@ -181,7 +181,8 @@ impl Fence {
 /// down by itself at its deadline).
 pub struct NodeLease {
     records: Records,
-    record: NodeRecord,
+    /// Shared with the renewal task, which writes the latest version at every renewal.
+    record: Arc<Mutex<NodeRecord>>,
     revision: Arc<Mutex<u64>>,
     fence: Fence,
     renewer: tokio::task::JoinHandle<()>,
@@ -267,6 +268,7 @@ impl NodeLease {
                         metrics::counter!("tgingest_cluster_node_lease_acquired_total")
                             .increment(1);
                         let revision = Arc::new(Mutex::new(revision));
+                        let record = Arc::new(Mutex::new(record));
                         let renewer = tokio::spawn(renew(
                             records.clone(),
                             record.clone(),
@@ -300,31 +302,28 @@ impl NodeLease {
 
     /// Who holds it.
     pub fn holder(&self) -> &Holder {
-        &self.record.holder
+        self.fence.holder()
     }
 
-    /// Marks the node as leaving (no new accounts) or not; written at the next renewal.
-    pub async fn set_draining(&mut self, draining: bool) -> Result<(), RecordError> {
-        self.record.draining = draining;
-        self.rewrite().await
+    /// Marks the node as leaving (it takes no new accounts) or not; written at the next renewal.
+    pub fn set_draining(&self, draining: bool) {
+        lock(&self.record).draining = draining;
     }
 
     /// Gives the lease up cleanly: call only once every client of this node is closed and its
     /// claims are released. Other nodes may then take the node id and its accounts at once.
-    pub async fn release(mut self) -> Result<(), RecordError> {
+    pub async fn release(self) -> Result<(), RecordError> {
         self.renewer.abort();
         self.fence.lower();
-        self.record.state = NodeState::Left;
-        self.rewrite().await
-    }
-
-    async fn rewrite(&mut self) -> Result<(), RecordError> {
-        let key = node_key(&self.record.holder.node);
+        let mut record = lock(&self.record).clone();
+        record.state = NodeState::Left;
+        record.written_at = jiff::Timestamp::now().to_string();
+        let key = node_key(&record.holder.node);
         let expected = *lock(&self.revision);
-        self.record.written_at = jiff::Timestamp::now().to_string();
-        let revision = self.records.write(&key, &self.record, expected).await?;
-        *lock(&self.revision) = revision;
-        Ok(())
+        self.records
+            .write(&key, &record, expected)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -334,7 +333,7 @@ impl Drop for NodeLease {
     }
 }
 
-fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -342,15 +341,15 @@ fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
 /// wrote this node's key) lowers it at once, silence lowers it at its deadline.
 async fn renew(
     records: Records,
-    record: NodeRecord,
+    shared: Arc<Mutex<NodeRecord>>,
     revision: Arc<Mutex<u64>>,
     fence: Fence,
     config: ClusterConfig,
 ) {
-    let key = node_key(&record.holder.node);
+    let key = node_key(&fence.holder().node);
     let every: Duration = config.renew_every.into();
     let valid_for: Duration = config.self_fence_after.into();
-    let mut record = record;
+    let mut record = lock(&shared).clone();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -361,6 +360,7 @@ async fn renew(
         }
         let sent = Instant::now();
         let expected = *lock(&revision);
+        record = lock(&shared).clone();
         record.written_at = jiff::Timestamp::now().to_string();
         let outcome = tokio::select! {
             outcome = records.write(&key, &record, expected) => outcome,

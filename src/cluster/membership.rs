@@ -1,23 +1,31 @@
 //! The live nodes, as this node sees them: a watch on the node lease records, with liveness
 //! decided on this node's own monotonic clock.
 //!
-//! A node counts as live while its record has changed within the last `cluster.lease` (as
-//! observed here), or until it wrote `Left`. A record that vanished (its TTL ran out on the
-//! server) is still live until a whole lease has passed here since it last changed: the server's
-//! clock never decides. Right after start-up every node counts as live for a whole lease, since
-//! nothing was observed yet.
+//! A node counts as live while its record has changed within the last `cluster.lease`, or until
+//! it wrote `Left`. A record that vanished (its TTL ran out on the server) is still live until a
+//! whole lease has passed since it last changed: the server's clock never decides.
+//!
+//! Silence is measured against this node's own renewals as the watch delivers them, not against
+//! the clock alone: a node cut off from NATS (or whose watch stalled) sees nobody renew, and
+//! would otherwise judge every other node dead the moment it is back and steal accounts that are
+//! running. So another node is silent for as long as *this* node's own record kept arriving
+//! without that node's changing. Right after start-up nothing was observed, so every node counts
+//! as live until this node has seen itself renew for a whole lease. And when this node's own
+//! renewals arrive after a gap (it was blind: cut off, paused, its watch stalled), every other
+//! node counts as just seen: the watch may deliver this node's newest record before another's,
+//! and what was missed during the gap is no evidence of anyone's silence.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::Entry;
-use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::lease::{Holder, NodeRecord, NodeState};
 use super::record::Records;
+use crate::config::ClusterConfig;
 
 /// What is known of one node.
 #[derive(Debug, Clone)]
@@ -77,6 +85,8 @@ impl View {
 pub struct Membership {
     state: Arc<Mutex<BTreeMap<String, Observed>>>,
     lease: Duration,
+    /// This node's id: its own renewals, as observed, are the clock silence is measured on.
+    me: String,
     started: Instant,
     changed: watch::Receiver<u64>,
 }
@@ -86,15 +96,23 @@ impl Membership {
     /// or its sender dropped.
     pub async fn start(
         records: Records,
-        lease: Duration,
+        config: &ClusterConfig,
+        me: &str,
         stop: watch::Receiver<bool>,
     ) -> Membership {
         let state = Arc::new(Mutex::new(BTreeMap::new()));
         let (tx, changed) = watch::channel(0u64);
-        tokio::spawn(follow(records, state.clone(), tx, stop));
+        let lease: Duration = config.lease.into();
+        let sight = Sight {
+            me: me.to_string(),
+            blind_after: Duration::from(config.renew_every) * 2,
+            last_own: None,
+        };
+        tokio::spawn(follow(records, state.clone(), tx, sight, stop));
         Membership {
             state,
             lease,
+            me: me.to_string(),
             started: Instant::now(),
             changed,
         }
@@ -107,6 +125,7 @@ impl Membership {
 
     /// The view at `now`.
     pub fn view_at(&self, now: Instant) -> View {
+        let now = self.reference(now);
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut view = View::default();
         for (node, o) in state.iter() {
@@ -128,6 +147,16 @@ impl Membership {
         view
     }
 
+    /// The instant silence is measured up to: when this node last saw its own record change
+    /// (never later than `now`); before it ever did, the start of the watch.
+    fn reference(&self, now: Instant) -> Instant {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .get(&self.me)
+            .map_or(self.started, |o| o.changed_at)
+            .min(now)
+    }
+
     /// What is known of `node`.
     pub fn observed(&self, node: &str) -> Option<Observed> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -139,7 +168,7 @@ impl Membership {
     /// wrote (claims keep it), so a view that lags behind the claim is never read as a
     /// replacement.
     pub fn holder_status(&self, holder: &Holder, acquired_at: u64) -> HolderStatus {
-        let now = Instant::now();
+        let now = self.reference(Instant::now());
         let Some(o) = self.observed(&holder.node) else {
             // Never seen: had it renewed since this node started watching, it would have been.
             return if now.saturating_duration_since(self.started) >= self.lease {
@@ -167,50 +196,37 @@ impl Membership {
     }
 }
 
-/// Follows every `node.*` record from its latest value on, re-starting the watch when it ends
-/// (a lost connection) so no change is missed for long.
+/// Follows every `node.*` record (see [`Records::follow`]).
 async fn follow(
     records: Records,
     state: Arc<Mutex<BTreeMap<String, Observed>>>,
     tx: watch::Sender<u64>,
-    mut stop: watch::Receiver<bool>,
+    mut sight: Sight,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let watch = match records.store().watch_with_history("node.*").await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch node leases; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                    _ = stop.changed() => return,
-                }
-            }
-        };
-        let mut watch = watch;
-        loop {
-            let entry = tokio::select! {
-                entry = watch.next() => entry,
-                _ = stop.changed() => return,
-            };
-            match entry {
-                Some(Ok(entry)) => {
-                    apply(&records, &state, entry);
-                    tx.send_modify(|n| *n += 1);
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "node lease watch failed; watching again");
-                    break;
-                }
-                None => break,
-            }
-        }
-    }
+    records
+        .clone()
+        .follow("node.*", stop, |entry| {
+            apply(&records, &state, &mut sight, entry);
+            tx.send_modify(|n| *n += 1);
+        })
+        .await;
 }
 
-fn apply(records: &Records, state: &Mutex<BTreeMap<String, Observed>>, entry: Entry) {
+/// How well this node has been seeing: when its own record last arrived.
+struct Sight {
+    me: String,
+    /// A longer wait between two of its own records means it was blind in between.
+    blind_after: Duration,
+    last_own: Option<Instant>,
+}
+
+fn apply(
+    records: &Records,
+    state: &Mutex<BTreeMap<String, Observed>>,
+    sight: &mut Sight,
+    entry: Entry,
+) {
     let Some(node) = entry.key.strip_prefix("node.") else {
         return;
     };
@@ -228,6 +244,17 @@ fn apply(records: &Records, state: &Mutex<BTreeMap<String, Observed>>, entry: En
     };
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
+    if node == sight.me {
+        let blind = sight
+            .last_own
+            .is_none_or(|t| now.saturating_duration_since(t) > sight.blind_after);
+        sight.last_own = Some(now);
+        if blind {
+            for o in state.values_mut() {
+                o.changed_at = o.changed_at.max(now);
+            }
+        }
+    }
     match state.get_mut(node) {
         // A watch restarted from history replays the last value: not a change.
         Some(o) if o.revision == entry.revision => {}

@@ -4,6 +4,7 @@
 //!   that stops the node's clients once renewals have failed for `cluster.self_fence_after`;
 //! - [`membership`]: the live nodes, judged on this node's monotonic clock;
 //! - [`claims`]: which node lease each account hangs on, with an epoch per change of owner;
+//! - [`controller`]: one node's decisions: take, start, hand off, stop on a fence;
 //! - [`assign`]: which node should own which account (rendezvous hashing, bounded load);
 //! - [`gate`]: the SOCKS5 proxy every Telegram connection of the node goes through, open for an
 //!   account only while its claim stands and the fence is up;
@@ -16,6 +17,7 @@
 
 pub mod assign;
 pub mod claims;
+pub mod controller;
 pub mod gate;
 pub mod lease;
 pub mod membership;

@@ -9,11 +9,13 @@
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::kv::{self, Entry, Operation};
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::bus::Bus;
 
@@ -193,6 +195,46 @@ impl Records {
                 })
             }
             Ok(Err(e)) => Err(unknown(e.to_string())),
+        }
+    }
+
+    /// Hands every entry of the keys matching `pattern` to `apply`, from each key's latest value
+    /// on, watching again whenever the watch ends (a lost connection), until `stop` is set or
+    /// its sender dropped.
+    pub async fn follow(
+        &self,
+        pattern: &str,
+        mut stop: watch::Receiver<bool>,
+        mut apply: impl FnMut(Entry) + Send,
+    ) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let mut entries = match self.store.watch_with_history(pattern).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, bucket = %self.bucket, pattern, "cannot watch; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            loop {
+                let entry = tokio::select! {
+                    entry = entries.next() => entry,
+                    _ = stop.changed() => return,
+                };
+                match entry {
+                    Some(Ok(entry)) => apply(entry),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, bucket = %self.bucket, pattern, "watch failed; watching again");
+                        break;
+                    }
+                    None => break,
+                }
+            }
         }
     }
 }

@@ -197,3 +197,4 @@ pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::pro
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+pub mod cluster;

@@ -1,0 +1,438 @@
+//! The ownership controller of one node: holds the node lease, and decides, every
+//! `cluster.renew_every`, which accounts this node takes, hands off or lets go.
+//!
+//! Each round:
+//! 1. a fence that came down stops every account here at once (and the node aborts if that
+//!    hangs past the margin left before anyone may take over); the lease is then acquired again
+//!    under a new generation, which the old claims do not name;
+//! 2. the wanted accounts are placed over the accepting live nodes with [`assign`], starting from
+//!    where the claims say they run;
+//! 3. accounts placed here are claimed when free (never claimed, released, or held by a node that
+//!    is gone) and started once their lock-delay has passed, at most `connects_per_second`;
+//! 4. accounts placed elsewhere are handed off, at most `move_batch` per round and only once the
+//!    set of live nodes has been stable for `stable_after`: stopped, their gate pass closed, then
+//!    released naming the node that should take them.
+//!
+//! A wrong view only causes churn: the claims' compare-and-set decides, and the gate keeps a
+//! client whose claim or fence is gone from reaching Telegram.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::assign::assign;
+use super::claims::{self, Claim, ClaimRecord, ClaimState, Taken};
+use super::gate::Gate;
+use super::lease::{Fence, LeaseError, NodeLease};
+use super::membership::{HolderStatus, Membership};
+use super::record::Records;
+use crate::config::ClusterConfig;
+
+/// What the controller asks of the node it runs in.
+pub trait AccountRunner: Send + Sync + 'static {
+    /// The accounts that should run somewhere in the cluster (consented, not paused).
+    fn wanted(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
+    /// Starts the account's client here; `proxy` is the gate URL it must connect through.
+    fn start(&self, account: &str, proxy: String) -> BoxFuture<'_, Result<(), String>>;
+    /// Stops the account's client here and returns once it is closed and its state written.
+    fn stop(&self, account: &str) -> BoxFuture<'_, ()>;
+}
+
+/// A running controller's view, for `GET /v1/cluster` and tests.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Snapshot {
+    /// Accounts running here, with their claim epochs.
+    pub running: BTreeMap<String, u64>,
+    /// Whether the node lease's fence is up.
+    pub fenced: bool,
+    /// The generation of the node lease held now.
+    pub generation: u64,
+}
+
+/// Handle of a running controller.
+pub struct Controller {
+    snapshot: Arc<Mutex<Snapshot>>,
+    stop_tx: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Controller {
+    /// Acquires the node lease of `node` and starts deciding.
+    pub async fn start(
+        records: Records,
+        config: ClusterConfig,
+        node: String,
+        runner: Arc<dyn AccountRunner>,
+        gate: Arc<Gate>,
+    ) -> Result<Controller, LeaseError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let boot = uuid::Uuid::new_v4().to_string();
+        let lease =
+            NodeLease::acquire(records.clone(), &config, &node, &boot, 1, 0, &stop_rx).await?;
+        let membership = Membership::start(records.clone(), &config, &node, stop_rx.clone()).await;
+        let claims_view = ClaimsView::start(records.clone(), stop_rx.clone());
+        let snapshot = Arc::new(Mutex::new(Snapshot {
+            generation: 1,
+            ..Snapshot::default()
+        }));
+        let state = State {
+            records,
+            config,
+            node,
+            boot,
+            runner,
+            gate,
+            membership,
+            claims_view,
+            lease: Some(lease),
+            held: BTreeMap::new(),
+            last_live: Vec::new(),
+            generation: 1,
+            stable_since: Instant::now(),
+            next_connect: Instant::now(),
+            snapshot: snapshot.clone(),
+        };
+        let task = tokio::spawn(run(state, stop_rx));
+        Ok(Controller {
+            snapshot,
+            stop_tx,
+            task,
+        })
+    }
+
+    /// What runs here now.
+    pub fn snapshot(&self) -> Snapshot {
+        lock(&self.snapshot).clone()
+    }
+
+    /// Hands every account off (stopped, released for its next owner), then gives the node
+    /// lease up: a graceful leave.
+    pub async fn leave(self) {
+        self.stop_tx.send_replace(true);
+        let _ = self.task.await;
+    }
+
+    /// Stops deciding at once and leaves everything as it is, as a crash would (the accounts'
+    /// clients are the caller's to kill).
+    pub fn abandon(self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct State {
+    records: Records,
+    config: ClusterConfig,
+    node: String,
+    boot: String,
+    runner: Arc<dyn AccountRunner>,
+    gate: Arc<Gate>,
+    membership: Membership,
+    claims_view: ClaimsView,
+    lease: Option<NodeLease>,
+    held: BTreeMap<String, Claim>,
+    last_live: Vec<String>,
+    /// The generation of the last acquisition (the next one is one more).
+    generation: u64,
+    stable_since: Instant,
+    next_connect: Instant,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+async fn run(mut s: State, mut stop: watch::Receiver<bool>) {
+    let every: Duration = s.config.renew_every.into();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let Some(fence) = s.lease.as_ref().map(|l| l.fence().clone()) else {
+            fenced(&mut s).await;
+            continue;
+        };
+        // A fence that comes down interrupts the round at once: every step of a round leaves
+        // `held` naming whatever client it may have started, so nothing is left running.
+        let lowered = async move { fence.lowered().await };
+        let fence_down = tokio::select! {
+            biased;
+            _ = lowered => true,
+            _ = async {
+                round(&mut s).await;
+                tokio::time::sleep(every).await;
+            } => false,
+            _ = stop.changed() => false,
+        };
+        if fence_down {
+            fenced(&mut s).await;
+        }
+    }
+    leave(&mut s).await;
+}
+
+/// One decision round.
+async fn round(s: &mut State) {
+    let Some(fence) = s.lease.as_ref().map(|l| l.fence().clone()) else {
+        return;
+    };
+    if !fence.is_up() {
+        return;
+    }
+    let view = s.membership.view();
+    let live: Vec<String> = view.accepting().iter().map(|n| n.to_string()).collect();
+    if live != s.last_live {
+        s.last_live = live.clone();
+        s.stable_since = Instant::now();
+    }
+    let wanted = match s.runner.wanted().await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the accounts; keeping things as they are");
+            return;
+        }
+    };
+    let wanted_set: BTreeSet<&str> = wanted.iter().map(String::as_str).collect();
+
+    // Accounts held here that nobody wants any more (paused, removed): stop and let go.
+    let unwanted: Vec<String> = s
+        .held
+        .keys()
+        .filter(|a| !wanted_set.contains(a.as_str()))
+        .cloned()
+        .collect();
+    for account in unwanted {
+        hand_off(s, &fence, &account, None).await;
+    }
+
+    let claims = s.claims_view.snapshot();
+    let mut current: BTreeMap<&str, &str> = BTreeMap::new();
+    for (account, c) in &claims {
+        let alive = c.state == ClaimState::Held
+            && s.membership.holder_status(&c.holder, c.holder_acquired_at) == HolderStatus::Alive;
+        if alive {
+            current.insert(account.as_str(), c.holder.node.as_str());
+        }
+    }
+    for account in s.held.keys() {
+        current.insert(account.as_str(), s.node.as_str());
+    }
+    let nodes: Vec<&str> = live.iter().map(String::as_str).collect();
+    let accounts: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let target = assign(&accounts, &current, &nodes, s.config.load_factor);
+
+    // Take what is placed here.
+    let lock_delay: Duration = s.config.lock_delay.into();
+    let pace = Duration::from_secs(1) / s.config.connects_per_second.max(1);
+    let mine: Vec<String> = target
+        .iter()
+        .filter(|(a, n)| **n == s.node && !s.held.contains_key(*a))
+        .map(|(a, _)| a.clone())
+        .collect();
+    for account in mine {
+        if Instant::now() < s.next_connect || !fence.is_up() {
+            break;
+        }
+        match claims::take(&s.records, &s.membership, &fence, &account, lock_delay).await {
+            Ok(Taken::Mine(claim)) => {
+                tokio::time::sleep_until(claim.connect_after).await;
+                // Tracked before it starts, so a fence coming down mid-start stops it too.
+                s.held.insert(account.clone(), claim.clone());
+                publish(s, &fence);
+                let proxy = s.gate.open(&account, fence.clone());
+                match s.runner.start(&account, proxy).await {
+                    Ok(()) => {
+                        metrics::counter!("tgingest_cluster_accounts_started_total").increment(1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an account claimed here did not start; releasing it");
+                        hand_off(s, &fence, &account, None).await;
+                    }
+                }
+                s.next_connect = Instant::now() + pace;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot take a claim now"),
+        }
+    }
+
+    // Hand off what is placed elsewhere, a batch at a time, once the view is stable.
+    if s.stable_since.elapsed() >= Duration::from(s.config.stable_after) {
+        let moving: Vec<(String, String)> = s
+            .held
+            .keys()
+            .filter_map(|a| {
+                target
+                    .get(a)
+                    .filter(|n| **n != s.node)
+                    .map(|n| (a.clone(), n.to_string()))
+            })
+            .take(s.config.move_batch)
+            .collect();
+        for (account, to) in moving {
+            hand_off(s, &fence, &account, Some(&to)).await;
+        }
+    }
+    publish(s, &fence);
+}
+
+/// Stops an account here, closes its gate pass and releases its claim (for `to`, if given).
+async fn hand_off(s: &mut State, fence: &Fence, account: &str, to: Option<&str>) {
+    let Some(claim) = s.held.get(account).cloned() else {
+        return;
+    };
+    // Stopped while still tracked: an interruption here leaves it for `fenced` to stop again.
+    s.runner.stop(account).await;
+    s.gate.close(account).await;
+    s.held.remove(account);
+    // Shown as gone before the claim is let go, so no view ever has it on two nodes.
+    publish(s, fence);
+    match claims::release(&s.records, fence, &claim, to).await {
+        Ok(_) => metrics::counter!("tgingest_cluster_handoffs_total").increment(1),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot release a claim; it moves once this node's lease is gone")
+        }
+    }
+}
+
+/// The fence came down: stop everything now, then acquire the lease again.
+async fn fenced(s: &mut State) {
+    let held: Vec<String> = s.held.keys().cloned().collect();
+    // Telegram must not hear from these clients any more; the gate already refuses their
+    // frames. If closing and stopping them hangs past the margin before a taker may connect,
+    // die instead.
+    let margin = Duration::from(s.config.lease)
+        .saturating_sub(Duration::from(s.config.self_fence_after))
+        / 2;
+    let (runner, gate) = (s.runner.clone(), s.gate.clone());
+    let stopped = tokio::time::timeout(margin, async {
+        for account in &held {
+            gate.close(account).await;
+            runner.stop(account).await;
+        }
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::error!("stopping the accounts of a fenced node hung; aborting the process");
+        std::process::abort();
+    }
+    s.held.clear();
+    publish_fenced(s);
+    let generation = s
+        .lease
+        .as_ref()
+        .map_or(s.generation, |l| l.holder().generation)
+        + 1;
+    s.generation = generation;
+    s.lease = None;
+    publish_fenced(s);
+    let never = watch::channel(false).1;
+    match NodeLease::acquire(
+        s.records.clone(),
+        &s.config,
+        &s.node,
+        &s.boot,
+        generation,
+        0,
+        &never,
+    )
+    .await
+    {
+        Ok(lease) => {
+            tracing::info!(node = %s.node, generation, "node lease acquired again");
+            s.lease = Some(lease);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot acquire the node lease again; retrying");
+            tokio::time::sleep(Duration::from(s.config.renew_every)).await;
+        }
+    }
+}
+
+/// The graceful leave: no new accounts, hand everything off, give the lease up.
+async fn leave(s: &mut State) {
+    let Some(lease) = s.lease.take() else {
+        return;
+    };
+    lease.set_draining(true);
+    let fence = lease.fence().clone();
+    let view = s.membership.view();
+    let others: Vec<&str> = view
+        .accepting()
+        .into_iter()
+        .filter(|n| *n != s.node)
+        .collect();
+    let held: Vec<String> = s.held.keys().cloned().collect();
+    let accounts: Vec<&str> = held.iter().map(String::as_str).collect();
+    let target = assign(&accounts, &BTreeMap::new(), &others, s.config.load_factor);
+    for account in &held {
+        let to = target.get(account).map(|n| n.to_string());
+        hand_off(s, &fence, account, to.as_deref()).await;
+    }
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "cannot mark the node lease released; others wait it out");
+    }
+    publish_fenced(s);
+}
+
+fn publish(s: &State, fence: &Fence) {
+    let mut snap = lock(&s.snapshot);
+    snap.running = s.held.iter().map(|(a, c)| (a.clone(), c.epoch)).collect();
+    snap.fenced = !fence.is_up();
+    snap.generation = fence.holder().generation;
+    metrics::gauge!("tgingest_cluster_owned_accounts").set(s.held.len() as f64);
+}
+
+fn publish_fenced(s: &State) {
+    let mut snap = lock(&s.snapshot);
+    snap.running.clear();
+    snap.fenced = true;
+    metrics::gauge!("tgingest_cluster_owned_accounts").set(0.0);
+}
+
+/// Every account claim, kept current by a watch on `acct.*`.
+#[derive(Clone)]
+struct ClaimsView {
+    claims: Arc<Mutex<BTreeMap<String, ClaimRecord>>>,
+}
+
+impl ClaimsView {
+    fn start(records: Records, stop: watch::Receiver<bool>) -> ClaimsView {
+        let claims: Arc<Mutex<BTreeMap<String, ClaimRecord>>> = Arc::default();
+        let c = claims.clone();
+        tokio::spawn(async move {
+            records
+                .clone()
+                .follow("acct.*", stop, |entry| {
+                    let Some(account) = entry.key.strip_prefix("acct.") else {
+                        return;
+                    };
+                    match records.decode::<ClaimRecord>(
+                        &entry.key,
+                        entry.operation,
+                        &entry.value,
+                        entry.revision,
+                    ) {
+                        Ok(v) => {
+                            let mut map = lock(&c);
+                            match v.value {
+                                Some(r) => map.insert(account.to_string(), r),
+                                None => map.remove(account),
+                            };
+                        }
+                        Err(e) => tracing::warn!(error = %e, "ignoring an unreadable claim"),
+                    }
+                })
+                .await;
+        });
+        ClaimsView { claims }
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, ClaimRecord> {
+        lock(&self.claims).clone()
+    }
+}
