@@ -231,6 +231,22 @@ async fn three_nodes_share_the_accounts_and_a_dead_nodes_accounts_move_without_o
     })
     .await;
     println!("balanced {settle:?} after every account ran");
+    // Steady state: what the leases cost in replicated writes (claims change only on moves).
+    let bus = rig.bus(&url).await;
+    let mut stream = bus.js.get_stream("KV_TG_LEASES").await.unwrap();
+    let first = stream.info().await.unwrap().state.last_sequence;
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await;
+    let writes = stream.info().await.unwrap().state.last_sequence - first;
+    let per_node_interval = writes as f64 / 3.0 / (window.as_secs_f64() / 0.3);
+    println!(
+        "steady state: {writes} lease writes in {window:?} for 3 nodes and {ACCOUNTS} accounts \
+         ({per_node_interval:.2} per node per renew interval)"
+    );
+    assert!(
+        per_node_interval < 1.5,
+        "lease writes grow with something besides the nodes: {writes} in {window:?}"
+    );
 
     // Node c dies: its controller stops deciding and renewing, but its clients keep trying.
     let c_accounts = c.clients.names();
