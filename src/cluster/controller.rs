@@ -225,38 +225,51 @@ async fn round(s: &mut State) {
     let accounts: Vec<&str> = wanted.iter().map(String::as_str).collect();
     let target = assign(&accounts, &current, &nodes, s.config.load_factor);
 
-    // Take what is placed here.
+    // Take what is placed here: at most a round's worth of connects (`connects_per_second`
+    // over `renew_every`), claimed together so their lock-delays run at once, then started
+    // one by one at the pace Telegram tolerates.
     let lock_delay: Duration = s.config.lock_delay.into();
-    let pace = Duration::from_secs(1) / s.config.connects_per_second.max(1);
+    let every: Duration = s.config.renew_every.into();
+    let per_second = s.config.connects_per_second.max(1);
+    let pace = Duration::from_secs(1) / per_second;
+    let budget = ((every.as_secs_f64() * f64::from(per_second)) as usize).max(1);
     let mine: Vec<String> = target
         .iter()
         .filter(|(a, n)| **n == s.node && !s.held.contains_key(*a))
         .map(|(a, _)| a.clone())
         .collect();
+    let mut taken = Vec::new();
     for account in mine {
-        if Instant::now() < s.next_connect || !fence.is_up() {
+        if taken.len() >= budget || !fence.is_up() {
             break;
         }
         match claims::take(&s.records, &s.membership, &fence, &account, lock_delay).await {
             Ok(Taken::Mine(claim)) => {
-                tokio::time::sleep_until(claim.connect_after).await;
                 // Tracked before it starts, so a fence coming down mid-start stops it too.
                 s.held.insert(account.clone(), claim.clone());
-                publish(s, &fence);
-                let proxy = s.gate.open(&account, fence.clone());
-                match s.runner.start(&account, proxy).await {
-                    Ok(()) => {
-                        metrics::counter!("tgingest_cluster_accounts_started_total").increment(1);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "an account claimed here did not start; releasing it");
-                        hand_off(s, &fence, &account, None).await;
-                    }
-                }
-                s.next_connect = Instant::now() + pace;
+                taken.push(claim);
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "cannot take a claim now"),
+        }
+    }
+    publish(s, &fence);
+    if let Some(latest) = taken.iter().map(|c| c.connect_after).max() {
+        tokio::time::sleep_until(latest).await;
+    }
+    for claim in taken {
+        tokio::time::sleep_until(s.next_connect).await;
+        s.next_connect = Instant::now() + pace;
+        let account = claim.account;
+        let proxy = s.gate.open(&account, fence.clone());
+        match s.runner.start(&account, proxy).await {
+            Ok(()) => {
+                metrics::counter!("tgingest_cluster_accounts_started_total").increment(1);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "an account claimed here did not start; releasing it");
+                hand_off(s, &fence, &account, None).await;
+            }
         }
     }
 

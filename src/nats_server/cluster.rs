@@ -18,7 +18,26 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `size` clustered servers under `dir` (one store each) on free loopback ports.
+    ///
+    /// Route ports are picked by binding port 0 and letting go, so another process may take one
+    /// before the server binds it: a start that fails that way is tried again with new ports.
     pub fn start(binary: PathBuf, dir: &Path, size: usize) -> Result<NatsCluster, NatsServerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // A fresh folder per try: a failed try's stores hold the old routes' peers.
+            match Self::start_once(&binary, &dir.join(format!("try-{attempt}")), size) {
+                Err(NatsServerError::EarlyExit { log_tail, .. })
+                    if attempt < 5 && log_tail.contains("address already in use") =>
+                {
+                    tracing::debug!(attempt, "a route port was taken meanwhile; new ports");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(binary: &Path, dir: &Path, size: usize) -> Result<NatsCluster, NatsServerError> {
         let prepare = |path: &Path, source| NatsServerError::Prepare {
             path: path.to_path_buf(),
             source,
@@ -26,15 +45,25 @@ impl NatsCluster {
         std::fs::create_dir_all(dir).map_err(|e| prepare(dir, e))?;
         let config = dir.join("cluster-node.conf");
         std::fs::write(&config, CLUSTER_CONFIG).map_err(|e| prepare(&config, e))?;
-        let route_ports = (0..size)
-            .map(|_| free_port().map_err(|e| prepare(dir, e)))
+        // All held at once, so one pick cannot return the same port twice.
+        let held = (0..size)
+            .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| prepare(dir, e)))
+            .collect::<Result<Vec<TcpListener>, _>>()?;
+        let route_ports = held
+            .iter()
+            .map(|l| {
+                l.local_addr()
+                    .map(|a| a.port())
+                    .map_err(|e| prepare(dir, e))
+            })
             .collect::<Result<Vec<u16>, _>>()?;
+        drop(held);
         let key = hex::encode(rand::random::<[u8; 16]>());
         let mut servers = Vec::with_capacity(size);
         for (i, port) in route_ports.iter().enumerate() {
             let name = format!("nats-{}", i + 1);
             let store = dir.join(&name);
-            let mut options = ServerOptions::new(binary.clone(), store.clone(), &name);
+            let mut options = ServerOptions::new(binary.to_path_buf(), store.clone(), &name);
             options.monitoring = true;
             options.config_file = Some(config.clone());
             let mut env = vec![
@@ -121,8 +150,4 @@ impl NatsCluster {
         }
         None
     }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
