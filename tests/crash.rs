@@ -2,7 +2,9 @@
 //!
 //! A real nats-server and the fake Switchboard (in this test process) outlive every crash; the
 //! node is the real binary, killed with SIGKILL 20 times at seeded random points while three
-//! simulated accounts produce, then left to drain. The ground truth comes from the same seeded
+//! simulated accounts produce (every fourth kill during start-up: NATS connect, bus set-up,
+//! event-log open, account start), then left to drain. The seed is `$TGINGEST_CRASH_SEED`, or
+//! a fresh one that the test prints and every failure names. The ground truth comes from the same seeded
 //! simulation, so losses and double stores are counted event by event.
 
 mod support;
@@ -20,7 +22,19 @@ use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
 use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
 
 const KILLS: usize = 20;
-const SEED: u64 = 20261121;
+/// Every this many kills, one lands during start-up (before the node says it is running).
+const STARTUP_KILL_EVERY: usize = 4;
+
+/// The seed of the kill moments: `$TGINGEST_CRASH_SEED`, or a fresh one, printed so a failure
+/// can be repeated.
+fn seed() -> u64 {
+    let seed = std::env::var("TGINGEST_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash seed {seed} (TGINGEST_CRASH_SEED={seed} repeats this run)");
+    seed
+}
 
 fn simulation() -> SimulatorConfig {
     SimulatorConfig {
@@ -84,38 +98,53 @@ async fn kill_9_at_random_moments_loses_nothing_and_stores_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     MasterKey::generate_file(&dir.path().join("master.key")).unwrap();
     let expected = expected();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
+    let seed = seed();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
 
     let log = dir.path().join("node.log");
+    // How long the last start-up took, so start-up kills land inside one.
+    let mut startup = Duration::from_millis(200);
     for kill in 0..KILLS {
+        let started = Instant::now();
         let mut child = start_node(&nats, &fake, dir.path(), &log);
-        // Kill while the pipeline runs: after the node says it is running, a random delay.
-        let up = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("tgingest node running")
-        {
-            assert!(
-                Instant::now() < up,
-                "node did not come up: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let after = Duration::from_millis(rng.random_range(0..2000));
-        tokio::time::sleep(after).await;
+        let (phase, after) = if kill % STARTUP_KILL_EVERY == STARTUP_KILL_EVERY - 1 {
+            // During start-up: NATS connect, bus set-up, event-log open, account start.
+            let after = startup.mul_f64(rng.random_range(0.0..1.0));
+            tokio::time::sleep(after).await;
+            ("start-up", after)
+        } else {
+            // While the pipeline runs: after the node says it is running, a random delay.
+            let up = Instant::now() + Duration::from_secs(30);
+            // `start_node` truncates the log, so this line is this start's.
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("tgingest node running")
+            {
+                assert!(
+                    Instant::now() < up,
+                    "node did not come up (seed {seed}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            startup = started.elapsed();
+            let after = Duration::from_millis(rng.random_range(0..2000));
+            tokio::time::sleep(after).await;
+            ("running", after)
+        };
         if let Some(status) = child.try_wait().unwrap() {
             panic!(
-                "tgingest exited on its own before kill {}: {status}",
+                "tgingest exited on its own before kill {} (seed {seed}): {status}",
                 kill + 1
             );
         }
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
         eprintln!(
-            "kill {:>2}, {:>3} ms after start-up: {} of {} delivered so far",
+            "kill {:>2} ({phase}), {:>4} ms in, {:>5} ms after spawn: {} of {} delivered so far",
             kill + 1,
             after.as_millis(),
+            started.elapsed().as_millis(),
             delivered(&fake).len(),
             expected.len()
         );
@@ -141,13 +170,17 @@ async fn kill_9_at_random_moments_loses_nothing_and_stores_nothing_twice() {
         fake.stored_twice(),
         stats.duplicates
     );
-    assert!(lost.is_empty(), "{} events lost", lost.len());
+    assert!(lost.is_empty(), "{} events lost (seed {seed})", lost.len());
     assert!(
         unexpected.is_empty(),
-        "{} events arrived that the policy stops",
+        "{} events arrived that the policy stops (seed {seed})",
         unexpected.len()
     );
-    assert_eq!(fake.stored_twice(), 0, "an event was stored twice");
+    assert_eq!(
+        fake.stored_twice(),
+        0,
+        "an event was stored twice (seed {seed})"
+    );
     assert_eq!(stats.stored as usize, expected.len());
     assert!(
         status.success(),
