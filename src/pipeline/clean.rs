@@ -422,7 +422,6 @@ async fn dead_letter_undecodable(
     reason: &str,
 ) -> Result<(), ActorProcessingErr> {
     tracing::error!(subject = %message.subject, %reason, "undecodable TG_RAW message; dead-lettering it");
-    metrics::counter!("tgingest_dead_letters_total", "stage" => "dedupe").increment(1);
     let account = message.subject.split('.').nth(2).unwrap_or("unknown");
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
@@ -436,5 +435,7 @@ async fn dead_letter_undecodable(
         .send_publish(dlq_subject(account), publish)
         .await?
         .await?;
+    // Counted once parked: a failed publish leaves the message for redelivery, not counted.
+    metrics::counter!("tgingest_dead_letters_total", "stage" => "dedupe").increment(1);
     Ok(())
 }
