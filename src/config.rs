@@ -233,8 +233,9 @@ impl Default for KvConfig {
     }
 }
 
-/// One owner per account across nodes: the node lease's timing and how accounts move. Every
-/// duration is measured on the deciding node's own monotonic clock (see `crate::cluster`).
+/// One owner per account across nodes: the node lease's timing and how accounts move (read by
+/// `crate::cluster`, which `tgingest run` does not use yet). Every duration is measured on the
+/// deciding node's own monotonic clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {

@@ -28,6 +28,7 @@ use super::assign::assign;
 use super::claims::{self, Claim, ClaimRecord, ClaimState, Taken};
 use super::gate::Gate;
 use super::lease::{Fence, LeaseError, NodeLease};
+use super::lock;
 use super::membership::{HolderStatus, Membership};
 use super::record::Records;
 use crate::config::ClusterConfig;
@@ -47,7 +48,7 @@ pub trait AccountRunner: Send + Sync + 'static {
 pub struct Snapshot {
     /// Accounts running here, with their claim epochs.
     pub running: BTreeMap<String, u64>,
-    /// Whether the node lease's fence is up.
+    /// Whether the node lease's fence is down (nothing runs here until it is acquired again).
     pub fenced: bool,
     /// The generation of the node lease held now.
     pub generation: u64,
@@ -123,10 +124,6 @@ impl Controller {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 struct State {
     records: Records,
     config: ClusterConfig,
@@ -139,7 +136,7 @@ struct State {
     lease: Option<NodeLease>,
     held: BTreeMap<String, Claim>,
     last_live: Vec<String>,
-    /// The generation of the last acquisition (the next one is one more).
+    /// The generation of the last acquisition attempt (the next one is one more).
     generation: u64,
     stable_since: Instant,
     next_connect: Instant,
@@ -334,15 +331,10 @@ async fn fenced(s: &mut State) {
         std::process::abort();
     }
     s.held.clear();
-    publish_fenced(s);
-    let generation = s
-        .lease
-        .as_ref()
-        .map_or(s.generation, |l| l.holder().generation)
-        + 1;
-    s.generation = generation;
     s.lease = None;
     publish_fenced(s);
+    s.generation += 1;
+    let generation = s.generation;
     let never = watch::channel(false).1;
     match NodeLease::acquire(
         s.records.clone(),

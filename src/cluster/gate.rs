@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::lease::Fence;
+use super::lock;
 
 /// One account's permission to reach Telegram.
 #[derive(Clone)]
@@ -131,10 +132,6 @@ impl Drop for Gate {
             pass.closed.send_replace(true);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Why a client was turned away (logged; the client only sees a SOCKS5 failure).

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::lock;
 use super::record::{RecordError, Records, Versioned};
 use crate::config::ClusterConfig;
 
@@ -105,13 +106,11 @@ impl Fence {
     /// every frame sent. Lowers the fence when its deadline has passed.
     pub fn is_up(&self) -> bool {
         let now = Instant::now();
-        let mut deadline = self.lock();
+        let deadline = lock(&self.inner.deadline);
         match *deadline {
             Some(d) if now < d => true,
             Some(_) => {
-                *deadline = None;
-                drop(deadline);
-                self.inner.down.send_replace(true);
+                self.take_down(deadline);
                 false
             }
             None => false,
@@ -120,7 +119,7 @@ impl Fence {
 
     /// When the fence comes down unless renewed (`None`: it is down).
     pub fn deadline(&self) -> Option<Instant> {
-        *self.lock()
+        *lock(&self.inner.deadline)
     }
 
     /// Resolves once the fence is down.
@@ -145,35 +144,30 @@ impl Fence {
 
     /// Lowers the fence now (the lease was lost or given up).
     pub fn lower(&self) {
-        *self.lock() = None;
-        self.inner.down.send_replace(true);
+        self.take_down(lock(&self.inner.deadline));
     }
 
     /// Moves the deadline to `sent + valid_for` if the renewal sent at `sent` went out while the
     /// fence was still up; returns whether it is up now.
     fn extend(&self, sent: Instant, valid_for: Duration) -> bool {
-        let mut deadline = self.lock();
+        let mut deadline = lock(&self.inner.deadline);
         match *deadline {
             Some(d) if sent < d => {
                 *deadline = Some((sent + valid_for).max(d));
                 true
             }
             _ => {
-                *deadline = None;
-                drop(deadline);
-                self.inner.down.send_replace(true);
+                self.take_down(deadline);
                 false
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        // A poisoned lock only means a panic elsewhere while holding it; the value is still a
-        // plain Option<Instant>.
-        self.inner
-            .deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    /// Clears the deadline (under the lock the caller decided with) and tells the waiters.
+    fn take_down(&self, mut deadline: std::sync::MutexGuard<'_, Option<Instant>>) {
+        *deadline = None;
+        drop(deadline);
+        self.inner.down.send_replace(true);
     }
 }
 
@@ -331,10 +325,6 @@ impl Drop for NodeLease {
     fn drop(&mut self) {
         self.renewer.abort();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Rewrites the record every `renew_every` until the fence comes down: a conflict (someone else

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::lease::{Holder, NodeRecord, NodeState};
+use super::lock;
 use super::record::Records;
 use crate::config::ClusterConfig;
 
@@ -60,8 +61,6 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct View {
     pub live: Vec<Member>,
-    /// Nodes whose lease this node has seen unchanged for a whole lease (or that left).
-    pub gone: Vec<String>,
 }
 
 impl View {
@@ -88,7 +87,6 @@ pub struct Membership {
     /// This node's id: its own renewals, as observed, are the clock silence is measured on.
     me: String,
     started: Instant,
-    changed: watch::Receiver<u64>,
 }
 
 impl Membership {
@@ -101,32 +99,25 @@ impl Membership {
         stop: watch::Receiver<bool>,
     ) -> Membership {
         let state = Arc::new(Mutex::new(BTreeMap::new()));
-        let (tx, changed) = watch::channel(0u64);
         let lease: Duration = config.lease.into();
         let sight = Sight {
             me: me.to_string(),
             blind_after: Duration::from(config.renew_every) * 2,
             last_own: None,
         };
-        tokio::spawn(follow(records, state.clone(), tx, sight, stop));
+        tokio::spawn(follow(records, state.clone(), sight, stop));
         Membership {
             state,
             lease,
             me: me.to_string(),
             started: Instant::now(),
-            changed,
         }
     }
 
-    /// The view now.
+    /// The live nodes now.
     pub fn view(&self) -> View {
-        self.view_at(Instant::now())
-    }
-
-    /// The view at `now`.
-    pub fn view_at(&self, now: Instant) -> View {
-        let now = self.reference(now);
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.reference(Instant::now());
+        let state = lock(&self.state);
         let mut view = View::default();
         for (node, o) in state.iter() {
             let left = o
@@ -134,9 +125,7 @@ impl Membership {
                 .as_ref()
                 .is_some_and(|r| r.state == NodeState::Left);
             let quiet = now.saturating_duration_since(o.changed_at) >= self.lease;
-            if left || quiet {
-                view.gone.push(node.clone());
-            } else {
+            if !left && !quiet {
                 view.live.push(Member {
                     node: node.clone(),
                     record: o.record.clone(),
@@ -150,7 +139,7 @@ impl Membership {
     /// The instant silence is measured up to: when this node last saw its own record change
     /// (never later than `now`); before it ever did, the start of the watch.
     fn reference(&self, now: Instant) -> Instant {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = lock(&self.state);
         state
             .get(&self.me)
             .map_or(self.started, |o| o.changed_at)
@@ -159,7 +148,7 @@ impl Membership {
 
     /// What is known of `node`.
     pub fn observed(&self, node: &str) -> Option<Observed> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = lock(&self.state);
         state.get(node).cloned()
     }
 
@@ -189,18 +178,12 @@ impl Membership {
             _ => HolderStatus::Alive,
         }
     }
-
-    /// Resolves when a record changed (a counter of changes is kept, so none is missed).
-    pub async fn changed(&mut self) {
-        let _ = self.changed.changed().await;
-    }
 }
 
 /// Follows every `node.*` record (see [`Records::follow`]).
 async fn follow(
     records: Records,
     state: Arc<Mutex<BTreeMap<String, Observed>>>,
-    tx: watch::Sender<u64>,
     mut sight: Sight,
     stop: watch::Receiver<bool>,
 ) {
@@ -208,7 +191,6 @@ async fn follow(
         .clone()
         .follow("node.*", stop, |entry| {
             apply(&records, &state, &mut sight, entry);
-            tx.send_modify(|n| *n += 1);
         })
         .await;
 }
@@ -242,7 +224,7 @@ fn apply(
             return;
         }
     };
-    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut state = lock(state);
     let now = Instant::now();
     if node == sight.me {
         let blind = sight

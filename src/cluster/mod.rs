@@ -22,3 +22,9 @@ pub mod gate;
 pub mod lease;
 pub mod membership;
 pub mod record;
+
+/// Locks a mutex, recovering the data if a panic elsewhere poisoned it: everything the cluster
+/// keeps behind one is plain data that a half-done update cannot leave inconsistent.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
