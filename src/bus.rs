@@ -480,6 +480,30 @@ fn explain_jetstream_error(message: &str) -> String {
     format!("{message}{hint}")
 }
 
+/// The latest value of `key` in `store`, asked of the stream's leader.
+///
+/// A KV `get` is a direct get, which any replica may answer: on an R3 bucket a read right after
+/// a write (an import, then its consent through another node; a new owner loading what the old
+/// one wrote) can miss it. The leader has every acknowledged write. `None` when the key was
+/// never written, or its last entry is a delete, purge or expiry marker.
+pub async fn latest_entry(
+    store: &kv::Store,
+    key: &str,
+) -> Result<Option<(bytes::Bytes, u64)>, String> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = format!("{}{key}", store.prefix);
+    let message = match store.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let removed = message.headers.get("KV-Operation").is_some_and(|op| {
+        let op = op.as_str();
+        op == "DEL" || op == "PURGE"
+    }) || message.headers.get("Nats-Marker-Reason").is_some();
+    Ok((!removed).then_some((message.payload, message.sequence)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,8 @@ use crate::config::{self, CONFIG_ENV, Config, LogFormat};
 use crate::eventlog::{self, Anchor};
 use crate::node::{self, Node};
 
+/// `tgingest cluster`, a client of the admin API.
+pub mod cluster;
 /// `tgingest replay`, a client of the admin API.
 pub mod replay;
 
@@ -67,6 +69,8 @@ enum Command {
     /// Re-deliver what TG_CLEAN holds to Switchboard (after Switchboard lost data), through the
     /// running node's admin API; Switchboard answers what it still has as duplicates
     Replay(replay::ReplayArgs),
+    /// Cluster commands (status), through the running node's admin API
+    Cluster(cluster::ClusterArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,6 +197,7 @@ pub fn main() -> ExitCode {
             Command::Keys(KeysCommand::Rotate(args)) => keys_rotate(cfg, args).await,
             Command::Accounts(args) => crate::accounts::client::run(&cfg, args).await,
             Command::Replay(args) => replay::run(&cfg, args).await,
+            Command::Cluster(args) => cluster::run(&cfg, args).await,
             Command::Config(_) | Command::Policy(_) => ExitCode::SUCCESS,
         }
     })

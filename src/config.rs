@@ -233,12 +233,15 @@ impl Default for KvConfig {
     }
 }
 
-/// One owner per account across nodes: the node lease's timing and how accounts move (read by
-/// `crate::cluster`, which `tgingest run` does not use yet). Every duration is measured on the
-/// deciding node's own monotonic clock.
+/// One owner per account across nodes: whether this node shares its accounts with others, the
+/// node lease's timing and how accounts move (`crate::cluster`). Every duration is measured on
+/// the deciding node's own monotonic clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
+    /// Share the registry's accounts with every other node on the same NATS: each account runs
+    /// on the one node that holds its claim. Off: this node runs every account it may.
+    pub enabled: bool,
     /// How long another node must see a node's lease record unchanged before it may take that
     /// node's accounts.
     pub lease: Dur,
@@ -262,6 +265,7 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
+            enabled: false,
             lease: Dur::secs(20),
             renew_every: Dur::secs(3),
             self_fence_after: Dur::secs(10),
@@ -1043,6 +1047,16 @@ impl Config {
             invalid("kv.replicas", self.kv.replicas, "1, 3 or 5")
         })?;
         self.cluster.validate(self.kv.lease_ttl)?;
+        check(
+            !self.cluster.enabled || self.simulator.accounts == 0,
+            || {
+                invalid(
+                    "cluster.enabled",
+                    self.cluster.enabled,
+                    "false while simulator.accounts is set: simulated accounts run on every node that simulates them, so they cannot be shared",
+                )
+            },
+        )?;
         file_exists("security.master_key_file", &self.security.master_key_file)?;
 
         let sb = &self.switchboard;

@@ -22,7 +22,11 @@ use crate::accounts::login::{GrammersLogin, LoginBackend};
 use crate::accounts::registry::Registry;
 use crate::accounts::{AccountsControl, ControlParts};
 use crate::admin::AdminServer;
-use crate::bus::{BUCKET_ANCHORS, Bus, BusError, SetupReport};
+use crate::bus::{BUCKET_ANCHORS, BUCKET_LEASES, Bus, BusError, SetupReport};
+use crate::cluster::controller::Controller;
+use crate::cluster::gate::Gate;
+use crate::cluster::record::Records;
+use crate::cluster::runner::NodeAccounts;
 use crate::config::Config;
 use crate::event::{Chat, Event};
 use crate::eventlog::{
@@ -40,6 +44,7 @@ use crate::stop::StopSignals;
 use crate::supervision::{RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::switchboard::McpClient;
 use crate::telegram::gateway::{AccountInfo, Cursor, GatewayError, GatewayFactory, SourceUpdate};
+use crate::telegram::route::{ConnectRoute, GatePasses};
 use crate::telegram::simulated::{SimulatedFactory, SimulatedWorld, SimulatorFaults};
 use futures::future::BoxFuture;
 
@@ -73,6 +78,8 @@ pub enum NodeError {
     Admin(#[from] crate::admin::AdminError),
     #[error("accounts: {0}")]
     Accounts(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("stopped by {0} during start-up")]
     Stopped(&'static str),
 }
@@ -237,6 +244,8 @@ pub struct Node {
     /// Operator replays from `TG_CLEAN` (what `/v1/replays` calls).
     pub replays: Arc<Replays>,
     admin: Option<AdminServer>,
+    /// This node's share of the cluster (`cluster.enabled`).
+    cluster: Option<ClusterNode>,
     supervisor_done: tokio::task::JoinHandle<()>,
     anchoring: tokio::task::JoinHandle<()>,
     verifying: Option<tokio::task::JoinHandle<()>>,
@@ -369,9 +378,17 @@ impl Node {
                     config.telegram.api_hash.expose(),
                 ))
             });
+            // In a cluster every Telegram connection goes through the fence gate, with the pass
+            // of the account's claim; without one, a client refuses to connect.
+            let passes = GatePasses::default();
+            let route = if config.cluster.enabled {
+                ConnectRoute::Gated(passes.clone())
+            } else {
+                ConnectRoute::Direct
+            };
             let factory = match options.gateway_factory.clone() {
                 Some(factory) => factory,
-                None => grammers_factory(&config, &bus, &key).await?,
+                None => grammers_factory(&config, &bus, &key, route).await?,
             };
             let control = Arc::new(AccountsControl::new(ControlParts {
                 node_id: node_id.clone(),
@@ -393,6 +410,7 @@ impl Node {
                     "tgingest 2026-11 phone number hash v1",
                     &key.derive(KeyPurpose::LogIdHash),
                 ),
+                clustered: config.cluster.enabled,
             }));
             // Not fatal: the node must come up so an operator can fix the registry through the API.
             match control.reconcile().await {
@@ -400,10 +418,25 @@ impl Node {
                 Err(e) => tracing::error!(error = %e,
                     "cannot start the registry accounts; the node runs without them"),
             }
+            let cluster = if config.cluster.enabled {
+                Some(
+                    unless_stopped(
+                        stop,
+                        ClusterNode::start(&config, &bus, &node_id, control.clone(), passes),
+                    )
+                    .await?,
+                )
+            } else {
+                None
+            };
             let ops = crate::admin::Ops {
                 metrics: metrics_handle.clone(),
                 bus: bus.clone(),
                 switchboard_url: config.switchboard.url.clone(),
+                node_id: node_id.clone(),
+                cluster: cluster
+                    .as_ref()
+                    .map(|c| (c.records.clone(), c.controller.snapshots())),
             };
             let replays = Arc::new(Replays::new(ReplayParts {
                 bus: bus.clone(),
@@ -411,14 +444,26 @@ impl Node {
                 switchboard: config.switchboard.clone(),
                 node_id: node_id.clone(),
             }));
-            check_stop(stop)?;
-            let admin =
-                AdminServer::start(&config.admin, control.clone(), replays.clone(), Some(ops))
-                    .await?;
-            Ok::<_, NodeError>((control, replays, admin))
+            let admin = async {
+                check_stop(stop)?;
+                Ok::<_, NodeError>(
+                    AdminServer::start(&config.admin, control.clone(), replays.clone(), Some(ops))
+                        .await?,
+                )
+            }
+            .await;
+            match admin {
+                Ok(admin) => Ok::<_, NodeError>((control, replays, admin, cluster)),
+                Err(e) => {
+                    if let Some(cluster) = cluster {
+                        cluster.leave().await;
+                    }
+                    Err(e)
+                }
+            }
         }
         .await;
-        let (accounts, replays, admin) = match accounts {
+        let (accounts, replays, admin, cluster) = match accounts {
             Ok(parts) => parts,
             Err(e) => {
                 supervisor.stop(Some("node failed to start".into()));
@@ -460,6 +505,7 @@ impl Node {
             accounts,
             replays,
             admin,
+            cluster,
             supervisor_done,
             anchoring,
             verifying,
@@ -547,6 +593,10 @@ impl Node {
         if let Some(admin) = self.admin {
             admin.stop().await;
         }
+        // Hand every account off first, while NATS and the pipeline still take its last events.
+        if let Some(cluster) = self.cluster {
+            cluster.leave().await;
+        }
         self.replays.stop_all().await;
         self.anchoring.abort();
         if let Some(verifying) = &self.verifying {
@@ -573,19 +623,73 @@ impl Node {
     }
 }
 
+/// This node's part in the cluster: the controller that claims, starts and hands off its
+/// accounts, and the gate their connections go through.
+struct ClusterNode {
+    records: Records,
+    controller: Controller,
+    _gate: Arc<Gate>,
+}
+
+impl ClusterNode {
+    /// Acquires the node lease (waiting out a previous process under the same node id) and
+    /// starts deciding.
+    async fn start(
+        config: &Config,
+        bus: &Bus,
+        node_id: &str,
+        control: Arc<AccountsControl>,
+        passes: GatePasses,
+    ) -> Result<ClusterNode, NodeError> {
+        let cluster_error = |e: &dyn std::fmt::Display| NodeError::Cluster(e.to_string());
+        let records = Records::open(
+            bus,
+            BUCKET_LEASES,
+            config.kv.lease_ttl.into(),
+            config.cluster.renew_every.into(),
+        )
+        .await
+        .map_err(|e| cluster_error(&e))?;
+        let gate = Arc::new(Gate::start().await.map_err(|e| cluster_error(&e))?);
+        let runner = Arc::new(NodeAccounts::new(control, passes));
+        let controller = Controller::start(
+            records.clone(),
+            config.cluster.clone(),
+            node_id.to_string(),
+            runner,
+            gate.clone(),
+        )
+        .await
+        .map_err(|e| cluster_error(&e))?;
+        tracing::info!(node = node_id, gate = %gate.addr(), "cluster node lease held; sharing the accounts");
+        Ok(ClusterNode {
+            records,
+            controller,
+            _gate: gate,
+        })
+    }
+
+    /// Hands every account off and gives the node lease up.
+    async fn leave(self) {
+        self.controller.leave().await;
+    }
+}
+
 /// Real accounts: the grammers adapter over sealed sessions in `TG_SESSIONS`. Without
 /// `telegram.api_id` there is none, and an account that starts fails saying so.
 async fn grammers_factory(
     config: &Config,
     bus: &Bus,
     key: &MasterKey,
+    route: ConnectRoute,
 ) -> Result<Arc<dyn GatewayFactory>, NodeError> {
     use crate::telegram::grammers::gateway::{GrammersFactory, GrammersSettings, SessionOpener};
     use crate::telegram::session::{LiveSessionOptions, SealedSession, SessionStore};
 
-    let Ok(settings) = GrammersSettings::from_config(&config.telegram) else {
+    let Ok(mut settings) = GrammersSettings::from_config(&config.telegram) else {
         return Ok(Arc::new(NoAccounts));
     };
+    settings.route = route;
     let store = Arc::new(
         SessionStore::open(bus, key.clone())
             .await

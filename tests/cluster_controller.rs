@@ -134,7 +134,12 @@ impl AccountRunner for Clients {
         })
     }
 
-    fn start(&self, account: &str, proxy: String) -> BoxFuture<'_, Result<(), String>> {
+    fn start(
+        &self,
+        account: &str,
+        proxy: String,
+        _epoch: u64,
+    ) -> BoxFuture<'_, Result<(), String>> {
         let task = tokio::spawn(client(account.to_string(), proxy, self.dc));
         if let Some(old) = self
             .running

@@ -339,3 +339,56 @@ async fn claims_of_a_live_node_stay_and_of_a_gone_node_move_with_a_new_epoch_ref
         .unwrap();
     assert!(matches!(t, Taken::Mine(ref m) if m.epoch == 3), "{t:?}");
 }
+
+/// A claim is renewed by nobody (its node lease is): it must outlive the records' TTL, or it
+/// would read as never claimed and a second node would take the account at epoch 1 while the
+/// owner still runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_outlives_the_lease_ttl_while_its_node_lease_is_renewed() {
+    let rig = ClusterRig::start().await;
+    let bus = rig.bus(&rig.cluster.url()).await;
+    let ttl = Duration::from_secs(1);
+    let records = tgingest::cluster::record::Records::open(
+        &bus,
+        BUCKET_LEASES,
+        ttl,
+        Duration::from_millis(800),
+    )
+    .await
+    .unwrap();
+    let mut cfg = timing();
+    cfg.lease = tgingest::config::Dur(Duration::from_millis(900));
+    cfg.self_fence_after = tgingest::config::Dur(Duration::from_millis(600));
+    let membership = Membership::start(records.clone(), &cfg, "b", never()).await;
+    let a = NodeLease::acquire(records.clone(), &cfg, "a", "boot-a", 1, 0, &never())
+        .await
+        .unwrap();
+    let b = NodeLease::acquire(records.clone(), &cfg, "b", "boot-b", 1, 0, &never())
+        .await
+        .unwrap();
+    let delay = Duration::from(cfg.lock_delay);
+    let Taken::Mine(claim) = claims::take(&records, &membership, a.fence(), "7", delay)
+        .await
+        .unwrap()
+    else {
+        panic!("a free account was not taken");
+    };
+    tokio::time::sleep(ttl * 3).await;
+    assert!(
+        a.fence().is_up(),
+        "the owner's lease lapsed; the test proves nothing"
+    );
+    let stored = records
+        .read::<ClaimRecord>(&claims::claim_key("7"))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.value.map(|c| (c.holder.node, c.epoch)),
+        Some(("a".to_string(), claim.epoch)),
+        "the claim expired with the TTL"
+    );
+    let t = claims::take(&records, &membership, b.fence(), "7", delay)
+        .await
+        .unwrap();
+    assert!(matches!(t, Taken::Busy(ref h) if h.node == "a"), "{t:?}");
+}

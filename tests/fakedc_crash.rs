@@ -11,18 +11,16 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use support::dc_traffic::{DcAccounts, Sender};
 use support::{TestNats, signal, tgingest_bin};
-use tgingest::event::{ChatKind, EventKind, event_id, marked_chat_id};
+use tgingest::event::ChatKind;
 use tgingest::keys::MasterKey;
 use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
-use tgingest::telegram::fakedc::{ChannelKind, ChatId, FakeDc, FakeDcConfig, SendOptions};
+use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
 
 const KILLS: usize = 3;
 const ACCOUNTS: usize = 3;
@@ -97,26 +95,6 @@ async fn wait_listening(dc: &FakeDc, accounts: &[i64]) {
     }
 }
 
-async fn post(http: &reqwest::Client, url: String, body: serde_json::Value) {
-    let resp = http
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .expect("admin API answers");
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    assert!(status.is_success(), "{url}: {status} {text}");
-}
-
-/// A chat the sender writes into: who writes, and (account, marked chat id) per viewer.
-struct Target {
-    chat: ChatId,
-    from: i64,
-    marked: String,
-    viewers: Vec<i64>,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twice() {
     tgingest::telemetry::install_crypto_provider();
@@ -136,95 +114,18 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
         l.local_addr().expect("addr").to_string()
     };
 
-    let mut accounts = Vec::new();
-    let mut sessions = Vec::new();
-    let mut targets = Vec::new();
-    for i in 0..ACCOUNTS {
-        let (me, key) = dc.add_account(&format!("Account {i}"));
-        accounts.push(me);
-        sessions.push(tgingest::demo::telethon_session_string(
-            dc.dc_id(),
-            dc.addr(),
-            &key,
-        ));
-        let friend = dc.add_user(&format!("Friend {i}"));
-        targets.push(Target {
-            chat: ChatId::Private(me, friend),
-            from: friend,
-            marked: marked_chat_id(ChatKind::Private, friend),
-            viewers: vec![me],
-        });
-    }
-    let writer = dc.add_user("Writer");
-    let mut members = accounts.clone();
-    members.push(writer);
-    let group = dc.create_group("Group", &members);
-    let supergroup = dc.create_channel("Super", ChannelKind::Supergroup, &members);
-    for (chat, kind) in [(group, ChatKind::Group), (supergroup, ChatKind::Supergroup)] {
-        let bare = match chat {
-            ChatId::Group(id) | ChatId::Channel(id) => id,
-            ChatId::Private(..) => unreachable!(),
-        };
-        targets.push(Target {
-            chat,
-            from: writer,
-            marked: marked_chat_id(kind, bare),
-            viewers: accounts.clone(),
-        });
-    }
+    let world = DcAccounts::create(&dc, ACCOUNTS, &[ChatKind::Group, ChatKind::Supergroup]);
+    let accounts = world.ids.clone();
 
     let log = dir.path().join("node.log");
     let mut node = start_node(&nats, &fake, dir.path(), &admin, &log);
     wait_running(&log, 1).await;
     let http = reqwest::Client::new();
-    for (me, session) in accounts.iter().zip(&sessions) {
-        post(
-            &http,
-            format!("http://{admin}/v1/accounts/import"),
-            json!({"format": "telethon", "session": session, "account_id": me.to_string()}),
-        )
-        .await;
-        post(
-            &http,
-            format!("http://{admin}/v1/accounts/{me}/consent"),
-            json!({"by": "fakedc_crash test", "scope": "test accounts on a fake DC"}),
-        )
-        .await;
-    }
+    world.import_and_consent(&http, &admin).await;
     wait_listening(&dc, &accounts).await;
 
     // The sender: ~60 messages/s round-robin over the chats, until told to stop.
-    let expected = Arc::new(Mutex::new(HashSet::new()));
-    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let (dc, expected, sent, stop) = (dc.clone(), expected.clone(), sent.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut n = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let t = &targets[n % targets.len()];
-                let msg = dc
-                    .send_message(t.chat, t.from, &format!("m{n}"), SendOptions::default())
-                    .expect("message sent");
-                {
-                    let mut expected = expected.lock().unwrap();
-                    for viewer in &t.viewers {
-                        let id = msg.id_for(*viewer).expect("viewer sees it");
-                        expected.insert(event_id(
-                            &viewer.to_string(),
-                            &t.marked,
-                            &id.to_string(),
-                            EventKind::Message,
-                            0,
-                        ));
-                    }
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(16)).await;
-            }
-        })
-    };
+    let sender = Sender::start(dc.clone(), world.targets.clone(), Duration::from_millis(16));
 
     let delays = [1200u64, 2500, 700];
     for (kill, delay) in delays.iter().enumerate().take(KILLS) {
@@ -240,24 +141,22 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
         eprintln!(
             "kill {}: {} sent, {} stored so far",
             kill + 1,
-            sent.load(Ordering::Relaxed),
+            sender.sent(),
             fake.stats().stored
         );
         // Down for a moment while messages keep coming: they must arrive through catch-up.
-        let at_kill = sent.load(Ordering::Relaxed);
+        let at_kill = sender.sent();
         tokio::time::sleep(Duration::from_millis(500)).await;
         node = start_node(&nats, &fake, dir.path(), &admin, &log);
         wait_running(&log, kill + 2).await;
         wait_listening(&dc, &accounts).await;
-        let while_down = sent.load(Ordering::Relaxed) - at_kill;
+        let while_down = sender.sent() - at_kill;
         eprintln!("  {while_down} messages sent while the node was down or reconnecting");
         assert!(while_down > 0, "catch-up after a crash was not exercised");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    sender.await.expect("sender");
-
-    let expected = expected.lock().unwrap().clone();
+    let sent = sender.sent();
+    let expected = sender.stop().await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline && !expected.is_subset(&fake.stored_event_ids()) {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -270,8 +169,7 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
     let lost = expected.difference(&got).count();
     let unexpected = got.difference(&expected).count();
     eprintln!(
-        "after {KILLS} kills: {} messages sent, {} events expected, {} stored, {lost} lost, {} stored twice, {unexpected} unexpected",
-        sent.load(Ordering::Relaxed),
+        "after {KILLS} kills: {sent} messages sent, {} events expected, {} stored, {lost} lost, {} stored twice, {unexpected} unexpected",
         expected.len(),
         fake.stats().stored,
         fake.stored_twice()

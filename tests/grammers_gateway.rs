@@ -18,6 +18,7 @@ use tgingest::telegram::fakedc::{
 };
 use tgingest::telegram::gateway::{Cursor, Gateway, GatewayError, GatewayFactory, SourceUpdate};
 use tgingest::telegram::grammers::gateway::{GrammersFactory, GrammersSettings, SessionOpener};
+use tgingest::telegram::route::ConnectRoute;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -34,6 +35,7 @@ fn settings() -> GrammersSettings {
         hole_check_interval: Duration::from_secs(1),
         hole_grace: Duration::from_secs(5),
         flood_sleep_max: Duration::from_secs(5),
+        route: ConnectRoute::Direct,
     }
 }
 

@@ -281,6 +281,11 @@ pub struct AccountsControl {
     logins: Mutex<HashMap<String, LoginEntry>>,
     /// Serialises actions on accounts, so a pause and a resume cannot interleave.
     actions: Mutex<()>,
+    /// Whether the cluster's controller decides where accounts run (then admin actions only
+    /// change the registry, and [`AccountsControl::start_owned`] starts what was claimed here).
+    clustered: bool,
+    /// In a cluster: the accounts the controller started here (the ones this node reports).
+    owned: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// What [`AccountsControl::new`] is built from.
@@ -295,6 +300,8 @@ pub struct ControlParts {
     pub budget: LoginBudget,
     /// Keys the phone-number hashes (derived from the master key).
     pub phone_key: [u8; 32],
+    /// The cluster's controller starts accounts, not the admin actions (`cluster.enabled`).
+    pub clustered: bool,
 }
 
 fn audit_entry(action: &str, account: Option<&str>, details: &[(&str, String)]) -> AuditEntry {
@@ -324,6 +331,8 @@ impl AccountsControl {
             phone_key: parts.phone_key,
             logins: Mutex::new(HashMap::new()),
             actions: Mutex::new(()),
+            clustered: parts.clustered,
+            owned: Default::default(),
         }
     }
 
@@ -358,7 +367,57 @@ impl AccountsControl {
     }
 
     /// Starts the actor of `record` if it may run and has a session; returns whether it did.
+    /// In a cluster only the controller starts accounts ([`AccountsControl::start_owned`]): it
+    /// sees the registry change on its next round.
     async fn start_if_ready(&self, record: &AccountRecord) -> Result<bool, ControlError> {
+        if self.clustered {
+            return Ok(false);
+        }
+        self.start_here(record).await
+    }
+
+    /// The accounts that have a sealed session.
+    pub async fn with_session(&self) -> Result<std::collections::BTreeSet<String>, ControlError> {
+        Ok(self.sessions.accounts().await?.into_iter().collect())
+    }
+
+    /// The accounts that should run somewhere: consented, not paused, with a sealed session.
+    pub async fn wanted(&self) -> Result<Vec<String>, ControlError> {
+        let sessions = self.with_session().await?;
+        Ok(self
+            .registry
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.may_run() && sessions.contains(&r.account_id))
+            .map(|r| r.account_id)
+            .collect())
+    }
+
+    /// Starts an account the cluster's controller claimed for this node, if it may still run;
+    /// returns whether it started it.
+    pub async fn start_owned(&self, account: &str) -> Result<bool, ControlError> {
+        let _guard = self.actions.lock().await;
+        self.owned_here().insert(account.to_string());
+        match self.registry.get(account).await? {
+            Some(record) => self.start_here(&record).await,
+            None => Ok(false),
+        }
+    }
+
+    fn owned_here(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        // A set of ids: a panic elsewhere cannot leave it half-updated.
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops an account's actor here (its checkpoint is written as it stops).
+    pub async fn stop_owned(&self, account: &str) -> Result<(), ControlError> {
+        let _guard = self.actions.lock().await;
+        self.owned_here().remove(account);
+        self.stop(account).await
+    }
+
+    async fn start_here(&self, record: &AccountRecord) -> Result<bool, ControlError> {
         if !record.may_run() || self.sessions.get(&record.account_id).await?.is_none() {
             return Ok(false);
         }
@@ -638,17 +697,25 @@ impl AccountsControl {
     /// Every consented account with the state its heartbeat reports: its actor's own state
     /// (running, flood wait, revoked, …) when it has one, else paused or stopped from the
     /// registry. Accounts without consent are left out: nothing is said about them to
-    /// Switchboard. Cheap enough for every heartbeat round (one registry read, no actor calls).
+    /// Switchboard. In a cluster a node speaks only for the accounts it owns, so no two nodes
+    /// report one account. Cheap enough for every heartbeat round (one registry read, no actor
+    /// calls).
     pub async fn reported_states(
         &self,
     ) -> Result<Vec<crate::pipeline::heartbeat::Member>, ControlError> {
         let tally = &self.parts.stats.lifecycles;
+        let owned = self.clustered.then(|| self.owned_here().clone());
         Ok(self
             .registry
             .list()
             .await?
             .into_iter()
             .filter(|record| record.consent.is_some())
+            .filter(|record| {
+                owned
+                    .as_ref()
+                    .is_none_or(|o| o.contains(&record.account_id))
+            })
             .map(|record| {
                 let id = record.account_id;
                 // A paused account's actor may still be winding down: the registry decides.

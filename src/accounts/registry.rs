@@ -187,16 +187,14 @@ impl Registry {
         account: &str,
     ) -> Result<Option<(AccountRecord, u64)>, RegistryError> {
         valid_account_id(account)?;
-        let entry = self
-            .kv
-            .entry(account)
+        // From the leader: an operator's next step (consent after import) may come through
+        // another node right after the write.
+        match crate::bus::latest_entry(&self.kv, account)
             .await
-            .map_err(|e| Self::bus_err("read", account, e))?;
-        match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                Ok(Some((Self::decode(account, &e.value)?, e.revision)))
-            }
-            _ => Ok(None),
+            .map_err(|e| Self::bus_err("read", account, e))?
+        {
+            Some((value, revision)) => Ok(Some((Self::decode(account, &value)?, revision))),
+            None => Ok(None),
         }
     }
 

@@ -17,6 +17,7 @@
 //! `credentials_file`); a non-loopback listen address without a token is refused at start.
 
 pub mod accounts;
+pub mod cluster;
 pub mod error;
 pub mod logins;
 pub mod ops;
@@ -160,15 +161,22 @@ pub fn router(
     ops: Option<Ops>,
 ) -> Router {
     let token = Arc::new(token);
-    let v1 = Router::new()
+    let mut v1 = Router::new()
         .merge(accounts::routes())
         .merge(logins::routes())
-        .with_state(control)
-        .merge(replay::routes().with_state(replays))
-        .layer(axum::middleware::from_fn_with_state(
-            token.clone(),
-            require_token,
-        ));
+        .with_state(control.clone())
+        .merge(replay::routes().with_state(replays));
+    if let Some(ops) = &ops {
+        v1 = v1.merge(cluster::routes().with_state(cluster::ClusterApi {
+            node: ops.node_id.clone(),
+            control,
+            cluster: ops.cluster.clone(),
+        }));
+    }
+    let v1 = v1.layer(axum::middleware::from_fn_with_state(
+        token.clone(),
+        require_token,
+    ));
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .nest("/v1", v1);

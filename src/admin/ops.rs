@@ -29,6 +29,13 @@ pub struct Ops {
     pub bus: Bus,
     /// Switchboard's URL (the readiness probe opens a TCP connection to its host and port).
     pub switchboard_url: String,
+    /// This node's id (`GET /v1/cluster` names it).
+    pub node_id: String,
+    /// The lease records and this node's controller, when `cluster.enabled` is on.
+    pub cluster: Option<(
+        crate::cluster::record::Records,
+        crate::cluster::controller::Snapshots,
+    )>,
 }
 
 /// One check of `/readyz`.

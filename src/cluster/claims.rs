@@ -119,7 +119,10 @@ pub async fn take(
         target: None,
         written_at: jiff::Timestamp::now().to_string(),
     };
-    match records.write(&key, &record, current.revision).await {
+    match records
+        .write_persistent(&key, &record, current.revision)
+        .await
+    {
         Ok(revision) => {
             metrics::counter!("tgingest_cluster_claims_taken_total").increment(1);
             Ok(Taken::Mine(Claim {
@@ -165,7 +168,7 @@ pub async fn release(
         written_at: jiff::Timestamp::now().to_string(),
     };
     let revision = records
-        .write(&claim_key(&claim.account), &record, claim.revision)
+        .write_persistent(&claim_key(&claim.account), &record, claim.revision)
         .await?;
     metrics::counter!("tgingest_cluster_claims_released_total").increment(1);
     Ok(revision)

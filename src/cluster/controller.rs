@@ -37,8 +37,9 @@ use crate::config::ClusterConfig;
 pub trait AccountRunner: Send + Sync + 'static {
     /// The accounts that should run somewhere in the cluster (consented, not paused).
     fn wanted(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
-    /// Starts the account's client here; `proxy` is the gate URL it must connect through.
-    fn start(&self, account: &str, proxy: String) -> BoxFuture<'_, Result<(), String>>;
+    /// Starts the account's client here; `proxy` is the gate URL it must connect through,
+    /// `epoch` the claim's (what the account's state writes carry).
+    fn start(&self, account: &str, proxy: String, epoch: u64) -> BoxFuture<'_, Result<(), String>>;
     /// Stops the account's client here and returns once it is closed and its state written.
     fn stop(&self, account: &str) -> BoxFuture<'_, ()>;
 }
@@ -52,6 +53,17 @@ pub struct Snapshot {
     pub fenced: bool,
     /// The generation of the node lease held now.
     pub generation: u64,
+}
+
+/// Reads a controller's current [`Snapshot`].
+#[derive(Clone)]
+pub struct Snapshots(Arc<Mutex<Snapshot>>);
+
+impl Snapshots {
+    /// What runs here now.
+    pub fn get(&self) -> Snapshot {
+        lock(&self.0).clone()
+    }
 }
 
 /// Handle of a running controller.
@@ -108,6 +120,11 @@ impl Controller {
     /// What runs here now.
     pub fn snapshot(&self) -> Snapshot {
         lock(&self.snapshot).clone()
+    }
+
+    /// A handle that reads [`Controller::snapshot`] without the controller (for the admin API).
+    pub fn snapshots(&self) -> Snapshots {
+        Snapshots(self.snapshot.clone())
     }
 
     /// Hands every account off (stopped, released for its next owner), then gives the node
@@ -259,7 +276,7 @@ async fn round(s: &mut State) {
         s.next_connect = Instant::now() + pace;
         let account = claim.account;
         let proxy = s.gate.open(&account, fence.clone());
-        match s.runner.start(&account, proxy).await {
+        match s.runner.start(&account, proxy, claim.epoch).await {
             Ok(()) => {
                 metrics::counter!("tgingest_cluster_accounts_started_total").increment(1);
             }

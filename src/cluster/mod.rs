@@ -8,6 +8,8 @@
 //! - [`assign`]: which node should own which account (rendezvous hashing, bounded load);
 //! - [`gate`]: the SOCKS5 proxy every Telegram connection of the node goes through, open for an
 //!   account only while its claim stands and the fence is up;
+//! - [`runner`]: the node's accounts as the controller starts and stops them;
+//! - [`status`]: the nodes, who owns which account, and why the others run nowhere;
 //! - [`record`]: the compare-and-set KV writes (with `Nats-TTL`) they all use.
 //!
 //! The rules they keep (see `DESIGN.md`, invariant 3): a taker acts only after a whole lease of
@@ -22,6 +24,8 @@ pub mod gate;
 pub mod lease;
 pub mod membership;
 pub mod record;
+pub mod runner;
+pub mod status;
 
 /// Locks a mutex, recovering the data if a panic elsewhere poisoned it: everything the cluster
 /// keeps behind one is plain data that a half-done update cannot leave inconsistent.

@@ -154,22 +154,46 @@ impl Records {
     }
 
     /// Writes `value` to `key` if its last revision is still `expected` (0: the key must not
-    /// exist); returns the new revision.
+    /// exist), to expire after the records' TTL unless written again; returns the new revision.
     pub async fn write<T: Serialize>(
         &self,
         key: &str,
         value: &T,
         expected: u64,
     ) -> Result<u64, RecordError> {
+        self.write_with(key, value, expected, Some(self.ttl)).await
+    }
+
+    /// [`Records::write`] for a record that must never expire: an account claim is renewed by
+    /// nobody (its node lease is), and one that vanished would read as never claimed, letting
+    /// any node take the account with its epoch counted from zero again.
+    pub async fn write_persistent<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        expected: u64,
+    ) -> Result<u64, RecordError> {
+        self.write_with(key, value, expected, None).await
+    }
+
+    async fn write_with<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        expected: u64,
+        ttl: Option<Duration>,
+    ) -> Result<u64, RecordError> {
         let payload = serde_json::to_vec(value).map_err(|e| RecordError::Encode {
             bucket: self.bucket.clone(),
             key: key.to_string(),
             message: e.to_string(),
         })?;
-        let message = PublishMessage::build()
+        let mut message = PublishMessage::build()
             .payload(Bytes::from(payload))
-            .expected_last_subject_sequence(expected)
-            .ttl(self.ttl);
+            .expected_last_subject_sequence(expected);
+        if let Some(ttl) = ttl {
+            message = message.ttl(ttl);
+        }
         let subject = format!("$KV.{}.{key}", self.bucket);
         let unknown = |message: String| RecordError::Unknown {
             bucket: self.bucket.clone(),

@@ -507,6 +507,10 @@ impl AccountState {
                 AUDIT_DUPLICATED,
                 "AUTH_KEY_DUPLICATED".to_string(),
             ),
+            GatewayError::NotOwned(_) => {
+                tracing::warn!(account = %self.hashed_id(), error = %error, "stopping an account this node does not own");
+                return Box::new(PermanentFailure::new(error.to_string()));
+            }
             GatewayError::Network(_) => {
                 self.args.stats.reconnects.add(1);
                 metrics::counter!(METRIC_RECONNECTS).increment(1);

@@ -49,6 +49,10 @@ pub enum GatewayError {
     /// The auth key was used from two places at once (AUTH_KEY_DUPLICATED).
     #[error("auth key duplicated")]
     Duplicated,
+    /// This node may not connect the account (its cluster claim is not here or was let go):
+    /// stop without restarting; the owner runs it.
+    #[error("not owned here: {0}")]
+    NotOwned(String),
     /// Connection trouble; reconnect with backoff.
     #[error("network: {0}")]
     Network(String),
@@ -60,7 +64,10 @@ pub enum GatewayError {
 impl GatewayError {
     /// Errors a restart cannot fix (the supervisor must not restart the account).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, GatewayError::Revoked(_) | GatewayError::Duplicated)
+        matches!(
+            self,
+            GatewayError::Revoked(_) | GatewayError::Duplicated | GatewayError::NotOwned(_)
+        )
     }
 }
 

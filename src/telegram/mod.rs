@@ -8,5 +8,6 @@ pub mod fakedc;
 pub mod gateway;
 pub mod grammers;
 pub mod normalize;
+pub mod route;
 pub mod session;
 pub mod simulated;

@@ -38,6 +38,7 @@ use crate::telegram::gateway::{
     AccountInfo, Cursor, Gateway, GatewayError, GatewayFactory, SourceUpdate,
 };
 use crate::telegram::normalize::{MessageIndex, NormalizeContext, normalize};
+use crate::telegram::route::ConnectRoute;
 
 /// Updates taken from grammers at once, at most (a getDifference answer is far smaller).
 const MAX_GROUP: usize = 10_000;
@@ -61,6 +62,8 @@ pub struct GrammersSettings {
     pub hole_grace: Duration,
     /// FLOOD_WAITs up to this long (in total, per request) are slept inside grammers.
     pub flood_sleep_max: Duration,
+    /// Straight to Telegram, or only through the account's gate pass (a cluster node).
+    pub route: ConnectRoute,
 }
 
 impl GrammersSettings {
@@ -87,6 +90,7 @@ impl GrammersSettings {
             hole_check_interval: tg.hole_check_interval.0,
             hole_grace: tg.hole_grace.0,
             flood_sleep_max: tg.flood_sleep_max.0,
+            route: ConnectRoute::Direct,
         })
     }
 }
@@ -280,8 +284,14 @@ where
     S::Error: std::error::Error + Send + Sync + 'static,
 {
     async fn connect_inner(&mut self) -> Result<AccountInfo, GatewayError> {
+        let proxy_url = self
+            .settings
+            .route
+            .proxy_for(&self.account_id)
+            .map_err(|e| GatewayError::NotOwned(e.to_string()))?;
         let session = (self.opener)(&self.account_id).await?;
         let params = ConnectionParams {
+            proxy_url,
             updates_channel_capacity: std::num::NonZeroUsize::new(
                 self.settings.update_channel_capacity.max(1),
             )
