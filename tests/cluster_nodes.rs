@@ -11,251 +11,21 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Stdio};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::dc_traffic::{DcAccounts, Sender};
-use support::{binary, signal, tgingest_bin};
+use support::nodes::{LEASE, Rig, p50_max, per_node, time_to_resume, wait_settled};
+use support::signal;
 use tgingest::event::ChatKind;
-use tgingest::keys::MasterKey;
-use tgingest::nats_server::cluster::NatsCluster;
-use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
-use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
 
 const ACCOUNTS: usize = 30;
-const LEASE: Duration = Duration::from_secs(3);
-
-/// One `tgingest run`; killed if the test fails before it is stopped.
-struct NodeProcess {
-    name: String,
-    admin: String,
-    log: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-struct Rig {
-    nats_url: String,
-    switchboard: String,
-    dir: std::path::PathBuf,
-}
-
-impl Rig {
-    fn start_node(&self, name: &str) -> NodeProcess {
-        let admin = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            l.local_addr().expect("addr").to_string()
-        };
-        let log = self.dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let child = std::process::Command::new(tgingest_bin())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("TGINGEST_NODE_ID", name)
-            .env("TGINGEST_NODE_DATA_DIR", self.dir.join(name))
-            .env("TGINGEST_MASTER_KEY_FILE", self.dir.join("master.key"))
-            .env("TGINGEST_NATS_URL", &self.nats_url)
-            .env("TGINGEST_STREAMS_RAW_REPLICAS", "3")
-            .env("TGINGEST_STREAMS_CLEAN_REPLICAS", "3")
-            .env("TGINGEST_STREAMS_DLQ_REPLICAS", "3")
-            .env("TGINGEST_KV_REPLICAS", "3")
-            .env("TGINGEST_KV_LEASE_TTL", "6s")
-            .env("TGINGEST_CLUSTER_ENABLED", "true")
-            .env("TGINGEST_CLUSTER_LEASE", "3s")
-            .env("TGINGEST_CLUSTER_RENEW_EVERY", "300ms")
-            .env("TGINGEST_CLUSTER_SELF_FENCE_AFTER", "1500ms")
-            .env("TGINGEST_CLUSTER_LOCK_DELAY", "200ms")
-            .env("TGINGEST_CLUSTER_STABLE_AFTER", "1s")
-            .env("TGINGEST_CLUSTER_CONNECTS_PER_SECOND", "50")
-            .env("SWITCHBOARD_MCP_URL", &self.switchboard)
-            .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
-            .env("TGINGEST_ADMIN_LISTEN", &admin)
-            .env("TELEGRAM_API_ID", "1")
-            .env("TGINGEST_LOGGING_LEVEL", "info,async_nats=warn")
-            .env("TGINGEST_LOGGING_FORMAT", "json")
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn tgingest run");
-        NodeProcess {
-            name: name.to_string(),
-            admin,
-            log,
-            child: Some(child),
-        }
-    }
-}
-
-impl NodeProcess {
-    /// Waits until this process logged that it runs.
-    async fn wait_running(&self) {
-        let up = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if text.contains("tgingest node running") {
-                return;
-            }
-            assert!(Instant::now() < up, "{} did not come up: {text}", self.name);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn status(&self, http: &reqwest::Client) -> Option<Value> {
-        let resp = http
-            .get(format!("http://{}/v1/cluster", self.admin))
-            .send()
-            .await
-            .ok()?;
-        let ok = resp.status().is_success();
-        let text = resp.text().await.ok()?;
-        if !ok {
-            eprintln!("{}: GET /v1/cluster: {text}", self.name);
-            return None;
-        }
-        serde_json::from_str(&text).ok()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-}
-
-/// Accounts per owning node, as `GET /v1/cluster` of `node` shows them.
-async fn owners(http: &reqwest::Client, node: &NodeProcess) -> BTreeMap<String, String> {
-    let Some(status) = node.status(http).await else {
-        return BTreeMap::new();
-    };
-    status["owned"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| {
-            (
-                o["account"].as_str().unwrap_or_default().to_string(),
-                o["node"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// Waits until every account is owned, by exactly the nodes in `nodes`, none above its
-/// bounded-load share (1.25 x the mean), every account listening on the fake DC, and nothing has
-/// moved for two seconds (the rebalancing is over); returns the owners.
-async fn wait_settled(
-    http: &reqwest::Client,
-    dc: &FakeDc,
-    accounts: &[i64],
-    ask: &NodeProcess,
-    nodes: &[&str],
-) -> BTreeMap<String, String> {
-    let cap = (1.25 * accounts.len() as f64 / nodes.len() as f64).ceil() as usize;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last: Option<(BTreeMap<String, String>, Instant)> = None;
-    loop {
-        let owned = owners(http, ask).await;
-        let counts = per_node(&owned);
-        let by: BTreeSet<&str> = counts.keys().map(String::as_str).collect();
-        let listening = accounts.iter().all(|a| dc.subscribed_connections(*a) == 1);
-        let placed = owned.len() == accounts.len()
-            && by == nodes.iter().copied().collect()
-            && counts.values().all(|n| *n <= cap)
-            && listening;
-        match &last {
-            Some((before, since)) if placed && *before == owned => {
-                if since.elapsed() >= Duration::from_secs(2) {
-                    return owned;
-                }
-            }
-            _ => last = placed.then(|| (owned.clone(), Instant::now())),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the accounts never settled on {nodes:?}: {counts:?} (cap {cap}), all listening: {listening}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits (up to `limit` after `since`) until each of `accounts` has a new MTProto session on
-/// the fake DC (a hand-over after index `from` of its log); returns when each did, from `since`.
-async fn time_to_resume(
-    dc: &FakeDc,
-    from: usize,
-    accounts: &BTreeSet<i64>,
-    since: Instant,
-    limit: Duration,
-) -> BTreeMap<i64, Duration> {
-    let mut resumed = BTreeMap::new();
-    while resumed.len() < accounts.len() && since.elapsed() < limit {
-        let elapsed = since.elapsed();
-        for h in &dc.handovers()[from..] {
-            if accounts.contains(&h.user) {
-                resumed.entry(h.user).or_insert(elapsed);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    resumed
-}
-
-fn per_node(owned: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
-    let mut n = BTreeMap::new();
-    for node in owned.values() {
-        *n.entry(node.clone()).or_default() += 1;
-    }
-    n
-}
-
-fn p50_max(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    (
-        v.get(v.len() / 2).copied().unwrap_or_default(),
-        v.last().copied().unwrap_or_default(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_accounts_through_join_kill_and_leave_with_no_overlap_loss_or_duplicate()
 {
-    tgingest::telemetry::install_crypto_provider();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let nats = NatsCluster::start(binary(), &dir.path().join("nats"), 3).expect("NATS cluster");
-    assert!(
-        nats.wait_until_formed(Duration::from_secs(30))
-            .await
-            .is_some(),
-        "the three servers never formed a JetStream cluster"
-    );
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .expect("fake switchboard");
-    let dc = Arc::new(
-        FakeDc::start(FakeDcConfig::default())
-            .await
-            .expect("fake DC"),
-    );
-    MasterKey::generate_file(&dir.path().join("master.key")).expect("master key");
-    let rig = Rig {
-        nats_url: nats.url(),
-        switchboard: fake.mcp_url(),
-        dir: dir.path().to_path_buf(),
-    };
+    let rig = Rig::start().await;
+    let dc = rig.dc.clone();
 
     // Ground truth: 30 accounts, each with a private chat, all in one supergroup.
     let world = DcAccounts::create(&dc, ACCOUNTS, &[ChatKind::Supergroup]);
@@ -417,10 +187,7 @@ async fn three_nodes_share_accounts_through_join_kill_and_leave_with_no_overlap_
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sent = sender.sent();
     let expected = sender.stop().await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline && !expected.is_subset(&fake.stored_event_ids()) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    rig.wait_stored(&expected).await;
     signal(nodes[survivor].pid(), libc::SIGTERM);
     let last = nodes[survivor]
         .child
@@ -428,37 +195,7 @@ async fn three_nodes_share_accounts_through_join_kill_and_leave_with_no_overlap_
         .expect("running")
         .wait()
         .expect("reaped");
-
-    let got = fake.stored_event_ids();
-    let lost = expected.difference(&got).count();
-    let unexpected = got.difference(&expected).count();
-    let overlaps = dc.overlaps();
-    eprintln!(
-        "{} messages sent, {} events expected, {} stored, {lost} lost, {} stored twice, {unexpected} unexpected, {} overlaps",
-        sent,
-        expected.len(),
-        fake.stats().stored,
-        fake.stored_twice(),
-        overlaps.len()
-    );
-    if lost > 0 || !overlaps.is_empty() {
-        for n in &nodes {
-            eprintln!(
-                "--- {} ---\n{}",
-                n.name,
-                std::fs::read_to_string(&n.log).unwrap_or_default()
-            );
-        }
-    }
-    let dc = Arc::try_unwrap(dc).ok().expect("sender gone");
-    dc.stop().await;
-    fake.stop().await;
-    assert!(
-        overlaps.is_empty(),
-        "an auth key was used by two sessions at once: {overlaps:?}"
-    );
-    assert_eq!(lost, 0, "events lost");
-    assert_eq!(unexpected, 0, "events stored that were never sent");
-    assert_eq!(fake.stored_twice(), 0, "an event was stored twice");
+    drop(dc);
+    rig.check(sent, &expected, &nodes).await;
     assert!(last.success(), "the last node did not stop cleanly: {last}");
 }

@@ -337,8 +337,11 @@ async fn fenced(s: &mut State) {
         / 2;
     let (runner, gate) = (s.runner.clone(), s.gate.clone());
     let stopped = tokio::time::timeout(margin, async {
+        // Every connection shut first (quick), then the clients stopped (checkpoints written).
         for account in &held {
             gate.close(account).await;
+        }
+        for account in &held {
             runner.stop(account).await;
         }
     })

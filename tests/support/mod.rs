@@ -152,6 +152,7 @@ pub fn signal(pid: u32, sig: i32) {
 
 pub mod canary;
 pub mod dc_traffic;
+pub mod nodes;
 pub mod proxy;
 pub mod rig;
 
