@@ -1,0 +1,498 @@
+//! Each node's chained event log, copied to its subject of `TG_AUDIT`: the copy is complete and
+//! gap-free across restarts and NATS outages, `tgingest audit verify --node ID` verifies it with
+//! nothing of the node's disk, catches a record removed or forged in the stream, and a second
+//! writer on the same subject is refused.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::message::PublishMessage;
+use futures::StreamExt;
+use support::proxy::{Mode, Proxy};
+use support::rig::{node_config, simulation};
+use support::{TestNats, tgingest_cmd};
+use tgingest::audit_stream::{Conflict, ShipPhase, ShipState};
+use tgingest::bus::{STREAM_AUDIT, audit_subject};
+use tgingest::codec::{decode, encode};
+use tgingest::config::{Config, Dur};
+use tgingest::eventlog::{AuditEntry, ChainKey, Durability, EventLog, Record};
+use tgingest::keys::MasterKey;
+use tgingest::node::Node;
+
+/// Long enough for anything a loaded 2-core machine does here; the tests wait on states.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn entry(i: usize) -> AuditEntry {
+    AuditEntry {
+        action: "test.step".into(),
+        actor: "test".into(),
+        account_id: None,
+        details: [("i".to_string(), i.to_string())].into(),
+    }
+}
+
+/// A node config on `nats_url` with no accounts, its data dir and master key under `dir`.
+fn config(nats_url: &str, dir: &Path, node_id: &str) -> Config {
+    let mut config = node_config(
+        nats_url,
+        "http://127.0.0.1:9/mcp",
+        dir,
+        simulation(0, 0, 1.0, 1),
+    );
+    config.node.id = node_id.to_string();
+    // Anchors follow the copy at most this often; the tests wait for the anchor.
+    config.eventlog.anchor_interval = Dur::secs(1);
+    config
+}
+
+async fn start(config: &Config) -> Node {
+    tgingest::telemetry::install_crypto_provider();
+    Node::start(config.clone()).await.expect("node starts")
+}
+
+/// Runs node `node_id` until its log (node.start, `n` records) is shipped and anchored, then
+/// stops it cleanly (node.stop is shipped too); returns its config.
+async fn run_node(nats_url: &str, dir: &Path, node_id: &str, n: usize) -> Config {
+    let config = config(nats_url, dir, node_id);
+    let node = start(&config).await;
+    append(&node, n).await;
+    shipped_and_anchored(&node).await;
+    node.shutdown().await.expect("clean shutdown");
+    config
+}
+
+/// Appends `n` lazy audit records (the shipper must flush them before shipping).
+async fn append(node: &Node, n: usize) {
+    for i in 0..n {
+        node.eventlog
+            .audit(&entry(i), Durability::Lazy)
+            .await
+            .expect("append");
+    }
+}
+
+/// Waits until the shipper has shipped and anchored the log's current head.
+async fn shipped_and_anchored(node: &Node) -> ShipState {
+    let head = node.eventlog.head();
+    let mut state = node.audit_shipping();
+    let reached = tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| s.shipped == head && s.anchored == Some(head)),
+    )
+    .await
+    .is_ok();
+    let now = state.borrow().clone();
+    assert!(reached, "head {head:?} not shipped and anchored: {now:?}");
+    now
+}
+
+/// Waits until the shipper has shipped the log's current head (not waiting for the anchor).
+async fn caught_up_with_head(node: &Node) {
+    let head = node.eventlog.head();
+    let mut state = node.audit_shipping();
+    state
+        .wait_for(|s| s.shipped == head)
+        .await
+        .expect("the shipper's state");
+}
+
+/// `tgingest audit verify --node ID` through the binary, with the master key of `dir` and the
+/// data dir set to one that does not exist.
+fn verify_node(
+    dir: &Path,
+    nats_url: &str,
+    node_id: &str,
+) -> (Option<i32>, serde_json::Value, Output) {
+    let out = tgingest_cmd(&dir.join("no-such-data-dir"))
+        .env("TGINGEST_NATS_URL", nats_url)
+        .env("TGINGEST_MASTER_KEY_FILE", dir.join("master.key"))
+        .args(["audit", "verify", "--node", node_id])
+        .output()
+        .expect("run tgingest audit verify --node");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), report, out)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One message of a node's subject: its stream sequence, the sequence it expected before it,
+/// and its payload.
+struct Copied {
+    stream_seq: u64,
+    follows: Option<u64>,
+    payload: Vec<u8>,
+}
+
+impl Copied {
+    fn record(&self) -> Record {
+        decode(&self.payload).expect("a record")
+    }
+}
+
+/// Every message on `node_id`'s subject, in order.
+async fn copied(nats_url: &str, node_id: &str) -> Vec<Copied> {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(STREAM_AUDIT).await.unwrap();
+    let subject = audit_subject(node_id);
+    let Ok(last) = stream.get_last_raw_message_by_subject(&subject).await else {
+        return Vec::new();
+    };
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out: Vec<Copied> = Vec::new();
+    while out.last().is_none_or(|m| m.stream_seq < last.sequence) {
+        let m = tokio::time::timeout(WAIT, messages.next())
+            .await
+            .expect("the subject's messages arrive")
+            .unwrap()
+            .unwrap();
+        out.push(Copied {
+            stream_seq: m.info().unwrap().stream_sequence,
+            follows: m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Expected-Last-Subject-Sequence"))
+                .and_then(|v| v.as_str().parse().ok()),
+            payload: m.payload.to_vec(),
+        });
+    }
+    out
+}
+
+/// The log in `config`'s data dir, opened (no node may run on it) with its own chain key.
+fn open_log(config: &Config) -> EventLog {
+    let master = MasterKey::read_file(&config.security.master_key_file).unwrap();
+    let key = ChainKey::open(&config.eventlog_dir(), &master).unwrap();
+    EventLog::open(&config.eventlog_dir(), key.bytes()).unwrap()
+}
+
+/// The stored bytes of every record of the (closed) log in `config`'s data dir.
+fn local_records(config: &Config) -> Vec<Vec<u8>> {
+    let log = open_log(config);
+    (1..=log.head().seq)
+        .map(|seq| log.raw_record(seq).unwrap().expect("record"))
+        .collect()
+}
+
+/// The copy holds exactly the local records, once each, in order, each published right after
+/// the one before it.
+fn assert_exact_copy(copy: &[Copied], local: &[Vec<u8>]) {
+    let seqs: Vec<u64> = copy.iter().map(|m| m.record().seq).collect();
+    let expected: Vec<u64> = (1..=local.len() as u64).collect();
+    assert_eq!(seqs, expected, "record indexes in the stream copy");
+    let mut previous = 0;
+    for (m, bytes) in copy.iter().zip(local) {
+        assert_eq!(
+            &m.payload,
+            bytes,
+            "record {} is not the local bytes",
+            m.record().seq
+        );
+        assert_eq!(m.follows, Some(previous), "stream message {}", m.stream_seq);
+        previous = m.stream_seq;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_chain_is_in_the_stream_and_verifies_from_jetstream_after_its_data_dir_is_gone() {
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = run_node(&nats.url(), dir.path(), "gone-node", 25).await;
+
+    let local = local_records(&config);
+    assert!(
+        local.len() >= 27,
+        "node.start, 25, node.stop: {}",
+        local.len()
+    );
+    assert_exact_copy(&copied(&nats.url(), "gone-node").await, &local);
+
+    std::fs::remove_dir_all(&config.node.data_dir).unwrap();
+    let (code, report, out) = verify_node(dir.path(), &nats.url(), "gone-node");
+    assert_eq!(code, Some(0), "{}", text(&out));
+    let n = local.len() as u64;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["verified"], n, "{report}");
+    assert_eq!(report["records"], n, "{report}");
+    assert_eq!(report["first_seq"], 1, "{report}");
+    assert_eq!(report["last_seq"], n, "{report}");
+    assert_eq!(
+        report["anchor"]["seq"], n,
+        "node.stop is anchored: {report}"
+    );
+    assert_eq!(report["subject"], "tgingest.audit.gone-node", "{report}");
+
+    // An unknown node is a question that cannot be answered (exit 2), not a broken chain.
+    let (code, _, out) = verify_node(dir.path(), &nats.url(), "never-ran");
+    assert_eq!(code, Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no anchor for node never-ran"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_or_forged_record_in_the_stream_fails_verification_naming_its_index() {
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+
+    // Two nodes' chains, one tampered each way.
+    for node_id in ["removed", "forged"] {
+        run_node(&nats.url(), dir.path(), node_id, 8).await;
+        let (code, _, out) = verify_node(dir.path(), &nats.url(), node_id);
+        assert_eq!(code, Some(0), "before tampering: {}", text(&out));
+    }
+    let stream = js.get_stream(STREAM_AUDIT).await.unwrap();
+
+    // Someone with rights on the stream deletes record 4 of one node.
+    let copy = copied(&nats.url(), "removed").await;
+    assert!(stream.delete_message(copy[3].stream_seq).await.unwrap());
+    let (code, report, out) = verify_node(dir.path(), &nats.url(), "removed");
+    assert_eq!(code, Some(1), "{}", text(&out));
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_bad_seq"], 4, "{report}");
+    assert_eq!(report["verified"], 3, "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("missing record 4"),
+        "{report}"
+    );
+
+    // And replaces the other node's last record by a forged one, published in its place as the
+    // shipper would (expecting the record before it), without the chain key.
+    let copy = copied(&nats.url(), "forged").await;
+    let (before_last, last) = (&copy[copy.len() - 2], &copy[copy.len() - 1]);
+    let mut forged = last.record();
+    forged.body = encode(&entry(999)).unwrap();
+    assert!(stream.delete_message(last.stream_seq).await.unwrap());
+    js.send_publish(
+        audit_subject("forged"),
+        PublishMessage::build()
+            .payload(encode(&forged).unwrap().into())
+            .expected_last_subject_sequence(before_last.stream_seq),
+    )
+    .await
+    .unwrap()
+    .await
+    .expect("the forger's publish is accepted by JetStream");
+    let (code, report, out) = verify_node(dir.path(), &nats.url(), "forged");
+    assert_eq!(code, Some(1), "{}", text(&out));
+    assert_eq!(report["first_bad_seq"], forged.seq, "{report}");
+    assert_eq!(report["reason"], "hash mismatch", "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipping_resumes_after_a_restart_without_gaps_or_duplicates() {
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = run_node(&nats.url(), dir.path(), "restarted", 5).await;
+
+    // Records the copy lacks: appended while no node runs (as after a crash before shipping).
+    {
+        let log = open_log(&config);
+        for i in 0..7 {
+            log.audit(&entry(i), Durability::Flushed).await.unwrap();
+        }
+    }
+
+    let node = start(&config).await;
+    append(&node, 3).await;
+    let state = shipped_and_anchored(&node).await;
+    assert_eq!(state.phase, ShipPhase::Shipping);
+    node.shutdown().await.expect("clean shutdown");
+
+    let local = local_records(&config);
+    assert_exact_copy(&copied(&nats.url(), "restarted").await, &local);
+    let (code, report, out) = verify_node(dir.path(), &nats.url(), "restarted");
+    assert_eq!(code, Some(0), "{}", text(&out));
+    assert_eq!(report["records"], local.len(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipping_rides_out_a_nats_outage_and_skips_nothing() {
+    let nats = TestNats::start();
+    let proxy = Proxy::start(nats.url().trim_start_matches("nats://").to_string()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&proxy.url(), dir.path(), "cut-off");
+    let node = start(&config).await;
+    append(&node, 3).await;
+    shipped_and_anchored(&node).await;
+
+    proxy.set(Mode::Cut);
+    append(&node, 10).await;
+    let mut state = node.audit_shipping();
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s.phase, ShipPhase::Retrying { .. })),
+    )
+    .await
+    .expect("the shipper notices the outage and retries")
+    .expect("the shipper's state");
+    assert!(state.borrow().shipped.seq < node.eventlog.head().seq);
+
+    proxy.set(Mode::Pass);
+    let state = shipped_and_anchored(&node).await;
+    assert_eq!(state.phase, ShipPhase::Shipping);
+    node.shutdown().await.expect("clean shutdown");
+    assert_exact_copy(
+        &copied(&nats.url(), "cut-off").await,
+        &local_records(&config),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_for_the_same_node_subject_is_refused() {
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(&config(&nats.url(), dir.path(), "twin")).await;
+    append(&first, 5).await;
+    let shipped = shipped_and_anchored(&first).await;
+
+    // A writer that thinks the subject ends earlier, or is empty, is refused by JetStream.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let copy = copied(&nats.url(), "twin").await;
+    for stale in [0, copy[0].stream_seq] {
+        let refused = js
+            .send_publish(
+                audit_subject("twin"),
+                PublishMessage::build()
+                    .payload(copy[1].payload.clone().into())
+                    .expected_last_subject_sequence(stale),
+            )
+            .await
+            .unwrap()
+            .await;
+        assert!(refused.is_err(), "a publish expecting {stale} was stored");
+    }
+
+    // A second node under the same id (another data dir) finds a chain that is not its own:
+    // it stops shipping, overwrites nothing, and records why in its own log.
+    let second_dir = tempfile::tempdir().unwrap();
+    let mut second_config = config(&nats.url(), second_dir.path(), "twin");
+    second_config.security.master_key_file = dir.path().join("master.key");
+    let second = start(&second_config).await;
+    let mut state = second.audit_shipping();
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s.phase, ShipPhase::Stopped(_))),
+    )
+    .await
+    .expect("the second writer stops")
+    .expect("the shipper's state");
+    let phase = state.borrow().phase.clone();
+    match phase {
+        ShipPhase::Stopped(Conflict::Record {
+            index,
+            stream_hash,
+            local_hash,
+            ..
+        }) => {
+            assert_eq!(index, shipped.shipped.seq);
+            assert_eq!(stream_hash, Some(shipped.shipped.hash));
+            assert_eq!(local_hash, None, "the second log does not reach that index");
+        }
+        other => panic!("expected a record conflict, got {other:?}"),
+    }
+    let conflicts: Vec<AuditEntry> = second
+        .eventlog
+        .records()
+        .map(|r| r.unwrap())
+        .filter_map(|r| decode::<AuditEntry>(&r.body).ok())
+        .filter(|e| e.action == "audit_stream.conflict")
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(
+        conflicts[0].details["stream_hash"],
+        hex::encode(shipped.shipped.hash)
+    );
+
+    // The first node goes on shipping as if nothing happened; the copy is its chain alone.
+    append(&first, 4).await;
+    shipped_and_anchored(&first).await;
+    second.shutdown().await.expect("clean shutdown");
+    first.shutdown().await.expect("clean shutdown");
+    let (code, report, out) = verify_node(dir.path(), &nats.url(), "twin");
+    assert_eq!(code, Some(0), "{}", text(&out));
+    assert_eq!(report["ok"], true, "{report}");
+}
+
+/// Not a test: the cost of shipping, printed (run with `--ignored --nocapture`). Times `N` lazy
+/// appends to a bare log and to a running node's log (whose shipper trails it), how long the
+/// copy takes to catch up meanwhile, and how fast a node ships a backlog of `N` records written
+/// while it was stopped (shipping alone, nothing else competing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: run with --ignored --nocapture"]
+async fn shipping_cost_per_record() {
+    const N: usize = 20_000;
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / N as f64;
+
+    let bare = EventLog::open(&dir.path().join("bare"), [7; 32]).unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..N {
+        bare.audit(&entry(i), Durability::Lazy).await.unwrap();
+    }
+    let bare_append = started.elapsed();
+
+    let config = config(&nats.url(), dir.path(), "bench");
+    let node = start(&config).await;
+    shipped_and_anchored(&node).await;
+    let started = std::time::Instant::now();
+    append(&node, N).await;
+    let node_append = started.elapsed();
+    caught_up_with_head(&node).await;
+    let caught_up = started.elapsed();
+    node.shutdown().await.expect("clean shutdown");
+    println!(
+        "{N} lazy audit records: bare log {:.1} µs/append; a node's log with its shipper \
+         trailing {:.1} µs/append; the copy caught up {:.2} s after the first append",
+        per(bare_append),
+        per(node_append),
+        caught_up.as_secs_f64(),
+    );
+
+    {
+        let log = open_log(&config);
+        for i in 0..N {
+            log.audit(&entry(i), Durability::Lazy).await.unwrap();
+        }
+        log.flush().await.unwrap();
+    }
+    let node = start(&config).await;
+    let started = std::time::Instant::now();
+    caught_up_with_head(&node).await;
+    let backlog = started.elapsed();
+    node.shutdown().await.expect("clean shutdown");
+    println!(
+        "a backlog of {N} records shipped in {:.2} s: {:.1} µs/record, {:.0} records/s",
+        backlog.as_secs_f64(),
+        per(backlog),
+        N as f64 / backlog.as_secs_f64()
+    );
+}
