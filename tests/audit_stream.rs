@@ -252,14 +252,14 @@ async fn a_nodes_chain_is_in_the_stream_and_verifies_from_jetstream_after_its_da
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_removed_or_forged_record_in_the_stream_fails_verification_naming_its_index() {
+async fn tampering_with_the_stream_copy_fails_verification_naming_the_index() {
     let nats = TestNats::start();
     let dir = tempfile::tempdir().unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
 
-    // Two nodes' chains, one tampered each way.
-    for node_id in ["removed", "forged"] {
+    // Four nodes' chains, one tampered each way.
+    for node_id in ["removed", "forged", "cut", "republished"] {
         run_node(&nats.url(), dir.path(), node_id, 8).await;
         let (code, _, out) = verify_node(dir.path(), &nats.url(), node_id);
         assert_eq!(code, Some(0), "before tampering: {}", text(&out));
@@ -303,6 +303,48 @@ async fn a_removed_or_forged_record_in_the_stream_fails_verification_naming_its_
     assert_eq!(code, Some(1), "{}", text(&out));
     assert_eq!(report["first_bad_seq"], forged.seq, "{report}");
     assert_eq!(report["reason"], "hash mismatch", "{report}");
+
+    // The third loses its last record: what is left still links, but the anchor is past it.
+    let copy = copied(&nats.url(), "cut").await;
+    let last = copy[copy.len() - 1].record().seq;
+    assert!(
+        stream
+            .delete_message(copy[copy.len() - 1].stream_seq)
+            .await
+            .unwrap()
+    );
+    let (code, report, out) = verify_node(dir.path(), &nats.url(), "cut");
+    assert_eq!(code, Some(1), "{}", text(&out));
+    assert_eq!(report["first_bad_seq"], last, "{report}");
+    assert_eq!(
+        report["reason"],
+        format!("log truncated: head says {last}"),
+        "{report}"
+    );
+
+    // The fourth's last record is removed and its very bytes published again by someone else
+    // (without expecting the record before it): the chain links, the subject's order does not.
+    let copy = copied(&nats.url(), "republished").await;
+    let last = &copy[copy.len() - 1];
+    assert!(stream.delete_message(last.stream_seq).await.unwrap());
+    js.send_publish(
+        audit_subject("republished"),
+        PublishMessage::build().payload(last.payload.clone().into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let (code, report, out) = verify_node(dir.path(), &nats.url(), "republished");
+    assert_eq!(code, Some(1), "{}", text(&out));
+    assert_eq!(report["first_bad_seq"], last.record().seq, "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("was published after no known message"),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
