@@ -12,11 +12,13 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
+use std::sync::Arc;
 use support::proxy::{Mode, Proxy};
 use support::rig::{node_config, simulation};
 use support::{TestNats, tgingest_cmd};
-use tgingest::audit_stream::{Conflict, ShipPhase, ShipState};
-use tgingest::bus::{STREAM_AUDIT, audit_subject};
+
+use tgingest::audit_stream::{AuditShipping, Conflict, ShipPhase, ShipState, ShipperParts};
+use tgingest::bus::{Bus, STREAM_AUDIT, audit_subject};
 use tgingest::codec::{decode, encode};
 use tgingest::config::{Config, Dur};
 use tgingest::eventlog::{AuditEntry, ChainKey, Durability, EventLog, Record};
@@ -406,22 +408,137 @@ async fn shipping_rides_out_a_nats_outage_and_skips_nothing() {
     );
 }
 
+/// A shipper on `log` as a node runs one, with its own connection.
+async fn shipper(
+    nats_url: &str,
+    log: &Arc<EventLog>,
+    node_id: &str,
+    master: &MasterKey,
+) -> AuditShipping {
+    let bus = Bus::connect(nats_url, &Config::default().nats, "test")
+        .await
+        .expect("connect");
+    bus.setup(&Config::default()).await.expect("bus set-up");
+    AuditShipping::start(ShipperParts {
+        bus,
+        eventlog: log.clone(),
+        node_id: node_id.to_string(),
+        master: master.clone(),
+        anchor_every: Duration::from_secs(1),
+    })
+}
+
+async fn wait_phase(
+    shipping: &AuditShipping,
+    what: &str,
+    cond: impl Fn(&ShipState) -> bool,
+) -> ShipState {
+    let mut state = shipping.state();
+    let reached = tokio::time::timeout(WAIT, state.wait_for(|s| cond(s)))
+        .await
+        .is_ok();
+    let now = state.borrow().clone();
+    assert!(reached, "{what}: {now:?}");
+    now
+}
+
+/// Two shippers on copies of one log (a data dir copied to a second machine) both resume at
+/// the same record; the first to append ships, the other's publish expects the same previous
+/// sequence and JetStream refuses it: it stops with the conflict, and the copy holds one chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_writer_for_the_same_node_subject_is_refused() {
+async fn a_second_writer_for_the_same_node_subject_is_refused_by_jetstream() {
+    tgingest::telemetry::install_crypto_provider();
     let nats = TestNats::start();
     let dir = tempfile::tempdir().unwrap();
-    let first = start(&config(&nats.url(), dir.path(), "twin")).await;
-    append(&first, 5).await;
-    let shipped = shipped_and_anchored(&first).await;
+    MasterKey::generate_file(&dir.path().join("master.key")).unwrap();
+    let master = MasterKey::read_file(&dir.path().join("master.key")).unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    {
+        let (key, _) = ChainKey::open_or_create(&one, &master).unwrap();
+        let log = Arc::new(EventLog::open(&one, key.bytes()).unwrap());
+        for i in 0..3 {
+            log.audit(&entry(i), Durability::Lazy).await.unwrap();
+        }
+        let shipping = shipper(&nats.url(), &log, "copied", &master).await;
+        wait_phase(&shipping, "the log is shipped", |s| s.shipped.seq == 3).await;
+        shipping.finish(WAIT).await;
+    }
+    let copied_dir = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&one)
+        .arg(&two)
+        .status()
+        .unwrap();
+    assert!(copied_dir.success());
 
-    // A writer that thinks the subject ends earlier, or is empty, is refused by JetStream.
+    let open = |dir: &Path| {
+        let key = ChainKey::open(dir, &master).unwrap();
+        Arc::new(EventLog::open(dir, key.bytes()).unwrap())
+    };
+    let (log_one, log_two) = (open(&one), open(&two));
+    let first = shipper(&nats.url(), &log_one, "copied", &master).await;
+    let second = shipper(&nats.url(), &log_two, "copied", &master).await;
+    for shipping in [&first, &second] {
+        wait_phase(shipping, "resumed at record 3", |s| {
+            s.phase == ShipPhase::Shipping && s.shipped.seq == 3
+        })
+        .await;
+    }
+    let stream_seq_of_3 = first.state().borrow().stream_seq;
+
+    let mine = log_one.audit(&entry(100), Durability::Lazy).await.unwrap();
+    wait_phase(&first, "the first ships record 4", |s| {
+        s.shipped.seq == mine
+    })
+    .await;
+    let theirs = log_two.audit(&entry(200), Durability::Lazy).await.unwrap();
+    assert_eq!(theirs, mine);
+    let stopped = wait_phase(&second, "the second writer is refused", |s| {
+        matches!(s.phase, ShipPhase::Stopped(_))
+    })
+    .await;
+    let hash = |log: &EventLog, seq| {
+        decode::<Record>(&log.raw_record(seq).unwrap().unwrap())
+            .unwrap()
+            .hash
+    };
+    assert_eq!(
+        stopped.phase,
+        ShipPhase::Stopped(Conflict::Record {
+            index: 4,
+            stream_seq: stream_seq_of_3 + 1,
+            stream_hash: Some(hash(&log_one, 4)),
+            local_hash: Some(hash(&log_two, 4)),
+            expected_stream_seq: stream_seq_of_3,
+        })
+    );
+    assert_eq!(
+        stopped.shipped.seq, 3,
+        "nothing of the second log reached the stream"
+    );
+
+    // The first goes on; the copy is its chain alone.
+    let head = log_one.audit(&entry(101), Durability::Lazy).await.unwrap();
+    wait_phase(&first, "the first ships on", |s| s.shipped.seq == head).await;
+    first.finish(WAIT).await;
+    second.finish(WAIT).await;
+    let copy = copied(&nats.url(), "copied").await;
+    let local: Vec<Vec<u8>> = (1..=head)
+        .map(|seq| log_one.raw_record(seq).unwrap().unwrap())
+        .collect();
+    assert_exact_copy(&copy, &local);
+    // The anchor and chain key the first wrote make the copy verifiable as well.
+    let (code, report, out) = verify_node(dir.path(), &nats.url(), "copied");
+    assert_eq!(code, Some(0), "{}", text(&out));
+    assert_eq!(report["records"], head, "{report}");
+
+    // Writers that think the subject ends earlier, or is empty, are refused the same way.
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let copy = copied(&nats.url(), "twin").await;
     for stale in [0, copy[0].stream_seq] {
         let refused = js
             .send_publish(
-                audit_subject("twin"),
+                audit_subject("copied"),
                 PublishMessage::build()
                     .payload(copy[1].payload.clone().into())
                     .expected_last_subject_sequence(stale),
@@ -431,9 +548,19 @@ async fn a_second_writer_for_the_same_node_subject_is_refused() {
             .await;
         assert!(refused.is_err(), "a publish expecting {stale} was stored");
     }
+}
 
-    // A second node under the same id (another data dir) finds a chain that is not its own:
-    // it stops shipping, overwrites nothing, and records why in its own log.
+/// A node started under the id of another node, with its own data dir (or a node whose data
+/// dir was replaced), finds a chain in the stream that its log does not hold: it stops
+/// shipping, overwrites nothing (the other chain still verifies), and records why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_log_is_not_its_stream_copy_stops_shipping_and_overwrites_nothing() {
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(&config(&nats.url(), dir.path(), "twin")).await;
+    append(&first, 5).await;
+    let shipped = shipped_and_anchored(&first).await;
+
     let second_dir = tempfile::tempdir().unwrap();
     let mut second_config = config(&nats.url(), second_dir.path(), "twin");
     second_config.security.master_key_file = dir.path().join("master.key");
