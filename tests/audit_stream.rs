@@ -21,7 +21,7 @@ use tgingest::audit_stream::{AuditShipping, Conflict, ShipPhase, ShipState, Ship
 use tgingest::bus::{Bus, STREAM_AUDIT, audit_subject};
 use tgingest::codec::{decode, encode};
 use tgingest::config::{Config, Dur};
-use tgingest::eventlog::{AuditEntry, ChainKey, Durability, EventLog, Record};
+use tgingest::eventlog::{AuditEntry, ChainKey, Durability, EventLog, EventLogOptions, Record};
 use tgingest::keys::MasterKey;
 use tgingest::node::Node;
 
@@ -548,6 +548,50 @@ async fn a_second_writer_for_the_same_node_subject_is_refused_by_jetstream() {
             .await;
         assert!(refused.is_err(), "a publish expecting {stale} was stored");
     }
+}
+
+/// What the stream holds is on the local disk first: a crash right after shipping (here: the
+/// log's files copied while it is open, with sled's background flush off) leaves a log that
+/// still has every shipped record, so a restarted node never finds the copy ahead of its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_is_on_the_local_disk_before_it_reaches_the_stream() {
+    tgingest::telemetry::install_crypto_provider();
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::from_bytes([0x24; 32]);
+    let (live, image) = (dir.path().join("live"), dir.path().join("image"));
+    let (key, _) = ChainKey::open_or_create(&live, &master).unwrap();
+    let no_background_flush = EventLogOptions {
+        background_flush_ms: None,
+    };
+    let log = Arc::new(EventLog::open_with(&live, key.bytes(), &no_background_flush).unwrap());
+    let shipping = shipper(&nats.url(), &log, "durable", &master).await;
+    let mut head = 0;
+    for i in 0..3 {
+        head = log.audit(&entry(i), Durability::Lazy).await.unwrap();
+    }
+    let shipped = wait_phase(&shipping, "the records are shipped", |s| {
+        s.shipped.seq == head
+    })
+    .await;
+
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&live)
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let crashed = EventLog::open(&image, key.bytes()).unwrap();
+    assert!(
+        crashed.head().seq >= shipped.shipped.seq,
+        "the crash image ends at {}, the stream has {}",
+        crashed.head().seq,
+        shipped.shipped.seq
+    );
+    let bytes = crashed.raw_record(shipped.shipped.seq).unwrap().unwrap();
+    assert_eq!(decode::<Record>(&bytes).unwrap().hash, shipped.shipped.hash);
+    shipping.finish(WAIT).await;
 }
 
 /// A node started under the id of another node, with its own data dir (or a node whose data
