@@ -475,7 +475,8 @@ impl Default for SupervisionConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventLogConfig {
-    /// How often the chain head is anchored to JetStream.
+    /// At most how often the newest record of the log's copy in `TG_AUDIT` is anchored to
+    /// JetStream (`TG_ANCHORS`); also when the node stops.
     pub anchor_interval: Dur,
     /// How often the node verifies the records appended since its last check, and its latest
     /// anchor (the gauge `tgingest_eventlog_verify_ok`); 0 = never.

@@ -1,8 +1,8 @@
 //! One running tgingest node: the parts started in order, and stopped in reverse.
 //!
 //! Start-up: data dir → master key → NATS (the embedded server, or the configured URL) → bus
-//! set-up → event log (with a `node.start` audit record) → root supervisor → the stream copy of the log
-//! (`audit_stream`: shipping and chain-head anchoring).
+//! set-up → event log (with a `node.start` audit record) → root supervisor → the log's copy in
+//! `TG_AUDIT` (`audit_stream`: shipping, and anchoring what the copy holds).
 //! Shut-down writes a flushed `node.stop` record, stops the actors, then NATS.
 //!
 //! With [`NodeOptions::stop`], a SIGINT/SIGTERM that arrives during start-up aborts it between
