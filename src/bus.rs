@@ -22,6 +22,8 @@ pub const STREAM_RAW: &str = "TG_RAW";
 pub const STREAM_CLEAN: &str = "TG_CLEAN";
 /// Events Switchboard refused permanently, with the reason.
 pub const STREAM_DLQ: &str = "TG_DLQ";
+/// Every node's chained event-log records, one subject per node, each a gap-free chain.
+pub const STREAM_AUDIT: &str = "TG_AUDIT";
 /// Sealed Telegram sessions, so any node can take an account over.
 pub const BUCKET_SESSIONS: &str = "TG_SESSIONS";
 /// Account ownership leases (one owner per account), with per-key TTL.
@@ -44,6 +46,11 @@ pub fn clean_subject(account_id: &str) -> String {
 /// `tg.dlq.<account>`.
 pub fn dlq_subject(account_id: &str) -> String {
     format!("tg.dlq.{account_id}")
+}
+
+/// `tgingest.audit.<node-id>`: where one node's event-log records are copied, in order.
+pub fn audit_subject(node_id: &str) -> String {
+    format!("tgingest.audit.{node_id}")
 }
 
 /// Why the bus could not be reached or set up.
@@ -307,8 +314,18 @@ impl Bus {
                 "events Switchboard refused permanently",
             ),
         ];
-        for (name, section, subject, sc, description) in streams {
-            let desired = stream_config(name, subject, sc, description);
+        let audit = (
+            STREAM_AUDIT,
+            "audit",
+            audit_stream_config(&cfg.streams.audit),
+        );
+        let streams = streams
+            .into_iter()
+            .map(|(name, section, subject, sc, description)| {
+                (name, section, stream_config(name, subject, sc, description))
+            })
+            .chain([audit]);
+        for (name, section, desired) in streams {
             let applied = self
                 .apply_stream(desired)
                 .await
@@ -448,6 +465,22 @@ pub fn stream_config(
     }
 }
 
+/// The config of `TG_AUDIT`: like the others, except that a full stream refuses new records
+/// (`DiscardPolicy::New`) instead of removing the oldest, and `max_age` 0 means no age limit.
+/// The node keeps what was refused and retries, so history is never dropped to make room;
+/// verifying a node's chain from the stream needs all of it.
+pub fn audit_stream_config(sc: &StreamConfig) -> stream::Config {
+    stream::Config {
+        discard: stream::DiscardPolicy::New,
+        ..stream_config(
+            STREAM_AUDIT,
+            "tgingest.audit.>",
+            sc,
+            "every node's chained event-log records, a subject per node",
+        )
+    }
+}
+
 /// The error and its sources on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -519,6 +552,7 @@ mod tests {
 
     #[test]
     fn subjects_follow_the_design() {
+        assert_eq!(audit_subject("node-1"), "tgingest.audit.node-1");
         assert_eq!(raw_subject("42", ChatKind::Channel), "tg.raw.42.channel");
         assert_eq!(clean_subject("42"), "tg.clean.42");
         assert_eq!(dlq_subject("42"), "tg.dlq.42");

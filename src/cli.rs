@@ -93,6 +93,10 @@ struct VerifyArgs {
     /// Also compare with the chain head anchored in JetStream, to catch a truncated or rewritten log
     #[arg(long)]
     anchored: bool,
+    /// Verify node ID's chain from its copy in the TG_AUDIT stream (NATS at nats.url), with no
+    /// data dir: links, order, no gaps, the chain key sealed in TG_ANCHORS, and the node's anchor
+    #[arg(long, value_name = "ID", conflicts_with_all = ["data_dir", "anchored"])]
+    node: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -373,6 +377,9 @@ fn policy_test(cfg: &Config, args: &PolicyTestArgs) -> ExitCode {
 }
 
 async fn audit_verify(mut cfg: Config, args: VerifyArgs) -> ExitCode {
+    if let Some(node_id) = args.node {
+        return audit_verify_node(cfg, &node_id).await;
+    }
     if let Some(dir) = args.data_dir {
         cfg.node.data_dir = dir;
     }
@@ -408,10 +415,19 @@ async fn audit_verify(mut cfg: Config, args: VerifyArgs) -> ExitCode {
     } else {
         eventlog::verify_dir(&dir, chain_key)
     };
+    print_verdict(report, |r| r.ok)
+}
+
+/// Prints a verification's report as one JSON line and exits 0 when `ok` says it passed, 1 when
+/// it did not; an error (nothing could be verified) goes to stderr with exit 2.
+fn print_verdict<R: serde::Serialize, E: std::fmt::Display>(
+    report: Result<R, E>,
+    ok: fn(&R) -> bool,
+) -> ExitCode {
     match report {
         Ok(report) => {
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            if report.ok {
+            if ok(&report) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -424,39 +440,46 @@ async fn audit_verify(mut cfg: Config, args: VerifyArgs) -> ExitCode {
     }
 }
 
+/// `audit verify --node ID`: the node's chain as `TG_AUDIT` holds it, against its anchor; no
+/// data dir. Prints the report as JSON; exit 1 when the chain does not verify, 2 when it could
+/// not be checked (no master key, no NATS, no anchor or chain key for the node).
+async fn audit_verify_node(cfg: Config, node_id: &str) -> ExitCode {
+    let key = match node::master_key(&cfg, false) {
+        Ok((key, _)) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let verified = with_bus(
+        &cfg,
+        "tgingest-audit",
+        |e| e,
+        async |bus| {
+            crate::audit_stream::verify_node(bus, node_id, &key)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    print_verdict(verified, |r| r.report.ok)
+}
+
 /// Reads this node's anchored chain head, starting the embedded server on its store if needed.
 async fn fetch_anchor(cfg: &Config) -> Result<Option<Anchor>, String> {
     let node_id = cfg.node_id();
-    let mut server = None;
-    let url = if cfg.embedded_nats() {
-        let binary = crate::nats_server::find_binary(Some(&cfg.nats.embedded.binary))
-            .map_err(|e| e.to_string())?;
-        let options =
-            crate::nats_server::ServerOptions::new(binary, cfg.nats_store_dir(), &node_id);
-        let s = tokio::task::spawn_blocking(move || crate::nats_server::NatsServer::start(options))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let url = s.url();
-        server = Some(s);
-        url
-    } else {
-        cfg.nats.url.clone()
-    };
-    let result = async {
-        let bus = crate::bus::Bus::connect(&url, &cfg.nats, "tgingest-audit")
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(record) = node::latest_anchor(&bus, &node_id).await? else {
-            return Ok(None);
-        };
-        record.anchor().map(Some)
-    }
-    .await;
-    if let Some(s) = server {
-        let _ = tokio::task::spawn_blocking(move || drop(s)).await;
-    }
-    result
+    with_bus(
+        cfg,
+        "tgingest-audit",
+        |e| e,
+        async |bus| {
+            let Some(record) = node::latest_anchor(bus, &node_id).await? else {
+                return Ok(None);
+            };
+            record.anchor().map(Some)
+        },
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -542,6 +565,8 @@ impl From<eventlog::EventLogError> for KeysRotateError {
 struct RotationSummary {
     sessions: crate::telegram::session::RotateReport,
     chain_key: eventlog::SealedUnder,
+    /// Every node's chain key in `TG_ANCHORS` (the copies `audit verify --node` opens).
+    chain_keys: crate::audit_stream::ResealReport,
     audit_seq: u64,
     new_key_file: PathBuf,
     old_origin: crate::keys::KeyOrigin,
@@ -573,12 +598,16 @@ impl RotationSummary {
              \x20 sessions re-sealed:              {}\n\
              \x20 sessions already under new key:  {}\n\
              \x20 event-log chain key:             {chain_key}\n\
+             \x20 chain keys in TG_ANCHORS:        {} re-sealed, {} already new, {} opened with neither key\n\
              \x20 audit record:                    keys.rotated (seq {})\n\
              next: before starting the node, {next}.\n\
              the old key no longer opens the sessions or the chain key; hashed ids in log lines \
              change with the key.\n",
             self.sessions.resealed.len(),
             self.sessions.already_new.len(),
+            self.chain_keys.resealed.len(),
+            self.chain_keys.already_new.len(),
+            self.chain_keys.unopenable.len(),
             self.audit_seq,
         )
     }
@@ -617,14 +646,20 @@ async fn rotate_master_key(
     // until the rotation is done.
     let log = eventlog::EventLog::open(&dir, chain_key.bytes())?;
 
-    let sessions = with_bus(cfg, "tgingest-keys", async |bus| {
-        bus.setup(cfg)
-            .await
-            .map_err(|e| KeysRotateError::Nats(e.to_string()))?;
-        let store = crate::telegram::session::SessionStore::open(bus, old.clone()).await?;
-        Ok(store.rotate(&old, &new).await?)
-    })
-    .await?;
+    let (sessions, chain_keys) =
+        with_bus(cfg, "tgingest-keys", KeysRotateError::Nats, async |bus| {
+            bus.setup(cfg)
+                .await
+                .map_err(|e| KeysRotateError::Nats(e.to_string()))?;
+            let store = crate::telegram::session::SessionStore::open(bus, old.clone()).await?;
+            let sessions = store.rotate(&old, &new).await?;
+            // Every node's copy in TG_ANCHORS, so dead nodes' stream copies stay verifiable.
+            let chain_keys = crate::audit_stream::reseal_chain_keys(bus, &old, &new)
+                .await
+                .map_err(|e| KeysRotateError::Nats(e.to_string()))?;
+            Ok((sessions, chain_keys))
+        })
+        .await?;
 
     if chain_under != eventlog::SealedUnder::New {
         chain_key.seal_to(&dir, &new)?;
@@ -645,6 +680,10 @@ async fn rotate_master_key(
             sessions.already_new.len().to_string(),
         ),
         ("chain_key".to_string(), under.to_string()),
+        (
+            "stream_chain_keys_resealed".to_string(),
+            chain_keys.resealed.len().to_string(),
+        ),
     ]);
     let entry = eventlog::AuditEntry {
         action: "keys.rotated".into(),
@@ -656,6 +695,7 @@ async fn rotate_master_key(
     Ok(RotationSummary {
         sessions,
         chain_key: chain_under,
+        chain_keys,
         audit_seq,
         new_key_file: new_key_file.to_path_buf(),
         old_origin,
@@ -663,13 +703,15 @@ async fn rotate_master_key(
 }
 
 /// Runs `work` on a bus connection: the configured NATS, or the embedded server started on the
-/// node's store for the duration (the node itself is stopped).
-async fn with_bus<T>(
+/// node's store for the duration (the node itself is stopped). `nats_error` turns a failure to
+/// reach NATS into the caller's error.
+async fn with_bus<T, E>(
     cfg: &Config,
     client_name: &str,
-    work: impl AsyncFnOnce(&crate::bus::Bus) -> Result<T, KeysRotateError>,
-) -> Result<T, KeysRotateError> {
-    let nats = |e: &dyn std::fmt::Display| KeysRotateError::Nats(e.to_string());
+    nats_error: fn(String) -> E,
+    work: impl AsyncFnOnce(&crate::bus::Bus) -> Result<T, E>,
+) -> Result<T, E> {
+    let nats = |e: &dyn std::fmt::Display| nats_error(e.to_string());
     let mut server = None;
     let url = if cfg.embedded_nats() {
         let binary = crate::nats_server::find_binary(Some(&cfg.nats.embedded.binary))

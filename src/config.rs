@@ -153,13 +153,16 @@ pub struct EmbeddedNatsConfig {
     pub port: u16,
 }
 
-/// The three streams.
+/// The streams.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamsConfig {
     pub raw: StreamConfig,
     pub clean: StreamConfig,
     pub dlq: StreamConfig,
+    /// `TG_AUDIT`, every node's chained event log: `max_age` 0 keeps it for good, and a full
+    /// stream refuses new records instead of removing old ones (see `bus::Bus::setup`).
+    pub audit: StreamConfig,
 }
 
 impl Default for StreamsConfig {
@@ -168,6 +171,7 @@ impl Default for StreamsConfig {
             raw: StreamConfig::with_max_age(Dur::hours(24)),
             clean: StreamConfig::with_max_age(Dur::days(30)),
             dlq: StreamConfig::with_max_age(Dur::days(90)),
+            audit: StreamConfig::with_max_age(Dur::secs(0)),
         }
     }
 }
@@ -176,7 +180,7 @@ impl Default for StreamsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
-    /// Messages older than this are removed.
+    /// Messages older than this are removed (`streams.audit` only: 0 = never).
     pub max_age: Dur,
     /// `Nats-Msg-Id` dedupe window; at most `max_age`.
     pub duplicate_window: Dur,
@@ -475,7 +479,8 @@ impl Default for SupervisionConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventLogConfig {
-    /// How often the chain head is anchored to JetStream.
+    /// At most how often the newest record of the log's copy in `TG_AUDIT` is anchored to
+    /// JetStream (`TG_ANCHORS`); also when the node stops.
     pub anchor_interval: Dur,
     /// How often the node verifies the records appended since its last check, and its latest
     /// anchor (the gauge `tgingest_eventlog_verify_ok`); 0 = never.
@@ -1017,13 +1022,16 @@ impl Config {
             ("raw", &self.streams.raw),
             ("clean", &self.streams.clean),
             ("dlq", &self.streams.dlq),
+            ("audit", &self.streams.audit),
         ] {
             let key = |k: &str| format!("streams.{name}.{k}");
-            check(!s.max_age.is_zero(), || {
+            // The audit stream is the only one kept for good: its history is what is verified.
+            let forever = name == "audit" && s.max_age.is_zero();
+            check(!s.max_age.is_zero() || forever, || {
                 invalid(&key("max_age"), s.max_age, "a duration above zero")
             })?;
             check(
-                !s.duplicate_window.is_zero() && s.duplicate_window <= s.max_age,
+                !s.duplicate_window.is_zero() && (forever || s.duplicate_window <= s.max_age),
                 || {
                     invalid(
                         &key("duplicate_window"),

@@ -191,11 +191,7 @@ impl MasterKey {
 
     /// Whether both are the same key (compared in constant time).
     pub fn same_as(&self, other: &MasterKey) -> bool {
-        self.0
-            .iter()
-            .zip(other.0.iter())
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0
+        same_secret(&self.0, &other.0)
     }
 
     /// The key for one purpose.
@@ -207,6 +203,14 @@ impl MasterKey {
     pub fn derive_for(&self, purpose: KeyPurpose, subject: &str) -> [u8; 32] {
         blake3::keyed_hash(&self.derive(purpose), subject.as_bytes()).into()
     }
+}
+
+/// Whether two 32-byte secrets are equal, in constant time (no early exit to time).
+pub(crate) fn same_secret(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //!
 //! Where things are:
 
+/// The copy of every node's event log in `TG_AUDIT`: shipping it, anchoring it, verifying it.
+pub mod audit_stream;
 /// JetStream: connection, streams, KV buckets, idempotent setup.
 pub mod bus;
 /// The `tgingest` command line.

@@ -1,7 +1,8 @@
 //! One running tgingest node: the parts started in order, and stopped in reverse.
 //!
 //! Start-up: data dir → master key → NATS (the embedded server, or the configured URL) → bus
-//! set-up → event log (with a `node.start` audit record) → root supervisor → chain-head anchoring.
+//! set-up → event log (with a `node.start` audit record) → root supervisor → the log's copy in
+//! `TG_AUDIT` (`audit_stream`: shipping, and anchoring what the copy holds).
 //! Shut-down writes a flushed `node.stop` record, stops the actors, then NATS.
 //!
 //! With [`NodeOptions::stop`], a SIGINT/SIGTERM that arrives during start-up aborts it between
@@ -22,7 +23,9 @@ use crate::accounts::login::{GrammersLogin, LoginBackend};
 use crate::accounts::registry::Registry;
 use crate::accounts::{AccountsControl, ControlParts};
 use crate::admin::AdminServer;
-use crate::bus::{BUCKET_ANCHORS, BUCKET_LEASES, Bus, BusError, SetupReport};
+pub use crate::audit_stream::{AnchorRecord, latest_anchor};
+use crate::audit_stream::{AuditShipping, ShipState, ShipperParts};
+use crate::bus::{BUCKET_LEASES, Bus, BusError, SetupReport};
 use crate::cluster::controller::Controller;
 use crate::cluster::gate::Gate;
 use crate::cluster::record::Records;
@@ -47,6 +50,9 @@ use crate::telegram::gateway::{AccountInfo, Cursor, GatewayError, GatewayFactory
 use crate::telegram::route::{ConnectRoute, GatePasses};
 use crate::telegram::simulated::{SimulatedFactory, SimulatedWorld, SimulatorFaults};
 use futures::future::BoxFuture;
+
+/// How long a stopping node waits for its event log's last records to reach `TG_AUDIT`.
+const SHIP_ON_STOP: Duration = Duration::from_secs(5);
 
 /// Why a node could not start (or stop cleanly).
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +253,8 @@ pub struct Node {
     /// This node's share of the cluster (`cluster.enabled`).
     cluster: Option<ClusterNode>,
     supervisor_done: tokio::task::JoinHandle<()>,
-    anchoring: tokio::task::JoinHandle<()>,
+    /// Copies the event log to `TG_AUDIT` and anchors what the copy holds.
+    shipping: AuditShipping,
     verifying: Option<tokio::task::JoinHandle<()>>,
     poller: crate::observability::MetricsPoller,
     embedded: Option<EmbeddedNats>,
@@ -480,12 +487,13 @@ impl Node {
             bus.clone(),
             crate::observability::poller::POLL_EVERY,
         );
-        let anchoring = tokio::spawn(anchor_periodically(
-            bus.clone(),
-            eventlog.clone(),
-            node_id.clone(),
-            config.eventlog.anchor_interval.into(),
-        ));
+        let shipping = AuditShipping::start(ShipperParts {
+            bus: bus.clone(),
+            eventlog: eventlog.clone(),
+            node_id: node_id.clone(),
+            master: key.clone(),
+            anchor_every: config.eventlog.anchor_interval.into(),
+        });
         let verify_every: Duration = config.eventlog.verify_interval.into();
         let verifying = (!verify_every.is_zero()).then(|| {
             tokio::spawn(verify_periodically(
@@ -507,12 +515,17 @@ impl Node {
             admin,
             cluster,
             supervisor_done,
-            anchoring,
+            shipping,
             verifying,
             poller,
             embedded,
             stop: options.stop,
         })
+    }
+
+    /// Follows the copying of the event log to `TG_AUDIT` (what was shipped, anchored, refused).
+    pub fn audit_shipping(&self) -> tokio::sync::watch::Receiver<ShipState> {
+        self.shipping.state()
     }
 
     /// The address the admin API listens on, if it is on.
@@ -598,7 +611,6 @@ impl Node {
             cluster.leave().await;
         }
         self.replays.stop_all().await;
-        self.anchoring.abort();
         if let Some(verifying) = &self.verifying {
             verifying.abort();
         }
@@ -612,7 +624,8 @@ impl Node {
                 Durability::Flushed,
             )
             .await;
-        let _ = anchor_once(&self.bus, &self.eventlog, &self.node_id).await;
+        // The stream copy and the anchor take in `node.stop`, unless NATS is away too long.
+        self.shipping.finish(SHIP_ON_STOP).await;
         let _ = self.bus.client.flush().await;
         // Close the connection for every clone, so nothing reconnects to a server being stopped.
         let _ = self.bus.client.drain().await;
@@ -757,59 +770,6 @@ fn audit(action: &str, actor: &str, details: BTreeMap<String, String>) -> AuditE
     }
 }
 
-/// The chain head as stored in `TG_ANCHORS` under the node id.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AnchorRecord {
-    pub seq: u64,
-    pub hash: String,
-    pub at_us: i64,
-}
-
-impl AnchorRecord {
-    /// The anchored head, as the event log compares it.
-    pub fn anchor(&self) -> Result<Anchor, String> {
-        let mut hash = [0u8; 32];
-        hex::decode_to_slice(&self.hash, &mut hash)
-            .map_err(|_| "anchor hash is not 64 hex characters".to_string())?;
-        Ok(Anchor {
-            seq: self.seq,
-            hash,
-        })
-    }
-}
-
-async fn anchor_once(bus: &Bus, eventlog: &EventLog, node_id: &str) -> Result<(), String> {
-    let head = eventlog.head();
-    let record = AnchorRecord {
-        seq: head.seq,
-        hash: hex::encode(head.hash),
-        at_us: crate::event::now_us(),
-    };
-    let body = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-    let kv = bus
-        .js
-        .get_key_value(BUCKET_ANCHORS)
-        .await
-        .map_err(|e| e.to_string())?;
-    kv.put(node_id, body.into())
-        .await
-        .map_err(|e| e.to_string())?;
-    metrics::gauge!("tgingest_eventlog_anchored_seq").set(head.seq as f64);
-    Ok(())
-}
-
-/// Anchors the chain head to JetStream (another trust domain) so a rewritten or truncated local
-/// log is caught by `audit verify --anchored`.
-async fn anchor_periodically(bus: Bus, eventlog: Arc<EventLog>, node_id: String, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        if let Err(e) = anchor_once(&bus, &eventlog, &node_id).await {
-            tracing::warn!(error = %e, "cannot anchor the event-log head to JetStream; will retry");
-        }
-    }
-}
-
 /// Verifies the event log in the background every `every`: the records appended since the last
 /// check, and that the log still holds the head anchored in JetStream. Sets
 /// `tgingest_eventlog_verify_ok`, whose alert is how an operator learns of a damaged log.
@@ -843,19 +803,4 @@ async fn verify_periodically(bus: Bus, eventlog: Arc<EventLog>, node_id: String,
             Err(e) => tracing::warn!(error = %e, "event-log verification did not finish"),
         }
     }
-}
-
-/// The newest anchor of `node_id`, if any.
-pub async fn latest_anchor(bus: &Bus, node_id: &str) -> Result<Option<AnchorRecord>, String> {
-    let kv = bus
-        .js
-        .get_key_value(BUCKET_ANCHORS)
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(bytes) = kv.get(node_id).await.map_err(|e| e.to_string())? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| format!("anchor of {node_id} is not valid: {e}"))
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use support::TestNats;
 use tgingest::bus::{
-    Applied, BUCKET_ANCHORS, BUCKET_LEASES, BUCKET_SESSIONS, Bus, STREAM_CLEAN, STREAM_DLQ,
-    STREAM_RAW,
+    Applied, BUCKET_ANCHORS, BUCKET_LEASES, BUCKET_SESSIONS, Bus, STREAM_AUDIT, STREAM_CLEAN,
+    STREAM_DLQ, STREAM_RAW,
 };
 use tgingest::config::{Config, Dur, Storage};
 
@@ -37,6 +37,7 @@ async fn setup_is_idempotent_and_applies_config_drift() {
         STREAM_RAW,
         STREAM_CLEAN,
         STREAM_DLQ,
+        STREAM_AUDIT,
         BUCKET_SESSIONS,
         BUCKET_LEASES,
         BUCKET_ANCHORS,
@@ -79,6 +80,23 @@ async fn setup_is_idempotent_and_applies_config_drift() {
     assert!(
         leases.allow_message_ttl,
         "the lease bucket must allow per-key TTL"
+    );
+
+    // The audit copy keeps its history: no age limit, and a full stream refuses new records
+    // (the node keeps and retries them) rather than dropping the oldest.
+    let audit = bus
+        .js
+        .get_stream(STREAM_AUDIT)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(audit.subjects, vec!["tgingest.audit.>".to_string()]);
+    assert_eq!(audit.max_age, Duration::ZERO);
+    assert_eq!(
+        audit.discard,
+        async_nats::jetstream::stream::DiscardPolicy::New
     );
 }
 

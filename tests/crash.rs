@@ -202,4 +202,23 @@ async fn kill_9_at_random_moments_loses_nothing_and_stores_nothing_twice() {
         "{report} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // So does its copy in TG_AUDIT, shipped across the same crashes, and it is the whole log:
+    // no record a crash took from the local log (only records on disk are shipped), none twice,
+    // none missing.
+    let local: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = std::process::Command::new(tgingest_bin())
+        .env_clear()
+        .env("TGINGEST_MASTER_KEY_FILE", dir.path().join("master.key"))
+        .env("TGINGEST_NATS_URL", nats.url())
+        .args(["audit", "verify", "--node", "crash-node"])
+        .output()
+        .unwrap();
+    let copy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        out.status.success() && copy["ok"] == true,
+        "the stream copy (seed {seed}): {copy} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(copy["records"], local["verified"], "seed {seed}: {copy}");
 }

@@ -57,6 +57,14 @@ fn verify(data_dir: &Path, nats_url: &str, key_file: &Path) -> Output {
         .unwrap()
 }
 
+/// `audit verify --node` for the node `tgingest_cmd` names, from TG_AUDIT alone.
+fn verify_node(data_dir: &Path, nats_url: &str, key_file: &Path) -> Output {
+    cmd(data_dir, nats_url, key_file)
+        .args(["audit", "verify", "--node", "test-node"])
+        .output()
+        .unwrap()
+}
+
 /// Runs `tgingest run` until it is up, so the log, its chain key and the buckets exist; returns
 /// the running child.
 fn start_node(data_dir: &Path, nats_url: &str, key_file: &Path) -> std::process::Child {
@@ -184,6 +192,16 @@ async fn rotation_moves_sessions_and_chain_key_to_the_new_key_and_the_log_still_
         "{}",
         text(&out)
     );
+    // So does the node's copy in TG_AUDIT, whose chain key in TG_ANCHORS was re-sealed too: an
+    // auditor with the new key can still verify a node whose data dir is gone.
+    assert!(
+        stdout.contains("chain keys in TG_ANCHORS:        1 re-sealed"),
+        "{stdout}"
+    );
+    let out = verify_node(data.path(), &url, &new_file);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = verify_node(data.path(), &url, &old_file);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let rotated: Vec<AuditEntry> = audit_entries(data.path(), NEW)
         .into_iter()
         .filter(|e| e.action == "keys.rotated")

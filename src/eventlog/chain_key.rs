@@ -178,6 +178,32 @@ impl ChainKey {
         sync_dir(dir).map_err(write_err)
     }
 
+    /// This key sealed under `master` for the copy kept in JetStream, bound to `node_id`: a copy
+    /// moved to another node's entry does not open, so one node's chain cannot pass as another's.
+    pub fn seal_for_node(
+        &self,
+        master: &MasterKey,
+        node_id: &str,
+    ) -> Result<Vec<u8>, EventLogError> {
+        seal_bound(master, self, &node_binding(node_id))
+    }
+
+    /// Opens a copy made by [`ChainKey::seal_for_node`] for `node_id`; `place` names where it was
+    /// read (for the error).
+    pub fn unseal_for_node(
+        place: &Path,
+        master: &MasterKey,
+        node_id: &str,
+        sealed: &[u8],
+    ) -> Result<ChainKey, EventLogError> {
+        unseal_bound(place, master, sealed, &node_binding(node_id))
+    }
+
+    /// Whether two chain keys are the same key (compared in constant time: they are secrets).
+    pub fn same_as(&self, other: &ChainKey) -> bool {
+        crate::keys::same_secret(&self.0, &other.0)
+    }
+
     /// The key for a log without a chain key file, and whether it is the legacy one.
     fn for_missing_file(dir: &Path, master: &MasterKey) -> Result<(ChainKey, bool), EventLogError> {
         let legacy = Self::legacy(master);
@@ -199,8 +225,26 @@ fn cipher(master: &MasterKey) -> XChaCha20Poly1305 {
 }
 
 fn seal(master: &MasterKey, key: &ChainKey) -> Result<Vec<u8>, EventLogError> {
+    seal_bound(master, key, b"")
+}
+
+fn unseal(path: &Path, master: &MasterKey, sealed: &[u8]) -> Result<ChainKey, EventLogError> {
+    unseal_bound(path, master, sealed, b"")
+}
+
+/// The associated data of a sealed key: format, purpose, and what the copy is bound to (nothing
+/// for the file; the node id for the copy in JetStream).
+fn aad(format: u8, bound_to: &[u8]) -> Vec<u8> {
+    [&[format][..], AAD_PURPOSE, bound_to].concat()
+}
+
+fn seal_bound(
+    master: &MasterKey,
+    key: &ChainKey,
+    bound_to: &[u8],
+) -> Result<Vec<u8>, EventLogError> {
     let nonce: [u8; NONCE_LEN] = rand::random();
-    let aad = [&[FORMAT_V1][..], AAD_PURPOSE].concat();
+    let aad = aad(FORMAT_V1, bound_to);
     let ciphertext = cipher(master)
         .encrypt(
             &XNonce::from(nonce),
@@ -217,7 +261,12 @@ fn seal(master: &MasterKey, key: &ChainKey) -> Result<Vec<u8>, EventLogError> {
     Ok([&[FORMAT_V1][..], &nonce, &ciphertext].concat())
 }
 
-fn unseal(path: &Path, master: &MasterKey, sealed: &[u8]) -> Result<ChainKey, EventLogError> {
+fn unseal_bound(
+    path: &Path,
+    master: &MasterKey,
+    sealed: &[u8],
+    bound_to: &[u8],
+) -> Result<ChainKey, EventLogError> {
     let format = sealed.first().copied().unwrap_or(0);
     if sealed.len() != SEALED_LEN || format != FORMAT_V1 {
         return Err(EventLogError::ChainKeyMalformed {
@@ -227,7 +276,7 @@ fn unseal(path: &Path, master: &MasterKey, sealed: &[u8]) -> Result<ChainKey, Ev
         });
     }
     let (nonce, ciphertext) = sealed[1..].split_at(NONCE_LEN);
-    let aad = [&[format][..], AAD_PURPOSE].concat();
+    let aad = aad(format, bound_to);
     let mut plain = cipher(master)
         .decrypt(
             XNonce::from_slice(nonce),
@@ -244,6 +293,11 @@ fn unseal(path: &Path, master: &MasterKey, sealed: &[u8]) -> Result<ChainKey, Ev
     key.copy_from_slice(&plain[..KEY_LEN]);
     wipe(&mut plain);
     Ok(ChainKey(key))
+}
+
+/// What a JetStream copy is bound to: the node whose chain it keys.
+fn node_binding(node_id: &str) -> Vec<u8> {
+    [&b" of node "[..], node_id.as_bytes()].concat()
 }
 
 fn read_sealed(path: &Path) -> Result<Option<Vec<u8>>, EventLogError> {
@@ -395,6 +449,30 @@ mod tests {
             "{err}"
         );
         assert!(!chain_key_path(dir.path()).exists());
+    }
+
+    #[test]
+    fn a_copy_sealed_for_a_node_opens_only_for_that_node_and_master_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::from_bytes([9; 32]);
+        let (key, _) = ChainKey::open_or_create(dir.path(), &master).unwrap();
+        let sealed = key.seal_for_node(&master, "node-a").unwrap();
+        let place = Path::new("TG_ANCHORS/chain-key.node-a");
+        let opened = ChainKey::unseal_for_node(place, &master, "node-a", &sealed).unwrap();
+        assert!(opened.same_as(&key));
+        for (master, node) in [
+            (&master, "node-b"),
+            (&MasterKey::from_bytes([8; 32]), "node-a"),
+        ] {
+            let err = ChainKey::unseal_for_node(place, master, node, &sealed).unwrap_err();
+            assert!(
+                matches!(err, EventLogError::ChainKeyWrongMaster { .. }),
+                "{err}"
+            );
+        }
+        // Not the file's sealing either: a file copied into JetStream (or back) does not open.
+        let file = std::fs::read(chain_key_path(dir.path())).unwrap();
+        assert!(ChainKey::unseal_for_node(place, &master, "node-a", &file).is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use checkpoint::Checkpoint;
 pub use error::EventLogError;
 pub use record::{Anchor, Record, RecordKind, ZERO_HASH, chain_hash};
 pub use store::{Durability, EventLog, EventLogOptions, verify_dir, verify_dir_against};
-pub use verify::{VerifyReport, verify_entries};
+pub use verify::{VerifyReport, verify_copy, verify_entries};
 
 /// Counter of appended records, labelled `kind="audit"|"checkpoint"`.
 pub const METRIC_APPENDS_TOTAL: &str = "tgingest_eventlog_appends_total";

@@ -61,6 +61,8 @@ pub struct EventLog {
     flusher: tokio::sync::Mutex<()>,
     /// The highest seq known to be on disk.
     durable_seq: AtomicU64,
+    /// The head as each append leaves it, for readers that trail the log (the stream copy).
+    head_tx: tokio::sync::watch::Sender<Anchor>,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -119,6 +121,7 @@ impl EventLog {
             flusher: tokio::sync::Mutex::new(()),
             // What open() read back from sled is on disk.
             durable_seq: AtomicU64::new(head.seq),
+            head_tx: tokio::sync::watch::Sender::new(head),
         })
     }
 
@@ -245,6 +248,29 @@ impl EventLog {
     /// The newest record's seq and hash (seq 0 and the zero hash when empty), to anchor elsewhere.
     pub fn head(&self) -> Anchor {
         *self.lock_head()
+    }
+
+    /// Follows the head: the receiver sees every change, so a task that trails the log (the
+    /// stream copy) wakes on appends instead of polling, and appends never wait for it.
+    pub fn watch_head(&self) -> tokio::sync::watch::Receiver<Anchor> {
+        self.head_tx.subscribe()
+    }
+
+    /// Puts every record appended so far on disk and returns the head that is now durable, so a
+    /// copy made elsewhere never holds a record a crash could still take from the local log.
+    pub async fn durable_head(&self) -> Result<Anchor, EventLogError> {
+        let head = self.head();
+        self.flush_through(head.seq).await?;
+        Ok(head)
+    }
+
+    /// The stored bytes of record `seq` (the encoded [`Record`]), if the log holds it.
+    pub fn raw_record(&self, seq: u64) -> Result<Option<Vec<u8>>, EventLogError> {
+        let value = self
+            .log
+            .get(seq_key(seq))
+            .map_err(|e| self.storage("reading the log", e))?;
+        Ok(value.map(|v| v.to_vec()))
     }
 
     /// Verifies the whole chain and that it ends at the head in meta.
@@ -445,6 +471,8 @@ impl EventLog {
             Err(TransactionError::Storage(e)) => return Err(self.storage("appending a record", e)),
         }
         *head = record.anchor();
+        // Still under the writer lock, so followers see heads in order.
+        self.head_tx.send_replace(*head);
         metrics::gauge!(METRIC_HEAD_SEQ).set(seq as f64);
         Ok(record)
     }

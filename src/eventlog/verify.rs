@@ -79,6 +79,18 @@ pub fn verify_entries(
     walk(chain_key, entries.map(Ok), &checks)
 }
 
+/// Verifies a copy of the log read from elsewhere (the stream copy in JetStream): like
+/// [`verify_entries`], but an entry can be a reason it could not be read, reported at the record
+/// it stands for, and the copy must reach `anchor` with the same hash there.
+pub fn verify_copy(
+    chain_key: &[u8; 32],
+    entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), String>>,
+    anchor: Option<&Anchor>,
+) -> VerifyReport {
+    let checks: Vec<HeadCheck<'_>> = anchor.map(HeadCheck::Anchor).into_iter().collect();
+    walk(chain_key, entries, &checks)
+}
+
 /// The walk behind every verification; stops at the first failure.
 pub(super) fn walk(
     chain_key: &[u8; 32],
