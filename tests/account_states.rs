@@ -94,6 +94,7 @@ impl States {
                 checkpoint_every: Duration::from_secs(1),
                 checkpoint_after_events: ACCOUNT_WINDOW as u64,
                 flood: FLOOD,
+                epoch: 0,
             };
             let name = format!("{}/account/{account_id}", node.node_id);
             let registered_name = name.clone();

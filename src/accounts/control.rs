@@ -431,7 +431,7 @@ impl AccountsControl {
         if running {
             return Ok(false);
         }
-        match start_account(&self.supervisor, &self.parts, &record.account_id).await {
+        match start_account(&self.supervisor, &self.parts, &record.account_id, 0).await {
             Ok(()) => {}
             // A failed first start is supervised (restart scheduled or permanent); list shows it.
             Err(SupervisorCallError::StartChild(e)) => {

@@ -115,6 +115,9 @@ pub struct AccountArgs {
     pub checkpoint_after_events: u64,
     /// How flood waits are treated (from `[telegram]`).
     pub flood: FloodSettings,
+    /// The owner's epoch: the account claim's epoch in a cluster, 0 on a single node. Every
+    /// write of the account's state carries it and is refused once a newer owner has written.
+    pub epoch: u64,
 }
 
 /// Messages of the account actor.
