@@ -196,6 +196,7 @@ pub async fn start_account(
 ) -> Result<(), SupervisorCallError> {
     let args = AccountArgs {
         account_id: account_id.to_string(),
+        node_id: parts.node_id.clone(),
         factory: parts.factory.clone(),
         bus: parts.bus.clone(),
         eventlog: parts.eventlog.clone(),
