@@ -32,6 +32,9 @@ pub const BUCKET_LEASES: &str = "TG_LEASES";
 pub const BUCKET_ACCOUNTS: &str = "TG_ACCOUNTS";
 /// Event-log chain heads of every node, anchored outside the node's own disk.
 pub const BUCKET_ANCHORS: &str = "TG_ANCHORS";
+/// Each account's acknowledged source cursor, written only by its current owner (no TTL: the
+/// state outlives every node).
+pub const BUCKET_CHECKPOINTS: &str = "TG_CHECKPOINTS";
 
 /// `tg.raw.<account>.<chat-kind>`.
 pub fn raw_subject(account_id: &str, chat: ChatKind) -> String {
@@ -374,12 +377,23 @@ impl Bus {
                 num_replicas: cfg.kv.replicas,
                 ..Default::default()
             },
+            kv::Config {
+                bucket: BUCKET_CHECKPOINTS.into(),
+                description:
+                    "source cursor per account, written by its owner only (epoch-stamped CAS)"
+                        .into(),
+                history: 1,
+                storage,
+                num_replicas: cfg.kv.replicas,
+                ..Default::default()
+            },
         ];
         for bucket in buckets {
             let name = match bucket.bucket.as_str() {
                 BUCKET_SESSIONS => BUCKET_SESSIONS,
                 BUCKET_LEASES => BUCKET_LEASES,
                 BUCKET_ACCOUNTS => BUCKET_ACCOUNTS,
+                BUCKET_CHECKPOINTS => BUCKET_CHECKPOINTS,
                 _ => BUCKET_ANCHORS,
             };
             let before = self

@@ -696,7 +696,9 @@ async fn grammers_factory(
     key: &MasterKey,
     route: ConnectRoute,
 ) -> Result<Arc<dyn GatewayFactory>, NodeError> {
-    use crate::telegram::grammers::gateway::{GrammersFactory, GrammersSettings, SessionOpener};
+    use crate::telegram::grammers::gateway::{
+        GrammersFactory, GrammersSettings, SessionOpener, session_error,
+    };
     use crate::telegram::session::{LiveSessionOptions, SealedSession, SessionStore};
 
     let Ok(mut settings) = GrammersSettings::from_config(&config.telegram) else {
@@ -708,13 +710,13 @@ async fn grammers_factory(
             .await
             .map_err(|e| NodeError::Accounts(e.to_string()))?,
     );
-    let opener: SessionOpener<SealedSession> = Arc::new(move |account: &str| {
-        let (store, account) = (store.clone(), account.to_string());
+    let opener: SessionOpener<SealedSession> = Arc::new(move |account: &str, owner| {
+        let (store, account, owner) = (store.clone(), account.to_string(), owner.clone());
         Box::pin(async move {
-            SealedSession::load(store, &account, LiveSessionOptions::default())
+            SealedSession::load_as(store, &account, &owner, LiveSessionOptions::default())
                 .await
                 .map(Arc::new)
-                .map_err(|e| GatewayError::Other(e.to_string()))
+                .map_err(session_error)
         })
     });
     Ok(Arc::new(GrammersFactory::new(settings, opener)))

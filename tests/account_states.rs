@@ -6,13 +6,12 @@
 mod support;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ractor::rpc::CallResult;
-use ractor::{Actor, ActorRef};
+use ractor::Actor;
 use support::TestNats;
+use support::eventually_some as eventually;
 use support::rig::{nats_and_switchboard, node_config, simulation};
 use tgingest::accounts::Lifecycle;
 use tgingest::config::Config;
@@ -20,8 +19,8 @@ use tgingest::event::{Event, now_us};
 use tgingest::eventlog::{AuditEntry, RecordKind};
 use tgingest::node::Node;
 use tgingest::pipeline::account::{
-    AUDIT_DUPLICATED, AUDIT_FLOOD_WAIT, AUDIT_REVOKED, AccountActor, AccountArgs, AccountMsg,
-    AccountStatus, FloodSettings, SOURCE_SCOPE,
+    AUDIT_DUPLICATED, AUDIT_FLOOD_WAIT, AUDIT_REVOKED, AccountActor, AccountArgs, AccountStatus,
+    FloodSettings, SOURCE_SCOPE,
 };
 use tgingest::pipeline::{ACCOUNT_WINDOW, PipelineParts, PipelineStats};
 use tgingest::policy::{Decision, Policy};
@@ -86,6 +85,7 @@ impl States {
         for account_id in &accounts {
             let args = AccountArgs {
                 account_id: account_id.clone(),
+                node_id: node.node_id.clone(),
                 factory: Arc::new(factory.clone()),
                 bus: node.bus.clone(),
                 eventlog: node.eventlog.clone(),
@@ -94,6 +94,7 @@ impl States {
                 checkpoint_every: Duration::from_secs(1),
                 checkpoint_after_events: ACCOUNT_WINDOW as u64,
                 flood: FLOOD,
+                epoch: 0,
             };
             let name = format!("{}/account/{account_id}", node.node_id);
             let registered_name = name.clone();
@@ -142,15 +143,7 @@ impl States {
 
     /// The account actor's observable state, or `None` if it is not running.
     async fn status(&self, account_id: &str) -> Option<AccountStatus> {
-        let cell = ractor::registry::where_is(self.registered[account_id].clone())?;
-        let actor: ActorRef<AccountMsg> = cell.into();
-        match actor
-            .call(AccountMsg::Status, Some(Duration::from_secs(3)))
-            .await
-        {
-            Ok(CallResult::Success(status)) => Some(status),
-            _ => None,
-        }
+        support::rig::account_status(self.registered[account_id].clone()).await
     }
 
     /// The supervisor's view of the account's actor.
@@ -255,22 +248,6 @@ impl States {
 
 fn child_name(account_id: &str) -> String {
     format!("account/{}", tgingest::telemetry::hash_id(account_id))
-}
-
-/// Polls `check` until it yields a value, or panics naming `what` after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits until `account_id` has published and had acknowledged at least one update.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use support::TestNats;
 use tgingest::bus::{
-    Applied, BUCKET_ANCHORS, BUCKET_LEASES, BUCKET_SESSIONS, Bus, STREAM_AUDIT, STREAM_CLEAN,
-    STREAM_DLQ, STREAM_RAW,
+    Applied, BUCKET_ANCHORS, BUCKET_CHECKPOINTS, BUCKET_LEASES, BUCKET_SESSIONS, Bus, STREAM_AUDIT,
+    STREAM_CLEAN, STREAM_DLQ, STREAM_RAW,
 };
 use tgingest::config::{Config, Dur, Storage};
 
@@ -41,9 +41,19 @@ async fn setup_is_idempotent_and_applies_config_drift() {
         BUCKET_SESSIONS,
         BUCKET_LEASES,
         BUCKET_ANCHORS,
+        BUCKET_CHECKPOINTS,
     ] {
         assert_eq!(applied(&first, name), Applied::Created, "{name}");
     }
+    // The state that moves with an account never expires.
+    let checkpoints = bus
+        .js
+        .get_stream(format!("KV_{BUCKET_CHECKPOINTS}"))
+        .await
+        .unwrap();
+    let config = &checkpoints.cached_info().config;
+    assert_eq!(config.max_age, Duration::ZERO);
+    assert!(!config.allow_message_ttl);
     let second = bus.setup(&cfg).await.unwrap();
     assert!(
         second.items.iter().all(|(_, a)| *a == Applied::Unchanged),

@@ -57,7 +57,7 @@ impl Account {
         .expect("fake DC");
         let (me, key) = dc.add_account("Me");
         let session = Arc::new(MemorySession::from(dc.session_data(me, key)));
-        let opener: SessionOpener<MemorySession> = Arc::new(move |_account: &str| {
+        let opener: SessionOpener<MemorySession> = Arc::new(move |_account: &str, _owner| {
             let session = session.clone();
             Box::pin(async move { Ok(session) })
         });

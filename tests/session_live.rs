@@ -16,6 +16,7 @@ use grammers_session::{Session, SessionData};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use support::TestNats;
 use tgingest::bus::{BUCKET_SESSIONS, Bus};
+use tgingest::cluster::fenced::{FencedError, METRIC_STALE_OWNER_WRITES, Owner};
 use tgingest::config::Config;
 use tgingest::keys::MasterKey;
 use tgingest::telegram::session::{
@@ -433,4 +434,129 @@ async fn grammers_drives_the_session_through_its_own_client_and_update_stream() 
     assert_eq!(saved.updates_state, data.updates_state);
     assert_eq!(saved.peer_infos.len(), 2);
     assert_eq!(saved, session.snapshot());
+}
+
+#[tokio::test]
+async fn a_session_loaded_again_elsewhere_refuses_the_earlier_holders_writes() {
+    let nats = TestNats::start();
+    let bus = bus(&nats).await;
+    let store = store(&bus, MASTER).await;
+    drop(
+        fresh_session(store.clone(), "acct-twice", Duration::from_secs(3600))
+            .await
+            .unwrap(),
+    );
+    let first = SealedSession::load(store.clone(), "acct-twice", options(DEADLINE))
+        .await
+        .unwrap();
+    // Another process loads the same session (the account was started again elsewhere)...
+    let second = SealedSession::load(store.clone(), "acct-twice", options(DEADLINE))
+        .await
+        .unwrap();
+    second.cache_peer(user(2, 2)).await.unwrap();
+    second.flush().await.unwrap();
+    // ... so the first one's write must not land on top of it.
+    first.cache_peer(user(1, 1)).await.unwrap();
+    assert!(first.flush().await.is_err(), "{:?}", first.status());
+    let saved = store.get("acct-twice").await.unwrap().unwrap();
+    assert_eq!(saved.peer_infos, vec![user(2, 2)]);
+}
+
+#[tokio::test]
+async fn a_stale_owners_session_write_is_refused_once_a_newer_owner_loaded_it() {
+    let nats = TestNats::start();
+    let bus = bus(&nats).await;
+    let store = store(&bus, MASTER).await;
+    let account = "acct-moved";
+    drop(
+        fresh_session(store.clone(), account, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+    );
+    let (old, new) = (Owner::new(1, "node-a"), Owner::new(2, "node-b"));
+    let old_session = SealedSession::load_as(store.clone(), account, &old, options(DEADLINE))
+        .await
+        .unwrap();
+    let new_session = SealedSession::load_as(store.clone(), account, &new, options(DEADLINE))
+        .await
+        .unwrap();
+    let stale_before = counter(METRIC_STALE_OWNER_WRITES);
+
+    // The old owner still runs; the new one has loaded the session but written nothing yet.
+    old_session.cache_peer(user(1, 1)).await.unwrap();
+    let err = old_session.flush().await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LiveSessionError::Refused {
+                source: FencedError::StaleOwner {
+                    mine: 1,
+                    stored: 2,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(old_session.status().refused.is_some());
+    let refused = tokio::time::timeout(DEADLINE, old_session.refused())
+        .await
+        .expect("the refusal is signalled");
+    assert!(
+        matches!(refused, FencedError::StaleOwner { .. }),
+        "{refused}"
+    );
+    assert!(counter(METRIC_STALE_OWNER_WRITES) > stale_before);
+    // It stays refused, and cannot load the session back either.
+    old_session.cache_peer(user(5, 5)).await.unwrap();
+    assert!(old_session.flush().await.is_err());
+    let err = SealedSession::load_as(store.clone(), account, &old, options(DEADLINE))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LiveSessionError::Refused {
+                source: FencedError::StaleOwner { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // The new owner's writes land, and nothing of the old owner's.
+    new_session.cache_peer(user(2, 2)).await.unwrap();
+    new_session.flush().await.unwrap();
+    assert_eq!(
+        store.get(account).await.unwrap().unwrap().peer_infos,
+        vec![user(2, 2)]
+    );
+
+    // An operator replacing the session (a new login) keeps the owner's epoch: the running
+    // session is refused (and must load it again), the old owner still is.
+    let mut login = store.get(account).await.unwrap().unwrap();
+    login.peer_infos = vec![user(3, 3)];
+    store.put(account, &login).await.unwrap();
+    new_session.cache_peer(user(4, 4)).await.unwrap();
+    let err = new_session.flush().await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LiveSessionError::Refused {
+                source: FencedError::Replaced { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        SealedSession::load_as(store.clone(), account, &old, options(DEADLINE))
+            .await
+            .is_err()
+    );
+    let reloaded = SealedSession::load_as(store.clone(), account, &new, options(DEADLINE))
+        .await
+        .unwrap();
+    assert_eq!(reloaded.snapshot().peer_infos, vec![user(3, 3)]);
 }

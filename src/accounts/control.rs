@@ -373,7 +373,7 @@ impl AccountsControl {
         if self.clustered {
             return Ok(false);
         }
-        self.start_here(record).await
+        self.start_here(record, 0).await
     }
 
     /// The accounts that have a sealed session.
@@ -396,11 +396,13 @@ impl AccountsControl {
 
     /// Starts an account the cluster's controller claimed for this node, if it may still run;
     /// returns whether it started it.
-    pub async fn start_owned(&self, account: &str) -> Result<bool, ControlError> {
+    /// `epoch` is the claim's: every write of the account's state carries it, and is refused
+    /// once a newer owner has claimed that state.
+    pub async fn start_owned(&self, account: &str, epoch: u64) -> Result<bool, ControlError> {
         let _guard = self.actions.lock().await;
         self.owned_here().insert(account.to_string());
         match self.registry.get(account).await? {
-            Some(record) => self.start_here(&record).await,
+            Some(record) => self.start_here(&record, epoch).await,
             None => Ok(false),
         }
     }
@@ -417,7 +419,7 @@ impl AccountsControl {
         self.stop(account).await
     }
 
-    async fn start_here(&self, record: &AccountRecord) -> Result<bool, ControlError> {
+    async fn start_here(&self, record: &AccountRecord, epoch: u64) -> Result<bool, ControlError> {
         if !record.may_run() || self.sessions.get(&record.account_id).await?.is_none() {
             return Ok(false);
         }
@@ -431,7 +433,7 @@ impl AccountsControl {
         if running {
             return Ok(false);
         }
-        match start_account(&self.supervisor, &self.parts, &record.account_id).await {
+        match start_account(&self.supervisor, &self.parts, &record.account_id, epoch).await {
             Ok(()) => {}
             // A failed first start is supervised (restart scheduled or permanent); list shows it.
             Err(SupervisorCallError::StartChild(e)) => {

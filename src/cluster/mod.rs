@@ -10,7 +10,10 @@
 //!   account only while its claim stands and the fence is up;
 //! - [`runner`]: the node's accounts as the controller starts and stops them;
 //! - [`status`]: the nodes, who owns which account, and why the others run nowhere;
-//! - [`record`]: the compare-and-set KV writes (with `Nats-TTL`) they all use.
+//! - [`record`]: the compare-and-set KV writes (with `Nats-TTL`) they all use;
+//! - [`fenced`]: account state written only by the account's owner (epoch-stamped
+//!   compare-and-set, refused once a newer owner has written): the session, and
+//! - [`checkpoints`]: each account's source cursor in `TG_CHECKPOINTS`, which moves with it.
 //!
 //! The rules they keep (see `DESIGN.md`, invariant 3): a taker acts only after a whole lease of
 //! silence on its own clock plus a lock-delay; the old owner has stopped its clients well before
@@ -18,8 +21,10 @@
 //! never counts as free.
 
 pub mod assign;
+pub mod checkpoints;
 pub mod claims;
 pub mod controller;
+pub mod fenced;
 pub mod gate;
 pub mod lease;
 pub mod membership;

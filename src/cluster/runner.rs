@@ -33,7 +33,7 @@ impl AccountRunner for NodeAccounts {
             // The pass first: the client's first connection already goes through the gate.
             self.passes.grant(&account, proxy);
             tracing::info!(account = %crate::telemetry::hash_id(&account), epoch, "starting an account claimed here");
-            match self.control.start_owned(&account).await {
+            match self.control.start_owned(&account, epoch).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     self.passes.revoke(&account);

@@ -227,6 +227,9 @@ fn register_zeros() {
     for state in ["revoked", "duplicated"] {
         counter!(crate::pipeline::account::METRIC_TERMINAL, "state" => state).increment(0);
     }
+    for kind in ["checkpoint", "session"] {
+        counter!(crate::cluster::fenced::METRIC_STALE_OWNER_WRITES, "kind" => kind).increment(0);
+    }
     for result in ["accepted", "duplicate", "rejected", "retried"] {
         counter!(METRIC_DELIVERIES, "result" => result).increment(0);
     }

@@ -3,9 +3,18 @@
 //! A reader task owns the [`Gateway`] and hands updates over a bounded channel, so when the
 //! publish window is full the reader stops pulling from the source (invariant 6; Telegram's
 //! catch-up recovers the rest). The actor publishes every event with `Nats-Msg-Id = event_id`,
-//! takes the PubAcks strictly in order, and commits the source cursor — a flushed checkpoint in
-//! the event log, then `Gateway::commit` — only past updates whose every event has a PubAck
-//! (invariant 1). A publish that fails is sent again; the Msg-Id makes that idempotent.
+//! takes the PubAcks strictly in order, and commits the source cursor — to the account's record
+//! in `TG_CHECKPOINTS` (which any node can read), a flushed checkpoint in this node's event log
+//! (the audit of what it did), then `Gateway::commit` — only past updates whose every event has
+//! a PubAck (invariant 1). A publish that fails is sent again; the Msg-Id makes that idempotent.
+//!
+//! The `TG_CHECKPOINTS` record is written only by the account's owner
+//! ([`crate::cluster::checkpoints`]): at start the actor claims it with its epoch and resumes from
+//! the cursor stored there (from its event log's latest checkpoint when the store has none yet,
+//! a data dir from before the store), so a node whose data dir was lost resumes where the
+//! account left off. Once a newer owner has written the record (or the session), the write is
+//! refused and the actor stops for good (`stopped`, an `account.stale_owner` audit record): the
+//! account runs elsewhere now.
 //!
 //! The actor tracks its [`Lifecycle`] (`connecting → catching_up → running`, and the side states
 //! below), reports it in [`AccountStatus`], logs every transition and counts it in
@@ -21,6 +30,7 @@
 //! * `Revoked` / `Duplicated`: takes the PubAcks still outstanding (bounded), checkpoints what
 //!   they cover, records `account.revoked` / `account.duplicated`, and stops with a
 //!   [`PermanentFailure`], so the supervisor never restarts it.
+//! * `StaleOwner` (a newer owner wrote the session): stops for good as above, in `stopped`.
 //! * `Network` (and anything else): settles the same way, then fails; the supervisor restarts it
 //!   with backoff and it resumes from the checkpoint (`tgingest_reconnects_total`).
 
@@ -41,6 +51,8 @@ use super::PipelineStats;
 use super::stats::LifecycleGuard;
 use crate::accounts::Lifecycle;
 use crate::bus::{Bus, raw_subject};
+use crate::cluster::checkpoints::{CheckpointStore, CheckpointWriter};
+use crate::cluster::fenced::{FencedError, Owner};
 use crate::config::TelegramConfig;
 use crate::event::{Event, Source, now_us};
 use crate::eventlog::{AuditEntry, Checkpoint, Durability, EventLog};
@@ -66,6 +78,8 @@ pub const AUDIT_FLOOD_WAIT: &str = "account.flood_wait";
 pub const AUDIT_REVOKED: &str = "account.revoked";
 /// Audit action of a duplicated auth key.
 pub const AUDIT_DUPLICATED: &str = "account.duplicated";
+/// Audit action of an account stopped because a newer owner wrote its state.
+pub const AUDIT_STALE_OWNER: &str = "account.stale_owner";
 
 /// How long a failing actor waits for the PubAcks still outstanding before it checkpoints.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,6 +116,8 @@ impl Default for FloodSettings {
 #[derive(Clone)]
 pub struct AccountArgs {
     pub account_id: String,
+    /// The node the actor runs on (the owner its state writes name).
+    pub node_id: String,
     pub factory: Arc<dyn GatewayFactory>,
     pub bus: Bus,
     pub eventlog: Arc<EventLog>,
@@ -115,6 +131,9 @@ pub struct AccountArgs {
     pub checkpoint_after_events: u64,
     /// How flood waits are treated (from `[telegram]`).
     pub flood: FloodSettings,
+    /// The owner's epoch: the account claim's epoch in a cluster, 0 on a single node. Every
+    /// write of the account's state carries it and is refused once a newer owner has written.
+    pub epoch: u64,
 }
 
 /// Messages of the account actor.
@@ -203,6 +222,9 @@ pub struct AccountState {
     flood_wait_until_us: Option<i64>,
     /// The state to return to when a park ends.
     before_park: Option<Lifecycle>,
+    /// This owner's writes of the account's `TG_CHECKPOINTS` record, once claimed at the first
+    /// `Start`, with the cursor the claim found to resume from.
+    checkpoints: Option<(CheckpointWriter, Option<Cursor>)>,
 }
 
 /// The PubAck of one publish, timed (`tgingest_publish_latency_seconds`) and counted in the
@@ -370,7 +392,38 @@ impl AccountState {
         }
     }
 
-    /// Checkpoints the acknowledged cursor (flushed) and only then tells the source.
+    fn owner(&self) -> Owner {
+        Owner::new(self.args.epoch, &self.args.node_id)
+    }
+
+    /// Claims the account's `TG_CHECKPOINTS` record as this owner (once per actor) and returns
+    /// the cursor to resume from: the stored one, else this node's latest local checkpoint.
+    async fn claim_checkpoints(&mut self) -> Result<Option<Cursor>, ActorProcessingErr> {
+        if let Some((_, resume)) = &self.checkpoints {
+            return Ok(resume.clone());
+        }
+        let local = self
+            .args
+            .eventlog
+            .latest_checkpoint(&self.args.account_id, SOURCE_SCOPE)?
+            .map(|cp| Cursor(cp.position));
+        let store = CheckpointStore::open(&self.args.bus).await?;
+        match store
+            .claim(&self.args.account_id, &self.owner(), local)
+            .await
+        {
+            Ok((writer, resume)) => {
+                self.checkpoints = Some((writer, resume.clone()));
+                Ok(resume)
+            }
+            Err(e @ FencedError::StaleOwner { .. }) => Err(self.stale_owner(&e.to_string()).await),
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+
+    /// Checkpoints the acknowledged cursor — to `TG_CHECKPOINTS` as this owner, then flushed to
+    /// the event log — and only then tells the source. A checkpoint the store did not answer is
+    /// tried again at the next one; a refused one stops the actor.
     async fn commit(&mut self) -> Result<(), ActorProcessingErr> {
         self.last_commit = Instant::now();
         self.acked_since_commit = 0;
@@ -379,6 +432,20 @@ impl AccountState {
         };
         if self.committed.as_ref() == Some(&cursor) {
             return Ok(());
+        }
+        if let Some((writer, _)) = self.checkpoints.as_mut() {
+            match writer.write(&cursor).await {
+                Ok(_) => {}
+                Err(e @ FencedError::StaleOwner { .. }) => {
+                    return Err(self.stale_owner(&e.to_string()).await);
+                }
+                Err(e) if e.is_refusal() => return Err(Box::new(e)),
+                Err(e) => {
+                    tracing::warn!(account = %self.hashed_id(), error = %e,
+                        "cannot store the checkpoint in TG_CHECKPOINTS; trying again at the next one");
+                    return Ok(());
+                }
+            }
         }
         let checkpoint = Checkpoint {
             account_id: self.args.account_id.clone(),
@@ -491,6 +558,10 @@ impl AccountState {
     /// The error the actor stops with for a gateway error that is not a wait: terminal errors
     /// are recorded and stop it for good; the rest make the supervisor restart it.
     async fn fail(&mut self, error: GatewayError) -> ActorProcessingErr {
+        if let GatewayError::StaleOwner(why) = &error {
+            // A newer owner has the account: nothing more is written here, not even a checkpoint.
+            return self.stale_owner(why).await;
+        }
         if let Err(e) = self.settle().await {
             tracing::error!(account = %self.hashed_id(), error = %e, "cannot checkpoint while stopping");
         }
@@ -528,17 +599,35 @@ impl AccountState {
         metrics::counter!(METRIC_TERMINAL, "state" => state).increment(1);
         let details = BTreeMap::from([
             ("rpc".to_string(), rpc),
-            (
-                "committed".to_string(),
-                self.committed
-                    .as_ref()
-                    .map(|c| c.0.clone())
-                    .unwrap_or_default(),
-            ),
+            ("committed".to_string(), self.committed_position()),
         ]);
         self.audit(action, details).await;
         tracing::error!(account = %self.hashed_id(), state, "account stopped for good; it needs a new login");
         Box::new(PermanentFailure::new(format!("account {state}: {error}")))
+    }
+
+    /// The committed cursor, for audit records ("" before the first commit).
+    fn committed_position(&self) -> String {
+        self.committed
+            .as_ref()
+            .map(|c| c.0.clone())
+            .unwrap_or_default()
+    }
+
+    /// Stops the actor for good because a newer owner wrote the account's state (`why`): the
+    /// account runs elsewhere now, so it goes to `stopped` with an `account.stale_owner` record
+    /// and the supervisor does not restart it.
+    async fn stale_owner(&mut self, why: &str) -> ActorProcessingErr {
+        self.flood_wait_until_us = None;
+        self.transition(Lifecycle::Stopped);
+        let details = BTreeMap::from([
+            ("epoch".to_string(), self.args.epoch.to_string()),
+            ("committed".to_string(), self.committed_position()),
+        ]);
+        self.audit(AUDIT_STALE_OWNER, details).await;
+        tracing::warn!(account = %self.hashed_id(), epoch = self.args.epoch, error = why,
+            "a newer owner wrote this account's state; it stops here");
+        Box::new(PermanentFailure::new(format!("stale owner: {why}")))
     }
 }
 
@@ -667,6 +756,7 @@ impl Actor for AccountActor {
             last_event_us: None,
             flood_wait_until_us: None,
             before_park: None,
+            checkpoints: None,
         })
     }
 
@@ -724,15 +814,18 @@ impl AccountActor {
         if let Some(previous) = state.before_park.take() {
             state.transition(previous);
         }
-        let (mut gateway, mut connected) = state
-            .idle_gateway
-            .take()
-            .unwrap_or_else(|| (state.args.factory.create(&state.args.account_id), false));
-        let resume = state
-            .args
-            .eventlog
-            .latest_checkpoint(&state.args.account_id, SOURCE_SCOPE)?
-            .map(|cp| Cursor(cp.position));
+        // The state first: a newer owner's claim stops this one before it connects.
+        let resume = state.claim_checkpoints().await?;
+        let (mut gateway, mut connected) = state.idle_gateway.take().unwrap_or_else(|| {
+            let owner = state.owner();
+            (
+                state
+                    .args
+                    .factory
+                    .create_owned(&state.args.account_id, &owner),
+                false,
+            )
+        });
         let mut result = Ok(());
         if !connected {
             result = gateway.connect().await.map(|_| ());

@@ -156,7 +156,7 @@ pub async fn start(
         flood: account::FloodSettings::from_config(&node.config.telegram),
     };
     for account_id in parts.accounts {
-        start_account(sup, &account_parts, &account_id).await?;
+        start_account(sup, &account_parts, &account_id, 0).await?;
     }
     Ok(stats)
 }
@@ -186,14 +186,17 @@ pub fn account_actor_name(node_id: &str, account_id: &str) -> String {
 }
 
 /// Starts one account actor under `sup` (transient: restarted after failures, not after a clean
-/// stop); it is registered as [`account_actor_name`] so its status can be asked for.
+/// stop); it is registered as [`account_actor_name`] so its status can be asked for. `epoch` is
+/// the owner's epoch (the account claim's; 0 on a single node): the actor's state writes carry it.
 pub async fn start_account(
     sup: &ActorRef<SupervisorMsg>,
     parts: &AccountParts,
     account_id: &str,
+    epoch: u64,
 ) -> Result<(), SupervisorCallError> {
     let args = AccountArgs {
         account_id: account_id.to_string(),
+        node_id: parts.node_id.clone(),
         factory: parts.factory.clone(),
         bus: parts.bus.clone(),
         eventlog: parts.eventlog.clone(),
@@ -202,6 +205,7 @@ pub async fn start_account(
         checkpoint_every: Duration::from_secs(1),
         checkpoint_after_events: ACCOUNT_WINDOW as u64,
         flood: parts.flood,
+        epoch,
     };
     let registered = account_actor_name(&parts.node_id, account_id);
     start_child(

@@ -9,6 +9,7 @@
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::fenced::Owner;
 use crate::event::{Chat, Event};
 
 /// An opaque resume position, stored in the event log's checkpoints.
@@ -53,6 +54,10 @@ pub enum GatewayError {
     /// stop without restarting; the owner runs it.
     #[error("not owned here: {0}")]
     NotOwned(String),
+    /// A newer owner wrote the account's state (its session): this node no longer owns the
+    /// account, so its client must stop here for good.
+    #[error("stale owner: {0}")]
+    StaleOwner(String),
     /// Connection trouble; reconnect with backoff.
     #[error("network: {0}")]
     Network(String),
@@ -66,7 +71,10 @@ impl GatewayError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            GatewayError::Revoked(_) | GatewayError::Duplicated | GatewayError::NotOwned(_)
+            GatewayError::Revoked(_)
+                | GatewayError::Duplicated
+                | GatewayError::NotOwned(_)
+                | GatewayError::StaleOwner(_)
         )
     }
 }
@@ -100,4 +108,12 @@ pub trait Gateway: Send + 'static {
 /// Makes the gateway of one account; the account actor calls it at every (re)start.
 pub trait GatewayFactory: Send + Sync + 'static {
     fn create(&self, account_id: &str) -> Box<dyn Gateway>;
+
+    /// Makes the gateway of an account this node runs as `owner` (the claim's epoch); a source
+    /// whose stored state is written only by the owner (the grammers session) stamps its writes
+    /// with it. Sources without such state are made by [`GatewayFactory::create`].
+    fn create_owned(&self, account_id: &str, owner: &Owner) -> Box<dyn Gateway> {
+        let _ = owner;
+        self.create(account_id)
+    }
 }

@@ -73,6 +73,23 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
     cond()
 }
 
+/// Polls the async `check` every 50 ms until it yields a value, or panics naming `what` after
+/// `timeout`.
+pub async fn eventually_some<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Sets the environment that makes `tgingest run` play the simulation `sim`.
 pub fn simulate<'a>(
     cmd: &'a mut std::process::Command,

@@ -18,6 +18,21 @@ use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
 
 use super::TestNats;
 
+/// The observable state of the account actor registered as `name`, or `None` if it is not
+/// running.
+pub async fn account_status(name: String) -> Option<tgingest::pipeline::account::AccountStatus> {
+    use ractor::rpc::CallResult;
+    use tgingest::pipeline::account::AccountMsg;
+    let actor: ractor::ActorRef<AccountMsg> = ractor::registry::where_is(name)?.into();
+    match actor
+        .call(AccountMsg::Status, Some(Duration::from_secs(3)))
+        .await
+    {
+        Ok(CallResult::Success(status)) => Some(status),
+        _ => None,
+    }
+}
+
 /// A running pipeline and everything around it; stopped when dropped.
 pub struct Rig {
     pub node: Option<Node>,

@@ -33,12 +33,14 @@ use tokio::time::Instant;
 use super::backfill::{self, BackfillReason, BackfillTask, Locate};
 use super::cursor::{CursorError, GrammersCursor, fold_group, merge_for_resume};
 use super::errors::{FloodWaitPolicy, gateway_error};
+use crate::cluster::fenced::{FencedError, Owner};
 use crate::event::{Chat, ChatKind, Event, EventKind, Source, marked_chat_id, now_us};
 use crate::telegram::gateway::{
     AccountInfo, Cursor, Gateway, GatewayError, GatewayFactory, SourceUpdate,
 };
 use crate::telegram::normalize::{MessageIndex, NormalizeContext, normalize};
 use crate::telegram::route::ConnectRoute;
+use crate::telegram::session::LiveSessionError;
 
 /// Updates taken from grammers at once, at most (a getDifference answer is far smaller).
 const MAX_GROUP: usize = 10_000;
@@ -101,18 +103,24 @@ where
     Self::Error: std::error::Error + Send + Sync + 'static,
 {
     /// Writes the session's state where the next start will find it.
-    fn flush(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn flush(&self) -> BoxFuture<'_, Result<(), GatewayError>>;
+
+    /// Resolves once the session may no longer be written here (another owner loaded it, or it
+    /// was replaced), with the error that stops the account; never, by default.
+    fn refused(&self) -> BoxFuture<'static, GatewayError> {
+        Box::pin(std::future::pending())
+    }
 }
 
 impl PersistedSession for grammers_session::storages::MemorySession {
-    fn flush(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn flush(&self) -> BoxFuture<'_, Result<(), GatewayError>> {
         Box::pin(async { Ok(()) })
     }
 }
 
-/// Opens the session of an account.
+/// Opens the session of an account as its owner (whose epoch the session's writes carry).
 pub type SessionOpener<S> =
-    Arc<dyn Fn(&str) -> BoxFuture<'static, Result<Arc<S>, GatewayError>> + Send + Sync>;
+    Arc<dyn Fn(&str, &Owner) -> BoxFuture<'static, Result<Arc<S>, GatewayError>> + Send + Sync>;
 
 /// Makes a [`GrammersGateway`] per account.
 pub struct GrammersFactory<S> {
@@ -132,8 +140,13 @@ where
     S::Error: std::error::Error + Send + Sync + 'static,
 {
     fn create(&self, account_id: &str) -> Box<dyn Gateway> {
+        self.create_owned(account_id, &Owner::default())
+    }
+
+    fn create_owned(&self, account_id: &str, owner: &Owner) -> Box<dyn Gateway> {
         Box::new(GrammersGateway {
             account_id: account_id.to_string(),
+            owner: owner.clone(),
             settings: self.settings.clone(),
             opener: self.opener.clone(),
             live: None,
@@ -269,6 +282,8 @@ impl Drop for GroupReader {
 /// One account's connection through grammers.
 pub struct GrammersGateway<S> {
     account_id: String,
+    /// Who runs the account here; the session's writes carry its epoch.
+    owner: Owner,
     settings: GrammersSettings,
     opener: SessionOpener<S>,
     live: Option<Live<S>>,
@@ -289,7 +304,7 @@ where
             .route
             .proxy_for(&self.account_id)
             .map_err(|e| GatewayError::NotOwned(e.to_string()))?;
-        let session = (self.opener)(&self.account_id).await?;
+        let session = (self.opener)(&self.account_id, &self.owner).await?;
         let params = ConnectionParams {
             proxy_url,
             updates_channel_capacity: std::num::NonZeroUsize::new(
@@ -436,6 +451,8 @@ where
             let groups = live.groups.as_mut().ok_or_else(not_connected)?;
             tokio::select! {
                 biased;
+                // Another owner has the session now: stop before reading anything more.
+                refused = live.session.refused() => return Err(refused),
                 group = groups.recv() => {
                     let group = group
                         .ok_or_else(|| GatewayError::Network("the update stream ended".into()))?
@@ -466,10 +483,7 @@ where
             .set_update_state(UpdateState::All(durable.state))
             .await
             .map_err(|e| GatewayError::Other(format!("cannot write the session: {e}")))?;
-        live.session
-            .flush()
-            .await
-            .map_err(|e| GatewayError::Other(format!("cannot store the session: {e}")))
+        live.session.flush().await
     }
 
     async fn history_inner(
@@ -741,11 +755,33 @@ where
 }
 
 impl PersistedSession for crate::telegram::session::SealedSession {
-    fn flush(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn flush(&self) -> BoxFuture<'_, Result<(), GatewayError>> {
         Box::pin(async move {
             crate::telegram::session::SealedSession::flush(self)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(session_error)
         })
+    }
+
+    fn refused(&self) -> BoxFuture<'static, GatewayError> {
+        let refused = crate::telegram::session::SealedSession::refused(self);
+        Box::pin(async move { refusal_error(refused.await) })
+    }
+}
+
+/// What a failed load or write of the live session means for the account: a newer owner's
+/// write stops it here for good ([`GatewayError::StaleOwner`]); anything else (a session an
+/// operator replaced, a bus error) makes the supervisor start it again, which loads it afresh.
+pub fn session_error(e: LiveSessionError) -> GatewayError {
+    match e {
+        LiveSessionError::Refused { source, .. } => refusal_error(source),
+        e => GatewayError::Other(e.to_string()),
+    }
+}
+
+fn refusal_error(source: FencedError) -> GatewayError {
+    match source {
+        FencedError::StaleOwner { .. } => GatewayError::StaleOwner(source.to_string()),
+        e => GatewayError::Other(format!("the Telegram session stopped writing: {e}")),
     }
 }

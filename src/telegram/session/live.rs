@@ -6,6 +6,13 @@
 //! hundred, and one KV write per peer would be wasteful; changes are coalesced for
 //! [`LiveSessionOptions::write_delay`] and written as one sealed snapshot. Whatever must be durable
 //! *now* (a committed update state, shutdown) goes through [`SealedSession::flush`].
+//!
+//! Why fenced: only the account's owner may write its session. [`SealedSession::load_as`] claims
+//! the stored session with the owner's epoch, and every write is a compare-and-set on the
+//! revision the session last wrote ([`crate::cluster::fenced`]). Once another owner has loaded it
+//! (or an operator replaced it), the next write is refused: the session stops writing for good,
+//! [`SealedSession::flush`] says so and [`SealedSession::refused`] resolves, so the account's
+//! client stops too.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -18,9 +25,10 @@ use grammers_session::types::{
     ChannelState, DcOption, PeerId, PeerInfo, UpdateState, UpdatesState,
 };
 use grammers_session::{BoxFuture, Session, SessionData};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 
 use super::{SessionSnapshot, SessionStore, StoreError};
+use crate::cluster::fenced::{FencedError, FencedWriter, Owner, Stamp};
 
 /// Counter of failed writes of a live session to `TG_SESSIONS` (each is retried).
 pub const METRIC_SESSION_WRITE_ERRORS: &str = "tgingest_session_write_errors_total";
@@ -64,6 +72,16 @@ pub enum LiveSessionError {
         #[source]
         source: StoreError,
     },
+    /// Another owner loaded the session, or it was replaced: this session writes no more.
+    #[error(
+        "the session of account {account} can no longer be written by this node: {source}; it \
+         stopped writing"
+    )]
+    Refused {
+        account: String,
+        #[source]
+        source: FencedError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -81,6 +99,8 @@ pub struct LiveSessionStatus {
     pub last_error: Option<String>,
     /// The KV revision of the newest snapshot this session wrote.
     pub last_revision: Option<u64>,
+    /// Why this session stopped writing (another owner loaded it, or it was replaced).
+    pub refused: Option<String>,
 }
 
 /// A DC option for a server of one's own (a test DC, the fake DC): `address` for both IPv4 and
@@ -150,8 +170,11 @@ struct Shared {
     live: Mutex<Live>,
     /// The `Live::version` last written to the store.
     persisted: AtomicU64,
-    /// Held across snapshot-and-write, so an older snapshot never lands after a newer one.
-    write_gate: tokio::sync::Mutex<()>,
+    /// The owner's fenced writes; held across snapshot-and-write, so an older snapshot never
+    /// lands after a newer one.
+    writer: tokio::sync::Mutex<FencedWriter>,
+    /// Set once a write was refused; the session writes no more.
+    refused: watch::Sender<Option<FencedError>>,
     /// Wakes the writer; a wake-up while it is busy is kept for its next round.
     wake: Notify,
     stats: Mutex<Stats>,
@@ -188,9 +211,16 @@ impl Shared {
         self.live().version != self.persisted.load(Ordering::Acquire)
     }
 
+    fn refusal(&self) -> Option<FencedError> {
+        self.refused.borrow().clone()
+    }
+
     /// Writes the current state if it has unsaved changes; returns the new KV revision.
     async fn write_if_dirty(&self) -> Result<Option<u64>, StoreError> {
-        let _gate = self.write_gate.lock().await;
+        let mut writer = self.writer.lock().await;
+        if let Some(refused) = self.refusal() {
+            return Err(refused.into());
+        }
         let (snapshot, version) = {
             let live = self.live();
             if live.version == self.persisted.load(Ordering::Acquire) {
@@ -198,7 +228,11 @@ impl Shared {
             }
             (live.snapshot(), live.version)
         };
-        match self.store.put(&self.account, &snapshot).await {
+        let written = match self.store.seal(&self.account, &snapshot) {
+            Ok(sealed) => writer.write(sealed).await.map_err(StoreError::from),
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(revision) => {
                 self.persisted.store(version, Ordering::Release);
                 let mut stats = self.stats();
@@ -207,6 +241,16 @@ impl Shared {
                 stats.last_revision = Some(revision);
                 metrics::counter!(METRIC_SESSION_WRITES).increment(1);
                 Ok(Some(revision))
+            }
+            Err(StoreError::Fenced(e)) if e.is_refusal() => {
+                tracing::error!(
+                    account = %crate::telemetry::hash_id(&self.account),
+                    error = %e,
+                    "the Telegram session may no longer be written here; it stops writing"
+                );
+                self.stats().last_error = Some(e.to_string());
+                self.refused.send_replace(Some(e.clone()));
+                Err(e.into())
             }
             Err(e) => {
                 // The error names what failed; it never holds key or session bytes.
@@ -248,24 +292,47 @@ impl fmt::Debug for SealedSession {
 }
 
 impl SealedSession {
-    /// Opens the session `account` has in the store.
+    /// Opens the session `account` has in the store, as an owner of epoch 0 (a single node).
     pub async fn load(
         store: Arc<SessionStore>,
         account: &str,
         options: LiveSessionOptions,
     ) -> Result<SealedSession, LiveSessionError> {
-        let snapshot = store
-            .get(account)
-            .await?
-            .ok_or_else(|| LiveSessionError::NotFound {
-                account: account.to_string(),
-            })?;
-        Ok(Self::start(
+        Self::load_as(store, account, &Owner::default(), options).await
+    }
+
+    /// Opens the session `account` has in the store as its `owner`: claims it with the owner's
+    /// epoch, so from here on an older owner's writes are refused; refused itself
+    /// ([`LiveSessionError::Refused`]) when a newer owner has written the session.
+    pub async fn load_as(
+        store: Arc<SessionStore>,
+        account: &str,
+        owner: &Owner,
+        options: LiveSessionOptions,
+    ) -> Result<SealedSession, LiveSessionError> {
+        let (writer, snapshot) = match store.claim(account, owner).await {
+            Ok(claimed) => claimed,
+            Err(StoreError::NotFound { account }) => {
+                return Err(LiveSessionError::NotFound { account });
+            }
+            Err(StoreError::Fenced(source)) if source.is_refusal() => {
+                return Err(LiveSessionError::Refused {
+                    account: account.to_string(),
+                    source,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let revision = writer.revision();
+        let session = Self::start(
             store,
             account,
             Live::from_snapshot(&snapshot),
+            writer,
             options,
-        ))
+        );
+        session.shared.stats().last_revision = Some(revision);
+        Ok(session)
     }
 
     /// Creates the session of a new account from `snapshot` (an imported session, or a fresh one)
@@ -277,7 +344,18 @@ impl SealedSession {
         options: LiveSessionOptions,
     ) -> Result<SealedSession, LiveSessionError> {
         let revision = store.create(account, snapshot).await?;
-        let session = Self::start(store, account, Live::from_snapshot(snapshot), options);
+        let stamp = Stamp {
+            writer: uuid::Uuid::new_v4().to_string(),
+            ..Stamp::default()
+        };
+        let writer = store.fenced().writer_at(account, stamp, revision);
+        let session = Self::start(
+            store,
+            account,
+            Live::from_snapshot(snapshot),
+            writer,
+            options,
+        );
         session.shared.stats().last_revision = Some(revision);
         Ok(session)
     }
@@ -306,6 +384,7 @@ impl SealedSession {
         store: Arc<SessionStore>,
         account: &str,
         live: Live,
+        writer: FencedWriter,
         options: LiveSessionOptions,
     ) -> SealedSession {
         // What was just read from (or written to) the store is saved.
@@ -315,7 +394,8 @@ impl SealedSession {
             store,
             live: Mutex::new(live),
             persisted: AtomicU64::new(persisted),
-            write_gate: tokio::sync::Mutex::new(()),
+            writer: tokio::sync::Mutex::new(writer),
+            refused: watch::Sender::new(None),
             wake: Notify::new(),
             stats: Mutex::new(Stats::default()),
         });
@@ -335,14 +415,32 @@ impl SealedSession {
     /// Writes unsaved changes now; `Ok` means `TG_SESSIONS` holds everything changed before this
     /// call. A failed write is returned here (and still retried by the writer).
     pub async fn flush(&self) -> Result<(), LiveSessionError> {
-        self.shared
-            .write_if_dirty()
-            .await
-            .map(|_| ())
-            .map_err(|source| LiveSessionError::Write {
-                account: self.shared.account.clone(),
-                source,
-            })
+        let account = self.shared.account.clone();
+        match self.shared.write_if_dirty().await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Fenced(source)) if source.is_refusal() => {
+                Err(LiveSessionError::Refused { account, source })
+            }
+            Err(source) => Err(LiveSessionError::Write { account, source }),
+        }
+    }
+
+    /// Resolves once a write of this session was refused (another owner loaded it, or it was
+    /// replaced), with the refusal: the account's client must stop.
+    pub fn refused(&self) -> impl std::future::Future<Output = FencedError> + Send + 'static {
+        let mut refused = self.shared.refused.subscribe();
+        async move {
+            let found = refused
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|r| r.clone());
+            match found {
+                Some(e) => e,
+                // The session is gone: nothing will be refused any more.
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// The session as it stands in memory, saved or not.
@@ -360,6 +458,7 @@ impl SealedSession {
             write_errors: stats.write_errors,
             last_error: stats.last_error.clone(),
             last_revision: stats.last_revision,
+            refused: self.shared.refusal().map(|e| e.to_string()),
         }
     }
 }
@@ -382,6 +481,8 @@ async fn write_behind(shared: Arc<Shared>, delay: Duration, mut stop: oneshot::R
         }
         match shared.write_if_dirty().await {
             Ok(_) => retry_delay = delay,
+            // Refused: this session writes no more (logged by write_if_dirty).
+            Err(_) if shared.refusal().is_some() => return,
             Err(_) => {
                 // Logged and counted by write_if_dirty; come back for another try.
                 retry_delay = (retry_delay * 2).min(MAX_RETRY_DELAY).max(delay);

@@ -1,11 +1,22 @@
 //! Sealed sessions in the JetStream KV bucket `TG_SESSIONS`, one key per account, so any node can
 //! take an account over. Only sealed bytes ever reach NATS; the master key never does.
+//!
+//! The running account writes its session only as its owner ([`crate::cluster::fenced`]): it
+//! claims the record when it loads it, stamped with its epoch, and every later write is a
+//! compare-and-set on the revision it last wrote, so once another owner has loaded the session
+//! (or an operator replaced it) the old owner's writes are refused. Operator writes ([`put`],
+//! [`rotate`]) keep the stamp of the owner that wrote last.
+//!
+//! [`put`]: SessionStore::put
+//! [`rotate`]: SessionStore::rotate
 
 use async_nats::jetstream::kv;
+use bytes::Bytes;
 use futures::TryStreamExt;
 
 use super::{SessionError, SessionSnapshot, seal_snapshot, unseal_snapshot};
 use crate::bus::{BUCKET_SESSIONS, Bus};
+use crate::cluster::fenced::{FencedError, FencedKv, FencedWriter, Owner, StateKind};
 use crate::keys::MasterKey;
 
 /// Why the session store failed. Never carries key or session bytes.
@@ -38,6 +49,12 @@ pub enum StoreError {
          the new master key; nothing of it was changed"
     )]
     RotateUnopenable { account: String },
+    /// The account has no session to load.
+    #[error("account {account} has no session in {BUCKET_SESSIONS}")]
+    NotFound { account: String },
+    /// A fenced read or write failed, or was refused (a newer owner, a replaced session).
+    #[error(transparent)]
+    Fenced(#[from] FencedError),
 }
 
 /// What [`SessionStore::rotate`] did.
@@ -52,17 +69,12 @@ pub struct RotateReport {
 /// The `TG_SESSIONS` bucket with the master key that seals and opens its entries.
 pub struct SessionStore {
     kv: kv::Store,
+    fenced: FencedKv,
     master: MasterKey,
 }
 
 fn valid_key(account: &str) -> Result<(), StoreError> {
-    let ok = !account.is_empty()
-        && !account.starts_with('.')
-        && !account.ends_with('.')
-        && account
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_=/.".contains(&b));
-    if ok {
+    if crate::cluster::fenced::valid_key(account) {
         Ok(())
     } else {
         Err(StoreError::BadAccountId {
@@ -81,21 +93,57 @@ impl SessionStore {
             .map_err(|e| StoreError::Open {
                 message: e.to_string(),
             })?;
-        Ok(SessionStore { kv, master })
+        let fenced = FencedKv::over(bus.js.clone(), kv.clone(), StateKind::Session);
+        Ok(SessionStore { kv, fenced, master })
     }
 
-    /// Seals `snapshot` for `account` and writes it; returns the KV revision.
+    /// Seals `snapshot` for `account` and writes it whatever is stored (an operator's write: an
+    /// import or a new login), keeping the stamp of the owner that wrote last; returns the KV
+    /// revision. A live session of the account is refused its next write and must be loaded again.
     pub async fn put(&self, account: &str, snapshot: &SessionSnapshot) -> Result<u64, StoreError> {
         valid_key(account)?;
-        let sealed = seal_snapshot(&self.master, account, snapshot)?;
-        self.kv
-            .put(account, sealed.into())
-            .await
-            .map_err(|e| StoreError::Bus {
-                op: "write",
-                account: account.to_string(),
-                message: e.to_string(),
+        let sealed = Bytes::from(seal_snapshot(&self.master, account, snapshot)?);
+        Ok(self.fenced.put_as_admin(account, sealed).await?)
+    }
+
+    /// Seals `snapshot` for `account` (for the live session's fenced writes).
+    pub(super) fn seal(
+        &self,
+        account: &str,
+        snapshot: &SessionSnapshot,
+    ) -> Result<Bytes, StoreError> {
+        Ok(seal_snapshot(&self.master, account, snapshot)?.into())
+    }
+
+    /// Loads the session of `account` as its `owner`: claims the record (refused when a newer
+    /// owner has written it) and returns the writer for the owner's later writes with the session.
+    pub(super) async fn claim(
+        &self,
+        account: &str,
+        owner: &Owner,
+    ) -> Result<(FencedWriter, SessionSnapshot), StoreError> {
+        valid_key(account)?;
+        let mut opened = None;
+        self.fenced
+            .claim(account, owner, |stored| {
+                let sealed = stored.ok_or_else(|| StoreError::NotFound {
+                    account: account.to_string(),
+                })?;
+                opened = Some(unseal_snapshot(&self.master, account, sealed)?);
+                Ok::<_, StoreError>(sealed.clone())
             })
+            .await
+            .and_then(|(writer, _)| match opened {
+                Some(snapshot) => Ok((writer, snapshot)),
+                None => Err(StoreError::NotFound {
+                    account: account.to_string(),
+                }),
+            })
+    }
+
+    /// The fenced view of the bucket (for a session this process created).
+    pub(super) fn fenced(&self) -> &FencedKv {
+        &self.fenced
     }
 
     /// Seals `snapshot` for a new `account` and writes it, only if the account has no session yet
@@ -187,34 +235,33 @@ impl SessionStore {
         let mut report = RotateReport::default();
         let mut pending = Vec::new();
         for account in self.accounts().await? {
-            let read = |e: &dyn std::fmt::Display| StoreError::Bus {
-                op: "read",
-                account: account.clone(),
-                message: e.to_string(),
-            };
-            let Some(entry) = self
-                .kv
-                .entry(account.as_str())
+            // From the stream leader, with the owner's stamp, which the re-sealed copy keeps.
+            let latest = self
+                .fenced
+                .read(&account)
                 .await
-                .map_err(|e| read(&e))?
-            else {
+                .map_err(|e| StoreError::Bus {
+                    op: "read",
+                    account: account.clone(),
+                    message: e.to_string(),
+                })?;
+            let Some(value) = &latest.value else {
                 continue;
             };
-            if entry.operation != kv::Operation::Put {
-                continue;
-            }
-            match unseal_snapshot(old, &account, &entry.value) {
-                Ok(snapshot) => pending.push((account, entry.revision, snapshot)),
-                Err(_) if unseal_snapshot(new, &account, &entry.value).is_ok() => {
+            match unseal_snapshot(old, &account, value) {
+                Ok(snapshot) => pending.push((account, latest, snapshot)),
+                Err(_) if unseal_snapshot(new, &account, value).is_ok() => {
                     report.already_new.push(account)
                 }
                 Err(_) => return Err(StoreError::RotateUnopenable { account }),
             }
         }
-        for (account, revision, snapshot) in pending {
-            let sealed = seal_snapshot(new, &account, &snapshot)?;
-            self.kv
-                .update(account.as_str(), sealed.into(), revision)
+        for (account, latest, snapshot) in pending {
+            let sealed = Bytes::from(seal_snapshot(new, &account, &snapshot)?);
+            // Compare-and-set on the revision read: a session that changed since is not
+            // re-sealed from the older copy.
+            self.fenced
+                .replace_as_admin(&account, sealed, &latest)
                 .await
                 .map_err(|e| StoreError::Bus {
                     op: "re-seal",
