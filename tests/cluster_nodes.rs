@@ -31,7 +31,7 @@ async fn three_nodes_share_accounts_through_join_kill_and_leave_with_no_overlap_
     let world = DcAccounts::create(&dc, ACCOUNTS, &[ChatKind::Supergroup]);
     let accounts = world.ids.clone();
 
-    let http = reqwest::Client::new();
+    let http = rig.http();
     let mut nodes = vec![rig.start_node("node-a")];
     nodes[0].wait_running().await;
     world.import_and_consent(&http, &nodes[0].admin).await;

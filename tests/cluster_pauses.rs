@@ -27,7 +27,7 @@ async fn frozen_nodes_never_talk_for_lost_accounts_and_a_rolling_restart_hands_o
     let dc = rig.dc.clone();
     let world = DcAccounts::create(&dc, ACCOUNTS, &[ChatKind::Supergroup]);
     let accounts = world.ids.clone();
-    let http = reqwest::Client::new();
+    let http = rig.http();
     let mut nodes = vec![rig.start_node(NODES[0])];
     nodes[0].wait_running().await;
     world.import_and_consent(&http, &nodes[0].admin).await;

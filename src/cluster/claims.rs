@@ -51,6 +51,9 @@ pub struct Claim {
     pub account: String,
     pub epoch: u64,
     pub revision: u64,
+    /// Taken from a holder that vanished: when this node last saw that holder renew (the
+    /// failover time of the account runs from there).
+    pub orphaned_since: Option<Instant>,
     /// Do not connect before this instant (lock-delay after an owner that vanished).
     pub connect_after: Instant,
 }
@@ -79,6 +82,7 @@ pub async fn take(
     let key = claim_key(account);
     let current: Versioned<ClaimRecord> = records.read(&key).await?;
     let me = fence.holder();
+    let mut orphaned_since = None;
     let (epoch, delay) = match &current.value {
         None => (0, Duration::ZERO),
         Some(c) if c.holder == *me && c.state == ClaimState::Held => {
@@ -87,6 +91,7 @@ pub async fn take(
                 epoch: c.epoch,
                 revision: current.revision,
                 connect_after: Instant::now(),
+                orphaned_since: None,
             }));
         }
         Some(c) if c.state == ClaimState::Released => {
@@ -104,7 +109,10 @@ pub async fn take(
         }
         Some(c) => match membership.holder_status(&c.holder, c.holder_acquired_at) {
             HolderStatus::Alive => return Ok(Taken::Busy(c.holder.clone())),
-            HolderStatus::Gone => (c.epoch, lock_delay),
+            HolderStatus::Gone => {
+                orphaned_since = membership.observed(&c.holder.node).map(|o| o.changed_at);
+                (c.epoch, lock_delay)
+            }
         },
     };
     if !fence.is_up() {
@@ -130,6 +138,7 @@ pub async fn take(
                 epoch: record.epoch,
                 revision,
                 connect_after: Instant::now() + delay,
+                orphaned_since,
             }))
         }
         Err(RecordError::Conflict { .. }) => {
@@ -141,6 +150,7 @@ pub async fn take(
                     epoch: c.epoch,
                     revision: now.revision,
                     connect_after: Instant::now() + delay,
+                    orphaned_since,
                 })),
                 Some(c) => Ok(Taken::Busy(c.holder)),
                 None => Ok(Taken::Busy(me.clone())),

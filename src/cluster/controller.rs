@@ -30,7 +30,7 @@ use super::gate::Gate;
 use super::lease::{Fence, LeaseError, NodeLease};
 use super::lock;
 use super::membership::{HolderStatus, Membership};
-use super::record::Records;
+use super::record::{RecordError, Records};
 use crate::config::ClusterConfig;
 
 /// What the controller asks of the node it runs in.
@@ -220,7 +220,7 @@ async fn round(s: &mut State) {
         .cloned()
         .collect();
     for account in unwanted {
-        hand_off(s, &fence, &account, None).await;
+        hand_off(s, &fence, &account, None, Reason::Unwanted).await;
     }
 
     let claims = s.claims_view.snapshot();
@@ -238,6 +238,12 @@ async fn round(s: &mut State) {
     let nodes: Vec<&str> = live.iter().map(String::as_str).collect();
     let accounts: Vec<&str> = wanted.iter().map(String::as_str).collect();
     let target = assign(&accounts, &current, &nodes, s.config.load_factor);
+    let unowned = accounts
+        .iter()
+        .filter(|a| !current.contains_key(*a))
+        .count();
+    metrics::gauge!(METRIC_UNOWNED).set(unowned as f64);
+    metrics::gauge!(METRIC_LIVE_NODES).set(view.live.len() as f64);
 
     // Take what is placed here: at most a round's worth of connects (`connects_per_second`
     // over `renew_every`), claimed together so their lock-delays run at once, then started
@@ -279,10 +285,14 @@ async fn round(s: &mut State) {
         match s.runner.start(&account, proxy, claim.epoch).await {
             Ok(()) => {
                 metrics::counter!("tgingest_cluster_accounts_started_total").increment(1);
+                if let Some(since) = claim.orphaned_since {
+                    metrics::histogram!(METRIC_FAILOVER_SECONDS)
+                        .record(since.elapsed().as_secs_f64());
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "an account claimed here did not start; releasing it");
-                hand_off(s, &fence, &account, None).await;
+                hand_off(s, &fence, &account, None, Reason::StartFailed).await;
             }
         }
     }
@@ -301,14 +311,85 @@ async fn round(s: &mut State) {
             .take(s.config.move_batch)
             .collect();
         for (account, to) in moving {
-            hand_off(s, &fence, &account, Some(&to)).await;
+            hand_off(s, &fence, &account, Some(&to), Reason::Rebalance).await;
         }
     }
     publish(s, &fence);
 }
 
+/// Why an account is handed off (the `reason` label of [`METRIC_HANDOFFS`]).
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    /// Placed on another node (a node joined, or the load cap).
+    Rebalance,
+    /// This node leaves (SIGTERM).
+    Leave,
+    /// Paused, removed, or no longer consented.
+    Unwanted,
+    /// Claimed here but its actor did not start.
+    StartFailed,
+}
+
+impl Reason {
+    const ALL: [Reason; 4] = [
+        Reason::Rebalance,
+        Reason::Leave,
+        Reason::Unwanted,
+        Reason::StartFailed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Reason::Rebalance => "rebalance",
+            Reason::Leave => "leave",
+            Reason::Unwanted => "unwanted",
+            Reason::StartFailed => "start_failed",
+        }
+    }
+}
+
+/// Accounts this node stopped and released, by [`Reason`].
+pub const METRIC_HANDOFFS: &str = "tgingest_cluster_handoffs_total";
+/// Accounts this node stopped without releasing them: `fenced` (its fence came down) or
+/// `claim_taken` (its release found the claim already someone else's).
+pub const METRIC_ACCOUNTS_LOST: &str = "tgingest_cluster_accounts_lost_total";
+/// From the last renewal this node saw of a vanished owner to the account running here.
+pub const METRIC_FAILOVER_SECONDS: &str = "tgingest_cluster_failover_seconds";
+/// Wanted accounts that no live node holds, as this node sees it.
+pub const METRIC_UNOWNED: &str = "tgingest_cluster_unowned_accounts";
+/// Live nodes in this node's view.
+pub const METRIC_LIVE_NODES: &str = "tgingest_cluster_live_nodes";
+
+/// Registers the controller's series at zero, so dashboards and alerts see a real 0 on every
+/// node (a node with `cluster.enabled` off keeps them at 0).
+pub fn register_zeros() {
+    for reason in Reason::ALL {
+        metrics::counter!(METRIC_HANDOFFS, "reason" => reason.label()).increment(0);
+    }
+    for reason in ["fenced", "claim_taken"] {
+        metrics::counter!(METRIC_ACCOUNTS_LOST, "reason" => reason).increment(0);
+    }
+    for name in [
+        "tgingest_cluster_self_fences_total",
+        "tgingest_cluster_node_lease_renewals_total",
+        "tgingest_cluster_node_lease_renew_failures_total",
+        "tgingest_cluster_gate_frames_dropped_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for name in [
+        "tgingest_cluster_owned_accounts",
+        METRIC_UNOWNED,
+        METRIC_LIVE_NODES,
+    ] {
+        metrics::gauge!(name).set(0.0);
+    }
+    // Rendered as buckets (observability's latency histograms), each at 0 until a failover.
+    let _ = metrics::histogram!(METRIC_FAILOVER_SECONDS);
+}
+
 /// Stops an account here, closes its gate pass and releases its claim (for `to`, if given).
-async fn hand_off(s: &mut State, fence: &Fence, account: &str, to: Option<&str>) {
+async fn hand_off(s: &mut State, fence: &Fence, account: &str, to: Option<&str>, reason: Reason) {
     let Some(claim) = s.held.get(account).cloned() else {
         return;
     };
@@ -319,7 +400,11 @@ async fn hand_off(s: &mut State, fence: &Fence, account: &str, to: Option<&str>)
     // Shown as gone before the claim is let go, so no view ever has it on two nodes.
     publish(s, fence);
     match claims::release(&s.records, fence, &claim, to).await {
-        Ok(_) => metrics::counter!("tgingest_cluster_handoffs_total").increment(1),
+        Ok(_) => metrics::counter!(METRIC_HANDOFFS, "reason" => reason.label()).increment(1),
+        Err(e @ RecordError::Conflict { .. }) => {
+            metrics::counter!(METRIC_ACCOUNTS_LOST, "reason" => "claim_taken").increment(1);
+            tracing::warn!(error = %e, "a claim released here was no longer this node's");
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot release a claim; it moves once this node's lease is gone")
         }
@@ -350,6 +435,7 @@ async fn fenced(s: &mut State) {
         tracing::error!("stopping the accounts of a fenced node hung; aborting the process");
         std::process::abort();
     }
+    metrics::counter!(METRIC_ACCOUNTS_LOST, "reason" => "fenced").increment(held.len() as u64);
     s.held.clear();
     s.lease = None;
     publish_fenced(s);
@@ -396,7 +482,7 @@ async fn leave(s: &mut State) {
     let target = assign(&accounts, &BTreeMap::new(), &others, s.config.load_factor);
     for account in &held {
         let to = target.get(account).map(|n| n.to_string());
-        hand_off(s, &fence, account, to.as_deref()).await;
+        hand_off(s, &fence, account, to.as_deref(), Reason::Leave).await;
     }
     if let Err(e) = lease.release().await {
         tracing::warn!(error = %e, "cannot mark the node lease released; others wait it out");

@@ -136,6 +136,7 @@ const LATENCY_HISTOGRAMS: &[&str] = &[
     "tgingest_end_to_end_latency_seconds",
     "connector_ingest_latency_seconds",
     crate::eventlog::METRIC_FLUSH_SECONDS,
+    crate::cluster::controller::METRIC_FAILOVER_SECONDS,
 ];
 
 fn describe() {
@@ -263,4 +264,5 @@ fn register_zeros() {
     counter!("tgingest_holes_detected_total").increment(0);
     counter!(crate::policy::SCOPE_DROPS_TOTAL, "rule" => "deny_chats").increment(0);
     counter!(crate::policy::REDACTIONS_TOTAL, "kind" => "phone").increment(0);
+    crate::cluster::controller::register_zeros();
 }

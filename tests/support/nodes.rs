@@ -1,6 +1,7 @@
-//! Three `tgingest run` processes with `cluster.enabled` on a three-server NATS cluster, over
-//! the fake Telegram DC and the fake Switchboard (which live in the test process and outlive
-//! every node). Ownership timings are shortened (lease 3 s, renewal every 300 ms, fence after
+//! Three `tgingest run` processes on a three-server NATS cluster (R3 streams and buckets), each
+//! started from the shipped `config/production.example.toml` (cluster on, admin token) with only
+//! machine-specific values overridden, over the fake Telegram DC and the fake Switchboard (which
+//! live in the test process and outlive every node). Ownership timings are shortened (lease 3 s, renewal every 300 ms, fence after
 //! 1.5 s) so the same rules play out in seconds.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -36,6 +37,15 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The admin API's bearer token of every node ([`Rig::http`] sends it).
+pub const ADMIN_TOKEN: &str = "cluster-test-admin-token";
+
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 /// A three-server NATS cluster, the fake Switchboard and the fake DC, outliving every node.
 pub struct Rig {
     pub nats: NatsCluster,
@@ -64,12 +74,26 @@ impl Rig {
                 .expect("fake DC"),
         );
         MasterKey::generate_file(&dir.path().join("master.key")).expect("master key");
+        write_private(&dir.path().join("admin.token"), ADMIN_TOKEN);
         Rig {
             nats,
             fake,
             dc,
             dir,
         }
+    }
+
+    /// A client of the nodes' admin APIs (it carries their token).
+    pub fn http(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {ADMIN_TOKEN}").parse().expect("header"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("http client")
     }
 
     /// Waits (up to 2 minutes) until the fake Switchboard stored every event of `expected`.
@@ -129,6 +153,10 @@ impl Rig {
             .append(true)
             .open(&log)
             .expect("log file");
+        // The shipped production example, with only what is specific to this machine
+        // overridden: paths, loopback addresses without TLS, the shortened timings.
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.example.toml");
         let child = std::process::Command::new(tgingest_bin())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -139,12 +167,8 @@ impl Rig {
                 self.dir.path().join("master.key"),
             )
             .env("TGINGEST_NATS_URL", self.nats.url())
-            .env("TGINGEST_STREAMS_RAW_REPLICAS", "3")
-            .env("TGINGEST_STREAMS_CLEAN_REPLICAS", "3")
-            .env("TGINGEST_STREAMS_DLQ_REPLICAS", "3")
-            .env("TGINGEST_KV_REPLICAS", "3")
+            .env("TGINGEST_NATS_TLS_REQUIRED", "false")
             .env("TGINGEST_KV_LEASE_TTL", "6s")
-            .env("TGINGEST_CLUSTER_ENABLED", "true")
             .env("TGINGEST_CLUSTER_LEASE", "3s")
             .env("TGINGEST_CLUSTER_RENEW_EVERY", "300ms")
             .env("TGINGEST_CLUSTER_SELF_FENCE_AFTER", "1500ms")
@@ -154,12 +178,16 @@ impl Rig {
             .env("SWITCHBOARD_MCP_URL", self.fake.mcp_url())
             .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
             .env("TGINGEST_ADMIN_LISTEN", &admin)
+            .env(
+                "TGINGEST_ADMIN_TOKEN_FILE",
+                self.dir.path().join("admin.token"),
+            )
             .env("TELEGRAM_API_ID", "1")
             // Every client makes a request every 10 s (the hole check's dialogs), so a client
             // that outlived its claim talks, and the DC's overlap oracle hears it.
             .env("TGINGEST_TELEGRAM_HOLE_CHECK_INTERVAL", "10s")
-            .env("TGINGEST_LOGGING_LEVEL", "info,async_nats=warn")
-            .env("TGINGEST_LOGGING_FORMAT", "json")
+            .arg("--config")
+            .arg(example)
             .arg("run")
             .stdout(Stdio::null())
             .stderr(file)
