@@ -551,6 +551,53 @@ pub async fn latest_entry(
     Ok((!removed).then_some((message.payload, message.sequence)))
 }
 
+/// The latest value of every key of `store`, read in one pass of an ordered consumer (deleted,
+/// purged and expired keys left out): `(key, value, revision)`.
+///
+/// Listing keys and then getting each costs a request per key; a controller that places every
+/// account every few seconds cannot afford that at thousands of accounts.
+pub async fn latest_entries(
+    client: &async_nats::Client,
+    store: &kv::Store,
+) -> Result<Vec<(String, bytes::Bytes, u64)>, String> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push::OrderedConfig};
+    use futures::StreamExt;
+    let consumer = store
+        .stream
+        .create_consumer(OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            description: Some("tgingest: latest value of every key".into()),
+            filter_subject: format!("{}>", store.prefix),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        let info = message.info().map_err(|e| e.to_string())?;
+        let (sequence, pending) = (info.stream_sequence, info.pending);
+        let removed = message.headers.as_ref().is_some_and(|h| {
+            h.get("KV-Operation")
+                .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE")
+                || h.get("Nats-Marker-Reason").is_some()
+        });
+        if !removed && let Some(key) = message.subject.as_str().strip_prefix(&store.prefix) {
+            out.push((key.to_string(), message.payload.clone(), sequence));
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -206,3 +206,39 @@ async fn a_server_older_than_2_11_is_refused_with_its_version() {
         "{err}"
     );
 }
+
+/// The one-pass listing the registry uses: every live key once, with its latest value and
+/// revision; deleted and purged keys left out; an empty bucket answers at once.
+#[tokio::test]
+async fn latest_entries_lists_every_live_key_once_with_its_latest_value() {
+    let nats = TestNats::start();
+    let bus = connect(&nats).await;
+    bus.setup(&Config::default()).await.unwrap();
+    let kv = bus
+        .js
+        .get_key_value(tgingest::bus::BUCKET_ACCOUNTS)
+        .await
+        .unwrap();
+    assert!(
+        tgingest::bus::latest_entries(&bus.client, &kv)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for i in 0..50 {
+        kv.put(format!("a{i}"), format!("v{i}").into())
+            .await
+            .unwrap();
+    }
+    let newest = kv.put("a7", "v7-second".into()).await.unwrap();
+    kv.delete("a3").await.unwrap();
+    kv.purge("a4").await.unwrap();
+    let mut got = tgingest::bus::latest_entries(&bus.client, &kv)
+        .await
+        .unwrap();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got.len(), 48, "every live key once");
+    assert!(!got.iter().any(|(k, _, _)| k == "a3" || k == "a4"));
+    let a7 = got.iter().find(|(k, _, _)| k == "a7").unwrap();
+    assert_eq!((&a7.1[..], a7.2), (&b"v7-second"[..], newest));
+}

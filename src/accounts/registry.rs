@@ -6,7 +6,6 @@
 //! find the login budget of the number and useless to anyone without the master key.
 
 use async_nats::jetstream::kv;
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::{BUCKET_ACCOUNTS, Bus};
@@ -142,6 +141,7 @@ pub fn phone_hash(key: &[u8; 32], phone: &str) -> String {
 #[derive(Clone)]
 pub struct Registry {
     kv: kv::Store,
+    client: async_nats::Client,
 }
 
 impl Registry {
@@ -154,7 +154,10 @@ impl Registry {
             .map_err(|e| RegistryError::Open {
                 message: e.to_string(),
             })?;
-        Ok(Registry { kv })
+        Ok(Registry {
+            kv,
+            client: bus.client.clone(),
+        })
     }
 
     fn bus_err(op: &'static str, account: &str, e: impl std::fmt::Display) -> RegistryError {
@@ -259,19 +262,14 @@ impl Registry {
         let list = |e: &dyn std::fmt::Display| RegistryError::List {
             message: e.to_string(),
         };
-        let keys: Vec<String> = self
-            .kv
-            .keys()
-            .await
-            .map_err(|e| list(&e))?
-            .try_collect()
+        // One pass over the bucket, not a request per account: the cluster's controller lists
+        // every round.
+        let entries = crate::bus::latest_entries(&self.client, &self.kv)
             .await
             .map_err(|e| list(&e))?;
-        let mut records = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(record) = self.get(&key).await? {
-                records.push(record);
-            }
+        let mut records = Vec::with_capacity(entries.len());
+        for (key, value, _) in entries {
+            records.push(Self::decode(&key, &value)?);
         }
         records.sort_by(|a, b| {
             (a.account_id.len(), &a.account_id).cmp(&(b.account_id.len(), &b.account_id))
