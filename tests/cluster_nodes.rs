@@ -117,6 +117,22 @@ async fn three_nodes_share_accounts_through_join_kill_and_leave_with_no_overlap_
         max <= bound,
         "an account of the killed node took {max:?} to resume (bound {bound:?})"
     );
+    // The takers' failover histogram counts exactly these accounts (the dashboard's source).
+    let mut counted = 0.0;
+    let mut seconds = 0.0;
+    for n in nodes.iter().filter(|n| n.child.is_some()) {
+        counted += n.metric(&http, "tgingest_cluster_failover_seconds_count").await;
+        seconds += n.metric(&http, "tgingest_cluster_failover_seconds_sum").await;
+    }
+    eprintln!(
+        "failover histogram: {counted} accounts, mean {:.2} s from the last renewal seen",
+        seconds / counted.max(1.0)
+    );
+    assert_eq!(
+        counted as usize,
+        orphans.len(),
+        "tgingest_cluster_failover_seconds does not count the accounts taken from the dead node"
+    );
 
     // SIGTERM another node: it hands its accounts over; the third takes everything.
     let leaver = (0..nodes.len())
