@@ -121,8 +121,12 @@ async fn three_nodes_share_accounts_through_join_kill_and_leave_with_no_overlap_
     let mut counted = 0.0;
     let mut seconds = 0.0;
     for n in nodes.iter().filter(|n| n.child.is_some()) {
-        counted += n.metric(&http, "tgingest_cluster_failover_seconds_count").await;
-        seconds += n.metric(&http, "tgingest_cluster_failover_seconds_sum").await;
+        counted += n
+            .metric(&http, "tgingest_cluster_failover_seconds_count")
+            .await;
+        seconds += n
+            .metric(&http, "tgingest_cluster_failover_seconds_sum")
+            .await;
     }
     eprintln!(
         "failover histogram: {counted} accounts, mean {:.2} s from the last renewal seen",

@@ -41,6 +41,9 @@ use crate::telegram::session::{
 pub const METRIC_ACTIONS: &str = "tgingest_account_actions_total";
 /// Who audit records name as the actor of an admin-API action.
 pub const ADMIN_ACTOR: &str = "admin-api";
+/// How long stopping an account waits for its actor to finish (it settles its PubAcks for up to
+/// 10 s, then checkpoints and closes its client).
+const STOP_WAIT: Duration = Duration::from_secs(20);
 /// A login that saw no step for this long is forgotten (its code has expired by then anyway).
 pub const LOGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -412,9 +415,10 @@ impl AccountsControl {
         self.owned.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stops an account's actor here (its checkpoint is written as it stops).
+    /// Stops an account's actor here and waits until its checkpoint is written and its client
+    /// closed. Not behind the actions lock: the controller stops many accounts at once (a
+    /// leaving node), and stopping twice is harmless.
     pub async fn stop_owned(&self, account: &str) -> Result<(), ControlError> {
-        let _guard = self.actions.lock().await;
         self.owned_here().remove(account);
         self.stop(account).await
     }
@@ -446,8 +450,17 @@ impl AccountsControl {
         Ok(true)
     }
 
+    /// Stops the account's actor and waits until it is gone: its last events acknowledged,
+    /// its checkpoint written and its client closed (the supervisor's stop only asks).
     async fn stop(&self, account: &str) -> Result<(), ControlError> {
+        let actor = ActorRef::<AccountMsg>::where_is(account_actor_name(&self.node_id, account));
         stop_child(&self.supervisor, &account_child_name(account)).await?;
+        if let Some(actor) = actor
+            && actor.wait(Some(STOP_WAIT)).await.is_err()
+        {
+            tracing::warn!(account = %crate::telemetry::hash_id(account), wait = ?STOP_WAIT,
+                "an account actor did not stop in time; going on without it");
+        }
         Ok(())
     }
 

@@ -2,16 +2,17 @@
 //! `cluster.renew_every`, which accounts this node takes, hands off or lets go.
 //!
 //! Each round:
-//! 1. a fence that came down stops every account here at once (and the node aborts if that
-//!    hangs past the margin left before anyone may take over); the lease is then acquired again
-//!    under a new generation, which the old claims do not name;
+//! 1. a fence that came down shuts every gate pass here at once (the node aborts if that hangs
+//!    past the margin left before anyone may take over), then stops the clients; the lease is
+//!    then acquired again under a new generation, which the old claims do not name;
 //! 2. the wanted accounts are placed over the accepting live nodes with [`assign`], starting from
 //!    where the claims say they run;
 //! 3. accounts placed here are claimed when free (never claimed, released, or held by a node that
 //!    is gone) and started once their lock-delay has passed, at most `connects_per_second`;
 //! 4. accounts placed elsewhere are handed off, at most `move_batch` per round and only once the
-//!    set of live nodes has been stable for `stable_after`: stopped, their gate pass closed, then
-//!    released naming the node that should take them.
+//!    set of live nodes has been stable for `stable_after`: stopped (checkpoint written, client
+//!    closed), their gate pass closed, then released naming the node that should take them —
+//!    several at a time, each released as soon as its own client is down.
 //!
 //! A wrong view only causes churn: the claims' compare-and-set decides, and the gate keeps a
 //! client whose claim or fence is gone from reaching Telegram.
@@ -20,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -219,9 +221,8 @@ async fn round(s: &mut State) {
         .filter(|a| !wanted_set.contains(a.as_str()))
         .cloned()
         .collect();
-    for account in unwanted {
-        hand_off(s, &fence, &account, None, Reason::Unwanted).await;
-    }
+    let unwanted = unwanted.into_iter().map(|a| (a, None)).collect();
+    hand_off_all(s, &fence, unwanted, Reason::Unwanted).await;
 
     let claims = s.claims_view.snapshot();
     let mut current: BTreeMap<&str, &str> = BTreeMap::new();
@@ -299,20 +300,18 @@ async fn round(s: &mut State) {
 
     // Hand off what is placed elsewhere, a batch at a time, once the view is stable.
     if s.stable_since.elapsed() >= Duration::from(s.config.stable_after) {
-        let moving: Vec<(String, String)> = s
+        let moving: Vec<(String, Option<String>)> = s
             .held
             .keys()
             .filter_map(|a| {
                 target
                     .get(a)
                     .filter(|n| **n != s.node)
-                    .map(|n| (a.clone(), n.to_string()))
+                    .map(|n| (a.clone(), Some(n.to_string())))
             })
             .take(s.config.move_batch)
             .collect();
-        for (account, to) in moving {
-            hand_off(s, &fence, &account, Some(&to), Reason::Rebalance).await;
-        }
+        hand_off_all(s, &fence, moving, Reason::Rebalance).await;
     }
     publish(s, &fence);
 }
@@ -388,18 +387,65 @@ pub fn register_zeros() {
     let _ = metrics::histogram!(METRIC_FAILOVER_SECONDS);
 }
 
-/// Stops an account here, closes its gate pass and releases its claim (for `to`, if given).
+/// Accounts handed off at once: enough that a node leaving with thousands of accounts does not
+/// keep the last of them waiting for all the others, few enough not to flood the supervisor.
+const HAND_OFF_CONCURRENCY: usize = 32;
+
+/// Stops one account here, closes its gate pass and releases its claim (for `to`, if given).
 async fn hand_off(s: &mut State, fence: &Fence, account: &str, to: Option<&str>, reason: Reason) {
-    let Some(claim) = s.held.get(account).cloned() else {
-        return;
-    };
-    // Stopped while still tracked: an interruption here leaves it for `fenced` to stop again.
-    s.runner.stop(account).await;
-    s.gate.close(account).await;
-    s.held.remove(account);
-    // Shown as gone before the claim is let go, so no view ever has it on two nodes.
+    hand_off_all(
+        s,
+        fence,
+        vec![(account.to_string(), to.map(str::to_string))],
+        reason,
+    )
+    .await;
+}
+
+/// Hands `moves` (account, next owner) off, up to [`HAND_OFF_CONCURRENCY`] at a time: each
+/// account's claim is released as soon as its own client is down, so none waits for the others.
+async fn hand_off_all(
+    s: &mut State,
+    fence: &Fence,
+    moves: Vec<(String, Option<String>)>,
+    reason: Reason,
+) {
+    let jobs: Vec<_> = moves
+        .into_iter()
+        .filter_map(|(account, to)| {
+            let claim = s.held.get(&account).cloned()?;
+            let (runner, gate, records) = (s.runner.clone(), s.gate.clone(), s.records.clone());
+            let (fence, snapshot) = (fence.clone(), s.snapshot.clone());
+            Some(async move {
+                // Still in `held` meanwhile: an interruption leaves it for `fenced` to stop.
+                runner.stop(&account).await;
+                gate.close(&account).await;
+                // Shown as gone before the claim is let go, so no view has it on two nodes.
+                lock(&snapshot).running.remove(&account);
+                release(&records, &fence, &claim, to.as_deref(), reason).await;
+                account
+            })
+        })
+        .collect();
+    let done: Vec<String> = futures::stream::iter(jobs)
+        .buffer_unordered(HAND_OFF_CONCURRENCY)
+        .collect()
+        .await;
+    for account in done {
+        s.held.remove(&account);
+    }
     publish(s, fence);
-    match claims::release(&s.records, fence, &claim, to).await {
+}
+
+/// Releases a claim whose client is down, counting how it went.
+async fn release(
+    records: &Records,
+    fence: &Fence,
+    claim: &Claim,
+    to: Option<&str>,
+    reason: Reason,
+) {
+    match claims::release(records, fence, claim, to).await {
         Ok(_) => metrics::counter!(METRIC_HANDOFFS, "reason" => reason.label()).increment(1),
         Err(e @ RecordError::Conflict { .. }) => {
             metrics::counter!(METRIC_ACCOUNTS_LOST, "reason" => "claim_taken").increment(1);
@@ -420,21 +466,30 @@ async fn fenced(s: &mut State) {
     let margin = Duration::from(s.config.lease)
         .saturating_sub(Duration::from(s.config.self_fence_after))
         / 2;
-    let (runner, gate) = (s.runner.clone(), s.gate.clone());
-    let stopped = tokio::time::timeout(margin, async {
-        // Every connection shut first (quick), then the clients stopped (checkpoints written).
+    let gate = s.gate.clone();
+    let shut = tokio::time::timeout(margin, async {
         for account in &held {
             gate.close(account).await;
         }
-        for account in &held {
-            runner.stop(account).await;
-        }
     })
     .await;
-    if stopped.is_err() {
-        tracing::error!("stopping the accounts of a fenced node hung; aborting the process");
+    if shut.is_err() {
+        tracing::error!("shutting the connections of a fenced node hung; aborting the process");
         std::process::abort();
     }
+    // Nothing of theirs reaches Telegram any more; now stop the clients (checkpoints are
+    // refused by then if another node has claimed the accounts' state).
+    let stops: Vec<_> = held
+        .iter()
+        .map(|account| {
+            let (runner, account) = (s.runner.clone(), account.clone());
+            async move { runner.stop(&account).await }
+        })
+        .collect();
+    futures::stream::iter(stops)
+        .buffer_unordered(HAND_OFF_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
     metrics::counter!(METRIC_ACCOUNTS_LOST, "reason" => "fenced").increment(held.len() as u64);
     s.held.clear();
     s.lease = None;
@@ -480,10 +535,11 @@ async fn leave(s: &mut State) {
     let held: Vec<String> = s.held.keys().cloned().collect();
     let accounts: Vec<&str> = held.iter().map(String::as_str).collect();
     let target = assign(&accounts, &BTreeMap::new(), &others, s.config.load_factor);
-    for account in &held {
-        let to = target.get(account).map(|n| n.to_string());
-        hand_off(s, &fence, account, to.as_deref(), Reason::Leave).await;
-    }
+    let moves = held
+        .iter()
+        .map(|a| (a.clone(), target.get(a).map(|n| n.to_string())))
+        .collect();
+    hand_off_all(s, &fence, moves, Reason::Leave).await;
     if let Err(e) = lease.release().await {
         tracing::warn!(error = %e, "cannot mark the node lease released; others wait it out");
     }
