@@ -35,6 +35,9 @@ pub const BUCKET_ANCHORS: &str = "TG_ANCHORS";
 /// Each account's acknowledged source cursor, written only by its current owner (no TTL: the
 /// state outlives every node).
 pub const BUCKET_CHECKPOINTS: &str = "TG_CHECKPOINTS";
+/// Event ids some node's dedupe stage passed on, for `dedupe.shared_ttl` (only with
+/// `cluster.enabled`; see `crate::pipeline::shared_seen`).
+pub const BUCKET_SEEN: &str = "TG_SEEN";
 
 /// `tg.raw.<account>.<chat-kind>`.
 pub fn raw_subject(account_id: &str, chat: ChatKind) -> String {
@@ -54,6 +57,19 @@ pub fn dlq_subject(account_id: &str) -> String {
 /// `tgingest.audit.<node-id>`: where one node's event-log records are copied, in order.
 pub fn audit_subject(node_id: &str) -> String {
     format!("tgingest.audit.{node_id}")
+}
+
+/// Whether a publish was refused because the subject's last sequence was not the expected one
+/// (a compare-and-set, or a create-if-absent on a key that exists). nats-server answers error
+/// code 10071, or on some paths in a cluster the constant 10164, which async-nats 0.51 reports
+/// as [`PublishErrorKind::Other`](jetstream::context::PublishErrorKind::Other).
+pub fn wrong_last_sequence(e: &jetstream::context::PublishError) -> bool {
+    e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .is_some_and(|j| {
+                j.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            })
 }
 
 /// Why the bus could not be reached or set up.
@@ -388,12 +404,15 @@ impl Bus {
                 ..Default::default()
             },
         ];
-        for bucket in buckets {
+        // A single node keeps today's cost: the bucket exists only where it is used.
+        let seen = cfg.cluster.enabled.then(|| shared_seen_bucket(cfg));
+        for bucket in buckets.into_iter().chain(seen) {
             let name = match bucket.bucket.as_str() {
                 BUCKET_SESSIONS => BUCKET_SESSIONS,
                 BUCKET_LEASES => BUCKET_LEASES,
                 BUCKET_ACCOUNTS => BUCKET_ACCOUNTS,
                 BUCKET_CHECKPOINTS => BUCKET_CHECKPOINTS,
+                BUCKET_SEEN => BUCKET_SEEN,
                 _ => BUCKET_ANCHORS,
             };
             let before = self
@@ -453,6 +472,28 @@ fn classify(before: Option<&stream::Config>, after: Option<&stream::Config>) -> 
     }
 }
 
+/// `TG_SEEN`: one key per event id, written once (create-if-absent) and removed by the bucket's
+/// age limit `dedupe.shared_ttl` (no per-key TTL: one age for every key needs no timer per key
+/// in the server).
+fn shared_seen_bucket(cfg: &Config) -> kv::Config {
+    kv::Config {
+        bucket: BUCKET_SEEN.into(),
+        description: "event ids a dedupe stage passed on (create-if-absent decides)".into(),
+        history: 1,
+        max_age: cfg.dedupe.shared_ttl.into(),
+        storage: storage_type(cfg.dedupe.shared_storage),
+        num_replicas: cfg.kv.replicas,
+        ..Default::default()
+    }
+}
+
+fn storage_type(storage: Storage) -> stream::StorageType {
+    match storage {
+        Storage::File => stream::StorageType::File,
+        Storage::Memory => stream::StorageType::Memory,
+    }
+}
+
 /// The JetStream config of one of our streams.
 pub fn stream_config(
     name: &str,
@@ -466,10 +507,7 @@ pub fn stream_config(
         subjects: vec![subject.to_string()],
         retention: stream::RetentionPolicy::Limits,
         discard: stream::DiscardPolicy::Old,
-        storage: match sc.storage {
-            Storage::File => stream::StorageType::File,
-            Storage::Memory => stream::StorageType::Memory,
-        },
+        storage: storage_type(sc.storage),
         max_age: sc.max_age.into(),
         duplicate_window: sc.duplicate_window.into(),
         num_replicas: sc.replicas,

@@ -244,7 +244,9 @@ impl Default for KvConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Share the registry's accounts with every other node on the same NATS: each account runs
-    /// on the one node that holds its claim. Off: this node runs every account it may.
+    /// on the one node that holds its claim. Off: this node runs every account it may. On, the
+    /// dedupe stage also decides in the shared bucket `TG_SEEN` (see `dedupe.shared_ttl`); off,
+    /// a single node pays nothing for it.
     pub enabled: bool,
     /// How long another node must see a node's lease record unchanged before it may take that
     /// node's accounts.
@@ -433,19 +435,70 @@ impl Default for TelegramConfig {
     }
 }
 
-/// The persistent seen-set of the dedupe stage.
+/// What the dedupe stage remembers: its node-local seen-set and, with `cluster.enabled`, the
+/// cluster-wide window in `TG_SEEN` (see `crate::pipeline::shared_seen`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupeConfig {
-    /// How long an event id is remembered.
+    /// How long an event id is remembered by the node that passed it on.
     pub horizon: Dur,
+    /// With `cluster.enabled`: how long every node's dedupe stage knows an id any node passed on
+    /// (the `max_age` of `TG_SEEN`). Each id held costs every NATS server memory, so this covers
+    /// the time a duplicate takes to reach another node, not the whole horizon.
+    pub shared_ttl: Dur,
+    /// Where JetStream keeps `TG_SEEN`. Losing it loses no event, only the window's duplicate
+    /// answers, and it may be deleted to change this (it is created again, empty, at start).
+    pub shared_storage: Storage,
 }
 
 impl Default for DedupeConfig {
     fn default() -> Self {
         DedupeConfig {
             horizon: Dur::days(7),
+            shared_ttl: Dur::secs(15 * 60),
+            shared_storage: Storage::File,
         }
+    }
+}
+
+impl DedupeConfig {
+    /// The shared window must outlast the copies `TG_RAW` lets through and a failover's delay,
+    /// and stay within the horizon; checked only where it is used (`cluster.enabled`).
+    fn validate(&self, cluster: &ClusterConfig, raw: &StreamConfig) -> Result<(), ConfigError> {
+        check(!self.horizon.is_zero(), || {
+            invalid("dedupe.horizon", self.horizon, "a duration above zero")
+        })?;
+        if !cluster.enabled {
+            return Ok(());
+        }
+        let ttl = self.shared_ttl;
+        let failover = Dur(cluster.lease.0 + cluster.lock_delay.0);
+        check(ttl.0 > raw.duplicate_window.0, || {
+            invalid(
+                "dedupe.shared_ttl",
+                ttl,
+                format!(
+                    "longer than streams.raw.duplicate_window ({}): copies closer than that never both reach TG_RAW",
+                    raw.duplicate_window
+                ),
+            )
+        })?;
+        check(ttl.0 >= failover.0, || {
+            invalid(
+                "dedupe.shared_ttl",
+                ttl,
+                format!(
+                    "at least cluster.lease + cluster.lock_delay ({failover}): a failover's re-sent events come that late at the earliest"
+                ),
+            )
+        })?;
+        check(ttl <= self.horizon, || {
+            invalid(
+                "dedupe.shared_ttl",
+                ttl,
+                format!("at most dedupe.horizon ({})", self.horizon),
+            )
+        })
     }
 }
 
@@ -1178,13 +1231,7 @@ impl Config {
             )
         })?;
 
-        check(!self.dedupe.horizon.is_zero(), || {
-            invalid(
-                "dedupe.horizon",
-                self.dedupe.horizon,
-                "a duration above zero",
-            )
-        })?;
+        self.dedupe.validate(&self.cluster, &self.streams.raw)?;
 
         let sup = &self.supervision;
         check(sup.max_restarts >= 1, || {
@@ -1334,6 +1381,32 @@ mod tests {
     fn defaults_validate() {
         Config::default().validate().unwrap();
         assert!(Config::default().embedded_nats());
+    }
+
+    #[test]
+    fn the_shared_dedupe_window_is_checked_only_where_it_is_used() {
+        let mut config = Config::default();
+        config.streams.raw.duplicate_window = Dur::secs(3600);
+        config
+            .validate()
+            .expect("a single node does not use dedupe.shared_ttl");
+        config.cluster.enabled = true;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("dedupe.shared_ttl") && err.contains("streams.raw.duplicate_window"),
+            "{err}"
+        );
+        config.streams.raw.duplicate_window = Dur::secs(10);
+        config.dedupe.shared_ttl = Dur::secs(21);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.lease + cluster.lock_delay (22s)"),
+            "{err}"
+        );
+        config.dedupe.shared_ttl = Dur::secs(15 * 60);
+        config
+            .validate()
+            .expect("the defaults with cluster.enabled");
     }
 
     #[test]

@@ -348,6 +348,7 @@ fn progress_line(stats: &Arc<PipelineStats>, started: Instant, arrived: u64, tar
         stats.filtered.total(),
         stats.duplicates_bus_raw.get()
             + stats.duplicates_seen_set.get()
+            + stats.duplicates_shared.get()
             + stats.duplicates_bus_clean.get(),
         stats.latency.quantile(0.99) as f64 / 1000.0,
     );

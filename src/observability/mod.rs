@@ -242,8 +242,15 @@ fn register_zeros() {
     }
     counter!("connector_checkpoint_saves_total").increment(0);
     counter!("connector_errors_total", "kind" => "transport").increment(0);
-    for layer in ["bus_raw", "seen_set", "bus_clean"] {
+    for layer in ["bus_raw", "seen_set", "shared", "bus_clean"] {
         counter!("tgingest_dedupe_drops_total", "layer" => layer).increment(0);
+    }
+    for decision in ["new", "again", "duplicate"] {
+        counter!(crate::pipeline::shared_seen::METRIC_DECISIONS, "decision" => decision)
+            .increment(0);
+    }
+    for op in ["claim", "read"] {
+        counter!(crate::pipeline::shared_seen::METRIC_ERRORS, "op" => op).increment(0);
     }
     for stage in ["dedupe", "switchboard"] {
         counter!("tgingest_dead_letters_total", "stage" => stage).increment(0);

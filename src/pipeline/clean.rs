@@ -6,6 +6,11 @@
 //! filter actor applies the policy, publishes survivors to `TG_CLEAN` (`Nats-Msg-Id = event_id`)
 //! and answers once every PubAck is in; drops are audited (counts, never content) with a flushed
 //! record first. Only then are the ids marked seen and the `TG_RAW` messages acknowledged.
+//!
+//! With `cluster.enabled`, the ids the local seen-set does not know are decided in the shared
+//! bucket `TG_SEEN` before they go to the filter ([`super::shared_seen`], where the reasoning
+//! is): a copy another node passed on within `dedupe.shared_ttl` is dropped, and one the store
+//! cannot decide is redelivered, never passed on unchecked.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::PipelineStats;
 use super::seen::SeenSet;
+use super::shared_seen::{self, Candidate, SharedSeen, Verdict};
 use crate::bus::{Bus, STREAM_RAW, clean_subject, dlq_subject, header_value};
 use crate::event::Event;
 use crate::eventlog::{AuditEntry, Durability, EventLog};
@@ -189,6 +195,8 @@ pub struct DedupeArgs {
     pub filter_name: String,
     pub stats: Arc<PipelineStats>,
     pub batch: usize,
+    /// Decide in the shared bucket `TG_SEEN` too (`cluster.enabled`).
+    pub shared: bool,
 }
 
 /// Messages of the dedupe actor.
@@ -204,6 +212,7 @@ pub struct DedupeState {
     args: DedupeArgs,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     seen: Arc<SeenSet>,
+    shared: Option<SharedSeen>,
     idle_backoff: Duration,
 }
 
@@ -248,12 +257,17 @@ impl Actor for DedupeActor {
         let (dir, horizon) = (args.seen_dir.clone(), args.horizon);
         let seen =
             Arc::new(tokio::task::spawn_blocking(move || SeenSet::open(&dir, horizon)).await??);
+        let shared = match args.shared {
+            true => Some(SharedSeen::open(&args.bus).await?),
+            false => None,
+        };
         myself.cast(DedupeMsg::Pump)?;
         myself.send_interval(Duration::from_secs(60), || DedupeMsg::Prune);
         Ok(DedupeState {
             args,
             consumer,
             seen,
+            shared,
             idle_backoff: Duration::from_millis(50),
         })
     }
@@ -326,6 +340,17 @@ async fn pump_dedupe(state: &mut DedupeState) -> Result<(), ActorProcessingErr> 
     }
 
     let mut failed = Vec::new();
+    let mut undecided = None;
+    if let Some(shared) = &state.shared
+        && !to_filter.is_empty()
+    {
+        let decide = decide_shared(shared, &state.args.stats, &messages, to_filter);
+        let decided = still_working_on(&messages, bus.progress_every(), decide).await;
+        to_filter = decided.pass;
+        ack_now.extend(decided.drop);
+        failed.extend(decided.undecided);
+        undecided = decided.error;
+    }
     if !to_filter.is_empty() {
         let filter = ActorRef::<FilterMsg>::where_is(state.args.filter_name.clone())
             .ok_or_else(|| format!("filter actor {} is not running", state.args.filter_name))?;
@@ -370,7 +395,80 @@ async fn pump_dedupe(state: &mut DedupeState) -> Result<(), ActorProcessingErr> 
             .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
             .await?;
     }
-    Ok(())
+    // The stage backs off while the shared store fails, instead of spinning on redeliveries.
+    match undecided {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// The shared store's answer for one batch.
+struct SharedDecisions {
+    /// Claimed by these copies (or by them on an earlier delivery): to the filter.
+    pass: Vec<(usize, Event)>,
+    /// Another copy holds the claim: acknowledged and dropped.
+    drop: Vec<usize>,
+    /// Not decided: redelivered.
+    undecided: Vec<usize>,
+    /// The first reason something was not decided.
+    error: Option<shared_seen::SharedSeenError>,
+}
+
+/// Decides the copies the local seen-set did not know in `TG_SEEN`, counting each decision.
+async fn decide_shared(
+    shared: &SharedSeen,
+    stats: &PipelineStats,
+    messages: &[jetstream::Message],
+    candidates: Vec<(usize, Event)>,
+) -> SharedDecisions {
+    let mut out = SharedDecisions {
+        pass: Vec::new(),
+        drop: Vec::new(),
+        undecided: Vec::new(),
+        error: None,
+    };
+    let mut asked = Vec::with_capacity(candidates.len());
+    for (index, event) in candidates {
+        match messages[index].info() {
+            Ok(info) => asked.push((index, event, info.stream_sequence)),
+            // Not a JetStream delivery: it cannot be acknowledged either; let it come again.
+            Err(_) => out.undecided.push(index),
+        }
+    }
+    let copies: Vec<Candidate<'_>> = asked
+        .iter()
+        .map(|(_, event, raw_sequence)| Candidate {
+            event_id: &event.event_id,
+            raw_sequence: *raw_sequence,
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let verdicts = shared.decide(&copies).await;
+    metrics::histogram!(shared_seen::METRIC_SECONDS).record(started.elapsed().as_secs_f64());
+    drop(copies);
+    for ((index, event, _), verdict) in asked.into_iter().zip(verdicts) {
+        match verdict {
+            Ok(verdict) => {
+                metrics::counter!(shared_seen::METRIC_DECISIONS, "decision" => verdict.name())
+                    .increment(1);
+                if verdict == Verdict::Duplicate {
+                    stats.duplicates_shared.add(1);
+                    metrics::counter!("tgingest_dedupe_drops_total", "layer" => "shared")
+                        .increment(1);
+                    out.drop.push(index);
+                } else {
+                    out.pass.push((index, event));
+                }
+            }
+            Err(e) => {
+                metrics::counter!(shared_seen::METRIC_ERRORS, "op" => e.op()).increment(1);
+                stats.shared_errors.add(1);
+                out.undecided.push(index);
+                out.error.get_or_insert(e);
+            }
+        }
+    }
+    out
 }
 
 /// The messages of one pull batch. When the connection drops while the batch is open, it ends

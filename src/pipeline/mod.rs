@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod heartbeat;
 pub mod replay;
 pub mod seen;
+pub mod shared_seen;
 pub mod stats;
 
 use std::sync::Arc;
@@ -91,6 +92,7 @@ pub async fn start(
         filter_name,
         stats: stats.clone(),
         batch: DEDUPE_BATCH,
+        shared: node.config.cluster.enabled,
     };
     start_child(
         sup,

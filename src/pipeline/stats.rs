@@ -333,6 +333,10 @@ pub struct PipelineStats {
     pub duplicates_bus_raw: Counter,
     /// Events the dedupe stage dropped because its seen-set knew them.
     pub duplicates_seen_set: Counter,
+    /// Events the dedupe stage dropped because another copy holds their claim in `TG_SEEN`.
+    pub duplicates_shared: Counter,
+    /// Copies the dedupe stage could not decide in `TG_SEEN` (redelivered, not passed on).
+    pub shared_errors: Counter,
     /// Events TG_CLEAN refused as Nats-Msg-Id repeats.
     pub duplicates_bus_clean: Counter,
     /// Events dropped by the scope filter, by rule.
@@ -397,6 +401,7 @@ impl PipelineStats {
             duplicates_dropped: BTreeMap::from([
                 ("bus_raw".to_string(), self.duplicates_bus_raw.get()),
                 ("seen_set".to_string(), self.duplicates_seen_set.get()),
+                ("shared".to_string(), self.duplicates_shared.get()),
                 ("bus_clean".to_string(), self.duplicates_bus_clean.get()),
             ]),
             filtered: self.filtered.snapshot(),
