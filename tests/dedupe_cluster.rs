@@ -160,6 +160,16 @@ async fn redelivered(bus: &Bus) -> u64 {
         .map_or(0, |info| info.num_redelivered as u64)
 }
 
+/// The state and config of the stream behind `TG_SEEN`.
+async fn seen_stream(bus: &Bus) -> async_nats::jetstream::stream::Info {
+    let mut stream = bus
+        .js
+        .get_stream(format!("KV_{BUCKET_SEEN}"))
+        .await
+        .expect("TG_SEEN exists");
+    stream.info().await.expect("TG_SEEN info").clone()
+}
+
 async fn messages_in(bus: &Bus, stream: &str) -> u64 {
     match bus.js.get_stream(stream).await {
         Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
@@ -298,12 +308,7 @@ async fn only_a_cluster_node_sets_up_the_shared_bucket_and_its_age_is_the_shared
             .items
             .contains(&(BUCKET_SEEN.to_string(), Applied::Created))
     );
-    let mut stream = bus
-        .js
-        .get_stream(format!("KV_{BUCKET_SEEN}"))
-        .await
-        .unwrap();
-    let info = stream.info().await.unwrap();
+    let info = seen_stream(&bus).await;
     assert_eq!(info.config.max_age, Duration::from_secs(4));
     assert_eq!(info.config.max_messages_per_subject, 1);
 
@@ -314,7 +319,7 @@ async fn only_a_cluster_node_sets_up_the_shared_bucket_and_its_age_is_the_shared
             .items
             .contains(&(BUCKET_SEEN.to_string(), Applied::Updated))
     );
-    let info = stream.info().await.unwrap();
+    let info = seen_stream(&bus).await;
     assert_eq!(info.config.max_age, Duration::from_secs(60));
 }
 
@@ -364,7 +369,7 @@ async fn a_copy_after_the_shared_window_is_still_dropped_by_the_node_that_passed
     let mut one = OneNode::start(Duration::from_secs(4)).await;
     let OneNode { node, bus, .. } = &mut one;
     let e = event(1);
-    publish_copy(&bus, &e, e.event_id.clone()).await;
+    publish_copy(bus, &e, e.event_id.clone()).await;
     assert!(
         until(WAIT, || async { node.stats.published_clean.get() == 1 }).await,
         "the first copy was not passed on"
@@ -382,7 +387,7 @@ async fn a_copy_after_the_shared_window_is_still_dropped_by_the_node_that_passed
         "the claim never expired"
     );
 
-    publish_copy(&bus, &e, format!("{}:again", e.event_id)).await;
+    publish_copy(bus, &e, format!("{}:again", e.event_id)).await;
     assert!(
         until(WAIT, || async { node.decided() == 2 }).await,
         "the second copy was not decided"
@@ -419,7 +424,7 @@ async fn while_the_shared_store_is_unavailable_events_wait_and_none_is_lost() {
 
     let events: Vec<Event> = (1..=10).map(event).collect();
     for e in &events {
-        publish_copy(&bus, e, e.event_id.clone()).await;
+        publish_copy(bus, e, e.event_id.clone()).await;
     }
     assert!(
         until(WAIT, || async { node.stats.shared_errors.get() >= 20 }).await,
@@ -429,20 +434,20 @@ async fn while_the_shared_store_is_unavailable_events_wait_and_none_is_lost() {
     assert_eq!(
         (
             node.stats.published_clean.get(),
-            messages_in(&bus, STREAM_CLEAN).await
+            messages_in(bus, STREAM_CLEAN).await
         ),
         (0, 0),
         "events were passed on unchecked"
     );
 
-    bus.setup(&config).await.expect("TG_SEEN back");
+    bus.setup(config).await.expect("TG_SEEN back");
     let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
     assert!(
-        until(WAIT, || async { stored(&fake).len() == ids.len() }).await,
+        until(WAIT, || async { stored(fake).len() == ids.len() }).await,
         "Switchboard stored {} of 10 events after the store came back",
-        stored(&fake).len()
+        stored(fake).len()
     );
-    let stored = stored(&fake);
+    let stored = stored(fake);
     assert!(
         ids.iter().all(|id| stored.get(id) == Some(&1)),
         "{stored:?}"
@@ -465,7 +470,7 @@ async fn a_claim_whose_event_was_not_yet_passed_on_lets_its_redelivery_through()
     bus.js.update_stream(parked).await.expect("park TG_CLEAN");
     let events: Vec<Event> = (1..=10).map(event).collect();
     for e in &events {
-        publish_copy(&bus, e, e.event_id.clone()).await;
+        publish_copy(bus, e, e.event_id.clone()).await;
     }
     let seen = bus.js.get_key_value(BUCKET_SEEN).await.expect("TG_SEEN");
     assert!(
@@ -482,7 +487,7 @@ async fn a_claim_whose_event_was_not_yet_passed_on_lets_its_redelivery_through()
     // Every message failed at least once after its claim, and came again.
     assert!(
         until(WAIT, || async {
-            redelivered(&bus).await >= events.len() as u64
+            redelivered(bus).await >= events.len() as u64
         })
         .await,
         "the claimed messages were not redelivered (dropped as duplicates: {})",
@@ -490,7 +495,7 @@ async fn a_claim_whose_event_was_not_yet_passed_on_lets_its_redelivery_through()
     );
     assert_eq!(node.stats.published_clean.get(), 0);
 
-    bus.setup(&config)
+    bus.setup(config)
         .await
         .expect("TG_CLEAN takes tg.clean.> again");
     assert!(
@@ -500,7 +505,7 @@ async fn a_claim_whose_event_was_not_yet_passed_on_lets_its_redelivery_through()
         node.stats.duplicates_shared.get()
     );
     assert_eq!(node.stats.duplicates_shared.get(), 0);
-    assert_eq!(messages_in(&bus, STREAM_CLEAN).await, 10);
+    assert_eq!(messages_in(bus, STREAM_CLEAN).await, 10);
     node.stop().await;
 }
 
@@ -634,12 +639,7 @@ async fn dedupe_cost_per_event_on_a_three_server_r3_cluster() {
             .zip(&after)
             .map(|(b, a)| ((*a as f64 - *b as f64) / held.len() as f64).round() as i64)
             .collect();
-        let mut stream = bus
-            .js
-            .get_stream(format!("KV_{BUCKET_SEEN}"))
-            .await
-            .unwrap();
-        let info = stream.info().await.unwrap();
+        let info = seen_stream(&bus).await;
         println!(
             "TG_SEEN {label}: server RSS growth per key held {per_key:?} bytes (each server); {} bytes stored per key",
             info.state.bytes / info.state.messages.max(1)
