@@ -392,3 +392,30 @@ async fn a_claim_outlives_the_lease_ttl_while_its_node_lease_is_renewed() {
         .unwrap();
     assert!(matches!(t, Taken::Busy(ref h) if h.node == "a"), "{t:?}");
 }
+
+/// Racing compare-and-set writes of one key: exactly one wins and every other is told it lost
+/// (a conflict), never "unknown" — nats-server 2.15 in a cluster reports some of these losses with
+/// error code 10164, which async-nats does not classify as a wrong last sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writes_of_one_record_have_one_winner_and_every_loser_sees_a_conflict() {
+    let rig = ClusterRig::start().await;
+    let bus = rig.bus(&rig.cluster.url()).await;
+    let records = rig.records(&bus).await;
+    let mut unknown = Vec::new();
+    for key in 0..20 {
+        let key = format!("race.{key}");
+        let writes = (0..8).map(|i| {
+            let (records, key) = (records.clone(), key.clone());
+            async move { records.write_persistent(&key, &i, 0).await }
+        });
+        let results = futures::future::join_all(writes).await;
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "{key}: {results:?}");
+        unknown.extend(
+            results
+                .into_iter()
+                .filter(|r| !matches!(r, Ok(_) | Err(RecordError::Conflict { .. }))),
+        );
+    }
+    assert!(unknown.is_empty(), "losers not told they lost: {unknown:?}");
+}

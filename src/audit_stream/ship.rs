@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use tokio::sync::watch;
@@ -535,7 +534,7 @@ impl Shipper {
         };
         match acked {
             Ok(ack) => Ok(ack.sequence),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            Err(e) if crate::bus::wrong_last_sequence(&e) => {
                 self.already_in(record, expected).await
             }
             Err(e) => Err(transient(e)),

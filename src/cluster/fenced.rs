@@ -22,7 +22,6 @@ use std::fmt;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
@@ -357,9 +356,7 @@ impl FencedKv {
                 "no answer within {WRITE_TIMEOUT:?}"
             ))),
             Ok(Ok(revision)) => Ok(revision),
-            Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(PublishFailure::Conflict)
-            }
+            Ok(Err(e)) if crate::bus::wrong_last_sequence(&e) => Err(PublishFailure::Conflict),
             Ok(Err(e)) => Err(PublishFailure::Unknown(e.to_string())),
         }
     }

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{self, Entry, Operation};
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
@@ -211,13 +210,11 @@ impl Records {
         match tokio::time::timeout(self.timeout, publish).await {
             Err(_) => Err(unknown(format!("no answer within {:?}", self.timeout))),
             Ok(Ok(revision)) => Ok(revision),
-            Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(RecordError::Conflict {
-                    bucket: self.bucket.clone(),
-                    key: key.to_string(),
-                    expected,
-                })
-            }
+            Ok(Err(e)) if crate::bus::wrong_last_sequence(&e) => Err(RecordError::Conflict {
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                expected,
+            }),
             Ok(Err(e)) => Err(unknown(e.to_string())),
         }
     }
