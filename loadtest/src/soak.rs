@@ -202,7 +202,7 @@ fn finish_phase(phase: &mut Phase) {
 }
 
 fn progress(say: &impl Fn(String), phase: &Phase, i: usize) {
-    if (i + 1) % 10 == 0 {
+    if (i + 1).is_multiple_of(10) {
         say(format!(
             "{}: {} kills, last resumed after {:.2}s",
             phase.name,
