@@ -122,7 +122,11 @@ fn dashboard_queries() -> Vec<(String, String, String)> {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 5, "overview, accounts, pipeline, nats, cluster");
+    assert_eq!(
+        files.len(),
+        5,
+        "overview, accounts, pipeline, nats, cluster"
+    );
     for file in files {
         let json: Value =
             serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");

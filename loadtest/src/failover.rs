@@ -8,7 +8,7 @@
 //! On one 2-core machine the nodes, the three NATS servers and the fake DC share the cores, so
 //! more nodes show the cost of coordination, not a speed-up; the report says so.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,7 +16,8 @@ use serde::Serialize;
 use tgingest::cluster::local::{p50_max, per_node, time_to_resume};
 
 use crate::fakedc::Driver;
-use crate::nodes::{KvRate, KvSample, Rig, Verdict};
+use crate::nodes::{KvRate, KvSample, Rig, Verdict, node_names};
+use crate::report::Plot;
 use crate::scenario::{Scenario, Timings};
 
 /// How long the nodes may take to settle after a start, a kill or a stop.
@@ -91,9 +92,7 @@ pub async fn run(
     let n = scn.simulator.accounts as usize;
     let rate = scn.simulator.rate;
     let mut rig = Rig::start(bin, out, n, plan.timings).await?;
-    let names: Vec<String> = (0..plan.nodes)
-        .map(|i| format!("node-{}", (b'a' + i as u8) as char))
-        .collect();
+    let names = node_names(plan.nodes);
     say(format!(
         "NATS cluster of 3 at {}; {n} accounts on the fake DC; timings {:?}",
         rig.nats.url(),
@@ -225,12 +224,7 @@ async fn move_node(
     limit: Duration,
     say: &impl Fn(String),
 ) -> anyhow::Result<Move> {
-    let owned = rig.owners().await;
-    let orphans: BTreeSet<i64> = owned
-        .iter()
-        .filter(|(_, node)| *node == victim)
-        .filter_map(|(a, _)| a.parse().ok())
-        .collect();
+    let orphans = rig.accounts_of(victim).await;
     let from = rig.dc.handovers().len();
     let at = if crash {
         rig.kill(victim)
@@ -281,6 +275,36 @@ async fn move_node(
         .with_context(|| format!("start {victim} again"))?;
     rig.wait_settled(SETTLE).await?;
     Ok(m)
+}
+
+/// `report.svg`: the buckets' writes per second over the run (the throughput phases, the steady
+/// window, then the kills and hand-offs).
+pub fn plot(r: &FailoverReport) -> Plot {
+    let rate = |seq: fn(&KvSample) -> u64| {
+        r.kv_samples
+            .windows(2)
+            .filter(|w| w[1].t > w[0].t)
+            .map(|w| {
+                let per_s = seq(&w[1]).saturating_sub(seq(&w[0])) as f64 / (w[1].t - w[0].t);
+                (w[1].t, per_s)
+            })
+            .collect::<Vec<_>>()
+    };
+    Plot {
+        title: format!(
+            "cluster-failover: KV writes/s ({} accounts; failover p50 {:.1}s max {:.1}s; {})",
+            r.accounts,
+            r.failover_p50_s,
+            r.failover_max_s,
+            if r.ok { "OK" } else { "FAILED" }
+        ),
+        x_desc: "s since the NATS cluster started",
+        y_desc: "writes/s",
+        series: vec![
+            ("TG_LEASES", rate(|s| s.leases_seq)),
+            ("TG_CHECKPOINTS", rate(|s| s.checkpoints_seq)),
+        ],
+    }
 }
 
 /// The summary printed on stdout.

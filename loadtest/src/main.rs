@@ -136,22 +136,17 @@ async fn run(
     };
     if scn.cluster.enabled {
         let report = failover::run(&scn, &bin, &out, &say).await?;
-        std::fs::write(
-            out.join("report.json"),
-            serde_json::to_string_pretty(&report)?,
+        report::write_with_plot(
+            &out,
+            &report,
+            &failover::plot(&report),
+            &failover::render(&report),
         )?;
-        print!("{}", failover::render(&report));
-        println!("report: {}", out.join("report.json").display());
         return Ok(report.ok);
     }
     if scn.crash.enabled {
         let report = soak::run(&scn, &bin, &out, &say).await?;
-        std::fs::write(
-            out.join("report.json"),
-            serde_json::to_string_pretty(&report)?,
-        )?;
-        print!("{}", soak::render(&report));
-        println!("report: {}", out.join("report.json").display());
+        report::write_with_plot(&out, &report, &soak::plot(&report), &soak::render(&report))?;
         return Ok(report.ok);
     }
     if step && scn.replay.enabled {

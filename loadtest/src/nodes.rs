@@ -6,7 +6,7 @@
 //! `tests/support/nodes.rs` starts them. Also samples the write counts of the `TG_LEASES` and
 //! `TG_CHECKPOINTS` buckets (their streams' last sequence) over time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,13 @@ const ADMIN_TOKEN: &str = "loadtest-cluster-admin-token";
 /// The shipped production example every node runs from.
 fn production_example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/production.example.toml")
+}
+
+/// `n` node names: node-a, node-b, …
+pub fn node_names(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("node-{}", (b'a' + (i % 26) as u8) as char))
+        .collect()
 }
 
 /// One running node.
@@ -231,6 +238,16 @@ impl Rig {
             }
         }
         BTreeMap::new()
+    }
+
+    /// The accounts node `name` owns, as [`Rig::owners`] shows them.
+    pub async fn accounts_of(&self, name: &str) -> BTreeSet<i64> {
+        self.owners()
+            .await
+            .iter()
+            .filter(|(_, node)| *node == name)
+            .filter_map(|(a, _)| a.parse().ok())
+            .collect()
     }
 
     /// Waits (up to `limit`) until every account is owned by exactly the running nodes, none

@@ -156,15 +156,20 @@ impl Default for CrashPlan {
 impl CrashPlan {
     /// The plan with `TGINGEST_LOADTEST_SEED` and `TGINGEST_LOADTEST_KILLS` applied.
     pub fn overridden(&self) -> Result<CrashPlan, String> {
+        self.overridden_by(|name| std::env::var(name).ok())
+    }
+
+    /// The plan with the overrides that `lookup` finds (by variable name) applied.
+    fn overridden_by(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<CrashPlan, String> {
         let mut plan = self.clone();
         let var = |name: &str| -> Result<Option<u64>, String> {
-            match std::env::var(name) {
-                Ok(v) => v
+            match lookup(name) {
+                Some(v) => v
                     .trim()
                     .parse()
                     .map(Some)
                     .map_err(|e| format!("{name}={v:?}: {e}")),
-                Err(_) => Ok(None),
+                None => Ok(None),
             }
         };
         if let Some(seed) = var("TGINGEST_LOADTEST_SEED")? {
@@ -424,5 +429,42 @@ impl Scenario {
     /// Positions per account so that the sources produce for `duration` at `rate`.
     pub fn messages_per_account(&self, rate: f64) -> u64 {
         ((rate * self.duration.0.as_secs_f64()).round() as u64).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kill_count_override_splits_half_and_half_and_a_seed_override_replaces_the_seed() {
+        let plan = CrashPlan::default();
+        let env = |name: &str| match name {
+            "TGINGEST_LOADTEST_KILLS" => Some("101".to_string()),
+            "TGINGEST_LOADTEST_SEED" => Some(" 7 ".to_string()),
+            _ => None,
+        };
+        let o = plan.overridden_by(env).expect("valid overrides");
+        assert_eq!((o.single_kills, o.cluster_kills, o.seed), (50, 51, 7));
+        let none = plan.overridden_by(|_| None).expect("no overrides");
+        assert_eq!((none.single_kills, none.cluster_kills), (500, 500));
+    }
+
+    #[test]
+    fn a_kill_count_override_that_is_not_a_number_is_refused_by_name() {
+        let err = CrashPlan::default()
+            .overridden_by(|n| (n == "TGINGEST_LOADTEST_KILLS").then(|| "many".to_string()))
+            .expect_err("refused");
+        assert!(err.contains("TGINGEST_LOADTEST_KILLS"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_cluster_scenarios_parse_and_ask_for_what_issue_13_names() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let failover = Scenario::load(&dir.join("cluster-failover.toml")).expect("parses");
+        assert!(failover.cluster.enabled && failover.cluster.nodes == 3);
+        let soak = Scenario::load(&dir.join("crash-soak.toml")).expect("parses");
+        assert!(soak.crash.enabled);
+        assert_eq!(soak.crash.single_kills + soak.crash.cluster_kills, 1000);
     }
 }

@@ -7,7 +7,6 @@
 //! MTProto session, as the fake DC sees it), p50 / max per phase; at the end, event by event:
 //! lost, stored twice, unexpected, overlaps.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -15,7 +14,8 @@ use serde::Serialize;
 use tgingest::cluster::local::{p50_max, time_to_resume};
 
 use crate::fakedc::{Driver, wait_listening};
-use crate::nodes::{Rig, Verdict};
+use crate::nodes::{Rig, Verdict, node_names};
+use crate::report::Plot;
 use crate::scenario::{CrashPlan, Scenario};
 
 /// How long the nodes may take to settle before the cluster phase's first kill.
@@ -69,12 +69,10 @@ pub async fn run(
     ));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.seed);
     let mut rig = Rig::start(bin, out, n, plan.timings).await?;
-    let all: BTreeSet<i64> = rig.layout.accounts.iter().copied().collect();
     let deadline = Instant::now() + plan.max_time.0;
-    let limit = plan.resume_timeout.0;
 
     // Phase 1: one node, cluster off.
-    rig.start_node("single", false).await?;
+    rig.start_node(SINGLE, false).await?;
     rig.import_accounts().await?;
     wait_listening(
         &rig.dc,
@@ -92,66 +90,25 @@ pub async fn run(
         None,
     );
     let mut phases = Vec::new();
-    let mut single = Phase {
-        name: "single node".into(),
-        ..Phase::default()
+    let kills = Kills {
+        deadline,
+        plan: &plan,
+        say,
     };
-    let started = Instant::now();
-    for i in 0..plan.single_kills {
-        if Instant::now() >= deadline {
-            break;
-        }
-        pause(&mut rng, &plan).await;
-        let from = rig.dc.handovers().len();
-        let at = rig.kill("single");
-        rig.start_node("single", false).await?;
-        let resumed = time_to_resume(&rig.dc, from, &all, at, limit).await;
-        record(&mut single, &resumed, all.len());
-        progress(say, &single, i);
-    }
-    single.wall_s = started.elapsed().as_secs_f64();
-    finish_phase(&mut single);
-    say(summary(&single));
-    phases.push(single);
-    rig.reap("single", Duration::from_secs(30));
+    phases.push(kills.phase(&mut rig, &Mode::Single, &mut rng).await?);
+    rig.reap(SINGLE, Duration::from_secs(30));
 
     // Phase 2: a node of the cluster.
-    let names: Vec<String> = (0..plan.nodes)
-        .map(|i| format!("node-{}", (b'a' + i as u8) as char))
-        .collect();
+    let names = node_names(plan.nodes);
     for name in &names {
         rig.start_node(name, true).await?;
     }
     rig.wait_settled(SETTLE).await?;
-    let mut cluster = Phase {
-        name: format!("a node of {}", names.len()),
-        ..Phase::default()
-    };
-    let started = Instant::now();
-    for i in 0..plan.cluster_kills {
-        if Instant::now() >= deadline {
-            break;
-        }
-        pause(&mut rng, &plan).await;
-        rig.check_alive()?;
-        let victim = names[rng.random_range(0..names.len())].clone();
-        let owned = rig.owners().await;
-        let orphans: BTreeSet<i64> = owned
-            .iter()
-            .filter(|(_, node)| **node == victim)
-            .filter_map(|(a, _)| a.parse().ok())
-            .collect();
-        let from = rig.dc.handovers().len();
-        let at = rig.kill(&victim);
-        rig.start_node(&victim, true).await?;
-        let resumed = time_to_resume(&rig.dc, from, &orphans, at, limit).await;
-        record(&mut cluster, &resumed, orphans.len());
-        progress(say, &cluster, i);
-    }
-    cluster.wall_s = started.elapsed().as_secs_f64();
-    finish_phase(&mut cluster);
-    say(summary(&cluster));
-    phases.push(cluster);
+    phases.push(
+        kills
+            .phase(&mut rig, &Mode::Cluster(names), &mut rng)
+            .await?,
+    );
     let stopped_by_max_time = Instant::now() >= deadline;
 
     let sent = driver.finish().await?;
@@ -168,6 +125,73 @@ pub async fn run(
         verdict,
         ok,
     })
+}
+
+/// The node of the single-node phase.
+const SINGLE: &str = "single";
+
+/// Whose kills a phase makes.
+enum Mode {
+    /// The one node, cluster off: all accounts restart with it.
+    Single,
+    /// A seeded one of these cluster nodes: its accounts move.
+    Cluster(Vec<String>),
+}
+
+/// What every phase's kill loop shares.
+struct Kills<'a, S> {
+    deadline: Instant,
+    plan: &'a CrashPlan,
+    say: &'a S,
+}
+
+impl<S: Fn(String)> Kills<'_, S> {
+    /// Makes the plan's kills of `mode` (until the deadline): each after a seeded pause, the
+    /// victim started again at once, then waits until its accounts ran again.
+    async fn phase(&self, rig: &mut Rig, mode: &Mode, rng: &mut impl Rng) -> anyhow::Result<Phase> {
+        let (name, kills) = match mode {
+            Mode::Single => ("single node".to_string(), self.plan.single_kills),
+            Mode::Cluster(names) => (
+                format!("a node of {}", names.len()),
+                self.plan.cluster_kills,
+            ),
+        };
+        let mut phase = Phase {
+            name,
+            ..Phase::default()
+        };
+        let started = Instant::now();
+        for i in 0..kills {
+            if Instant::now() >= self.deadline {
+                break;
+            }
+            pause(rng, self.plan).await;
+            rig.check_alive()?;
+            let (victim, cluster, accounts) = match mode {
+                Mode::Single => (
+                    SINGLE.to_string(),
+                    false,
+                    rig.layout.accounts.iter().copied().collect(),
+                ),
+                Mode::Cluster(names) => {
+                    let victim = names[rng.random_range(0..names.len())].clone();
+                    let owned = rig.accounts_of(&victim).await;
+                    (victim, true, owned)
+                }
+            };
+            let from = rig.dc.handovers().len();
+            let at = rig.kill(&victim);
+            rig.start_node(&victim, cluster).await?;
+            let resumed =
+                time_to_resume(&rig.dc, from, &accounts, at, self.plan.resume_timeout.0).await;
+            record(&mut phase, &resumed, accounts.len());
+            progress(self.say, &phase, i);
+        }
+        phase.wall_s = started.elapsed().as_secs_f64();
+        finish_phase(&mut phase);
+        (self.say)(summary(&phase));
+        Ok(phase)
+    }
 }
 
 /// The seeded pause before a kill: 0.5–1.5 x `interval`.
@@ -217,6 +241,35 @@ fn summary(p: &Phase) -> String {
         "{}: {} kills in {:.0}s ({} with accounts to move), time to resume p50 {:.2}s max {:.2}s, {} not resumed within the timeout",
         p.name, p.kills, p.wall_s, p.measured, p.resume_p50_s, p.resume_max_s, p.not_resumed
     )
+}
+
+/// `report.svg`: the time to resume after each kill, per phase.
+pub fn plot(r: &SoakReport) -> Plot {
+    let phase = |i: usize| {
+        r.phases
+            .get(i)
+            .map(|p| {
+                p.resume_s
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| ((k + 1) as f64, *s))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Plot {
+        title: format!(
+            "crash-soak: time to resume after each kill -9 (seed {}; {})",
+            r.plan.seed,
+            if r.ok { "OK" } else { "FAILED" }
+        ),
+        x_desc: "kill",
+        y_desc: "s until every account of the victim ran again",
+        series: vec![
+            ("single node", phase(0)),
+            ("a node of the cluster", phase(1)),
+        ],
+    }
 }
 
 /// The summary printed on stdout.
