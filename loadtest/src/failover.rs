@@ -28,6 +28,8 @@ const SETTLE: Duration = Duration::from_secs(120);
 pub struct Throughput {
     pub nodes: usize,
     pub accounts_per_node: BTreeMap<String, usize>,
+    /// Messages/s per account offered.
+    pub rate_per_account: f64,
     pub events: u64,
     /// Events / (first driven message → every event stored).
     pub events_per_s: f64,
@@ -91,6 +93,11 @@ pub async fn run(
     let plan = &scn.cluster;
     let n = scn.simulator.accounts as usize;
     let rate = scn.simulator.rate;
+    let phase_rate = if plan.throughput_rate > 0.0 {
+        plan.throughput_rate
+    } else {
+        rate
+    };
     let mut rig = Rig::start(bin, out, n, plan.timings).await?;
     let names = node_names(plan.nodes);
     say(format!(
@@ -115,7 +122,7 @@ pub async fn run(
             rig.dc.clone(),
             rig.layout.clone(),
             rig.policy.clone(),
-            rate,
+            phase_rate,
             Some(scn.duration.0),
         );
         while !driver.is_finished() {
@@ -131,6 +138,7 @@ pub async fn run(
         let t = Throughput {
             nodes: k + 1,
             accounts_per_node: counts,
+            rate_per_account: phase_rate,
             events,
             events_per_s: events as f64 / secs(span).max(1e-9),
             cpu_us_per_event: cpu * 1e6 / events.max(1) as f64,
@@ -318,8 +326,9 @@ pub fn render(r: &FailoverReport) -> String {
     );
     for t in &r.throughput {
         s += &format!(
-            "  {} node(s): {:?}; {:.0} events/s, {:.0} CPU µs/event (nodes + NATS){}\n",
+            "  {} node(s) at {} msg/s per account: {:?}; {:.0} events/s, {:.0} CPU µs/event (nodes + NATS){}\n",
             t.nodes,
+            t.rate_per_account,
             t.accounts_per_node,
             t.events_per_s,
             t.cpu_us_per_event,

@@ -44,7 +44,9 @@ pub fn node_names(n: usize) -> Vec<String> {
 
 /// One running node.
 pub struct Node {
+    /// Its admin API's address (loopback).
     pub admin: String,
+    /// The process (stopped when dropped).
     pub proc: Tgingest,
 }
 

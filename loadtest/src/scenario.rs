@@ -87,6 +87,9 @@ pub struct ClusterPlan {
     /// tgingest nodes (the NATS cluster always has three servers).
     pub nodes: usize,
     pub timings: Timings,
+    /// Messages/s per account offered in the 1-, 2- and 3-node throughput phases (0 = the
+    /// scenario's `simulator.rate`, which the kills and hand-offs always use).
+    pub throughput_rate: f64,
     /// kill -9s, each of the next node in turn, restarted and settled before the next.
     pub kills: usize,
     /// SIGTERM hand-offs, likewise.
@@ -104,6 +107,7 @@ impl Default for ClusterPlan {
             enabled: false,
             nodes: 3,
             timings: Timings::Short,
+            throughput_rate: 0.0,
             kills: 3,
             handoffs: 3,
             steady_window: Dur::secs(10),
@@ -389,6 +393,9 @@ impl Scenario {
         }
         if self.cluster.enabled && self.crash.enabled {
             return Err("[cluster] and [crash] are two scenarios: enable one".into());
+        }
+        if self.cluster.throughput_rate.is_nan() || self.cluster.throughput_rate < 0.0 {
+            return Err("cluster.throughput_rate must be 0 or above".into());
         }
         if self.cluster.enabled && !(1..=3).contains(&self.cluster.nodes) {
             return Err("cluster.nodes must be 1, 2 or 3".into());
