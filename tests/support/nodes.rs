@@ -17,7 +17,7 @@ use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
 
 use super::{binary, tgingest_bin};
 
-pub use tgingest::cluster::local::{SHORT_LEASE as LEASE, p50_max, per_node, time_to_resume};
+use tgingest::cluster::local::per_node;
 
 /// One `tgingest run`; killed if the test fails before it is stopped.
 pub struct NodeProcess {
