@@ -15,8 +15,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use support::dc_traffic::{DcAccounts, Sender};
-use support::nodes::{LEASE, Rig, p50_max, per_node, time_to_resume, wait_settled};
+use support::nodes::{Rig, wait_settled};
 use support::signal;
+use tgingest::cluster::local::{SHORT_LEASE as LEASE, p50_max, per_node, time_to_resume};
 use tgingest::event::ChatKind;
 
 const ACCOUNTS: usize = 30;

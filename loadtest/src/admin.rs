@@ -34,13 +34,27 @@ pub async fn call(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, String)> {
+    call_as(addr, None, method, path, body).await
+}
+
+/// One request, with `token` as the bearer token when given; returns the status and the body.
+pub async fn call_as(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, String)> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect to the admin API at {addr}"))?;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Content-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;
@@ -59,9 +73,15 @@ pub async fn call(
     Ok((status, body))
 }
 
-/// One `POST` of JSON; fails unless the answer is 2xx; returns the body.
-pub async fn post(addr: &str, path: &str, body: &serde_json::Value) -> anyhow::Result<String> {
-    let (status, answer) = call(addr, "POST", path, Some(body)).await?;
+/// One `POST` of JSON, with `token` as the bearer token when given; fails unless the answer is
+/// 2xx; returns the body.
+pub async fn post_as(
+    addr: &str,
+    token: Option<&str>,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<String> {
+    let (status, answer) = call_as(addr, token, "POST", path, Some(body)).await?;
     if !(200..300).contains(&status) {
         bail!("POST {path}: {status} {answer}");
     }

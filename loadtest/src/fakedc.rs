@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,7 +25,7 @@ use tgingest::demo::FakeDcLayout;
 use tgingest::policy::Policy;
 use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
 
-use crate::admin::{free_addr, post, wait_up};
+use crate::admin::{free_addr, post_as, wait_up};
 use crate::analysis::analyze;
 use crate::ceiling::measure;
 use crate::procs::{NeighbourClock, Tgingest};
@@ -124,58 +125,13 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let mut proc = Tgingest::start(&opts.tgingest, &env, &opts.out.join("tgingest.log"))?;
     say(format!("tgingest started (pid {})", proc.pid()));
     wait_up(&admin, &mut proc).await?;
-    futures::stream::iter(layout.accounts.iter().zip(&layout.sessions))
-        .map(|(me, session)| {
-            let admin = admin.clone();
-            async move {
-                post(
-                    &admin,
-                    "/v1/accounts/import",
-                    &serde_json::json!({
-                        "format": "telethon", "session": session, "account_id": me.to_string()
-                    }),
-                )
-                .await?;
-                post(
-                    &admin,
-                    &format!("/v1/accounts/{me}/consent"),
-                    &serde_json::json!({
-                        "by": "tgingest-loadtest", "scope": "load test accounts on a fake DC"
-                    }),
-                )
-                .await
-                .map(drop)
-            }
-        })
-        .buffer_unordered(ADMIN_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await
-        .context("import and consent the accounts")?;
+    import_and_consent(&admin, None, &layout).await?;
     say(format!(
         "{n} accounts imported and consented in {:.1}s",
         setup_started.elapsed().as_secs_f64()
     ));
     let ready_by = Instant::now() + scn.drain_timeout.0.max(Duration::from_secs(60));
-    let mut last_said = Instant::now();
-    loop {
-        proc.check_alive()?;
-        let listening = layout
-            .accounts
-            .iter()
-            .filter(|me| dc.subscribed_connections(**me) > 0)
-            .count();
-        if listening == n {
-            break;
-        }
-        if Instant::now() >= ready_by {
-            bail!("only {listening} of {n} accounts were listening after the set-up timeout");
-        }
-        if last_said.elapsed() >= Duration::from_secs(5) {
-            last_said = Instant::now();
-            say(format!("{listening}/{n} accounts listening"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_listening(&dc, &layout.accounts, ready_by, &say, || proc.check_alive()).await?;
     // A second for catch-up (getDifference) to settle before the first driven message.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let at_listen = crate::procs::proc_sample(proc.pid()).unwrap_or_default();
@@ -197,35 +153,13 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let t0_us = jiff::Timestamp::now().as_microsecond();
     let mut monitor = crate::monitor::Monitor::connect(&nats.url(), proc.pid()).await?;
     let duration: Duration = scn.duration.into();
-    let sender = {
-        let (dc, layout, policy) = (dc.clone(), layout.clone(), policy.clone());
-        tokio::spawn(async move {
-            let total_rate = rate * n as f64;
-            let mut expected: HashMap<String, Origin> = HashMap::new();
-            let (mut sent, mut next) = (0u64, 0usize);
-            let mut turn = vec![0usize; n];
-            let started = Instant::now();
-            while started.elapsed() < duration {
-                let due = (total_rate * started.elapsed().as_secs_f64()) as u64;
-                while sent < due {
-                    let a = next % n;
-                    next += 1;
-                    let k = turn[a];
-                    turn[a] += 1;
-                    let text = format!("load message {sent}");
-                    for id in layout.send(&dc, &policy, a, k, &text) {
-                        expected.entry(id).or_insert(Origin {
-                            account: a as u32,
-                            position: k as u64,
-                        });
-                    }
-                    sent += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (expected, sent)
-        })
-    };
+    let sender = Driver::start(
+        dc.clone(),
+        layout.clone(),
+        policy.clone(),
+        rate,
+        Some(duration),
+    );
     let mut sender = Some(sender);
     let mut truth: Option<(HashMap<String, Origin>, u64)> = None;
     let interval: Duration = scn.sample_interval.into();
@@ -239,9 +173,9 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         let t = t0.elapsed();
         proc.check_alive()?;
         if truth.is_none()
-            && let Some(handle) = sender.take_if(|h| h.is_finished())
+            && let Some(driver) = sender.take_if(|d| d.is_finished())
         {
-            let (expected, sent) = handle.await.context("the message driver")?;
+            let (expected, sent) = driver.finish().await?;
             say(format!(
                 "driver done: {sent} messages sent, {} events must arrive",
                 expected.len()
@@ -283,7 +217,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let (expected, _sent) = match truth {
         Some(t) => t,
         None => match sender.take() {
-            Some(handle) => handle.await.context("the message driver")?,
+            Some(driver) => driver.finish().await?,
             None => (HashMap::new(), 0),
         },
     };
@@ -350,4 +284,140 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         setup: Some(setup),
         replay: None,
     })
+}
+
+/// Imports every account of `layout` through the admin API at `admin` (as a Telethon string)
+/// and consents it, a few at a time.
+pub async fn import_and_consent(
+    admin: &str,
+    token: Option<&str>,
+    layout: &FakeDcLayout,
+) -> anyhow::Result<()> {
+    futures::stream::iter(layout.accounts.iter().zip(&layout.sessions))
+        .map(|(me, session)| async move {
+            post_as(
+                admin,
+                token,
+                "/v1/accounts/import",
+                &serde_json::json!({
+                    "format": "telethon", "session": session, "account_id": me.to_string()
+                }),
+            )
+            .await?;
+            post_as(
+                admin,
+                token,
+                &format!("/v1/accounts/{me}/consent"),
+                &serde_json::json!({
+                    "by": "tgingest-loadtest", "scope": "load test accounts on a fake DC"
+                }),
+            )
+            .await
+            .map(drop)
+        })
+        .buffer_unordered(ADMIN_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .context("import and consent the accounts")?;
+    Ok(())
+}
+
+/// Waits until every one of `accounts` has its update stream subscribed on the fake DC,
+/// calling `alive` (which fails once a process it watches is gone) on every poll; fails at
+/// `ready_by`.
+pub async fn wait_listening(
+    dc: &FakeDc,
+    accounts: &[i64],
+    ready_by: Instant,
+    say: &impl Fn(String),
+    mut alive: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let n = accounts.len();
+    let mut last_said = Instant::now();
+    loop {
+        alive()?;
+        let listening = accounts
+            .iter()
+            .filter(|me| dc.subscribed_connections(**me) > 0)
+            .count();
+        if listening == n {
+            return Ok(());
+        }
+        if Instant::now() >= ready_by {
+            bail!("only {listening} of {n} accounts were listening after the set-up timeout");
+        }
+        if last_said.elapsed() >= Duration::from_secs(5) {
+            last_said = Instant::now();
+            say(format!("{listening}/{n} accounts listening"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the driver sent: each expected event id with where it comes from, and the messages.
+pub type Sent = (HashMap<String, Origin>, u64);
+
+/// Sends `rate` messages/s per account into the fake DC (round-robin over the accounts, each
+/// account's messages round-robin over its chats), for a duration or until stopped, keeping the
+/// ground truth: each message's event id per account that sees it, if the policy keeps it.
+pub struct Driver {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Sent>,
+}
+
+impl Driver {
+    /// Starts sending; `duration` `None` sends until [`Driver::finish`].
+    pub fn start(
+        dc: Arc<FakeDc>,
+        layout: Arc<FakeDcLayout>,
+        policy: Arc<Policy>,
+        rate: f64,
+        duration: Option<Duration>,
+    ) -> Driver {
+        let stop = Arc::new(AtomicBool::new(false));
+        let n = layout.accounts.len().max(1);
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let total_rate = rate * n as f64;
+                let mut expected: HashMap<String, Origin> = HashMap::new();
+                let (mut sent, mut next) = (0u64, 0usize);
+                let mut turn = vec![0usize; n];
+                let started = Instant::now();
+                while duration.is_none_or(|d| started.elapsed() < d)
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    let due = (total_rate * started.elapsed().as_secs_f64()) as u64;
+                    while sent < due {
+                        let a = next % n;
+                        next += 1;
+                        let k = turn[a];
+                        turn[a] += 1;
+                        let text = format!("load message {sent}");
+                        for id in layout.send(&dc, &policy, a, k, &text) {
+                            expected.entry(id).or_insert(Origin {
+                                account: a as u32,
+                                position: k as u64,
+                            });
+                        }
+                        sent += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (expected, sent)
+            })
+        };
+        Driver { stop, task }
+    }
+
+    /// Whether a driver with a duration has sent everything.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops sending; returns the ground truth.
+    pub async fn finish(self) -> anyhow::Result<Sent> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.context("the message driver")
+    }
 }

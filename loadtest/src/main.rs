@@ -6,13 +6,16 @@
 mod admin;
 mod analysis;
 mod ceiling;
+mod failover;
 mod fakedc;
 mod monitor;
+mod nodes;
 mod procs;
 mod replay;
 mod report;
 mod run;
 mod scenario;
+mod soak;
 mod step;
 mod truth;
 
@@ -126,6 +129,26 @@ async fn run(
     let out = out.unwrap_or_else(|| PathBuf::from("loadtest/reports").join(&scn.name));
     std::fs::create_dir_all(&out)?;
     let bin = procs::tgingest_binary(tgingest.as_deref())?;
+    let say = |m: String| {
+        if !quiet {
+            eprintln!("[{}] {m}", scn.name);
+        }
+    };
+    if scn.cluster.enabled {
+        let report = failover::run(&scn, &bin, &out, &say).await?;
+        report::write_with_plot(
+            &out,
+            &report,
+            &failover::plot(&report),
+            &failover::render(&report),
+        )?;
+        return Ok(report.ok);
+    }
+    if scn.crash.enabled {
+        let report = soak::run(&scn, &bin, &out, &say).await?;
+        report::write_with_plot(&out, &report, &soak::plot(&report), &soak::render(&report))?;
+        return Ok(report.ok);
+    }
     if step && scn.replay.enabled {
         anyhow::bail!(
             "scenario {}: --step runs have no replay phase; run it without --step",

@@ -18,8 +18,36 @@ impl Tgingest {
     pub fn start(binary: &Path, env: &[(String, String)], log: &Path) -> anyhow::Result<Tgingest> {
         let out =
             std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+        Self::spawn(binary, None, env, out)
+    }
+
+    /// Starts `binary --config <config> run` with exactly `env` (plus `PATH`), appending to
+    /// `log` (a node started again keeps one log).
+    pub fn start_node(
+        binary: &Path,
+        config: &Path,
+        env: &[(String, String)],
+        log: &Path,
+    ) -> anyhow::Result<Tgingest> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        Self::spawn(binary, Some(config), env, out)
+    }
+
+    fn spawn(
+        binary: &Path,
+        config: Option<&Path>,
+        env: &[(String, String)],
+        out: std::fs::File,
+    ) -> anyhow::Result<Tgingest> {
         let err = out.try_clone()?;
         let mut cmd = Command::new(binary);
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
         cmd.arg("run")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -49,6 +77,22 @@ impl Tgingest {
             bail!("tgingest exited early ({status}); see tgingest.log in the report folder");
         }
         Ok(())
+    }
+
+    /// SIGTERM without waiting (a graceful stop begins; [`Tgingest::stop`] reaps).
+    pub fn terminate(&self) {
+        if self.child.is_some() {
+            // SAFETY: kill(2) on the pid of a child we started and have not yet reaped.
+            unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        }
+    }
+
+    /// SIGKILL, and reaped: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// SIGTERM, up to `grace` for a clean exit, then SIGKILL.

@@ -69,7 +69,7 @@ pub async fn run(
     let cpu_before = proc_sample(proc.pid()).map_or(0.0, |s| s.cpu_s);
     let started = Instant::now();
     let started_us = jiff::Timestamp::now().as_microsecond();
-    let answer = admin::post(addr, "/v1/replays", &serde_json::json!({}))
+    let answer = admin::post_as(addr, None, "/v1/replays", &serde_json::json!({}))
         .await
         .context("start the replay")?;
     let progress: ReplayProgress =

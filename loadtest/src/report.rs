@@ -16,6 +16,68 @@ pub fn write(dir: &Path, report: &RunReport) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A plot of one or more named series (x, y) for [`write_with_plot`].
+pub struct Plot {
+    pub title: String,
+    pub x_desc: &'static str,
+    pub y_desc: &'static str,
+    pub series: Vec<(&'static str, Vec<(f64, f64)>)>,
+}
+
+/// Writes `report.json` and `report.svg` (one plot) for the scenario kinds with their own
+/// report (`cluster-failover`, `crash-soak`), and prints `summary` and where both are.
+pub fn write_with_plot(
+    dir: &Path,
+    report: &impl serde::Serialize,
+    plot: &Plot,
+    summary: &str,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    std::fs::write(dir.join("report.json"), json).context("write report.json")?;
+    plot_svg(&dir.join("report.svg"), plot)
+        .map_err(|e| anyhow::anyhow!("write report.svg: {e}"))?;
+    print!("{summary}");
+    println!(
+        "report: {} and {}",
+        dir.join("report.json").display(),
+        dir.join("report.svg").display()
+    );
+    Ok(())
+}
+
+fn plot_svg(path: &Path, plot: &Plot) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1100, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let points = || plot.series.iter().flat_map(|(_, s)| s.iter());
+    let x_max = max_of(points().map(|p| p.0)).max(1.0);
+    let y_max = max_of(points().map(|p| p.1)) * 1.15 + 1.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&plot.title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc(plot.x_desc)
+        .y_desc(plot.y_desc)
+        .draw()?;
+    for (i, (name, series)) in plot.series.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(series.iter().copied(), colour))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 fn max_of(values: impl Iterator<Item = f64>) -> f64 {
     values.fold(0.0, f64::max)
 }

@@ -59,6 +59,132 @@ pub struct Scenario {
     /// Extra `TGINGEST_*` variables for the tgingest process (tuning knobs).
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// `cluster-failover`: several nodes on a three-server NATS cluster (see `failover.rs`).
+    #[serde(default)]
+    pub cluster: ClusterPlan,
+    /// `crash-soak`: seeded kill -9s of a single node, then of a node of the cluster (see
+    /// `soak.rs`).
+    #[serde(default)]
+    pub crash: CrashPlan,
+}
+
+/// Which ownership timings the nodes run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Timings {
+    /// `tgingest::cluster::local::SHORT_TIMINGS` (lease 3 s, renewal 300 ms, fence 1.5 s).
+    Short,
+    /// The shipped defaults (lease 20 s, renewal 3 s, fence 10 s).
+    Default,
+}
+
+/// The `cluster-failover` run: throughput with 1, 2 and 3 nodes, then kill -9s and graceful
+/// hand-offs of the nodes in turn while the accounts produce.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterPlan {
+    pub enabled: bool,
+    /// tgingest nodes (the NATS cluster always has three servers).
+    pub nodes: usize,
+    pub timings: Timings,
+    /// Messages/s per account offered in the 1-, 2- and 3-node throughput phases (0 = the
+    /// scenario's `simulator.rate`, which the kills and hand-offs always use).
+    pub throughput_rate: f64,
+    /// kill -9s, each of the next node in turn, restarted and settled before the next.
+    pub kills: usize,
+    /// SIGTERM hand-offs, likewise.
+    pub handoffs: usize,
+    /// How long the KV write rate is measured in steady state.
+    pub steady_window: Dur,
+    /// How long an account of a killed or stopped node may take to run again before the run
+    /// fails.
+    pub resume_timeout: Dur,
+}
+
+impl Default for ClusterPlan {
+    fn default() -> Self {
+        ClusterPlan {
+            enabled: false,
+            nodes: 3,
+            timings: Timings::Short,
+            throughput_rate: 0.0,
+            kills: 3,
+            handoffs: 3,
+            steady_window: Dur::secs(10),
+            resume_timeout: Dur::secs(60),
+        }
+    }
+}
+
+/// The `crash-soak` run: `single_kills` kill -9s of a lone node (cluster off), then
+/// `cluster_kills` of a node of the cluster, each about `interval` after the accounts of the
+/// previous one ran again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrashPlan {
+    pub enabled: bool,
+    /// Seeds the victims and the pauses (overridden by `TGINGEST_LOADTEST_SEED`).
+    pub seed: u64,
+    /// Kills of the single node (`TGINGEST_LOADTEST_KILLS=N` sets both counts to N/2).
+    pub single_kills: usize,
+    /// Kills of a node of the cluster.
+    pub cluster_kills: usize,
+    /// Nodes of the cluster phase.
+    pub nodes: usize,
+    pub timings: Timings,
+    /// Mean pause between an account set running again and the next kill (drawn from
+    /// 0.5–1.5 x this).
+    pub interval: Dur,
+    /// How long the accounts of a killed node may take to run again before the run fails.
+    pub resume_timeout: Dur,
+    /// The whole soak stops (and is checked) after this, whatever kills are left.
+    pub max_time: Dur,
+}
+
+impl Default for CrashPlan {
+    fn default() -> Self {
+        CrashPlan {
+            enabled: false,
+            seed: 1,
+            single_kills: 500,
+            cluster_kills: 500,
+            nodes: 3,
+            timings: Timings::Short,
+            interval: Dur::secs(1),
+            resume_timeout: Dur::secs(60),
+            max_time: Dur::secs(4 * 3600),
+        }
+    }
+}
+
+impl CrashPlan {
+    /// The plan with `TGINGEST_LOADTEST_SEED` and `TGINGEST_LOADTEST_KILLS` applied.
+    pub fn overridden(&self) -> Result<CrashPlan, String> {
+        self.overridden_by(|name| std::env::var(name).ok())
+    }
+
+    /// The plan with the overrides that `lookup` finds (by variable name) applied.
+    fn overridden_by(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<CrashPlan, String> {
+        let mut plan = self.clone();
+        let var = |name: &str| -> Result<Option<u64>, String> {
+            match lookup(name) {
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|e| format!("{name}={v:?}: {e}")),
+                None => Ok(None),
+            }
+        };
+        if let Some(seed) = var("TGINGEST_LOADTEST_SEED")? {
+            plan.seed = seed;
+        }
+        if let Some(kills) = var("TGINGEST_LOADTEST_KILLS")? {
+            plan.single_kills = (kills / 2) as usize;
+            plan.cluster_kills = (kills - kills / 2) as usize;
+        }
+        Ok(plan)
+    }
 }
 
 /// The fake Switchboard's behaviour during the run.
@@ -262,6 +388,21 @@ impl Scenario {
         if self.step.factor <= 1.0 {
             return Err("step.factor must be above 1".into());
         }
+        if (self.cluster.enabled || self.crash.enabled) && self.source != SourceKind::FakeDc {
+            return Err("[cluster] and [crash] need source = \"fake-dc\"".into());
+        }
+        if self.cluster.enabled && self.crash.enabled {
+            return Err("[cluster] and [crash] are two scenarios: enable one".into());
+        }
+        if self.cluster.throughput_rate.is_nan() || self.cluster.throughput_rate < 0.0 {
+            return Err("cluster.throughput_rate must be 0 or above".into());
+        }
+        if self.cluster.enabled && !(1..=3).contains(&self.cluster.nodes) {
+            return Err("cluster.nodes must be 1, 2 or 3".into());
+        }
+        if self.crash.enabled && self.crash.nodes < 2 {
+            return Err("crash.nodes must be at least 2 (a killed node's accounts move)".into());
+        }
         let mut sim = self.simulator.clone();
         sim.messages_per_account = self.messages_per_account(sim.rate);
         sim.validate().map_err(|e| e.to_string())?;
@@ -295,5 +436,42 @@ impl Scenario {
     /// Positions per account so that the sources produce for `duration` at `rate`.
     pub fn messages_per_account(&self, rate: f64) -> u64 {
         ((rate * self.duration.0.as_secs_f64()).round() as u64).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kill_count_override_splits_half_and_half_and_a_seed_override_replaces_the_seed() {
+        let plan = CrashPlan::default();
+        let env = |name: &str| match name {
+            "TGINGEST_LOADTEST_KILLS" => Some("101".to_string()),
+            "TGINGEST_LOADTEST_SEED" => Some(" 7 ".to_string()),
+            _ => None,
+        };
+        let o = plan.overridden_by(env).expect("valid overrides");
+        assert_eq!((o.single_kills, o.cluster_kills, o.seed), (50, 51, 7));
+        let none = plan.overridden_by(|_| None).expect("no overrides");
+        assert_eq!((none.single_kills, none.cluster_kills), (500, 500));
+    }
+
+    #[test]
+    fn a_kill_count_override_that_is_not_a_number_is_refused_by_name() {
+        let err = CrashPlan::default()
+            .overridden_by(|n| (n == "TGINGEST_LOADTEST_KILLS").then(|| "many".to_string()))
+            .expect_err("refused");
+        assert!(err.contains("TGINGEST_LOADTEST_KILLS"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_cluster_scenarios_parse_and_ask_for_what_issue_13_names() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let failover = Scenario::load(&dir.join("cluster-failover.toml")).expect("parses");
+        assert!(failover.cluster.enabled && failover.cluster.nodes == 3);
+        let soak = Scenario::load(&dir.join("crash-soak.toml")).expect("parses");
+        assert!(soak.crash.enabled);
+        assert_eq!(soak.crash.single_kills + soak.crash.cluster_kills, 1000);
     }
 }

@@ -11,6 +11,7 @@
 //! - [`runner`]: the node's accounts as the controller starts and stops them;
 //! - [`status`]: the nodes, who owns which account, and why the others run nowhere;
 //! - [`record`]: the compare-and-set KV writes (with `Nats-TTL`) they all use;
+//! - [`local`]: what tests and the loadtest share about running nodes on one machine;
 //! - [`fenced`]: account state written only by the account's owner (epoch-stamped
 //!   compare-and-set, refused once a newer owner has written): the session, and
 //! - [`checkpoints`]: each account's source cursor in `TG_CHECKPOINTS`, which moves with it.
@@ -27,6 +28,7 @@ pub mod controller;
 pub mod fenced;
 pub mod gate;
 pub mod lease;
+pub mod local;
 pub mod membership;
 pub mod record;
 pub mod runner;

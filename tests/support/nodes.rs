@@ -4,7 +4,7 @@
 //! live in the test process and outlive every node). Ownership timings are shortened (lease 3 s, renewal every 300 ms, fence after
 //! 1.5 s) so the same rules play out in seconds.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +17,7 @@ use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
 
 use super::{binary, tgingest_bin};
 
-/// The shortened lease the nodes run with.
-pub const LEASE: Duration = Duration::from_secs(3);
+use tgingest::cluster::local::per_node;
 
 /// One `tgingest run`; killed if the test fails before it is stopped.
 pub struct NodeProcess {
@@ -168,13 +167,7 @@ impl Rig {
             )
             .env("TGINGEST_NATS_URL", self.nats.url())
             .env("TGINGEST_NATS_TLS_REQUIRED", "false")
-            .env("TGINGEST_KV_LEASE_TTL", "6s")
-            .env("TGINGEST_CLUSTER_LEASE", "3s")
-            .env("TGINGEST_CLUSTER_RENEW_EVERY", "300ms")
-            .env("TGINGEST_CLUSTER_SELF_FENCE_AFTER", "1500ms")
-            .env("TGINGEST_CLUSTER_LOCK_DELAY", "200ms")
-            .env("TGINGEST_CLUSTER_STABLE_AFTER", "1s")
-            .env("TGINGEST_CLUSTER_CONNECTS_PER_SECOND", "50")
+            .envs(tgingest::cluster::local::SHORT_TIMINGS)
             .env("SWITCHBOARD_MCP_URL", self.fake.mcp_url())
             .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
             .env("TGINGEST_ADMIN_LISTEN", &admin)
@@ -258,17 +251,7 @@ pub async fn owners(http: &reqwest::Client, node: &NodeProcess) -> BTreeMap<Stri
     let Some(status) = node.status(http).await else {
         return BTreeMap::new();
     };
-    status["owned"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| {
-            (
-                o["account"].as_str().unwrap_or_default().to_string(),
-                o["node"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
+    tgingest::cluster::local::owners(&status)
 }
 
 /// Waits until every account is owned, by exactly the nodes in `nodes`, none above its
@@ -287,12 +270,8 @@ pub async fn wait_settled(
     loop {
         let owned = owners(http, ask).await;
         let counts = per_node(&owned);
-        let by: BTreeSet<&str> = counts.keys().map(String::as_str).collect();
         let listening = accounts.iter().all(|a| dc.subscribed_connections(*a) == 1);
-        let placed = owned.len() == accounts.len()
-            && by == nodes.iter().copied().collect()
-            && counts.values().all(|n| *n <= cap)
-            && listening;
+        let placed = tgingest::cluster::local::placed(&owned, accounts.len(), nodes) && listening;
         match &last {
             Some((before, since)) if placed && *before == owned => {
                 if since.elapsed() >= Duration::from_secs(2) {
@@ -307,42 +286,4 @@ pub async fn wait_settled(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Waits (up to `limit` after `since`) until each of `accounts` has a new MTProto session on
-/// the fake DC (a hand-over after index `from` of its log); returns when each did, from `since`.
-pub async fn time_to_resume(
-    dc: &FakeDc,
-    from: usize,
-    accounts: &BTreeSet<i64>,
-    since: Instant,
-    limit: Duration,
-) -> BTreeMap<i64, Duration> {
-    let mut resumed = BTreeMap::new();
-    while resumed.len() < accounts.len() && since.elapsed() < limit {
-        let elapsed = since.elapsed();
-        for h in &dc.handovers()[from..] {
-            if accounts.contains(&h.user) {
-                resumed.entry(h.user).or_insert(elapsed);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    resumed
-}
-
-pub fn per_node(owned: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
-    let mut n = BTreeMap::new();
-    for node in owned.values() {
-        *n.entry(node.clone()).or_default() += 1;
-    }
-    n
-}
-
-pub fn p50_max(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    (
-        v.get(v.len() / 2).copied().unwrap_or_default(),
-        v.last().copied().unwrap_or_default(),
-    )
 }
