@@ -560,7 +560,7 @@ impl Node {
             };
         tracing::info!(accounts = accounts.len(), "starting the pipeline");
         Ok(pipeline::start(
-            self,
+            self.host(),
             PipelineParts {
                 factory,
                 accounts,
@@ -570,6 +570,18 @@ impl Node {
             },
         )
         .await?)
+    }
+
+    /// The parts of this node the pipeline runs in.
+    pub fn host(&self) -> pipeline::Host<'_> {
+        pipeline::Host {
+            node_id: &self.node_id,
+            config: &self.config,
+            bus: &self.bus,
+            eventlog: &self.eventlog,
+            supervisor: &self.supervisor,
+            accounts: &self.accounts,
+        }
     }
 
     /// The URL of the NATS server in use.

@@ -69,7 +69,7 @@ impl States {
         let node = Node::start(config.clone()).await.expect("node");
         // The stages below the accounts, as the node starts them...
         let stats = tgingest::pipeline::start(
-            &node,
+            node.host(),
             PipelineParts {
                 factory: Arc::new(factory.clone()),
                 accounts: Vec::new(),

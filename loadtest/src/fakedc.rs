@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
-use serde::Serialize;
 use tgingest::demo::FakeDcLayout;
 use tgingest::policy::Policy;
 use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
@@ -29,27 +28,16 @@ use crate::admin::{free_addr, post_as, wait_up};
 use crate::analysis::analyze;
 use crate::ceiling::measure;
 use crate::procs::{NeighbourClock, Tgingest};
-use crate::run::{
-    CeilingRatio, FakeCounts, Resources, RunOptions, RunReport, Stage, targets, tgingest_env,
-};
 use crate::scenario::Scenario;
+use crate::stage::{
+    CeilingRatio, FakeCounts, Resources, RunOptions, RunReport, Setup, Stage, targets, tgingest_env,
+};
 use crate::truth::{Origin, Truth};
 
 /// Mean `TG_RAW` size assumed for the ceiling (a fake-DC text message is about this size).
 const RAW_BYTES_ESTIMATE: usize = 400;
 /// Import and consent requests in flight at once.
 const ADMIN_CONCURRENCY: usize = 8;
-
-/// Account set-up, outside the measured window.
-#[derive(Debug, Clone, Serialize)]
-pub struct Setup {
-    /// tgingest start → every account listening (import, consent, log-in, first getDifference).
-    pub setup_s: f64,
-    /// CPU seconds tgingest spent in that time.
-    pub setup_cpu_s: f64,
-    /// RSS when every account listened (before any driven message).
-    pub rss_listening_bytes: u64,
-}
 
 /// Runs a `fake-dc` scenario once.
 pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunReport> {

@@ -16,6 +16,7 @@ mod report;
 mod run;
 mod scenario;
 mod soak;
+mod stage;
 mod step;
 mod truth;
 
@@ -180,7 +181,7 @@ async fn run(
     }
     let report = run::run_once(
         &scn,
-        &run::RunOptions {
+        &stage::RunOptions {
             tgingest: bin,
             out: out.clone(),
             ceiling: None,

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use plotters::prelude::*;
 
-use crate::run::RunReport;
+use crate::stage::RunReport;
 
 /// Writes `report.json` and `report.svg` into `dir`.
 pub fn write(dir: &Path, report: &RunReport) -> anyhow::Result<()> {

@@ -8,8 +8,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::ceiling::Ceiling;
-use crate::run::{RunOptions, RunReport, run_once};
+use crate::run::run_once;
 use crate::scenario::Scenario;
+use crate::stage::{RunOptions, RunReport};
 
 /// One step's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +47,7 @@ pub struct StepReport {
     /// The run at half the highest sustainable rate.
     pub half_rate: Option<Step>,
     /// The targets, judged from the steps.
-    pub targets: Vec<crate::run::Target>,
+    pub targets: Vec<crate::stage::Target>,
 }
 
 fn judge(scn: &Scenario, r: &RunReport, dir: &Path) -> Step {
@@ -189,13 +190,13 @@ pub async fn run_steps(
             .map(|((_, t), c)| t / f(c).max(1e-9))
     };
     let ratio_publish = ratio(|c| c.publish_per_s);
-    let mut targets = vec![crate::run::Target {
+    let mut targets = vec![crate::stage::Target {
         target: "throughput >= 0.25 x raw publish ceiling (highest sustainable rate)",
         value: ratio_publish.map_or("no step held".into(), |r| format!("{r:.4}")),
         met: Some(ratio_publish.is_some_and(|r| r >= 0.25)),
     }];
     if let Some(h) = &half_rate {
-        targets.push(crate::run::Target {
+        targets.push(crate::stage::Target {
             target: "p99 <= 50 ms at half the highest sustainable rate",
             value: format!(
                 "{:.1} ms at {} pos/s per account",

@@ -25,7 +25,6 @@ use self::delivery::{DeliveryActor, DeliveryArgs};
 use self::heartbeat::{HeartbeatActor, HeartbeatArgs};
 use crate::bus::Bus;
 use crate::eventlog::EventLog;
-use crate::node::Node;
 use crate::policy::Policy;
 use crate::supervision::{ChildSpec, Restart, SupervisorCallError, SupervisorMsg, start_child};
 use crate::switchboard::McpClient;
@@ -49,16 +48,29 @@ pub const ACCOUNT_WINDOW: usize = 512;
 /// Messages the dedupe stage pulls at once.
 pub const DEDUPE_BATCH: usize = 512;
 
+/// The parts of the node the pipeline runs in (borrowed from it, so the pipeline does not
+/// depend on the node that starts it).
+pub struct Host<'a> {
+    pub node_id: &'a str,
+    pub config: &'a crate::config::Config,
+    pub bus: &'a Bus,
+    pub eventlog: &'a Arc<EventLog>,
+    /// The node's root supervisor: every stage is its child.
+    pub supervisor: &'a ActorRef<SupervisorMsg>,
+    /// The registry accounts (the heartbeat reports them).
+    pub accounts: &'a Arc<crate::accounts::AccountsControl>,
+}
+
 /// Starts every stage under the node's root supervisor; returns the shared counters.
 pub async fn start(
-    node: &Node,
+    node: Host<'_>,
     parts: PipelineParts,
 ) -> Result<Arc<PipelineStats>, SupervisorCallError> {
     let stats = Arc::new(PipelineStats {
         acknowledged: parts.record_acknowledged.then(stats::AckLedger::default),
         ..PipelineStats::default()
     });
-    let sup = &node.supervisor;
+    let sup = node.supervisor;
 
     let filter_name = format!("{}/filter", node.node_id);
     let filter_args = FilterArgs {
@@ -66,7 +78,7 @@ pub async fn start(
         bus: node.bus.clone(),
         eventlog: node.eventlog.clone(),
         stats: stats.clone(),
-        node_id: node.node_id.clone(),
+        node_id: node.node_id.to_string(),
     };
     let registered = filter_name.clone();
     start_child(
@@ -135,7 +147,7 @@ pub async fn start(
         config: node.config.switchboard.clone(),
         eventlog: node.eventlog.clone(),
         stats: stats.clone(),
-        node_id: node.node_id.clone(),
+        node_id: node.node_id.to_string(),
     };
     start_child(
         sup,
@@ -150,7 +162,7 @@ pub async fn start(
     .await?;
 
     let account_parts = AccountParts {
-        node_id: node.node_id.clone(),
+        node_id: node.node_id.to_string(),
         factory: parts.factory.clone(),
         bus: node.bus.clone(),
         eventlog: node.eventlog.clone(),
