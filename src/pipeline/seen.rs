@@ -17,7 +17,16 @@ pub enum SeenSetError {
         doing: &'static str,
         source: sled::Error,
     },
+    #[error("dedupe seen-set at {dir} is corrupt and cannot be moved aside to {aside}: {source}")]
+    SetAside {
+        dir: PathBuf,
+        aside: PathBuf,
+        source: std::io::Error,
+    },
 }
+
+/// Counter of seen-sets found corrupt at start and replaced by an empty one.
+pub const METRIC_SEEN_SET_RESETS: &str = "tgingest_dedupe_seen_set_resets_total";
 
 /// Event ids seen within the horizon.
 pub struct SeenSet {
@@ -30,7 +39,49 @@ pub struct SeenSet {
 
 impl SeenSet {
     /// Opens (or creates) the seen-set in `dir`.
+    ///
+    /// A seen-set sled finds corrupt (a kill -9 while sled wrote its snapshot) is moved aside to
+    /// `<dir>.corrupt-<unix time>` and an empty one is started, with an error logged and
+    /// [`METRIC_SEEN_SET_RESETS`] counted: it is a cache of the ids passed on, and without it
+    /// recent copies are still dropped by JetStream's Msg-Id window (and `TG_SEEN` in a
+    /// cluster) while older ones reach Switchboard, whose idempotency key stores them once; a
+    /// node that refused to start would ingest nothing at all.
     pub fn open(dir: &Path, horizon: Duration) -> Result<SeenSet, SeenSetError> {
+        Self::open_with(dir, horizon, Self::open_db)
+    }
+
+    /// [`SeenSet::open`] with the sled opening passed in (tests inject a corruption).
+    fn open_with(
+        dir: &Path,
+        horizon: Duration,
+        open_db: impl Fn(&Path, Duration) -> Result<SeenSet, SeenSetError>,
+    ) -> Result<SeenSet, SeenSetError> {
+        match open_db(dir, horizon) {
+            Err(SeenSetError::Storage {
+                source: sled::Error::Corruption { .. },
+                ..
+            }) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut aside = dir.as_os_str().to_owned();
+                aside.push(format!(".corrupt-{stamp}"));
+                let aside = PathBuf::from(aside);
+                std::fs::rename(dir, &aside).map_err(|source| SeenSetError::SetAside {
+                    dir: dir.to_path_buf(),
+                    aside: aside.clone(),
+                    source,
+                })?;
+                tracing::error!(dir = %dir.display(), aside = %aside.display(),
+                    "the dedupe seen-set is corrupt; moved aside, starting an empty one");
+                metrics::counter!(METRIC_SEEN_SET_RESETS).increment(1);
+                open_db(dir, horizon)
+            }
+            other => other,
+        }
+    }
+
+    fn open_db(dir: &Path, horizon: Duration) -> Result<SeenSet, SeenSetError> {
         let err = |doing| {
             move |source| SeenSetError::Storage {
                 dir: dir.to_path_buf(),
@@ -193,5 +244,41 @@ mod tests {
         );
         assert!(set.contains("a").unwrap(), "the second mark still counts");
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_seen_set_is_moved_aside_and_an_empty_one_starts() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("dedupe");
+        let set = SeenSet::open(&dir, Duration::from_secs(60)).unwrap();
+        set.mark_all(["a", "b"]).unwrap();
+        set.db.flush().unwrap();
+        drop(set);
+        // What sled answered in CI after a kill -9 during start-up ("Read corrupted data at
+        // file offset None"); sled's own recovery cannot be made to fail on demand.
+        let first = std::cell::Cell::new(true);
+        let corrupt_once = |dir: &Path, horizon: Duration| {
+            if first.replace(false) {
+                return Err(SeenSetError::Storage {
+                    dir: dir.to_path_buf(),
+                    doing: "opening",
+                    source: sled::Error::Corruption { at: None, bt: () },
+                });
+            }
+            SeenSet::open_db(dir, horizon)
+        };
+        let set = SeenSet::open_with(&dir, Duration::from_secs(60), corrupt_once).unwrap();
+        assert!(set.is_empty(), "a fresh seen-set");
+        assert!(!set.contains("a").unwrap());
+        let aside: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("dedupe.corrupt-"))
+            .collect();
+        assert_eq!(
+            aside.len(),
+            1,
+            "the corrupt store is kept aside for a post-mortem"
+        );
     }
 }
