@@ -266,6 +266,9 @@ pub struct ClusterConfig {
     pub connects_per_second: u32,
     /// No node takes more than this times the mean number of accounts per live node.
     pub load_factor: f64,
+    /// The most accounts this node runs (announced in its node record; the others take what it
+    /// cannot). 0: no limit of its own, only the load factor's.
+    pub capacity: u32,
 }
 
 impl Default for ClusterConfig {
@@ -280,6 +283,7 @@ impl Default for ClusterConfig {
             move_batch: 20,
             connects_per_second: 5,
             load_factor: 1.25,
+            capacity: 0,
         }
     }
 }

@@ -20,7 +20,7 @@ use ractor::{Actor, ActorRef};
 
 use crate::accounts::budget::LoginBudget;
 use crate::accounts::login::{GrammersLogin, LoginBackend};
-use crate::accounts::registry::Registry;
+use crate::accounts::registry::{MarkEnded, Registry};
 use crate::accounts::{AccountsControl, ControlParts};
 use crate::admin::AdminServer;
 pub use crate::audit_stream::{AnchorRecord, latest_anchor};
@@ -399,7 +399,7 @@ impl Node {
             };
             let control = Arc::new(AccountsControl::new(ControlParts {
                 node_id: node_id.clone(),
-                registry,
+                registry: registry.clone(),
                 sessions,
                 eventlog: eventlog.clone(),
                 supervisor: supervisor.clone(),
@@ -410,6 +410,7 @@ impl Node {
                     eventlog: eventlog.clone(),
                     stats: Arc::new(PipelineStats::default()),
                     flood: crate::pipeline::account::FloodSettings::from_config(&config.telegram),
+                    ended: Some(Arc::new(MarkEnded(registry.clone()))),
                 },
                 backend,
                 budget,

@@ -95,6 +95,7 @@ impl States {
                 checkpoint_after_events: ACCOUNT_WINDOW as u64,
                 flood: FLOOD,
                 epoch: 0,
+                ended: None,
             };
             let name = format!("{}/account/{account_id}", node.node_id);
             let registered_name = name.clone();

@@ -171,13 +171,26 @@ struct Node {
 }
 
 async fn node(rig: &ClusterRig, url: &str, name: &str, dc: std::net::SocketAddr) -> Node {
+    node_with_capacity(rig, url, name, dc, 0).await
+}
+
+/// A node that announces it runs at most `capacity` accounts (0: no limit of its own).
+async fn node_with_capacity(
+    rig: &ClusterRig,
+    url: &str,
+    name: &str,
+    dc: std::net::SocketAddr,
+    capacity: u32,
+) -> Node {
+    let mut config = rig.config.cluster.clone();
+    config.capacity = capacity;
     let bus = rig.bus(url).await;
     let records = rig.records(&bus).await;
     let clients = Clients::new(dc);
     let gate = Arc::new(Gate::start().await.unwrap());
     let controller = Controller::start(
         records,
-        rig.config.cluster.clone(),
+        config,
         name.to_string(),
         clients.clone(),
         gate.clone(),
@@ -420,4 +433,52 @@ async fn a_joining_node_takes_about_a_third_and_a_leaving_node_moves_only_its_ow
     assert_eq!(dc.overlaps(), Vec::<String>::new());
     a.controller.leave().await;
     c.controller.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_never_run_more_than_their_capacity_and_what_fits_nowhere_waits() {
+    let rig = ClusterRig::start().await;
+    let (dc, dc_addr) = Dc::start().await;
+    let url = rig.cluster.url();
+    // 30 accounts, room for 25: the small node's share is capped at 5, the big one's at 20.
+    let small = node_with_capacity(&rig, &url, "small", dc_addr, 5).await;
+    let big = node_with_capacity(&rig, &url, "big", dc_addr, 20).await;
+    let over = Arc::new(Mutex::new(Vec::new()));
+    let watch = {
+        let over = over.clone();
+        let (s, b) = (small.clients.clone(), big.clients.clone());
+        tokio::spawn(async move {
+            loop {
+                let (ns, nb) = (s.names().len(), b.names().len());
+                if ns > 5 || nb > 20 {
+                    over.lock().unwrap().push(format!("small {ns}, big {nb}"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    until(
+        "25 accounts running, 5 on the small node",
+        Duration::from_secs(30),
+        || {
+            small.controller.snapshot().running.len() == 5
+                && big.controller.snapshot().running.len() == 20
+        },
+    )
+    .await;
+    // Nothing more starts: the other 5 wait for room.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(owners(&[&small, &big]).len(), 25);
+    // The big node leaves: the small one stays at its capacity.
+    big.controller.leave().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(small.controller.snapshot().running.len(), 5);
+    watch.abort();
+    assert_eq!(
+        *over.lock().unwrap(),
+        Vec::<String>::new(),
+        "a node ran more than its capacity"
+    );
+    assert_eq!(dc.overlaps(), Vec::<String>::new());
+    small.controller.leave().await;
 }

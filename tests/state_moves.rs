@@ -83,6 +83,7 @@ async fn run_account(
         eventlog: node.eventlog.clone(),
         stats: stats.clone(),
         flood: FloodSettings::default(),
+        ended: None,
     };
     start_account(&node.supervisor, &parts, account, epoch)
         .await

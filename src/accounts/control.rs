@@ -737,7 +737,10 @@ impl AccountsControl {
                 let lifecycle = if record.desired == Desired::Paused {
                     Lifecycle::Paused
                 } else {
-                    tally.of(&id).unwrap_or(Lifecycle::Stopped)
+                    tally
+                        .of(&id)
+                        .or_else(|| record.ended.as_ref().map(|e| e.state.clone()))
+                        .unwrap_or(Lifecycle::Stopped)
                 };
                 crate::pipeline::heartbeat::Member {
                     source: self.parts.stats.accounts.get(&id),
@@ -751,6 +754,8 @@ impl AccountsControl {
     fn registry_state(record: &AccountRecord) -> Lifecycle {
         if record.consent.is_none() {
             Lifecycle::PendingConsent
+        } else if let Some(ended) = &record.ended {
+            ended.state.clone()
         } else if record.desired == Desired::Paused {
             Lifecycle::Paused
         } else {
@@ -1040,6 +1045,8 @@ impl AccountsControl {
                         r.display_name = done.display_name.clone();
                         r.username = done.username.clone();
                         r.phone_hash = Some(hash.to_string());
+                        // A new session: whatever ended the old one does not hold for it.
+                        r.ended = None;
                     })
                     .await?;
                 self.start_if_ready(&refreshed).await?;

@@ -8,7 +8,11 @@
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
+use futures::future::BoxFuture;
+
+use super::Lifecycle;
 use crate::bus::{BUCKET_ACCOUNTS, Bus};
+use crate::pipeline::account::EndedSink;
 
 /// How an account came to tgingest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +61,22 @@ pub struct AccountRecord {
     pub username: Option<String>,
     /// Keyed hash of the phone number used to log in, if the account was added by a login.
     pub phone_hash: Option<String>,
+    /// Set when Telegram ended the session for good (revoked, or its key used twice): no node
+    /// starts the account again until a new login or import clears it. Kept in the registry,
+    /// not only in the actor that saw it, so a restart or another node does not reconnect a
+    /// dead key (and a duplicated one twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
+}
+
+/// How and when a session ended for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    /// `revoked` (with the RPC error) or `duplicated`.
+    #[serde(flatten)]
+    pub state: Lifecycle,
+    /// When the account's actor stopped on it (microseconds since the epoch).
+    pub at_us: i64,
 }
 
 impl AccountRecord {
@@ -71,12 +91,14 @@ impl AccountRecord {
             display_name: None,
             username: None,
             phone_hash: None,
+            ended: None,
         }
     }
 
-    /// Whether the registry lets this account ingest (active and consented).
+    /// Whether the registry lets this account ingest: active, consented, and its session not
+    /// ended by Telegram.
     pub fn may_run(&self) -> bool {
-        self.desired == Desired::Active && self.consent.is_some()
+        self.desired == Desired::Active && self.consent.is_some() && self.ended.is_none()
     }
 }
 
@@ -278,9 +300,66 @@ impl Registry {
     }
 }
 
+/// Marks an account's registry record when its session ended for good (the account actors'
+/// [`EndedSink`]): the actor waits for the write, so once it is gone every node sees the mark.
+pub struct MarkEnded(pub Registry);
+
+impl EndedSink for MarkEnded {
+    fn ended<'a>(&'a self, account_id: &'a str, state: &'a Lifecycle) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let ended = Ended {
+                state: state.clone(),
+                at_us: crate::event::now_us(),
+            };
+            let hashed = crate::telemetry::hash_id(account_id);
+            match self
+                .0
+                .update(account_id, |r| r.ended = Some(ended.clone()))
+                .await
+            {
+                Ok(_) => {}
+                // A simulated account from the config has no record: nothing to mark.
+                Err(RegistryError::NotFound { .. }) => {}
+                Err(e) => tracing::error!(account = %hashed, error = %e,
+                    "cannot record in the registry that the session ended; a restart may try it again"),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ended_session_keeps_the_account_from_running_and_survives_json() {
+        let mut r = AccountRecord::new("1000000", AddedVia::Login);
+        r.consent = Some(Consent {
+            by: "ops".into(),
+            at_us: 1,
+            scope: "all".into(),
+        });
+        r.ended = Some(Ended {
+            state: Lifecycle::Revoked {
+                reason: "SESSION_REVOKED".into(),
+            },
+            at_us: 7,
+        });
+        assert!(!r.may_run());
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["ended"],
+            serde_json::json!({"state": "revoked", "reason": "SESSION_REVOKED", "at_us": 7})
+        );
+        let back: AccountRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+        // Records written before the field existed still read, as not ended.
+        let mut old = serde_json::to_value(&r).unwrap();
+        old.as_object_mut().unwrap().remove("ended");
+        let old: AccountRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(old.ended, None);
+        assert!(old.may_run());
+    }
 
     #[test]
     fn account_ids_are_user_ids() {

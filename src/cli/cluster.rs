@@ -62,11 +62,16 @@ fn table(status: &Value) -> String {
             "node {node}: cluster.enabled is off; this node runs every account it may by itself\n"
         );
     }
-    let mut out = format!("asked node {node}\n\nNODE  STATE  DRAINING  GENERATION  ACCOUNTS\n");
+    let mut out =
+        format!("asked node {node}\n\nNODE  STATE  DRAINING  GENERATION  ACCOUNTS  CAPACITY\n");
     for n in status["nodes"].as_array().into_iter().flatten() {
         let accounts = n["accounts"].as_array().map_or(0, Vec::len);
+        let capacity = match n["capacity"].as_u64() {
+            Some(0) | None => "-".to_string(),
+            Some(c) => c.to_string(),
+        };
         out.push_str(&format!(
-            "{}  {}  {}  {}  {accounts}\n",
+            "{}  {}  {}  {}  {accounts}  {capacity}\n",
             text(&n["node"]),
             text(&n["state"]),
             n["draining"],
@@ -81,9 +86,11 @@ fn table(status: &Value) -> String {
     ));
     for u in &unowned {
         let mut why = text(&u["reason"]);
-        for key in ["last_owner", "target"] {
-            if let Some(v) = u[key].as_str() {
-                why.push_str(&format!(" ({key} {v})"));
+        for key in ["error", "capacity", "last_owner", "target"] {
+            match &u[key] {
+                Value::String(v) => why.push_str(&format!(" ({key} {v})")),
+                Value::Number(v) => why.push_str(&format!(" ({key} {v})")),
+                _ => {}
             }
         }
         out.push_str(&format!("  {}  {why}\n", text(&u["account"])));

@@ -41,8 +41,44 @@ pub fn load_cap(accounts: usize, nodes: usize, load_factor: f64) -> usize {
     ((accounts as f64 * load_factor / nodes as f64).ceil() as usize).max(1)
 }
 
+/// How many accounts each node may own: the bounded load, and no more than a node's announced
+/// `capacity` (absent or 0: no limit of its own). What a limited node cannot take is shared out
+/// among the others (water-filling), so they are capped at `load_factor` x the mean of what is
+/// left to them, not of everything.
+pub fn node_caps<'n>(
+    accounts: usize,
+    nodes: &[&'n str],
+    capacity: &BTreeMap<&str, usize>,
+    load_factor: f64,
+) -> BTreeMap<&'n str, usize> {
+    let mut caps = BTreeMap::new();
+    let mut left = accounts;
+    let mut open: Vec<&'n str> = nodes.to_vec();
+    loop {
+        let cap = load_cap(left, open.len(), load_factor);
+        let limited: Vec<(&'n str, usize)> = open
+            .iter()
+            .filter_map(|n| {
+                let c = capacity.get(n).copied().filter(|c| *c > 0)?;
+                (c < cap).then_some((*n, c))
+            })
+            .collect();
+        if limited.is_empty() {
+            for n in open {
+                caps.insert(n, cap);
+            }
+            return caps;
+        }
+        for (n, c) in limited {
+            caps.insert(n, c);
+            left = left.saturating_sub(c);
+            open.retain(|o| *o != n);
+        }
+    }
+}
+
 /// The owner each account should have, given where accounts run now (`current`; accounts of
-/// nodes not in `nodes` are moving anyway).
+/// nodes not in `nodes` are moving anyway) and what each node may hold ([`node_caps`]).
 ///
 /// Placement, in a fixed order (accounts by their own top weight, strongest preference first),
 /// so every node that sees the same nodes, accounts and owners computes the same map:
@@ -53,18 +89,20 @@ pub fn load_cap(accounts: usize, nodes: usize, load_factor: f64) -> usize {
 /// 4. then go to their highest-ranked node with room.
 ///
 /// So a leaving node's accounts move and, besides them, only accounts the cap had kept from
-/// their first choice. Empty when there is no node.
+/// their first choice. Empty when there is no node. An account is left out only when every
+/// node is at its announced capacity: it waits, unowned, for room.
 pub fn assign<'n>(
     accounts: &[&str],
     current: &BTreeMap<&str, &str>,
     nodes: &[&'n str],
+    capacity: &BTreeMap<&str, usize>,
     load_factor: f64,
 ) -> BTreeMap<String, &'n str> {
     let mut out = BTreeMap::new();
     if nodes.is_empty() {
         return out;
     }
-    let cap = load_cap(accounts.len(), nodes.len(), load_factor);
+    let caps = node_caps(accounts.len(), nodes, capacity, load_factor);
     let mut order: Vec<(u64, &str, Vec<&'n str>)> = accounts
         .iter()
         .map(|a| {
@@ -77,7 +115,7 @@ pub fn assign<'n>(
     let mut load: BTreeMap<&str, usize> = nodes.iter().map(|n| (*n, 0)).collect();
     let mut place = |out: &mut BTreeMap<String, &'n str>, account: &str, node: &'n str| {
         let l = load.entry(node).or_default();
-        if *l < cap {
+        if *l < caps.get(node).copied().unwrap_or(0) {
             *l += 1;
             out.insert(account.to_string(), node);
             true
@@ -108,7 +146,7 @@ pub fn assign<'n>(
     }
     for (_, account, preference) in &order {
         if !out.contains_key(*account) {
-            // The cap times the node count is at least the number of accounts: one has room.
+            // Without capacities the caps add up to at least the accounts: one has room.
             for node in preference {
                 if place(&mut out, account, node) {
                     break;
@@ -151,7 +189,7 @@ mod tests {
         ) {
             let accounts = ids("acct-", n_accounts);
             let nodes = ids("node-", n_nodes);
-            let map = assign(&refs(&accounts), &BTreeMap::new(), &refs(&nodes), factor);
+            let map = assign(&refs(&accounts), &BTreeMap::new(), &refs(&nodes), &BTreeMap::new(), factor);
             prop_assert_eq!(map.len(), n_accounts);
             let cap = load_cap(n_accounts, n_nodes, factor);
             let mut load: BTreeMap<&str, usize> = BTreeMap::new();
@@ -160,6 +198,34 @@ mod tests {
                 *load.entry(owner).or_default() += 1;
             }
             prop_assert!(load.values().all(|l| *l <= cap), "{load:?} cap {cap}");
+        }
+
+        #[test]
+        fn no_node_takes_more_than_it_announced_and_nothing_waits_while_a_node_has_room(
+            n_accounts in 0usize..300,
+            capacities in proptest::collection::vec(0usize..60, 1..6),
+            factor in 1.0f64..2.0
+        ) {
+            let accounts = ids("acct-", n_accounts);
+            let nodes = ids("node-", capacities.len());
+            let capacity: BTreeMap<&str, usize> =
+                nodes.iter().map(String::as_str).zip(capacities.iter().copied()).collect();
+            let map = assign(&refs(&accounts), &BTreeMap::new(), &refs(&nodes), &capacity, factor);
+            let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+            for owner in map.values() {
+                *load.entry(owner).or_default() += 1;
+            }
+            for (node, l) in &load {
+                let c = capacity[node];
+                prop_assert!(c == 0 || *l <= c, "{node} holds {l}, announced {c}");
+            }
+            // An account is left out only when every node is full (all limited, all at capacity).
+            if map.len() < n_accounts {
+                for (node, c) in &capacity {
+                    prop_assert!(*c > 0 && load.get(node).copied().unwrap_or(0) == *c,
+                        "{} of {n_accounts} placed while {node} ({c}) had room: {load:?}", map.len());
+                }
+            }
         }
 
         #[test]
@@ -174,15 +240,15 @@ mod tests {
             shuffled_accounts.rotate_left(k);
             shuffled_accounts.reverse();
             shuffled_nodes.reverse();
-            let first = assign(&refs(&accounts), &BTreeMap::new(), &refs(&nodes), 1.25);
+            let first = assign(&refs(&accounts), &BTreeMap::new(), &refs(&nodes), &BTreeMap::new(), 1.25);
             prop_assert_eq!(
                 &first,
-                &assign(&shuffled_accounts, &BTreeMap::new(), &shuffled_nodes, 1.25)
+                &assign(&shuffled_accounts, &BTreeMap::new(), &shuffled_nodes, &BTreeMap::new(), 1.25)
             );
             let current = as_current(&first);
             prop_assert_eq!(
-                assign(&refs(&accounts), &current, &refs(&nodes), 1.25),
-                assign(&shuffled_accounts, &current, &shuffled_nodes, 1.25)
+                assign(&refs(&accounts), &current, &refs(&nodes), &BTreeMap::new(), 1.25),
+                assign(&shuffled_accounts, &current, &shuffled_nodes, &BTreeMap::new(), 1.25)
             );
         }
 
@@ -193,9 +259,9 @@ mod tests {
             let accounts = ids("acct-", n_accounts);
             let nodes = ids("node-", n_nodes);
             let leaver = nodes[leaver % n_nodes].clone();
-            let before = assign(&refs(&accounts), &BTreeMap::new(), &refs(&nodes), 1.25);
+            let before = assign(&refs(&accounts), &BTreeMap::new(), &refs(&nodes), &BTreeMap::new(), 1.25);
             let rest: Vec<String> = nodes.iter().filter(|n| **n != leaver).cloned().collect();
-            let after = assign(&refs(&accounts), &as_current(&before), &refs(&rest), 1.25);
+            let after = assign(&refs(&accounts), &as_current(&before), &refs(&rest), &BTreeMap::new(), 1.25);
             for account in moved(&before, &after) {
                 // Either it was on the leaver, or the cap had kept it from its first choice.
                 let first = ranking(&account, &refs(&nodes))[0];
@@ -215,8 +281,8 @@ mod tests {
             let nodes = ids("node-", n_nodes);
             let mut grown = nodes.clone();
             grown.push("node-new".to_string());
-            let before = assign(&refs(&accounts), &BTreeMap::new(), &refs(&nodes), 1.25);
-            let after = assign(&refs(&accounts), &as_current(&before), &refs(&grown), 1.25);
+            let before = assign(&refs(&accounts), &BTreeMap::new(), &refs(&nodes), &BTreeMap::new(), 1.25);
+            let after = assign(&refs(&accounts), &as_current(&before), &refs(&grown), &BTreeMap::new(), 1.25);
             for account in moved(&before, &after) {
                 let first_before = ranking(&account, &refs(&nodes))[0];
                 let first_after = ranking(&account, &refs(&grown))[0];
@@ -234,8 +300,20 @@ mod tests {
         let accounts = ids("acct-", 3_000);
         let three = ids("node-", 3);
         let four = ids("node-", 4);
-        let before = assign(&refs(&accounts), &BTreeMap::new(), &refs(&three), 1.25);
-        let joined = assign(&refs(&accounts), &as_current(&before), &refs(&four), 1.25);
+        let before = assign(
+            &refs(&accounts),
+            &BTreeMap::new(),
+            &refs(&three),
+            &BTreeMap::new(),
+            1.25,
+        );
+        let joined = assign(
+            &refs(&accounts),
+            &as_current(&before),
+            &refs(&four),
+            &BTreeMap::new(),
+            1.25,
+        );
         let share = 3_000 / 4;
         let moved_on_join = moved(&before, &joined).len();
         assert!(
@@ -243,11 +321,43 @@ mod tests {
             "a join moved {moved_on_join} of 3000 accounts; about {share} expected"
         );
         let on_leaver = joined.values().filter(|n| **n == "node-3").count();
-        let left = assign(&refs(&accounts), &as_current(&joined), &refs(&three), 1.25);
+        let left = assign(
+            &refs(&accounts),
+            &as_current(&joined),
+            &refs(&three),
+            &BTreeMap::new(),
+            1.25,
+        );
         let moved_on_leave = moved(&joined, &left).len();
         assert!(
             moved_on_leave <= on_leaver * 11 / 10,
             "a leave moved {moved_on_leave} accounts; the leaver had {on_leaver}"
+        );
+    }
+
+    #[test]
+    fn a_small_node_takes_its_capacity_and_the_others_share_the_rest_evenly() {
+        let accounts = ids("acct-", 1_000);
+        let nodes = ids("node-", 3);
+        let capacity = BTreeMap::from([("node-0", 100)]);
+        let caps = node_caps(1_000, &refs(&nodes), &capacity, 1.25);
+        // 900 left for two nodes: 1.25 x 450, not 1.25 x 333.
+        assert_eq!(
+            caps,
+            BTreeMap::from([("node-0", 100), ("node-1", 563), ("node-2", 563)])
+        );
+        let map = assign(
+            &refs(&accounts),
+            &BTreeMap::new(),
+            &refs(&nodes),
+            &capacity,
+            1.25,
+        );
+        let on_small = map.values().filter(|n| **n == "node-0").count();
+        assert_eq!(map.len(), 1_000);
+        assert_eq!(
+            on_small, 100,
+            "the small node is the first choice of about a third"
         );
     }
 

@@ -31,7 +31,7 @@ use super::claims::{self, Claim, ClaimRecord, ClaimState, Taken};
 use super::gate::Gate;
 use super::lease::{Fence, LeaseError, NodeLease};
 use super::lock;
-use super::membership::{HolderStatus, Membership};
+use super::membership::{HolderStatus, Membership, View};
 use super::record::{RecordError, Records};
 use crate::config::ClusterConfig;
 
@@ -86,8 +86,16 @@ impl Controller {
     ) -> Result<Controller, LeaseError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let boot = uuid::Uuid::new_v4().to_string();
-        let lease =
-            NodeLease::acquire(records.clone(), &config, &node, &boot, 1, 0, &stop_rx).await?;
+        let lease = NodeLease::acquire(
+            records.clone(),
+            &config,
+            &node,
+            &boot,
+            1,
+            config.capacity,
+            &stop_rx,
+        )
+        .await?;
         let membership = Membership::start(records.clone(), &config, &node, stop_rx.clone()).await;
         let claims_view = ClaimsView::start(records.clone(), stop_rx.clone());
         let snapshot = Arc::new(Mutex::new(Snapshot {
@@ -238,7 +246,8 @@ async fn round(s: &mut State) {
     }
     let nodes: Vec<&str> = live.iter().map(String::as_str).collect();
     let accounts: Vec<&str> = wanted.iter().map(String::as_str).collect();
-    let target = assign(&accounts, &current, &nodes, s.config.load_factor);
+    let capacity = capacities(&view);
+    let target = assign(&accounts, &current, &nodes, &capacity, s.config.load_factor);
     let unowned = accounts
         .iter()
         .filter(|a| !current.contains_key(*a))
@@ -323,7 +332,7 @@ enum Reason {
     Rebalance,
     /// This node leaves (SIGTERM).
     Leave,
-    /// Paused, removed, or no longer consented.
+    /// Paused, removed, no longer consented, or its session ended (revoked, duplicated).
     Unwanted,
     /// Claimed here but its actor did not start.
     StartFailed,
@@ -503,7 +512,7 @@ async fn fenced(s: &mut State) {
         &s.node,
         &s.boot,
         generation,
-        0,
+        s.config.capacity,
         &never,
     )
     .await
@@ -534,7 +543,14 @@ async fn leave(s: &mut State) {
         .collect();
     let held: Vec<String> = s.held.keys().cloned().collect();
     let accounts: Vec<&str> = held.iter().map(String::as_str).collect();
-    let target = assign(&accounts, &BTreeMap::new(), &others, s.config.load_factor);
+    let capacity = capacities(&view);
+    let target = assign(
+        &accounts,
+        &BTreeMap::new(),
+        &others,
+        &capacity,
+        s.config.load_factor,
+    );
     let moves = held
         .iter()
         .map(|a| (a.clone(), target.get(a).map(|n| n.to_string())))
@@ -544,6 +560,14 @@ async fn leave(s: &mut State) {
         tracing::warn!(error = %e, "cannot mark the node lease released; others wait it out");
     }
     publish_fenced(s);
+}
+
+/// What each live node announced it can run (absent: no record, so no limit known).
+fn capacities(view: &View) -> BTreeMap<&str, usize> {
+    view.live
+        .iter()
+        .filter_map(|m| Some((m.node.as_str(), m.record.as_ref()?.capacity as usize)))
+        .collect()
 }
 
 fn publish(s: &State, fence: &Fence) {

@@ -16,6 +16,7 @@ use super::claims::{ClaimRecord, ClaimState};
 use super::controller::Snapshot;
 use super::lease::{NodeRecord, NodeState};
 use super::record::Records;
+use crate::accounts::Lifecycle;
 use crate::accounts::registry::{AccountRecord, Desired};
 
 /// One node as recorded.
@@ -42,10 +43,19 @@ pub struct Owned {
 pub enum Unowned {
     /// Its owner has not recorded consent.
     NoConsent,
+    /// Telegram revoked its session (`error`: the RPC error, e.g. `SESSION_REVOKED`); it needs a
+    /// new login or import.
+    Revoked { error: String, since_us: i64 },
+    /// Its auth key was used from two places at once (AUTH_KEY_DUPLICATED); it needs a new
+    /// login or import.
+    Duplicated { since_us: i64 },
     /// An operator paused it.
     Paused,
     /// No sealed session (imported or logged in) to run it with.
     NoSession,
+    /// It may run, but every live node announced a capacity and together they run as many
+    /// accounts as that allows (`capacity`, summed); it waits for a node with room.
+    NoCapacity { capacity: u64 },
     /// It may run, and no live node holds it yet: claimed by a node that is gone (a taker waits
     /// a whole lease), released for `target`, or not claimed yet.
     WaitingForLease {
@@ -136,6 +146,17 @@ pub async fn read(
     };
     let mut owned = Vec::new();
     let mut unowned = Vec::new();
+    let live: Vec<&NodeRecord> = nodes
+        .values()
+        .filter(|n| n.state == NodeState::Live && !n.draining)
+        .collect();
+    // Room is limited only when every live node announced a capacity.
+    let capacity = (!live.is_empty() && live.iter().all(|n| n.capacity > 0))
+        .then(|| live.iter().map(|n| u64::from(n.capacity)).sum::<u64>());
+    let held = registry
+        .iter()
+        .filter(|r| claims.get(&r.account_id).is_some_and(&holds))
+        .count() as u64;
     for record in registry {
         let account = &record.account_id;
         let claim = claims.get(account);
@@ -149,10 +170,26 @@ pub async fn read(
         }
         let why = if record.consent.is_none() {
             Unowned::NoConsent
+        } else if let Some(ended) = &record.ended {
+            match &ended.state {
+                Lifecycle::Duplicated => Unowned::Duplicated {
+                    since_us: ended.at_us,
+                },
+                Lifecycle::Revoked { reason } => Unowned::Revoked {
+                    error: reason.clone(),
+                    since_us: ended.at_us,
+                },
+                other => Unowned::Revoked {
+                    error: other.name().to_string(),
+                    since_us: ended.at_us,
+                },
+            }
         } else if record.desired == Desired::Paused {
             Unowned::Paused
         } else if !with_session.contains(account) {
             Unowned::NoSession
+        } else if let Some(capacity) = capacity.filter(|c| held >= *c) {
+            Unowned::NoCapacity { capacity }
         } else {
             Unowned::WaitingForLease {
                 last_owner: claim.map(|c| c.holder.node.clone()),

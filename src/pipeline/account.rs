@@ -134,6 +134,15 @@ pub struct AccountArgs {
     /// The owner's epoch: the account claim's epoch in a cluster, 0 on a single node. Every
     /// write of the account's state carries it and is refused once a newer owner has written.
     pub epoch: u64,
+    /// Told when the session ends for good, before the actor stops (the registry marks it).
+    pub ended: Option<Arc<dyn EndedSink>>,
+}
+
+/// Told when an account's session ended for good (`revoked` or `duplicated`), so that the
+/// decision outlives the actor that saw it: no restart and no other node connects the key again.
+pub trait EndedSink: Send + Sync {
+    /// Records that `account_id` ended in `state`; waited for before the actor stops.
+    fn ended<'a>(&'a self, account_id: &'a str, state: &'a Lifecycle) -> BoxFuture<'a, ()>;
 }
 
 /// Messages of the account actor.
@@ -595,6 +604,9 @@ impl AccountState {
         };
         let state = next.name();
         self.flood_wait_until_us = None;
+        if let Some(sink) = &self.args.ended {
+            sink.ended(&self.args.account_id, &next).await;
+        }
         self.transition(next);
         metrics::counter!(METRIC_TERMINAL, "state" => state).increment(1);
         let details = BTreeMap::from([

@@ -168,6 +168,7 @@ pub async fn start(
         eventlog: node.eventlog.clone(),
         stats: stats.clone(),
         flood: account::FloodSettings::from_config(&node.config.telegram),
+        ended: None,
     };
     for account_id in parts.accounts {
         start_account(sup, &account_parts, &account_id, 0).await?;
@@ -187,6 +188,8 @@ pub struct AccountParts {
     pub stats: Arc<PipelineStats>,
     /// How the account actors treat flood waits.
     pub flood: account::FloodSettings,
+    /// Where an account whose session ended for good is recorded (the registry's mark).
+    pub ended: Option<Arc<dyn account::EndedSink>>,
 }
 
 /// The supervisor's child name of an account's actor (the id is hashed, as in logs).
@@ -220,6 +223,7 @@ pub async fn start_account(
         checkpoint_after_events: ACCOUNT_WINDOW as u64,
         flood: parts.flood,
         epoch,
+        ended: parts.ended.clone(),
     };
     let registered = account_actor_name(&parts.node_id, account_id);
     start_child(

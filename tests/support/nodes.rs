@@ -176,9 +176,11 @@ impl Rig {
                 self.dir.path().join("admin.token"),
             )
             .env("TELEGRAM_API_ID", "1")
-            // Every client makes a request every 10 s (the hole check's dialogs), so a client
-            // that outlived its claim talks, and the DC's overlap oracle hears it.
+            // Every client makes a request 2 s after it connects and every 10 s after (the
+            // hole check's dialogs), so a client that outlived its claim talks, and the DC's
+            // overlap oracle hears it; a revoked session is noticed as fast.
             .env("TGINGEST_TELEGRAM_HOLE_CHECK_INTERVAL", "10s")
+            .env("TGINGEST_TELEGRAM_HOLE_GRACE", "2s")
             .arg("--config")
             .arg(example)
             .arg("run")
