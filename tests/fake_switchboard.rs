@@ -817,3 +817,31 @@ async fn legacy_sse_answers_on_the_stream() {
         "the port is closed while stopped"
     );
 }
+
+/// The oracle behind "never two calls with one key in flight" can fail: two sessions sending
+/// one envelope at once into the racy dedupe (look up, a round trip, insert) are both stored,
+/// and the fake names the key.
+#[tokio::test]
+async fn two_concurrent_calls_with_one_key_are_stored_twice_by_a_racy_dedupe_and_flagged() {
+    let fake = FakeSwitchboard::start_default().await.unwrap();
+    fake.set_faults(tgingest::switchboard::Faults {
+        racy_dedupe: true,
+        ..Default::default()
+    });
+    let (a, b) = (Raw::open(&fake).await, Raw::open(&fake).await);
+    let env = valid();
+    let (ra, rb) = tokio::join!(a.call("ingest", &env), b.call("ingest", &env));
+    let stored = [ra, rb]
+        .iter()
+        .filter(|r| r["structuredContent"]["duplicate"] == false)
+        .count();
+    assert_eq!(
+        stored, 2,
+        "the race must be real for the oracle to mean anything"
+    );
+    assert_eq!(fake.overlapping_keys().len(), 1);
+    // One after the other, the same fake answers the third a duplicate and flags nothing more.
+    let rc = a.call("ingest", &env).await;
+    assert_eq!(rc["structuredContent"]["duplicate"], true);
+    assert_eq!(fake.overlapping_keys().len(), 1);
+}

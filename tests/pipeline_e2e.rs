@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::rig::{Rig, simulation};
 use tgingest::bus::{STREAM_CLEAN, STREAM_DLQ};
 use tgingest::event::{Event, EventKind, TELEGRAM_SERVICE_CHAT};
-use tgingest::switchboard::envelope;
+use tgingest::switchboard::{Faults, envelope};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -333,5 +333,116 @@ async fn each_account_endpoint_sends_valid_heartbeats_with_its_own_counters() {
         );
         assert!(ingested < total, "{endpoint} reports the node's total");
     }
+    rig.stop().await;
+}
+
+/// Switchboard as rude as reality, all at once: answers in another order than asked (seeded
+/// jitter), connections cut before and after the call took effect, replies cut half-way, a
+/// proxy in front answering 502 and 429, database errors, and the real server's racy dedupe
+/// (look up, a round trip, insert), under which two calls with one key in flight would both be
+/// stored. Every event still arrives exactly once, and the fake never sees two calls with one
+/// key inside it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rude_switchboard_still_gets_every_event_exactly_once_and_never_one_key_twice_at_once() {
+    let mut rig = Rig::start(simulation(2, 300, 300.0, 33), |_| {}).await;
+    rig.fake.set_faults(Faults {
+        latency: Duration::from_millis(2),
+        latency_jitter: Duration::from_millis(40),
+        drop_probability: 0.03,
+        drop_after_processing: true,
+        tool_error_probability: 0.03,
+        truncate_count: 15,
+        proxy_status: 502,
+        proxy_count: 10,
+        racy_dedupe: true,
+        ..Faults::default()
+    });
+    until("the proxy's 502s and the cut replies", || {
+        let s = rig.fake.stats();
+        s.proxy_answers >= 10 && s.truncated >= 15
+    })
+    .await;
+    let mut faults = rig.fake.faults();
+    faults.proxy_status = 429;
+    faults.proxy_count = 5;
+    rig.fake.set_faults(faults);
+    assert!(
+        rig.wait_all_delivered(WAIT).await,
+        "not everything arrived: {:?} / fake {:?}",
+        rig.stats.snapshot(),
+        rig.fake.stats()
+    );
+    // Something more could arrive: retries of calls cut after they were stored.
+    let before = rig.fake.stats().calls_received;
+    until("two more rounds of calls to end", || {
+        rig.fake.stats().calls_received == before
+            && rig.stats.snapshot().delivered + rig.stats.snapshot().resend_duplicates
+                >= rig.expected().len() as u64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = rig.fake.stats();
+    eprintln!("fake: {stats:?}");
+    assert!(
+        stats.dropped > 0 && stats.tool_errors > 0 && stats.duplicates > 0,
+        "the faults did not fire: {stats:?}"
+    );
+    assert_eq!((stats.proxy_answers, stats.truncated), (15, 15));
+    assert_eq!(
+        rig.fake.overlapping_keys(),
+        Vec::<String>::new(),
+        "two calls with one key were inside Switchboard at once"
+    );
+    assert_eq!(rig.fake.stored_twice(), 0);
+    let expected = rig.expected();
+    let delivered = rig.delivered();
+    assert_eq!(delivered.len(), expected.len());
+    assert!(delivered.values().all(|n| *n == 1), "stored twice");
+    assert!(delivered.keys().all(|id| expected.contains_key(id)));
+    assert!(
+        rig.read_stream(STREAM_DLQ).await.is_empty(),
+        "nothing is refused"
+    );
+    rig.stop().await;
+}
+
+/// A proxy in front answering 413 for an envelope: that envelope will never fit, so it goes to
+/// `TG_DLQ` with the status named instead of holding a delivery slot forever, and the rest flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_a_proxy_refuses_as_too_large_is_dead_lettered_and_the_rest_flows() {
+    let mut rig = Rig::start(simulation(1, 300, 300.0, 34), |_| {}).await;
+    until("the first deliveries", || rig.stats.delivered.get() > 0).await;
+    rig.fake.set_faults(Faults {
+        proxy_status: 413,
+        proxy_count: 1,
+        ..Faults::default()
+    });
+    let mut dlq = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while dlq.is_empty() && std::time::Instant::now() < deadline {
+        dlq = rig.read_stream(STREAM_DLQ).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dlq.len(), 1, "one envelope parked");
+    let reason = dlq[0]
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Tgingest-Reason"))
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    assert!(reason.contains("413"), "{reason}");
+    let parked: Event = tgingest::codec::decode(&dlq[0].payload).expect("the event is kept");
+    let rest: Vec<String> = rig
+        .expected()
+        .into_keys()
+        .filter(|id| *id != parked.event_id)
+        .collect();
+    assert!(
+        rig.wait_delivered(rest.iter(), WAIT).await,
+        "{:?}",
+        rig.stats.snapshot()
+    );
+    assert!(!rig.delivered().contains_key(&parked.event_id));
+    assert_eq!(rig.stats.dead_lettered.get(), 1);
     rig.stop().await;
 }

@@ -546,3 +546,89 @@ async fn a_call_whose_sse_stream_is_lost_is_resent_on_a_new_session() {
         "the cut call was sent again, on a new session"
     );
 }
+
+#[tokio::test]
+async fn a_handshake_that_hangs_times_out_and_the_next_call_gets_through() {
+    for via in ALL {
+        let (fake, client, cfg) = setup_with(via, FakeOptions::default(), |c| {
+            c.request_timeout = Dur(Duration::from_millis(500))
+        })
+        .await;
+        fake.set_faults(Faults {
+            hang_initialize_count: 1,
+            ..Faults::default()
+        });
+        let e = event(ChatKind::Group, 500, 1, Some("99"), "hello");
+        let err = client.ingest(&envelope(&e, &cfg)).await.unwrap_err();
+        assert_eq!(err, CallError::Timeout, "{via:?}");
+        assert_eq!(fake.stats().hung_initializes, 1, "{via:?}");
+        let (_, duplicate) = accepted(client.ingest(&envelope(&e, &cfg)).await);
+        assert!(
+            !duplicate,
+            "{via:?}: nothing was stored by the hung attempt"
+        );
+        assert_eq!(fake.stats().stored, 1, "{via:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_reply_cut_half_way_is_a_transport_error_and_the_resend_a_duplicate() {
+    for via in [Via::McpSse, Via::McpJson] {
+        let (fake, client, cfg) = setup(via).await;
+        let e = event(ChatKind::Group, 500, 1, Some("99"), "hello");
+        accepted(client.ingest(&envelope(&e, &cfg)).await);
+        fake.set_faults(Faults {
+            truncate_count: 1,
+            ..Faults::default()
+        });
+        let e2 = event(ChatKind::Group, 500, 2, Some("99"), "cut short");
+        let err = client.ingest(&envelope(&e2, &cfg)).await.unwrap_err();
+        assert!(
+            matches!(err, CallError::Transport(_) | CallError::Protocol(_)),
+            "{via:?}: {err:?}"
+        );
+        assert_eq!(fake.stats().truncated, 1, "{via:?}");
+        let (_, duplicate) = accepted(client.ingest(&envelope(&e2, &cfg)).await);
+        assert!(duplicate, "{via:?}: the cut call had been stored");
+        assert_eq!(fake.stored_twice(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_in_front_is_told_apart_413_is_permanent_429_says_when_502_is_transient() {
+    for via in ALL {
+        let (fake, client, cfg) = setup(via).await;
+        let e = event(ChatKind::Group, 500, 1, Some("99"), "hello");
+        accepted(client.ingest(&envelope(&e, &cfg)).await); // session open
+        let answer = |status: u16| {
+            fake.set_faults(Faults {
+                proxy_status: status,
+                proxy_count: 1,
+                ..Faults::default()
+            });
+            let env = envelope(&e, &cfg);
+            let client = client.clone();
+            async move { client.ingest(&env).await.unwrap_err() }
+        };
+        let err = answer(413).await;
+        assert!(matches!(err, CallError::TooLarge(_)), "{via:?}: {err:?}");
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("413"), "{err}");
+        match answer(429).await {
+            CallError::RateLimited { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(1)), "{via:?}")
+            }
+            other => panic!("{via:?}: 429 gave {other:?}"),
+        }
+        let err = answer(502).await;
+        assert!(matches!(err, CallError::Transport(_)), "{via:?}: {err:?}");
+        assert!(err.is_transient());
+        assert_eq!(fake.stats().proxy_answers, 3);
+        let (_, duplicate) = accepted(client.ingest(&envelope(&e, &cfg)).await);
+        assert!(
+            duplicate,
+            "{via:?}: nothing the proxy answered reached the server"
+        );
+        assert_eq!(fake.stats().stored, 1);
+    }
+}

@@ -26,7 +26,7 @@ use crate::config::SwitchboardConfig;
 use crate::event::{Event, now_us};
 use crate::eventlog::{AuditEntry, Durability, EventLog};
 use crate::observability as obs;
-use crate::switchboard::{IngestReply, McpClient, envelope};
+use crate::switchboard::{CallError, IngestReply, McpClient, envelope};
 
 /// Durable consumer of the delivery stage on `TG_CLEAN`.
 pub const DELIVERY_CONSUMER: &str = "switchboard";
@@ -237,12 +237,18 @@ where
         match reply {
             Ok(IngestReply::Accepted { duplicate, .. }) => return Settled::Accepted { duplicate },
             Ok(IngestReply::Rejected { error }) => return Settled::Rejected(error),
+            // The envelope will never fit through: park it rather than hold a slot forever.
+            Err(e @ CallError::TooLarge(_)) => return Settled::Rejected(e.to_string()),
             Err(e) => {
                 stats.retries.add(1);
                 metrics::counter!("tgingest_delivery_retries_total").increment(1);
                 tracing::debug!(error = %e, retry_in = ?backoff, "Switchboard call failed; retrying");
                 let jitter = 0.8 + rand::random::<f64>() * 0.4;
-                let pause = tokio::time::sleep(backoff.mul_f64(jitter));
+                let asked = match &e {
+                    CallError::RateLimited { retry_after, .. } => retry_after.unwrap_or_default(),
+                    _ => Duration::ZERO,
+                };
+                let pause = tokio::time::sleep(backoff.mul_f64(jitter).max(asked));
                 tokio::pin!(pause);
                 loop {
                     tokio::select! {

@@ -84,12 +84,22 @@ pub enum CallError {
     /// No answer within `switchboard.request_timeout`: retry later (the key makes it safe).
     #[error("switchboard call timed out")]
     Timeout,
+    /// `413`: the request is larger than Switchboard, or a proxy in front of it, takes. The same
+    /// envelope will never fit: the caller dead-letters it instead of retrying.
+    #[error("switchboard refused the request as too large (HTTP 413): {0}")]
+    TooLarge(String),
+    /// `429`: slow down; `retry_after` is the server's (or proxy's) `Retry-After`, if given.
+    #[error("switchboard asked to slow down (HTTP 429): {message}")]
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
 }
 
 impl CallError {
     /// Whether resending the same envelope later may succeed.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, CallError::Protocol(_))
+        !matches!(self, CallError::Protocol(_) | CallError::TooLarge(_))
     }
 
     /// The `kind` label of `connector_errors_total`.
@@ -99,6 +109,8 @@ impl CallError {
             CallError::ToolError(_) => "tool_error",
             CallError::Protocol(_) => "protocol",
             CallError::Timeout => "timeout",
+            CallError::TooLarge(_) => "too_large",
+            CallError::RateLimited { .. } => "rate_limited",
         }
     }
 }
@@ -258,6 +270,22 @@ fn clip(s: &str) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// The error for a non-success HTTP status (`text`: the body, clipped into the message).
+fn status_error(status: StatusCode, headers: &HeaderMap, text: &str) -> CallError {
+    let message = format!("HTTP {status}: {}", clip(text.trim()));
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => CallError::TooLarge(message),
+        StatusCode::TOO_MANY_REQUESTS => CallError::RateLimited {
+            // Seconds only (the HTTP-date form is rare from proxies); at most 5 minutes.
+            retry_after: header_str(headers, "retry-after")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(300))),
+            message,
+        },
+        _ => CallError::Transport(message),
+    }
 }
 
 fn transport_error(e: reqwest::Error) -> CallError {
@@ -539,15 +567,14 @@ impl McpClient {
         let status = resp.status();
         let session_id = header_str(resp.headers(), "mcp-session-id");
         if !status.is_success() {
+            let headers = resp.headers().clone();
             let text = resp.text().await.unwrap_or_default();
             let gone = status == StatusCode::NOT_FOUND
                 || (status == StatusCode::BAD_REQUEST && text.to_lowercase().contains("session"));
             if sent_session && gone {
                 return Err(Fail::SessionGone(format!("HTTP {status}")));
             }
-            return Err(
-                CallError::Transport(format!("HTTP {status}: {}", clip(text.trim()))).into(),
-            );
+            return Err(status_error(status, &headers, &text).into());
         }
         let Some(id) = id else {
             return Ok((session_id, None));
@@ -675,10 +702,9 @@ impl McpClient {
             return Err(Fail::SessionGone("message endpoint answered 404".into()));
         }
         if !status.is_success() {
+            let headers = resp.headers().clone();
             let text = resp.text().await.unwrap_or_default();
-            return Err(
-                CallError::Transport(format!("HTTP {status}: {}", clip(text.trim()))).into(),
-            );
+            return Err(status_error(status, &headers, &text).into());
         }
         let Some((rx, _guard)) = waiting else {
             return Ok(None);

@@ -15,10 +15,16 @@
 //!   (`normalized_text` + `sender.identity` + hour of `observed_at`, per channel and endpoint),
 //!   switchable;
 //! - `connector.heartbeat` validation and reply, `GET /health`;
-//! - faults, settable while running: latency, `isError: true` answers (count or seeded
-//!   probability), cut connections (count or probability; before or after the call took
-//!   effect), and [`stop`](FakeSwitchboard::stop) / [`restart`](FakeSwitchboard::restart) on the
-//!   same port — sessions are lost, stored records are kept, as with a Postgres-backed server.
+//! - faults, settable while running ([`Faults`]): latency with seeded jitter (concurrent calls
+//!   answered out of order), `isError: true` answers (count or seeded probability), cut
+//!   connections (count or probability; before or after the call took effect), replies cut
+//!   half-way through the body, an `initialize` that never answers, a proxy in front answering
+//!   502/503/504/429/413 with nginx's HTML pages, the real server's racy dedupe (look up, a round
+//!   trip, insert: two concurrent calls with one key are both stored), and
+//!   [`stop`](FakeSwitchboard::stop) / [`restart`](FakeSwitchboard::restart) on the same port —
+//!   sessions are lost, stored records are kept, as with a Postgres-backed server;
+//! - an oracle: [`overlapping_keys`](FakeSwitchboard::overlapping_keys), the dedupe keys that
+//!   ever had two `ingest` calls inside the server at once.
 //!
 //! What it does NOT cover: Postgres (storage is in memory; "stored" means recorded), triage and
 //! routing (`triage_decision` is always `pass_through`, never a real decision), ingestion
@@ -103,6 +109,23 @@ pub struct Faults {
     pub drop_count: u32,
     /// Cut after the call took effect (stored, reply lost) instead of before.
     pub drop_after_processing: bool,
+    /// Up to this much more latency per call, drawn (seeded) per call: concurrent calls are
+    /// answered in another order than they were sent.
+    pub latency_jitter: Duration,
+    /// The next this-many `initialize` requests are never answered (the server hangs in the
+    /// handshake until the client gives up or the server stops).
+    pub hang_initialize_count: u32,
+    /// The next this-many tool calls on streamable HTTP take effect, then their reply is cut
+    /// half-way through the body (`200`, headers and part of the body, then a reset).
+    pub truncate_count: u32,
+    /// The next `proxy_count` POSTs (any message) are answered by "a proxy in front" with this
+    /// status and an HTML page, and never reach the server: 502, 503, 504, 429 (with
+    /// `Retry-After`), 413.
+    pub proxy_status: u16,
+    pub proxy_count: u32,
+    /// Dedupe as a real server does it: look the key up, then (after an await) insert, not
+    /// under one lock, so two concurrent calls with one key may both be stored.
+    pub racy_dedupe: bool,
 }
 
 /// An envelope the fake stored.
@@ -167,6 +190,73 @@ pub struct FakeStats {
     pub calls_received: u64,
     /// Calls that were waiting out the latency when the server stopped: cut unanswered.
     pub calls_cut_by_stop: u64,
+    /// Replies cut half-way by the truncate fault.
+    pub truncated: u64,
+    /// POSTs answered by the "proxy in front".
+    pub proxy_answers: u64,
+    /// `initialize` requests left hanging.
+    pub hung_initializes: u64,
+}
+
+/// One `ingest` call inside the server, counted per dedupe key while it is handled (the
+/// oracle for "never two calls with one key in flight"); leaves on drop, so a cancelled
+/// handler leaves too.
+struct InFlight {
+    shared: Arc<Shared>,
+    key: Option<String>,
+}
+
+impl InFlight {
+    fn enter(shared: &Arc<Shared>, params: &Value) -> InFlight {
+        let key = (params["name"] == INGEST_TOOL)
+            .then(|| dedupe_key(&params["arguments"]))
+            .filter(|k| !k.is_empty());
+        if let Some(k) = &key {
+            let mut store = lock(&shared.store);
+            let n = store.in_flight.entry(k.clone()).or_default();
+            *n += 1;
+            if *n > 1 {
+                store.overlapping_keys.push(k.clone());
+            }
+        }
+        InFlight {
+            shared: shared.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(k) = &self.key {
+            let mut store = lock(&self.shared.store);
+            if let Some(n) = store.in_flight.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    store.in_flight.remove(k);
+                }
+            }
+        }
+    }
+}
+
+impl Store {
+    /// The stored record an envelope is a duplicate of, and by which rule.
+    fn earlier(
+        &self,
+        key: &str,
+        hash: &str,
+        content_hash: bool,
+    ) -> Option<(String, DuplicateReason)> {
+        match self.by_key.get(key) {
+            Some(rid) => Some((rid.clone(), DuplicateReason::Key)),
+            None if content_hash => self
+                .by_hash
+                .get(hash)
+                .map(|rid| (rid.clone(), DuplicateReason::ContentHash)),
+            None => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -180,6 +270,10 @@ struct Store {
     stats: FakeStats,
     stored_event_ids: HashSet<String>,
     stored_twice: usize,
+    /// `ingest` calls being handled now, per dedupe key.
+    in_flight: HashMap<String, u32>,
+    /// Keys that had two `ingest` calls in the server at once (whatever became of them).
+    overlapping_keys: Vec<String>,
 }
 
 /// State that outlives server runs.
@@ -365,6 +459,12 @@ impl FakeSwitchboard {
         format!("{}/sse", self.base_url())
     }
 
+    /// Dedupe keys that had two `ingest` calls inside the server at once: each is a moment a
+    /// real server's look-up-then-insert could store one envelope twice.
+    pub fn overlapping_keys(&self) -> Vec<String> {
+        lock(&self.shared.store).overlapping_keys.clone()
+    }
+
     /// Replaces all faults.
     pub fn set_faults(&self, faults: Faults) {
         *lock(&self.shared.faults) = faults;
@@ -508,6 +608,35 @@ impl Shared {
         hit.then_some(f.drop_after_processing)
     }
 
+    /// Takes one from the counter `pick` chooses; whether there was one.
+    fn take_count(&self, pick: impl FnOnce(&mut Faults) -> &mut u32) -> bool {
+        let mut f = lock(&self.faults);
+        let n = pick(&mut f);
+        let hit = *n > 0;
+        *n = n.saturating_sub(1);
+        hit
+    }
+
+    /// The status the proxy in front answers this POST with, if it takes it.
+    fn take_proxy(&self) -> Option<u16> {
+        let mut f = lock(&self.faults);
+        if f.proxy_count == 0 || f.proxy_status == 0 {
+            return None;
+        }
+        f.proxy_count -= 1;
+        lock(&self.store).stats.proxy_answers += 1;
+        Some(f.proxy_status)
+    }
+
+    /// This call's latency: the fixed part and a seeded draw of the jitter.
+    fn latency(&self) -> Duration {
+        let f = lock(&self.faults).clone();
+        if f.latency_jitter.is_zero() {
+            return f.latency;
+        }
+        f.latency + f.latency_jitter.mul_f64(lock(&self.rng).random::<f64>())
+    }
+
     fn take_tool_error(&self) -> bool {
         let mut f = lock(&self.faults);
         if f.tool_error_count > 0 {
@@ -569,6 +698,12 @@ impl AppState {
         }
         let params = msg.get("params").cloned().unwrap_or(Value::Null);
         match method {
+            "initialize" if self.shared.take_count(|f| &mut f.hang_initialize_count) => {
+                lock(&self.shared.store).stats.hung_initializes += 1;
+                let mut stopped = self.run.stopped.clone();
+                let _ = stopped.wait_for(|s| *s).await;
+                Outcome::Cut
+            }
             "initialize" => {
                 let asked = params["protocolVersion"].as_str().unwrap_or("");
                 let version = PROTOCOL_VERSIONS
@@ -599,7 +734,7 @@ impl AppState {
         {
             lock(&self.shared.store).stats.dropped += 1;
             if after {
-                self.run_tool(params);
+                self.run_tool(params).await;
             }
             conn.cut();
             return Outcome::Cut;
@@ -609,7 +744,8 @@ impl AppState {
 
     /// A tool call past the drop decision: latency, injected tool errors, then the tool.
     async fn tool_answer(&self, id: &Value, params: &Value) -> Outcome {
-        let latency = lock(&self.shared.faults).latency;
+        let _in_flight = InFlight::enter(&self.shared, params);
+        let latency = self.shared.latency();
         if !latency.is_zero() {
             let mut stopped = self.run.stopped.clone();
             tokio::select! {
@@ -627,7 +763,7 @@ impl AppState {
                 tool_error(&format!("{INJECTED_TOOL_ERROR}{REFUSAL_TRAILER}")),
             ));
         }
-        match self.run_tool(params) {
+        match self.run_tool(params).await {
             Some(result) => Outcome::Reply(rpc_reply(id, result)),
             None => Outcome::Reply(rpc_error(
                 id,
@@ -638,12 +774,12 @@ impl AppState {
     }
 
     /// Runs a tool; `None` for an unknown tool name.
-    fn run_tool(&self, params: &Value) -> Option<Value> {
+    async fn run_tool(&self, params: &Value) -> Option<Value> {
         let name = params["name"].as_str().unwrap_or("");
         let empty = Map::new();
         let args = params["arguments"].as_object().unwrap_or(&empty);
         match name {
-            INGEST_TOOL => Some(self.ingest(args)),
+            INGEST_TOOL => Some(self.ingest(args).await),
             HEARTBEAT_TOOL => Some(self.heartbeat(args)),
             _ => None,
         }
@@ -693,7 +829,7 @@ impl AppState {
         tool_ok(json!({ "status": "error", "error": error }))
     }
 
-    fn ingest(&self, args: &Map<String, Value>) -> Value {
+    async fn ingest(&self, args: &Map<String, Value>) -> Value {
         if let Some(err) = self.refuse_missing(INGEST_TOOL, args, validate::INGEST_REQUIRED) {
             return err;
         }
@@ -709,15 +845,19 @@ impl AppState {
         let key = dedupe_key(&envelope);
         let hash = content_hash_key(&envelope);
         let now = jiff::Timestamp::now();
+        let racy = lock(&self.shared.faults).racy_dedupe;
+        let mut earlier = None;
+        if racy {
+            // The real server's order: a SELECT, a database round trip, then the INSERT.
+            earlier = lock(&self.shared.store).earlier(&key, &hash, opts.content_hash_dedupe);
+            if earlier.is_none() {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        }
         let mut store = lock(&self.shared.store);
-        let earlier = match store.by_key.get(&key) {
-            Some(rid) => Some((rid.clone(), DuplicateReason::Key)),
-            None if opts.content_hash_dedupe => store
-                .by_hash
-                .get(&hash)
-                .map(|rid| (rid.clone(), DuplicateReason::ContentHash)),
-            None => None,
-        };
+        if !racy {
+            earlier = store.earlier(&key, &hash, opts.content_hash_dedupe);
+        }
         if let Some((request_id, reason)) = earlier {
             store.stats.duplicates += 1;
             if reason == DuplicateReason::ContentHash {
@@ -873,6 +1013,9 @@ async fn mcp_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(status) = state.shared.take_proxy() {
+        return proxy_page(status);
+    }
     let accept = header(&headers, "accept").unwrap_or("");
     if !(accept.contains("application/json") && accept.contains("text/event-stream")) {
         return json_error(
@@ -922,6 +1065,9 @@ async fn mcp_post(
         sid.to_string()
     };
     let outcome = state.handle(&msg, Some(&conn)).await;
+    let truncate = matches!(outcome, Outcome::Reply(_))
+        && msg["method"] == "tools/call"
+        && state.shared.take_count(|f| &mut f.truncate_count);
     let mut response = match outcome {
         Outcome::NoReply => StatusCode::ACCEPTED.into_response(),
         Outcome::Cut => {
@@ -939,6 +1085,48 @@ async fn mcp_post(
     };
     if let Ok(v) = HeaderValue::from_str(&session_id) {
         response.headers_mut().insert("mcp-session-id", v);
+    }
+    if truncate {
+        lock(&state.shared.store).stats.truncated += 1;
+        return cut_half_way(response).await;
+    }
+    response
+}
+
+/// `response` with only the first half of its body, then a reset (the stream fails, so hyper
+/// aborts the connection instead of ending the body cleanly).
+async fn cut_half_way(response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    let chunks = futures::stream::iter([
+        Ok(half),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reply cut half-way by the fake",
+        )),
+    ]);
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from_stream(chunks))
+}
+
+/// What a reverse proxy in front of Switchboard answers when it does not pass a request on:
+/// nginx's HTML error pages (429 with `Retry-After`).
+fn proxy_page(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let page = format!(
+        "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx/1.24.0 (Ubuntu)</center>\r\n</body>\r\n</html>\r\n",
+        code = status.as_u16()
+    );
+    let mut response = (status, [(header::CONTENT_TYPE, "text/html")], page).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }
@@ -1012,6 +1200,9 @@ async fn messages_post(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    if let Some(status) = state.shared.take_proxy() {
+        return proxy_page(status);
+    }
     let Some(sid) = query.get("session_id").cloned() else {
         return plain(StatusCode::BAD_REQUEST, "session_id is required");
     };
@@ -1041,7 +1232,7 @@ async fn messages_post(
         if let Some(after) = state.shared.take_drop() {
             lock(&state.shared.store).stats.dropped += 1;
             if after {
-                state.run_tool(&msg["params"]);
+                state.run_tool(&msg["params"]).await;
             }
             conn.cut();
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
