@@ -14,7 +14,7 @@ use std::time::Duration;
 use grammers_session::storages::MemorySession;
 use tgingest::event::{ChatKind, EventKind, Source, marked_chat_id};
 use tgingest::telegram::fakedc::{
-    ChannelKind, ChatId, FakeDc, FakeDcConfig, SendOptions, WorldLimits,
+    ChannelKind, ChatId, FakeDc, FakeDcConfig, PushFaults, SendOptions, WorldLimits,
 };
 use tgingest::telegram::gateway::{Cursor, Gateway, GatewayError, GatewayFactory, SourceUpdate};
 use tgingest::telegram::grammers::gateway::{GrammersFactory, GrammersSettings, SessionOpener};
@@ -657,6 +657,63 @@ async fn a_pts_gap_while_running_is_filled() {
         .collect();
     assert_eq!(texts(&events), want);
     assert_eq!(events.len(), 4, "each exactly once");
+    assert_nothing_more(&acct, &mut gateway).await;
+    drop(gateway);
+    acct.dc.stop().await;
+}
+
+/// Pushes as rude as Telegram's: seeded, some sent twice, some held back behind later ones,
+/// some connections reset half-way through a push frame (grammers reconnects and fetches the
+/// difference). Non-ASCII texts in every chat kind. Each message still arrives exactly once,
+/// and nothing more arrives after.
+#[tokio::test]
+async fn duplicated_late_and_cut_off_pushes_lose_nothing_and_repeat_nothing() {
+    let acct = Account::new(WorldLimits::default(), settings()).await;
+    let dc = &acct.dc;
+    let alice = dc.add_user("Alice");
+    let group = dc.create_group("Группа", &[acct.me, alice]);
+    let supergroup = dc.create_channel("超级群", ChannelKind::Supergroup, &[acct.me, alice]);
+    let mut gateway = acct.gateway(None).await;
+    dc.send_message(
+        ChatId::Private(acct.me, alice),
+        alice,
+        "warm-up",
+        SendOptions::default(),
+    );
+    take_messages(&mut gateway, 1).await;
+    let rude = PushFaults {
+        seed: 20261207,
+        duplicate: 0.2,
+        delay: 0.2,
+        max_delay: Duration::from_millis(300),
+        cut_mid_frame: 0.0,
+    };
+    let chats = [ChatId::Private(acct.me, alice), group, supergroup];
+    let mut want = BTreeSet::new();
+    // Duplicated and late pushes, then one push whose frame is cut half-way (the connection
+    // is subscribed: it just delivered the warm-up), then duplicated and late pushes again.
+    for (round, cut) in [(0, false), (1, true), (2, false)] {
+        dc.set_push_faults(PushFaults {
+            cut_mid_frame: if cut { 1.0 } else { 0.0 },
+            ..rude.clone()
+        });
+        let n = if cut { 1 } else { 30 };
+        for i in 0..n {
+            let text = format!("№{round}.{i} — привет, 世界 👋🏽 ‏שלום‏ é\u{301}");
+            dc.send_message(chats[i % 3], alice, &text, SendOptions::default());
+            want.insert(text);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let (events, _) = take_messages(&mut gateway, want.len()).await;
+    let faults = dc.push_fault_stats();
+    eprintln!("push faults: {faults:?}");
+    assert!(
+        faults.duplicated > 0 && faults.delayed > 0 && faults.cut > 0,
+        "every fault must fire for the test to mean anything: {faults:?}"
+    );
+    assert_eq!(texts(&events), want);
+    assert_eq!(events.len(), want.len(), "each exactly once");
     assert_nothing_more(&acct, &mut gateway).await;
     drop(gateway);
     acct.dc.stop().await;

@@ -29,6 +29,7 @@ const MAX_PACKET: usize = 2 * 1024 * 1024;
 const MAX_INFLATED: usize = 16 * 1024 * 1024;
 
 /// Something for the connection to send.
+#[derive(Clone)]
 pub(crate) enum Outgoing {
     /// A message body (TL object) to encrypt and send.
     Message {
@@ -37,6 +38,9 @@ pub(crate) enum Outgoing {
     },
     /// Close the connection.
     Close,
+    /// Send this message body, but cut the connection half-way through its frame (a reset in
+    /// the middle of a push).
+    CutMidFrame { body: Vec<u8> },
 }
 
 /// Why a connection was closed by the server.
@@ -127,6 +131,18 @@ impl Writer {
         self.wr.write_all(&buf).await
     }
 
+    /// Writes the first half of a frame and stops: the peer sees a frame that never ends.
+    async fn half_frame(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let len = (payload.len() + 12) as i32;
+        let mut buf = Vec::with_capacity(len as usize);
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&self.seq.to_le_bytes());
+        buf.extend_from_slice(payload);
+        buf.truncate(buf.len() / 2);
+        self.wr.write_all(&buf).await?;
+        self.wr.flush().await
+    }
+
     /// A transport-level error: a bare negative length, e.g. `-404` for an unknown key.
     async fn status(&mut self, code: i32) -> std::io::Result<()> {
         self.wr.write_all(&(-code).to_le_bytes()).await
@@ -207,18 +223,26 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>, conn_id: u64) 
                 out = out_rx.recv() => {
                     let mut batch = Vec::new();
                     let mut close = false;
+                    let mut cut = None;
                     let mut next = out;
                     while let Some(o) = next {
                         match o {
                             Outgoing::Message { body, content_related } => batch.push((body, content_related)),
                             Outgoing::Close => { close = true; break; }
+                            Outgoing::CutMidFrame { body } => { cut = Some(body); break; }
                         }
                         next = out_rx.try_recv().ok();
                     }
                     if let Some(s) = session.as_mut() {
                         send_batch(&mut writer, s, &shared, batch).await?;
+                        if let Some(body) = cut {
+                            let wire = seal(s, &shared, vec![(body, true)]);
+                            debug!(conn_id, "fake dc: cutting the connection mid-frame");
+                            writer.half_frame(&wire).await?;
+                            return Ok(());
+                        }
                     }
-                    if close {
+                    if close || cut.is_some() {
                         return Ok(());
                     }
                 }
@@ -264,6 +288,13 @@ async fn send_batch(
     if batch.is_empty() {
         return Ok(());
     }
+    let wire = seal(s, shared, batch);
+    writer.frame(&wire).await?;
+    Ok(())
+}
+
+/// Encrypts one message, or several in a container, for the client.
+fn seal(s: &mut Session, shared: &Shared, batch: Vec<(Vec<u8>, bool)>) -> Vec<u8> {
     let mut inner = Vec::new();
     for (body, content_related) in &batch {
         let id = s.next_msg_id(is_response(body));
@@ -293,9 +324,7 @@ async fn send_batch(
     seq_no.serialize(&mut plain);
     (body.len() as i32).serialize(&mut plain);
     plain.extend_from_slice(&body);
-    let wire = s.key.encrypt_to_client(&plain);
-    writer.frame(&wire).await?;
-    Ok(())
+    s.key.encrypt_to_client(&plain)
 }
 
 /// Decrypts one transport payload and produces the immediate replies.

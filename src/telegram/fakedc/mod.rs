@@ -29,7 +29,8 @@
 //!   account-wide `AUTH_KEY_UNREGISTERED`, `SESSION_REVOKED`, `AUTH_KEY_DUPLICATED` (406, an
 //!   RPC error: grammers has no special mapping for it), a forgotten key (`-404`); pts gaps
 //!   ([`FakeDc::skip_pts`], or a message recorded without its push: [`SendOptions::skip_push`]);
-//!   dropping all connections.
+//!   dropping all connections; seeded rude pushes ([`PushFaults`]): sent twice, held back
+//!   behind later ones, or cut half-way through their frame.
 //! * **One owner per key** (the cluster's oracle, `overlap`): every request is attributed to its
 //!   MTProto session; an older session talking after a newer one on the same key started is
 //!   answered `406 AUTH_KEY_DUPLICATED` and recorded ([`FakeDc::overlaps`]), and each change of
@@ -46,7 +47,7 @@
 //! read/unread state, no acknowledgement tracking (`msgs_ack` is counted, never required, and
 //! unacknowledged answers are not re-sent), no `msg_resend_req` / `msgs_state_req`, no HTTP /
 //! obfuscated / abridged transports, and no time-offset (`msg_id` too low/high) or `seq_no`
-//! checks. `updateChannelTooLong` hints are added to a non-empty, non-sliced `getDifference`
+//! checks, no message entities (texts are plain, though any Unicode). `updateChannelTooLong` hints are added to a non-empty, non-sliced `getDifference`
 //! for every member channel with activity since the request's `date`; an empty difference
 //! carries none, so channel messages missed during a disconnection with no common-box activity
 //! are only fetched once the channel's next update reveals the gap (or when the client's stored
@@ -68,6 +69,8 @@ use std::time::Duration;
 use grammers_session::SessionData;
 use grammers_session::types::{DcOption, PeerAuth, PeerId, PeerInfo, UpdatesState};
 use grammers_tl_types::{self as tl, Serializable};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -98,6 +101,29 @@ impl Default for FakeDcConfig {
             gzip_answers_over: Some(4096),
         }
     }
+}
+
+/// How live pushes misbehave, drawn per push and subscriber from a seeded generator, as they
+/// do on Telegram: the same update twice, an update held back behind later ones (out of
+/// order), a connection reset in the middle of a push frame.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PushFaults {
+    pub seed: u64,
+    /// Chance a push is sent twice.
+    pub duplicate: f64,
+    /// Chance a push is held back for up to `max_delay` (later pushes overtake it).
+    pub delay: f64,
+    pub max_delay: Duration,
+    /// Chance the connection is cut half-way through this push's frame.
+    pub cut_mid_frame: f64,
+}
+
+/// Counts of what [`PushFaults`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushFaultStats {
+    pub duplicated: u64,
+    pub delayed: u64,
+    pub cut: u64,
 }
 
 /// A fault injected into the next calls of one method.
@@ -156,6 +182,7 @@ pub(crate) struct Shared {
     session_log: Mutex<overlap::SessionLog>,
     pushers: Mutex<HashMap<i64, Vec<Subscriber>>>,
     faults: Mutex<HashMap<String, VecDeque<QueuedFault>>>,
+    push_faults: Mutex<(PushFaults, StdRng, PushFaultStats)>,
     counters: Mutex<BTreeMap<String, u64>>,
     unimplemented: Mutex<Vec<String>>,
     stats: Mutex<ProtocolStats>,
@@ -264,14 +291,47 @@ impl Shared {
 
     fn push(&self, pushes: Vec<world::Push>) {
         let pushers = lock(&self.pushers);
+        let mut faults = lock(&self.push_faults);
+        let (f, rng, stats) = &mut *faults;
+        let runtime = tokio::runtime::Handle::try_current().ok();
         for p in pushes {
             if let Some(list) = pushers.get(&p.account) {
                 let body = p.updates.to_bytes();
                 for (_, tx) in list {
-                    let _ = tx.send(Outgoing::Message {
+                    let message = || Outgoing::Message {
                         body: body.clone(),
                         content_related: true,
-                    });
+                    };
+                    if f.cut_mid_frame > 0.0 && rng.random::<f64>() < f.cut_mid_frame {
+                        stats.cut += 1;
+                        let _ = tx.send(Outgoing::CutMidFrame { body: body.clone() });
+                        continue;
+                    }
+                    let copies = if f.duplicate > 0.0 && rng.random::<f64>() < f.duplicate {
+                        stats.duplicated += 1;
+                        2
+                    } else {
+                        1
+                    };
+                    let held = f.delay > 0.0 && rng.random::<f64>() < f.delay;
+                    match &runtime {
+                        Some(rt) if held => {
+                            stats.delayed += 1;
+                            let wait = f.max_delay.mul_f64(rng.random::<f64>());
+                            let (tx, msgs) = (tx.clone(), vec![message(); copies]);
+                            rt.spawn(async move {
+                                tokio::time::sleep(wait).await;
+                                for m in msgs {
+                                    let _ = tx.send(m);
+                                }
+                            });
+                        }
+                        _ => {
+                            for _ in 0..copies {
+                                let _ = tx.send(message());
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -307,6 +367,11 @@ impl FakeDc {
             session_log: Mutex::new(overlap::SessionLog::default()),
             pushers: Mutex::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),
+            push_faults: Mutex::new((
+                PushFaults::default(),
+                StdRng::seed_from_u64(0),
+                PushFaultStats::default(),
+            )),
             counters: Mutex::new(BTreeMap::new()),
             unimplemented: Mutex::new(Vec::new()),
             stats: Mutex::new(ProtocolStats::default()),
@@ -531,6 +596,18 @@ impl FakeDc {
     /// The next `times` calls of `method` are answered only after `duration`.
     pub fn stall(&self, method: &str, duration: Duration, times: usize) {
         self.inject(method, Fault::Stall(duration), times);
+    }
+
+    /// Makes live pushes misbehave from now on (see [`PushFaults`]); the default turns it off.
+    pub fn set_push_faults(&self, faults: PushFaults) {
+        let mut f = lock(&self.shared.push_faults);
+        f.1 = StdRng::seed_from_u64(faults.seed);
+        f.0 = faults;
+    }
+
+    /// What the push faults did so far.
+    pub fn push_fault_stats(&self) -> PushFaultStats {
+        lock(&self.shared.push_faults).2.clone()
     }
 
     /// Every API call of the account now fails with `401 AUTH_KEY_UNREGISTERED` (a logged-out
