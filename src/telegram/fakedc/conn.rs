@@ -119,7 +119,8 @@ struct Writer {
 }
 
 impl Writer {
-    async fn frame(&mut self, payload: &[u8]) -> std::io::Result<()> {
+    /// `payload` in the full transport's frame: `len ‖ seq ‖ payload ‖ crc32`.
+    fn framed(&mut self, payload: &[u8]) -> Vec<u8> {
         let len = (payload.len() + 12) as i32;
         let mut buf = Vec::with_capacity(len as usize);
         buf.extend_from_slice(&len.to_le_bytes());
@@ -128,18 +129,18 @@ impl Writer {
         let crc = crc32(&buf);
         buf.extend_from_slice(&crc.to_le_bytes());
         self.seq += 1;
+        buf
+    }
+
+    async fn frame(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let buf = self.framed(payload);
         self.wr.write_all(&buf).await
     }
 
     /// Writes the first half of a frame and stops: the peer sees a frame that never ends.
     async fn half_frame(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        let len = (payload.len() + 12) as i32;
-        let mut buf = Vec::with_capacity(len as usize);
-        buf.extend_from_slice(&len.to_le_bytes());
-        buf.extend_from_slice(&self.seq.to_le_bytes());
-        buf.extend_from_slice(payload);
-        buf.truncate(buf.len() / 2);
-        self.wr.write_all(&buf).await?;
+        let buf = self.framed(payload);
+        self.wr.write_all(&buf[..buf.len() / 2]).await?;
         self.wr.flush().await
     }
 
