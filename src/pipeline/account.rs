@@ -442,6 +442,8 @@ impl AccountState {
         if self.committed.as_ref() == Some(&cursor) {
             return Ok(());
         }
+        // The crash test places kills by this line (between PubAck and checkpoint, mid flush).
+        tracing::debug!(account = %self.hashed_id(), "writing checkpoint");
         if let Some((writer, _)) = self.checkpoints.as_mut() {
             match writer.write(&cursor).await {
                 Ok(_) => {}
