@@ -72,17 +72,6 @@ async fn wait_log(log: &std::path::Path, needles: &[&str], within: Duration) -> 
     false
 }
 
-/// The seed of the kill moments: `$TGINGEST_CRASH_SEED`, or a fresh one, printed so a failure
-/// can be repeated.
-fn seed() -> u64 {
-    let seed = std::env::var("TGINGEST_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("crash seed {seed} (TGINGEST_CRASH_SEED={seed} repeats this run)");
-    seed
-}
-
 fn simulation() -> SimulatorConfig {
     SimulatorConfig {
         accounts: 3,
@@ -148,7 +137,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_stores_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     MasterKey::generate_file(&dir.path().join("master.key")).unwrap();
     let expected = expected();
-    let seed = seed();
+    let seed = support::crash_seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
 
     let log = dir.path().join("node.log");

@@ -5,9 +5,13 @@
 //! outlive every crash; the node is the real binary (`tgingest run`). Its accounts are imported
 //! (Telethon strings pointing at the fake DC) and consented through the admin API, as an operator
 //! would. Messages are sent continuously into private chats, a basic group and a supergroup while
-//! the node is killed with SIGKILL three times and restarted; what was sent while it was down
-//! arrives through catch-up. Ground truth: the event id of every sent message, per account that
-//! sees it, computed with `event::event_id` as the normalizer does.
+//! the node is killed with SIGKILL six times at seeded moments, down for a seeded while, and
+//! restarted; what was sent while it was down arrives through catch-up. The DC is rude all the
+//! while (pushes sent twice, late, or cut mid-frame) and each restart meets one more fault: a
+//! FLOOD_WAIT on `getDifference`, a stalled `getDifference`, a dropped connection on
+//! `getState`. The seed is `$TGINGEST_CRASH_SEED` or a fresh one, printed. Ground truth: the
+//! event id of every sent message, per account that sees it, computed with `event::event_id` as
+//! the normalizer does.
 
 mod support;
 
@@ -15,14 +19,15 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::{Rng, SeedableRng};
 use support::dc_traffic::{DcAccounts, Sender};
 use support::{TestNats, signal, tgingest_bin};
 use tgingest::event::ChatKind;
 use tgingest::keys::MasterKey;
 use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
-use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
+use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig, Fault, PushFaults};
 
-const KILLS: usize = 3;
+const KILLS: usize = 6;
 const ACCOUNTS: usize = 3;
 
 /// The node process; killed if the test fails before it is stopped.
@@ -124,29 +129,44 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
     world.import_and_consent(&http, &admin).await;
     wait_listening(&dc, &accounts).await;
 
+    let seed = support::crash_seed();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    dc.set_push_faults(PushFaults {
+        seed,
+        duplicate: 0.1,
+        delay: 0.1,
+        max_delay: Duration::from_millis(500),
+        cut_mid_frame: 0.01,
+    });
     // The sender: ~60 messages/s round-robin over the chats, until told to stop.
     let sender = Sender::start(dc.clone(), world.targets.clone(), Duration::from_millis(16));
 
-    let delays = [1200u64, 2500, 700];
-    for (kill, delay) in delays.iter().enumerate().take(KILLS) {
-        tokio::time::sleep(Duration::from_millis(*delay)).await;
+    for kill in 0..KILLS {
+        let delay = Duration::from_millis(rng.random_range(300..2500));
+        tokio::time::sleep(delay).await;
         let mut child = node.0.take().expect("node running");
         assert!(
             child.try_wait().expect("status").is_none(),
-            "tgingest exited on its own before kill {}",
+            "tgingest exited on its own before kill {} (seed {seed})",
             kill + 1
         );
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
         eprintln!(
-            "kill {}: {} sent, {} stored so far",
+            "kill {} after {delay:?}: {} sent, {} stored so far",
             kill + 1,
             sender.sent(),
             fake.stats().stored
         );
         // Down for a moment while messages keep coming: they must arrive through catch-up.
         let at_kill = sender.sent();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // ... past one more fault of the DC.
+        match kill % 3 {
+            0 => dc.flood_wait("updates.getDifference", 2, 1),
+            1 => dc.stall("updates.getDifference", Duration::from_secs(1), 1),
+            _ => dc.inject("updates.getState", Fault::DropConnection, 1),
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
         node = start_node(&nats, &fake, dir.path(), &admin, &log);
         wait_running(&log, kill + 2).await;
         wait_listening(&dc, &accounts).await;
@@ -174,15 +194,23 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
         fake.stats().stored,
         fake.stored_twice()
     );
+    eprintln!("push faults: {:?}", dc.push_fault_stats());
     let dc = Arc::try_unwrap(dc).ok().expect("sender gone");
     dc.stop().await;
     fake.stop().await;
     if lost > 0 {
         eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
     }
-    assert_eq!(lost, 0, "events lost");
-    assert_eq!(unexpected, 0, "events stored that were never sent");
-    assert_eq!(fake.stored_twice(), 0, "an event was stored twice");
+    assert_eq!(lost, 0, "events lost (seed {seed})");
+    assert_eq!(
+        unexpected, 0,
+        "events stored that were never sent (seed {seed})"
+    );
+    assert_eq!(
+        fake.stored_twice(),
+        0,
+        "an event was stored twice (seed {seed})"
+    );
     assert!(
         status.success(),
         "the final node did not stop cleanly: {status}"

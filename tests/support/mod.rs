@@ -217,3 +217,14 @@ pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::pro
     }
 }
 pub mod cluster;
+
+/// The seed of a crash test's kill moments: `$TGINGEST_CRASH_SEED`, or a fresh one, printed so
+/// a failure can be repeated.
+pub fn crash_seed() -> u64 {
+    let seed = std::env::var("TGINGEST_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash seed {seed} (TGINGEST_CRASH_SEED={seed} repeats this run)");
+    seed
+}
