@@ -372,15 +372,17 @@ async fn a_rude_switchboard_still_gets_every_event_exactly_once_and_never_one_ke
         rig.stats.snapshot(),
         rig.fake.stats()
     );
-    // Something more could arrive: retries of calls cut after they were stored.
-    let before = rig.fake.stats().calls_received;
-    until("two more rounds of calls to end", || {
-        rig.fake.stats().calls_received == before
-            && rig.stats.snapshot().delivered + rig.stats.snapshot().resend_duplicates
-                >= rig.expected().len() as u64
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Something more could arrive (retries of calls cut after they were stored): read on
+    // until no call has come for a second.
+    let mut calls = rig.fake.stats().calls_received;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = rig.fake.stats().calls_received;
+        if now == calls {
+            break;
+        }
+        calls = now;
+    }
     let stats = rig.fake.stats();
     eprintln!("fake: {stats:?}");
     assert!(
@@ -388,10 +390,12 @@ async fn a_rude_switchboard_still_gets_every_event_exactly_once_and_never_one_ke
         "the faults did not fire: {stats:?}"
     );
     assert_eq!((stats.proxy_answers, stats.truncated), (15, 15));
-    assert_eq!(
-        rig.fake.overlapping_keys(),
-        Vec::<String>::new(),
-        "two calls with one key were inside Switchboard at once"
+    let overlapping = rig.fake.overlapping_keys();
+    assert!(
+        overlapping.is_empty(),
+        "{} times two calls with one key were inside Switchboard at once, e.g. {:?}",
+        overlapping.len(),
+        &overlapping[..overlapping.len().min(3)]
     );
     assert_eq!(rig.fake.stored_twice(), 0);
     let expected = rig.expected();
