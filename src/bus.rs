@@ -18,6 +18,10 @@ pub use header::{MAX_HEADER_VALUE, header_value};
 
 /// Normalized events as published by the account actors.
 pub const STREAM_RAW: &str = "TG_RAW";
+/// Durable consumer of the dedupe stage on `TG_RAW`.
+pub const DEDUPE_CONSUMER: &str = "dedupe";
+/// Durable consumer of the delivery stage on `TG_CLEAN`.
+pub const DELIVERY_CONSUMER: &str = "switchboard";
 /// Deduplicated, scope-filtered, redacted events: the replay source.
 pub const STREAM_CLEAN: &str = "TG_CLEAN";
 /// Events Switchboard refused permanently, with the reason.

@@ -290,7 +290,7 @@ impl Node {
         let stop = stop.as_ref();
         check_stop(stop)?;
         crate::telemetry::set_log_id_key(key.derive(KeyPurpose::LogIdHash));
-        let metrics_handle = crate::observability::install_recorder();
+        let metrics_handle = crate::observability::install_recorder(register_metric_zeros);
         crate::observability::set_per_account(config.admin.per_account_metrics);
         // Not abandoned midway: the server would be left to the blocking pool. It is stopped
         // again below if a stop came meanwhile.
@@ -818,4 +818,28 @@ async fn verify_periodically(bus: Bus, eventlog: Arc<EventLog>, node_id: String,
             Err(e) => tracing::warn!(error = %e, "event-log verification did not finish"),
         }
     }
+}
+
+/// The zero series of the layers the node is built from (every label value known up front), so
+/// dashboards and alerts see a real 0 before the first restart, revocation or stale write.
+/// Here, not in `observability`, which every layer uses and which therefore uses none of them.
+fn register_metric_zeros() {
+    use metrics::counter;
+    crate::pipeline::stats::register_zeros();
+    for kind in ["checkpoint", "session"] {
+        counter!(crate::cluster::fenced::METRIC_STALE_OWNER_WRITES, "kind" => kind).increment(0);
+    }
+    for kind in [
+        "account",
+        "dedupe",
+        "filter",
+        "delivery",
+        "heartbeat",
+        "supervisor",
+    ] {
+        counter!(crate::supervision::METRIC_RESTARTS, "actor_kind" => kind).increment(0);
+    }
+    counter!(crate::policy::SCOPE_DROPS_TOTAL, "rule" => "deny_chats").increment(0);
+    counter!(crate::policy::REDACTIONS_TOTAL, "kind" => "phone").increment(0);
+    crate::cluster::controller::register_zeros();
 }

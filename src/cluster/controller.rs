@@ -362,7 +362,7 @@ pub const METRIC_HANDOFFS: &str = "tgingest_cluster_handoffs_total";
 /// `claim_taken` (its release found the claim already someone else's).
 pub const METRIC_ACCOUNTS_LOST: &str = "tgingest_cluster_accounts_lost_total";
 /// From the last renewal this node saw of a vanished owner to the account running here.
-pub const METRIC_FAILOVER_SECONDS: &str = "tgingest_cluster_failover_seconds";
+pub use crate::observability::METRIC_FAILOVER_SECONDS;
 /// Wanted accounts that no live node holds, as this node sees it.
 pub const METRIC_UNOWNED: &str = "tgingest_cluster_unowned_accounts";
 /// Live nodes in this node's view.

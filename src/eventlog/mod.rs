@@ -32,7 +32,7 @@ pub use verify::{VerifyReport, verify_copy, verify_entries};
 /// Counter of appended records, labelled `kind="audit"|"checkpoint"`.
 pub const METRIC_APPENDS_TOTAL: &str = "tgingest_eventlog_appends_total";
 /// Histogram of how long flushing to disk took, in seconds.
-pub const METRIC_FLUSH_SECONDS: &str = "tgingest_eventlog_flush_seconds";
+pub use crate::observability::METRIC_FLUSH_SECONDS;
 /// Gauge set by every verification: 1 when the log verified, 0 when it did not.
 pub const METRIC_VERIFY_OK: &str = "tgingest_eventlog_verify_ok";
 /// Gauge of the seq of the newest record.

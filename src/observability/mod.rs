@@ -17,6 +17,26 @@ pub use poller::MetricsPoller;
 
 /// Events the sources produced, labelled `origin` (`live`, `catch_up`, `backfill`).
 pub const METRIC_EVENTS_INGESTED: &str = "tgingest_events_ingested_total";
+/// Gauge of accounts per lifecycle state, labelled `state` (every state, zeros included).
+pub const METRIC_ACCOUNTS: &str = "tgingest_accounts";
+/// Counter of flood waits honoured, labelled `kind` (`flood_wait`, `peer_flood`).
+pub const METRIC_FLOOD_WAITS: &str = "tgingest_flood_waits_total";
+/// Counter of the seconds of those waits, labelled `kind`.
+pub const METRIC_FLOOD_WAIT_SECONDS: &str = "tgingest_flood_wait_seconds_total";
+/// Counter of account actors that failed on a network error (the supervisor reconnects them).
+pub const METRIC_RECONNECTS: &str = "tgingest_reconnects_total";
+/// Counter of accounts that reached a terminal state, labelled `state`.
+pub const METRIC_TERMINAL: &str = "tgingest_account_terminal_total";
+/// Replayed events by result (`accepted`, `duplicate`, `rejected`).
+pub const METRIC_REPLAYED: &str = "tgingest_replay_events_total";
+/// Seconds from an account's last sign of life on its old owner to running on a new one.
+pub const METRIC_FAILOVER_SECONDS: &str = "tgingest_cluster_failover_seconds";
+/// Seconds one flush of the event log took.
+pub const METRIC_FLUSH_SECONDS: &str = "tgingest_eventlog_flush_seconds";
+/// Decisions in the shared seen-set, labelled `decision` (`new`, `again`, `duplicate`).
+pub const METRIC_SHARED_DECISIONS: &str = "tgingest_dedupe_shared_decisions_total";
+/// Copies left undecided because the shared seen-set failed, labelled `op` (`claim`, `read`).
+pub const METRIC_SHARED_ERRORS: &str = "tgingest_dedupe_shared_errors_total";
 /// Per-account events produced (only with `admin.per_account_metrics`), labelled `account`.
 pub const METRIC_ACCOUNT_EVENTS: &str = "tgingest_account_events_total";
 /// Per-account seconds since the last event (only with `admin.per_account_metrics`).
@@ -71,9 +91,10 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static PER_ACCOUNT: AtomicBool = AtomicBool::new(false);
 
 /// Installs the Prometheus recorder once per process and returns its handle; later calls return
-/// the same handle. When another recorder is already installed (a test's debugging recorder),
+/// the same handle. `layers` registers the zero series of the layers above this one (their
+/// label values), once, with the recorder's own. When another recorder is already installed (a test's debugging recorder),
 /// the handle renders an empty registry and the other recorder keeps receiving the metrics.
-pub fn install_recorder() -> PrometheusHandle {
+pub fn install_recorder(layers: fn()) -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = LATENCY_HISTOGRAMS.iter().fold(
@@ -90,6 +111,7 @@ pub fn install_recorder() -> PrometheusHandle {
                 Ok(()) => {
                     describe();
                     register_zeros();
+                    layers();
                 }
                 Err(_) => tracing::warn!(
                     "a metrics recorder is already installed; /metrics will be empty in this process"
@@ -135,8 +157,8 @@ const LATENCY_HISTOGRAMS: &[&str] = &[
     METRIC_BACKPRESSURE,
     "tgingest_end_to_end_latency_seconds",
     "connector_ingest_latency_seconds",
-    crate::eventlog::METRIC_FLUSH_SECONDS,
-    crate::cluster::controller::METRIC_FAILOVER_SECONDS,
+    METRIC_FLUSH_SECONDS,
+    METRIC_FAILOVER_SECONDS,
 ];
 
 fn describe() {
@@ -177,7 +199,7 @@ fn describe() {
     g!(METRIC_PUBLISH_WINDOW, "Publish window of one account");
     c!(METRIC_DELIVERIES, "Delivery outcomes at Switchboard");
     c!(
-        crate::pipeline::replay::METRIC_REPLAYED,
+        METRIC_REPLAYED,
         "Events re-delivered by operator replays, by result"
     );
     h!(
@@ -212,30 +234,24 @@ fn describe() {
 fn register_zeros() {
     use metrics::counter;
     metrics::gauge!(METRIC_BUILD_INFO, "version" => crate::VERSION).set(1.0);
-    for state in crate::accounts::Lifecycle::NAMES.iter().copied() {
-        metrics::gauge!(crate::pipeline::stats::METRIC_ACCOUNTS, "state" => state).set(0.0);
-    }
     counter!("tgingest_publish_retries_total", "stream" => "TG_RAW").increment(0);
     counter!("tgingest_publish_resends_total").increment(0);
     for origin in ["live", "catch_up", "backfill"] {
         counter!(METRIC_EVENTS_INGESTED, "origin" => origin).increment(0);
     }
     for kind in ["flood_wait", "peer_flood"] {
-        counter!(crate::pipeline::account::METRIC_FLOOD_WAITS, "kind" => kind).increment(0);
-        counter!(crate::pipeline::account::METRIC_FLOOD_WAIT_SECONDS, "kind" => kind).increment(0);
+        counter!(METRIC_FLOOD_WAITS, "kind" => kind).increment(0);
+        counter!(METRIC_FLOOD_WAIT_SECONDS, "kind" => kind).increment(0);
     }
-    counter!(crate::pipeline::account::METRIC_RECONNECTS).increment(0);
+    counter!(METRIC_RECONNECTS).increment(0);
     for state in ["revoked", "duplicated"] {
-        counter!(crate::pipeline::account::METRIC_TERMINAL, "state" => state).increment(0);
-    }
-    for kind in ["checkpoint", "session"] {
-        counter!(crate::cluster::fenced::METRIC_STALE_OWNER_WRITES, "kind" => kind).increment(0);
+        counter!(METRIC_TERMINAL, "state" => state).increment(0);
     }
     for result in ["accepted", "duplicate", "rejected", "retried"] {
         counter!(METRIC_DELIVERIES, "result" => result).increment(0);
     }
     for result in ["accepted", "duplicate", "rejected"] {
-        counter!(crate::pipeline::replay::METRIC_REPLAYED, "result" => result).increment(0);
+        counter!(METRIC_REPLAYED, "result" => result).increment(0);
     }
     for status in ["accepted", "duplicate", "rejected", "error"] {
         counter!("connector_ingest_submissions_total", "status" => status).increment(0);
@@ -246,30 +262,16 @@ fn register_zeros() {
         counter!("tgingest_dedupe_drops_total", "layer" => layer).increment(0);
     }
     for decision in ["new", "again", "duplicate"] {
-        counter!(crate::pipeline::shared_seen::METRIC_DECISIONS, "decision" => decision)
-            .increment(0);
+        counter!(METRIC_SHARED_DECISIONS, "decision" => decision).increment(0);
     }
     for op in ["claim", "read"] {
-        counter!(crate::pipeline::shared_seen::METRIC_ERRORS, "op" => op).increment(0);
+        counter!(METRIC_SHARED_ERRORS, "op" => op).increment(0);
     }
     for stage in ["dedupe", "switchboard"] {
         counter!("tgingest_dead_letters_total", "stage" => stage).increment(0);
-    }
-    for kind in [
-        "account",
-        "dedupe",
-        "filter",
-        "delivery",
-        "heartbeat",
-        "supervisor",
-    ] {
-        counter!(crate::supervision::METRIC_RESTARTS, "actor_kind" => kind).increment(0);
     }
     counter!("tgingest_nats_disconnects_total").increment(0);
     counter!("tgingest_backfill_events_total").increment(0);
     metrics::gauge!("tgingest_backfill_tasks_pending").set(0.0);
     counter!("tgingest_holes_detected_total").increment(0);
-    counter!(crate::policy::SCOPE_DROPS_TOTAL, "rule" => "deny_chats").increment(0);
-    counter!(crate::policy::REDACTIONS_TOTAL, "kind" => "phone").increment(0);
-    crate::cluster::controller::register_zeros();
 }

@@ -8,9 +8,8 @@ use async_nats::connection::State;
 
 use super::progress;
 use crate::bus::{Bus, STREAM_CLEAN, STREAM_DLQ, STREAM_RAW};
+use crate::bus::{DEDUPE_CONSUMER, DELIVERY_CONSUMER};
 use crate::event::now_us;
-use crate::pipeline::clean::DEDUPE_CONSUMER;
-use crate::pipeline::delivery::DELIVERY_CONSUMER;
 
 /// How often the poller refreshes the gauges.
 pub const POLL_EVERY: Duration = Duration::from_secs(2);

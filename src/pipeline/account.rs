@@ -63,14 +63,9 @@ use crate::telegram::gateway::{Cursor, Gateway, GatewayError, GatewayFactory, So
 /// Checkpoint scope of the source cursor in the event log.
 pub const SOURCE_SCOPE: &str = "source";
 
-/// Counter of flood waits honoured, labelled `kind` (`flood_wait`, `peer_flood`).
-pub const METRIC_FLOOD_WAITS: &str = "tgingest_flood_waits_total";
-/// Counter of the seconds of those waits, labelled `kind`.
-pub const METRIC_FLOOD_WAIT_SECONDS: &str = "tgingest_flood_wait_seconds_total";
-/// Counter of account actors that failed on a network error (the supervisor reconnects them).
-pub const METRIC_RECONNECTS: &str = "tgingest_reconnects_total";
-/// Counter of accounts that reached a terminal state, labelled `state`.
-pub const METRIC_TERMINAL: &str = "tgingest_account_terminal_total";
+pub use crate::observability::{
+    METRIC_FLOOD_WAIT_SECONDS, METRIC_FLOOD_WAITS, METRIC_RECONNECTS, METRIC_TERMINAL,
+};
 
 /// Audit action of a parked account.
 pub const AUDIT_FLOOD_WAIT: &str = "account.flood_wait";

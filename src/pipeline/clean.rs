@@ -30,8 +30,7 @@ use crate::event::Event;
 use crate::eventlog::{AuditEntry, Durability, EventLog};
 use crate::policy::{Decision, Policy};
 
-/// Durable consumer of the dedupe stage on `TG_RAW`.
-pub const DEDUPE_CONSUMER: &str = "dedupe";
+pub use crate::bus::DEDUPE_CONSUMER;
 /// Header naming why a message was dead-lettered: the reason on one line, bounded (built with
 /// [`header_value`], as every header carrying outside text must be).
 pub const REASON_HEADER: &str = "Tgingest-Reason";

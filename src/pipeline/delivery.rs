@@ -28,8 +28,7 @@ use crate::eventlog::{AuditEntry, Durability, EventLog};
 use crate::observability as obs;
 use crate::switchboard::{CallError, IngestReply, McpClient, envelope};
 
-/// Durable consumer of the delivery stage on `TG_CLEAN`.
-pub const DELIVERY_CONSUMER: &str = "switchboard";
+pub use crate::bus::DELIVERY_CONSUMER;
 
 /// What the delivery actor needs.
 #[derive(Clone)]

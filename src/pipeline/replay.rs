@@ -29,8 +29,7 @@ use crate::event::Event;
 use crate::eventlog::{AuditEntry, Durability, EventLog};
 use crate::switchboard::{McpClient, envelope};
 
-/// Replayed events by result (`accepted`, `duplicate`, `rejected`).
-pub const METRIC_REPLAYED: &str = "tgingest_replay_events_total";
+pub use crate::observability::METRIC_REPLAYED;
 
 /// Consecutive read errors after which a replay gives up (the ordered consumer recovers from
 /// single ones by itself).

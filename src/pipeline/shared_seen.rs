@@ -84,10 +84,9 @@ use bytes::Bytes;
 
 use crate::bus::{BUCKET_SEEN, Bus, wrong_last_sequence};
 
-/// Decisions in the shared store, labelled `decision` (a [`Verdict::name`]).
-pub const METRIC_DECISIONS: &str = "tgingest_dedupe_shared_decisions_total";
-/// Copies left undecided because the shared store failed, labelled `op` (`claim`, `read`).
-pub const METRIC_ERRORS: &str = "tgingest_dedupe_shared_errors_total";
+pub use crate::observability::{
+    METRIC_SHARED_DECISIONS as METRIC_DECISIONS, METRIC_SHARED_ERRORS as METRIC_ERRORS,
+};
 /// Seconds to decide one batch in the shared store (all its claims in flight at once).
 pub const METRIC_SECONDS: &str = "tgingest_dedupe_shared_seconds";
 

@@ -9,8 +9,14 @@ use serde::Serialize;
 
 use crate::accounts::Lifecycle;
 
-/// Gauge of accounts per lifecycle state, labelled `state` (every state, zeros included).
-pub const METRIC_ACCOUNTS: &str = "tgingest_accounts";
+pub use crate::observability::METRIC_ACCOUNTS;
+
+/// Sets [`METRIC_ACCOUNTS`] to 0 for every state, so each series exists from the start.
+pub fn register_zeros() {
+    for state in Lifecycle::NAMES {
+        metrics::gauge!(METRIC_ACCOUNTS, "state" => state).set(0.0);
+    }
+}
 
 /// One counter, both in-process and as a Prometheus metric.
 #[derive(Debug, Default)]
