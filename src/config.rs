@@ -9,6 +9,7 @@
 //! upper case: `TGINGEST_STREAMS_RAW_MAX_AGE`), plus the butlers connector's names where they
 //! mean the same thing (see [`ALIASES`]).
 
+pub use crate::config_error::{ConfigError, invalid};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -698,33 +699,6 @@ impl Serialize for Secret {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
-/// Why a configuration was refused; each names what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid TOML {message}")]
-    Syntax { path: PathBuf, message: String },
-    #[error("{origin}: key `{key}`: {message}")]
-    Type {
-        origin: String,
-        key: String,
-        message: String,
-    },
-    #[error("{origin}: key `{key}` = {value}: {allowed}")]
-    Invalid {
-        origin: String,
-        key: String,
-        value: String,
-        allowed: String,
-    },
-    #[error("environment variable {var} is not a config key{hint}")]
-    UnknownEnv { var: String, hint: String },
-}
-
 // ---------------------------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------------------------
@@ -965,20 +939,6 @@ fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
 // ---------------------------------------------------------------------------------------------
 // Validation
 // ---------------------------------------------------------------------------------------------
-
-/// A [`ConfigError::Invalid`] for `key`; the loader fills in where the value came from.
-pub(crate) fn invalid(
-    key: &str,
-    value: impl fmt::Debug,
-    allowed: impl Into<String>,
-) -> ConfigError {
-    ConfigError::Invalid {
-        origin: String::new(),
-        key: key.to_string(),
-        value: format!("{value:?}"),
-        allowed: allowed.into(),
-    }
-}
 
 fn check(ok: bool, err: impl FnOnce() -> ConfigError) -> Result<(), ConfigError> {
     if ok { Ok(()) } else { Err(err()) }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod codec;
 /// Typed configuration from `config/*.toml` plus environment overrides, with precise errors.
 pub mod config;
+pub mod config_error;
 /// The normalized `Event` and its deterministic id.
 pub mod event;
 /// The append-only, blake3-chained audit and checkpoint log over sled.

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, invalid};
+use crate::config_error::{ConfigError, invalid};
 use crate::event::{ChatKind, EventKind, parse_marked_chat_id};
 
 /// Longest custom detector name (it becomes a metric label and part of the redaction marker).

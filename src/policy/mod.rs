@@ -34,7 +34,7 @@ pub use self::redact::{Finding, RedactionKind, RedactionTally, Redactor};
 pub use self::scope::DropRule;
 
 use self::scope::ScopeRules;
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use crate::event::Event;
 
 /// Counter of events dropped by scope rules, labelled `rule` ([`DropRule::as_str`]).

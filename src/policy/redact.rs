@@ -16,7 +16,7 @@ use super::config::{
     compile_custom,
 };
 use super::detectors::{Check, RULES};
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// What a masked span was: a built-in detector or a custom pattern (by its configured name).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
