@@ -87,6 +87,7 @@ async fn a_revoked_account_is_shown_revoked_and_never_connected_again_until_a_ne
         .position(|n| n.name != owner)
         .expect("two nodes");
     dc.revoke_session(victim);
+    let revoked_at = Instant::now();
 
     // The owner notices at its next request (the hole check runs every 10 s), stops the
     // account and releases it; the other node reports why nobody runs it.
@@ -99,6 +100,10 @@ async fn a_revoked_account_is_shown_revoked_and_never_connected_again_until_a_ne
         |s| unowned(s, &victim_id).is_some_and(|u| u["reason"] == "revoked"),
     )
     .await;
+    eprintln!(
+        "revoked on the DC → shown revoked by the other node after {:?}",
+        revoked_at.elapsed()
+    );
     let why = unowned(&status, &victim_id).expect("listed");
     assert_eq!(why["error"], "SESSION_REVOKED", "{why}");
     assert!(why["since_us"].as_i64().is_some_and(|t| t > 0), "{why}");
