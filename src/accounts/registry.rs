@@ -6,9 +6,8 @@
 //! find the login budget of the number and useless to anyone without the master key.
 
 use async_nats::jetstream::kv;
-use serde::{Deserialize, Serialize};
-
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use super::Lifecycle;
 use crate::bus::{BUCKET_ACCOUNTS, Bus};

@@ -3,10 +3,12 @@
 //! It pulls from the durable consumer `switchboard` only as many messages as it has free call
 //! slots (`switchboard.max_inflight`; Switchboard has no backpressure signal of its own), and
 //! runs one task per message. A message is acknowledged only after Switchboard answered
-//! `accepted` (a duplicate counts: it is already stored). A permanent rejection goes to `TG_DLQ`
-//! with its reason and an audit record, then is acknowledged so it does not block the stream.
-//! Transport errors and `isError:true` are retried with exponential backoff and jitter, with
-//! progress acks so JetStream does not redeliver a message that is still being worked on.
+//! `accepted` (a duplicate counts: it is already stored). A permanent rejection — Switchboard's
+//! own, or a 413 (the envelope is larger than Switchboard or a proxy in front takes) — goes to
+//! `TG_DLQ` with its reason and an audit record, then is acknowledged so it does not block the
+//! stream. Transport errors and `isError:true` are retried with exponential backoff and jitter
+//! (never sooner than a 429's `Retry-After`), with progress acks so JetStream does not redeliver
+//! a message that is still being worked on: one envelope is never in two calls at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
