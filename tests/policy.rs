@@ -328,6 +328,7 @@ fn an_account_can_override_its_redaction_detectors_and_custom_patterns() {
                     name: "ticket".into(),
                     pattern: "TCK-[0-9]{4}".into(),
                 }]),
+                ..Default::default()
             },
             ..AccountPolicyConfig::default()
         },
