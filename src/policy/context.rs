@@ -887,8 +887,15 @@ fn hard_stop(c: char) -> bool {
     )
 }
 
-/// A `.` that ends a sentence: followed by a space or the end, and not after a short
-/// abbreviation (`tel.`, `no.`, `Nr.`).
+/// Words that end in a dot without ending the sentence (`tel. +7…`, `No. 5`).
+const ABBREVIATIONS: &[&str] = &[
+    "tel", "tél", "mob", "no", "nr", "n", "nro", "num", "núm", "ref", "inv", "ext", "dr", "mr",
+    "mrs", "ms", "st", "p", "s", "z", "e", "i", "co", "inc", "ltd", "vs", "etc", "т", "д", "ул",
+    "тел", "моб", "tlf", "telf", "cel", "cell", "tlp", "hp",
+];
+
+/// A `.` that ends a sentence: followed by a space or the end, and not after an abbreviation
+/// or a number (`15. März`).
 fn sentence_dot(s: &str, i: usize) -> bool {
     if !next(s, i + 1).is_none_or(char::is_whitespace) {
         return false;
@@ -897,8 +904,12 @@ fn sentence_dot(s: &str, i: usize) -> bool {
         .chars()
         .rev()
         .take_while(|c| c.is_alphanumeric())
-        .collect();
-    word.chars().count() > 3 || word.chars().all(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .chars()
+        .rev()
+        .collect::<String>()
+        .to_lowercase();
+    !ABBREVIATIONS.contains(&word.as_str())
 }
 
 /// The text before byte `i`, back to at most `max` characters and never past the start of the
