@@ -115,9 +115,10 @@ fn after2(text: &str, i: usize) -> Option<char> {
     it.next()
 }
 
-/// A word character: a number or word glued to it continues (see [`super::context::is_word`]).
+/// A word character: a number or word glued to it continues (see [`super::context::is_word`]);
+/// `_` is not one here, since markdown wraps numbers in it (`_12345_`).
 fn is_alnum(c: Option<char>) -> bool {
-    super::context::is_word(c)
+    c != Some('_') && super::context::is_word(c)
 }
 
 fn is_digit(c: Option<char>) -> bool {
@@ -249,13 +250,23 @@ fn email_rules() -> Vec<Rule> {
 
 fn check_email(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let m = caps.get(0)?;
-    let s = m.as_str();
-    let b = before(text, m.start());
-    if b == Some('@') || b == Some('.') || is_alnum(b) {
+    let mut r = m.range();
+    // Markdown emphasis: `_a@b.org_` (the opening `_` was taken as part of the local part).
+    if text[r.clone()].starts_with('_') && after(text, r.end) == Some('_') {
+        r.start += 1;
+        if is_alnum(after2(text, r.end)) {
+            return None;
+        }
+    } else if is_alnum(after(text, r.end)) {
         return None;
     }
-    let a = after(text, m.end());
-    if is_alnum(a) || a == Some('-') || a == Some('@') {
+    let s = &text[r.clone()];
+    let b = before(text, r.start);
+    if b == Some('@') || b == Some('.') || (is_alnum(b) && b != Some('_')) {
+        return None;
+    }
+    let a = after(text, r.end);
+    if a == Some('-') || a == Some('@') {
         return None;
     }
     // Code: `q@k.transpose(…)`, `a@b.items[0]`.
@@ -263,7 +274,7 @@ fn check_email(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         return None;
     }
     // scp-style remote: `git@github.com:org/repo.git`
-    if a == Some(':') && after2(text, m.end()).is_some_and(|c| !c.is_whitespace()) {
+    if a == Some(':') && after2(text, r.end).is_some_and(|c| !c.is_whitespace()) {
         return None;
     }
     // RFC 5321 limits (checked here: bounded repetitions of Unicode classes make big automata).
@@ -278,14 +289,14 @@ fn check_email(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         return None;
     }
     // `scheme://user@host`: URL userinfo (a credential, left to the token detectors).
-    if token_before(text, m.start()).ends_with("://") {
+    if token_before(text, r.start).ends_with("://") {
         return None;
     }
     let tld = s.rsplit('.').next()?.to_lowercase();
     if FILE_EXTENSIONS.contains(&tld.as_str()) {
         return None;
     }
-    Some(m.range())
+    Some(r)
 }
 
 // ---------------------------------------------------------------------------------------------

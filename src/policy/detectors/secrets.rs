@@ -136,7 +136,7 @@ pub(super) fn rules() -> Vec<Rule> {
         ),
         rule(
             k,
-            r"(?i)(?P<kw>api[_\-. ]?hash)\W{0,4}(?P<value>[0-9a-f]{32})",
+            r"(?i)(?P<kw>api[_\-. ]?hash)\W{0,8}(?P<value>[0-9a-f]{32})",
             one!(check_api_hash),
         ),
         rule(
@@ -152,7 +152,7 @@ pub(super) fn rules() -> Vec<Rule> {
         rule(
             k,
             &format!(
-                r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*[^\n:=：.!?。]{{0,24}}?["'\)\]]?[ \t]*(?:=>|:=|[:=])[ \t]*["'`]?(?P<value>[^\s"'`<>]{{6,}})"#,
+                r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*[^\n:=：.!?。]{{0,24}}?["'\)\]]?[ \t]*(?:=>|:=|[:=])[ \t]*["'`*_«“(\[]*(?P<value>[^\s"'`<>]{{6,}})"#,
                 words.join("|")
             ),
             |s, text, caps, out| out.extend(check_assigned(s, text, caps)),
@@ -182,10 +182,17 @@ fn token_char(c: Option<char>) -> bool {
     c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// Nothing token-like glued to either end of `r`, or markdown emphasis around it (`_…_`).
+fn bounded(text: &str, r: &Range<usize>) -> bool {
+    let (b, a) = (before(text, r.start), after(text, r.end));
+    (!token_char(b) && !token_char(a)) || (b == Some('_') && a == Some('_'))
+}
+
 fn check_bot_token(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let r = caps.get(0)?.range();
     // `bot123456:AA…` inside a Bot API URL is fine; a longer digit run is not a token.
-    if is_digit(before(text, r.start)) || token_char(after(text, r.end)) {
+    let emphasis = before(text, r.start) == Some('_') && after(text, r.end) == Some('_');
+    if is_digit(before(text, r.start)) || (token_char(after(text, r.end)) && !emphasis) {
         return None;
     }
     Some(r)
@@ -194,7 +201,7 @@ fn check_bot_token(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
 fn check_prefixed_token(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let m = caps.get(0)?;
     let r = m.range();
-    if token_char(before(text, r.start)) || token_char(after(text, r.end)) {
+    if !bounded(text, &r) {
         return None;
     }
     let s = m.as_str();
@@ -375,6 +382,10 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
         )
     {
         r.end -= c.len_utf8();
+    }
+    // A markdown link around the value: `[value](https://…)`.
+    if let Some(i) = text[r.clone()].find("](") {
+        r.end = r.start + i;
     }
     let v = &text[r.clone()];
     if v.contains("://") || (v.contains('@') && v.contains('.')) {
