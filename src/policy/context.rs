@@ -900,16 +900,18 @@ fn sentence_dot(s: &str, i: usize) -> bool {
     if !next(s, i + 1).is_none_or(char::is_whitespace) {
         return false;
     }
-    let word: String = s[..i]
-        .chars()
+    !ABBREVIATIONS.contains(&word_ending_at(s, i, char::is_alphanumeric).as_str())
+}
+
+/// The run of characters meeting `is_part` that ends at byte `i`, lower-cased.
+pub(crate) fn word_ending_at(s: &str, i: usize, is_part: impl Fn(char) -> bool) -> String {
+    let start = s[..i]
+        .char_indices()
         .rev()
-        .take_while(|c| c.is_alphanumeric())
-        .collect::<String>()
-        .chars()
-        .rev()
-        .collect::<String>()
-        .to_lowercase();
-    !ABBREVIATIONS.contains(&word.as_str())
+        .take_while(|(_, c)| is_part(*c))
+        .last()
+        .map_or(i, |(j, _)| j);
+    s[start..i].to_lowercase()
 }
 
 /// The text before byte `i`, back to at most `max` characters and never past the start of the

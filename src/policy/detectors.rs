@@ -43,6 +43,22 @@ pub(crate) struct Rule {
     pub(crate) kind: DetectorKind,
     pub(crate) regex: Regex,
     pub(crate) check: Check,
+    /// A cheaper pattern that matches wherever `regex` does, for the prefilter (bounded
+    /// repetitions of large classes make the prefilter's automaton slow on every event).
+    pub(crate) anchor: Option<String>,
+}
+
+impl Rule {
+    /// The pattern the prefilter uses for this rule.
+    pub(crate) fn prefilter_pattern(&self) -> &str {
+        self.anchor.as_deref().unwrap_or(self.regex.as_str())
+    }
+
+    /// This rule, prefiltered by `anchor` instead of its own pattern.
+    fn anchored(mut self, anchor: &str) -> Rule {
+        self.anchor = Some(anchor.to_string());
+        self
+    }
 }
 
 /// A rule whose check confirms at most one span and needs no settings.
@@ -60,7 +76,12 @@ fn rule(kind: DetectorKind, pattern: &str, check: Check) -> Rule {
     // The patterns are constants of these files; the unit tests compile every one of them.
     let regex = Regex::new(pattern)
         .unwrap_or_else(|e| panic!("built-in {kind} pattern does not compile: {e}"));
-    Rule { kind, regex, check }
+    Rule {
+        kind,
+        regex,
+        check,
+        anchor: None,
+    }
 }
 
 /// Every built-in rule, compiled on first use and shared by all policies of the process.
@@ -470,15 +491,7 @@ const CARD_WORDS: &[&str] = &[
 
 /// The letters glued before `start` are a card brand.
 fn glued_card_word(text: &str, start: usize) -> bool {
-    let word: String = text[..start]
-        .chars()
-        .rev()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .chars()
-        .rev()
-        .collect::<String>()
-        .to_lowercase();
+    let word = super::context::word_ending_at(text, start, |c| c.is_ascii_alphabetic());
     CARD_WORDS.contains(&word.as_str())
 }
 

@@ -37,8 +37,14 @@ pub fn digit_value(c: char) -> Option<u32> {
 
 /// What `c` folds to, if anything.
 fn fold_char(c: char) -> Option<char> {
-    if c.is_ascii() {
+    let cp = u32::from(c);
+    // Fast exits for the big blocks with nothing to fold (Latin, Greek, Cyrillic, Hebrew; CJK
+    // but the ideographic space; Hangul): this runs on every non-ASCII character.
+    if cp < 0x660 || (0xABFA..0xFF01).contains(&cp) {
         return None;
+    }
+    if (0x1C5A..0xA620).contains(&cp) {
+        return (cp == 0x3000).then_some(' ');
     }
     if let Some(v) = digit_value(c) {
         return char::from_digit(v, 10);

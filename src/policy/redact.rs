@@ -103,6 +103,7 @@ struct CompiledRule {
     kind: RedactionKind,
     regex: Regex,
     confirm: Confirm,
+    prefilter: String,
 }
 
 /// The compiled redaction rules of one policy (global, or one account's override).
@@ -152,6 +153,7 @@ impl Redactor {
                 kind: RedactionKind::Builtin(r.kind),
                 regex: r.regex.clone(),
                 confirm: Confirm::Builtin(r.check),
+                prefilter: r.prefilter_pattern().to_string(),
             });
         }
         for (i, c) in custom.iter().enumerate() {
@@ -165,9 +167,10 @@ impl Redactor {
                 kind: RedactionKind::Custom(Arc::from(c.name.as_str())),
                 regex,
                 confirm: Confirm::Whole,
+                prefilter: c.pattern.clone(),
             });
         }
-        let prefilter = RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
+        let prefilter = RegexSetBuilder::new(rules.iter().map(|r| r.prefilter.as_str()))
             .size_limit(64 * CUSTOM_REGEX_SIZE_LIMIT)
             .build()
             .map_err(|e| ConfigError::Invalid {

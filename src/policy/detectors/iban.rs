@@ -58,11 +58,14 @@ fn outside_registry_ok(base: &BaseIban) -> bool {
 }
 
 pub(super) fn rules() -> Vec<Rule> {
-    vec![rule(
-        DetectorKind::Iban,
-        r"(?i)[a-z]{2}[0-9]{2}(?:[ \x{A0}\-]?[a-z0-9]){11,30}",
-        one!(check_iban),
-    )]
+    vec![
+        rule(
+            DetectorKind::Iban,
+            r"(?i)[a-z]{2}[0-9]{2}(?:[ \x{A0}\-]?[a-z0-9]){11,30}",
+            one!(check_iban),
+        )
+        .anchored(r"[A-Za-z]{2}[0-9]{2}[ \x{A0}\-]?[A-Za-z0-9]{4}"),
+    ]
 }
 
 fn check_iban(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {

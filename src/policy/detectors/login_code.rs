@@ -52,11 +52,7 @@ pub(super) fn rules() -> Vec<Rule> {
     let k = DetectorKind::LoginCode;
     vec![
         rule(k, r"[0-9](?:[ \-]?[0-9]){4,5}", one!(check_code)),
-        rule(
-            k,
-            r"(?i)my\.telegram\.org[^\n]{0,40}?[A-Za-z0-9_\-]{10,11}",
-            one!(check_web_code),
-        ),
+        rule(k, r"(?i)my\.telegram\.org", one!(check_web_code)),
     ]
 }
 

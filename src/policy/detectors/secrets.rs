@@ -156,7 +156,8 @@ pub(super) fn rules() -> Vec<Rule> {
                 words.join("|")
             ),
             |s, text, caps, out| out.extend(check_assigned(s, text, caps)),
-        ),
+        )
+        .anchored(&format!(r"(?i)(?:{})", words.join("|"))),
     ]
 }
 
