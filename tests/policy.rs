@@ -328,6 +328,7 @@ fn an_account_can_override_its_redaction_detectors_and_custom_patterns() {
                     name: "ticket".into(),
                     pattern: "TCK-[0-9]{4}".into(),
                 }]),
+                ..Default::default()
             },
             ..AccountPolicyConfig::default()
         },
@@ -675,4 +676,47 @@ fn policy_test_plain_lines_are_messages_in_the_accounts_saved_messages() {
     });
     let s = run_policy_test(&p, &b"hello\n"[..], std::io::sink(), false, ACCOUNT).unwrap();
     assert_eq!(s.kept, 1);
+}
+
+#[test]
+fn validation_refuses_an_unknown_phone_region_naming_the_key_and_index() {
+    let mut config = PolicyConfig::default();
+    config.redaction.phone_regions = vec!["DE".into(), "XX".into()];
+    let (key, value, allowed) = invalid_key(&config);
+    assert_eq!(key, "policy.redaction.phone_regions[1]");
+    assert_eq!(value, "\"XX\"");
+    assert!(allowed.contains("ISO 3166"), "{allowed}");
+
+    let mut lower = PolicyConfig::default();
+    lower.accounts.insert(
+        ACCOUNT.into(),
+        AccountPolicyConfig {
+            redaction: tgingest::policy::AccountRedactionConfig {
+                phone_regions: Some(vec!["de".into()]),
+                ..Default::default()
+            },
+            ..AccountPolicyConfig::default()
+        },
+    );
+    let (key, _, _) = invalid_key(&lower);
+    assert_eq!(
+        key,
+        format!("policy.accounts.{ACCOUNT}.redaction.phone_regions[0]")
+    );
+}
+
+#[test]
+fn national_numbers_count_only_for_the_configured_phone_regions() {
+    // A Spanish landline written the Spanish way, no phone word near it.
+    let text = "Barcelona 93 038 84 51, pregunta por Jordi";
+    let mut spain = PolicyConfig::default();
+    spain.redaction.phone_regions = vec!["ES".into()];
+    let mut japan = PolicyConfig::default();
+    japan.redaction.phone_regions = vec!["JP".into()];
+    let masked = |config: &PolicyConfig| {
+        let p = Policy::new(config).expect("valid policy");
+        p.redactor(ACCOUNT).find(text).len()
+    };
+    assert_eq!(masked(&spain), 1);
+    assert_eq!(masked(&japan), 0);
 }

@@ -104,7 +104,7 @@ impl Rules {
                 deny_chat_kinds: Some(vec![ChatKind::Channel]),
                 redaction: AccountRedactionConfig {
                     detectors: Some(without_api_token),
-                    custom: None,
+                    ..AccountRedactionConfig::default()
                 },
                 ..AccountPolicyConfig::default()
             },

@@ -1,4 +1,11 @@
-//! The redaction detectors against a labelled corpus (`tests/fixtures/redaction-corpus.jsonl`).
+//! The redaction detectors against labelled corpora.
+//!
+//! Two kinds of corpus are scored here. The independently written one
+//! (`tests/fixtures/redaction/tuning.jsonl`, and `frozen.jsonl` beside it once the lead adds it)
+//! is the yardstick, scored by the honest rule of [`honest`]: a secret counts as caught only
+//! when none of its letters or digits survive. The old corpus
+//! (`tests/fixtures/redaction-corpus.jsonl`), written beside the detectors, stays as a regression
+//! set with exact-span scoring (below).
 //!
 //! Each line is `{"text": …, "expect": {"<kind>": ["<exact substring>", …]}, "near": "<kind>"}`:
 //! positives list every span a detector must mask; negatives (`expect` empty) are near-misses
@@ -13,6 +20,9 @@ use tgingest::policy::{
     CustomDetectorConfig, DetectorKind, RedactionConfig, RedactionTally, Redactor,
 };
 
+#[path = "redaction_corpus/honest.rs"]
+mod honest;
+
 const CORPUS: &str = include_str!("fixtures/redaction-corpus.jsonl");
 
 /// The bar every detector must clear on the corpus, for precision and for recall.
@@ -21,10 +31,20 @@ const MIN_SCORE: f64 = 0.95;
 /// Corpus texts the detectors are known to get wrong, and why. Any other wrong answer fails
 /// `no_case_goes_wrong_beyond_the_known_ones`, so a regression on one case is caught even while
 /// the scores stay above the bar.
-const KNOWN_WRONG: &[(&str, &str)] = &[(
-    "Lottery numbers 05 12 23 34 45",
-    "laid out exactly like a French number (0X XX XX XX XX); nothing but the word says otherwise",
-)];
+const KNOWN_WRONG: &[(&str, &str)] = &[
+    (
+        "Lottery numbers 05 12 23 34 45",
+        "laid out exactly like a French number (0X XX XX XX XX); nothing but the word says otherwise",
+    ),
+    (
+        "4111 1111 short",
+        "eight digits in two groups are a valid national number of default phone regions (libphonenumber: Indonesia, Korea) whose national format does not require the trunk 0",
+    ),
+    (
+        "the 12345 code words",
+        "`code` qualifies `words` here; telling it from `12345 is your code` (code word after the number, in any language) needs a parser, not context words",
+    ),
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +75,7 @@ fn redactor() -> Redactor {
             name: "employee_id".into(),
             pattern: "EMP-[0-9]{6}".into(),
         }],
+        ..RedactionConfig::default()
     })
     .expect("corpus config compiles")
 }

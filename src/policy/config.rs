@@ -10,6 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::detectors::{DEFAULT_PHONE_REGIONS, parse_region};
 use crate::config_error::{ConfigError, invalid};
 use crate::event::{ChatKind, EventKind, parse_marked_chat_id};
 
@@ -72,6 +73,9 @@ pub struct RedactionConfig {
     pub detectors: Vec<DetectorKind>,
     /// Extra patterns; each match becomes `[REDACTED:<name>]`.
     pub custom: Vec<CustomDetectorConfig>,
+    /// ISO 3166 region codes (`DE`, `BR`) whose national phone formats (no `+`) are masked
+    /// without a phone word near them, when libphonenumber finds them valid there.
+    pub phone_regions: Vec<String>,
 }
 
 impl Default for RedactionConfig {
@@ -79,8 +83,17 @@ impl Default for RedactionConfig {
         RedactionConfig {
             detectors: DetectorKind::ALL.to_vec(),
             custom: Vec::new(),
+            phone_regions: default_phone_regions(),
         }
     }
+}
+
+/// The built-in `phone_regions` list.
+pub fn default_phone_regions() -> Vec<String> {
+    DEFAULT_PHONE_REGIONS
+        .iter()
+        .map(|r| r.to_string())
+        .collect()
 }
 
 /// One operator-defined pattern.
@@ -136,12 +149,15 @@ pub struct AccountRedactionConfig {
     /// Replaces `policy.redaction.custom` for this account.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custom: Option<Vec<CustomDetectorConfig>>,
+    /// Replaces `policy.redaction.phone_regions` for this account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_regions: Option<Vec<String>>,
 }
 
 impl AccountRedactionConfig {
     /// True when nothing is overridden.
     pub fn is_empty(&self) -> bool {
-        self.detectors.is_none() && self.custom.is_none()
+        self.detectors.is_none() && self.custom.is_none() && self.phone_regions.is_none()
     }
 }
 
@@ -297,6 +313,20 @@ pub(crate) fn check_custom(key: &str, custom: &[CustomDetectorConfig]) -> Result
     Ok(())
 }
 
+/// Checks that every phone region is a region libphonenumber has metadata for.
+pub(crate) fn check_phone_regions(key: &str, regions: &[String]) -> Result<(), ConfigError> {
+    for (i, r) in regions.iter().enumerate() {
+        if parse_region(r).is_none() {
+            return Err(invalid(
+                &format!("{key}[{i}]"),
+                r,
+                "an upper-case ISO 3166 region code that libphonenumber knows (DE, BR, JP, …)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Compiles a custom pattern with the size limit every custom pattern gets.
 pub(crate) fn compile_custom(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(pattern)
@@ -313,6 +343,10 @@ impl PolicyConfig {
         check_sender_ids("policy.allow_senders", &self.allow_senders)?;
         check_sender_ids("policy.deny_senders", &self.deny_senders)?;
         check_custom("policy.redaction.custom", &self.redaction.custom)?;
+        check_phone_regions(
+            "policy.redaction.phone_regions",
+            &self.redaction.phone_regions,
+        )?;
         for (account, o) in &self.accounts {
             let ok = canonical_i64(account).is_some_and(|n| n > 0);
             if !ok {
@@ -337,6 +371,9 @@ impl PolicyConfig {
             }
             if let Some(v) = &o.redaction.custom {
                 check_custom(&key("redaction.custom"), v)?;
+            }
+            if let Some(v) = &o.redaction.phone_regions {
+                check_phone_regions(&key("redaction.phone_regions"), v)?;
             }
         }
         Ok(())

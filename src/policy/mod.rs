@@ -10,14 +10,18 @@
 //!
 //! Parts: [`config`] (the typed `[policy]` section and its validation), [`scope`] (chat, kind and
 //! sender rules), [`detectors`] (what each detector catches and deliberately does not),
-//! [`redact`] (prefilter, merging, masking), [`policy_test`] (`tgingest policy test`).
+//! [`context`] (the per-language context words the detectors consult), [`fold`] (every
+//! script's digits as ASCII), [`redact`] (prefilter, merging, masking), [`policy_test`]
+//! (`tgingest policy test`).
 //!
 //! Metrics: `decide` itself increments `tgingest_scope_drops_total{rule}` per drop and
 //! `tgingest_redactions_total{kind}` per masked span, on whatever recorder is installed.
 //! Nothing here logs message text or ids.
 
 pub mod config;
+pub mod context;
 pub mod detectors;
+pub mod fold;
 pub mod policy_test;
 pub mod redact;
 pub mod scope;
@@ -114,10 +118,16 @@ impl Policy {
                     .custom
                     .as_ref()
                     .unwrap_or(&config.redaction.custom);
+                let regions = o
+                    .redaction
+                    .phone_regions
+                    .as_ref()
+                    .unwrap_or(&config.redaction.phone_regions);
                 Arc::new(Redactor::from_parts(
                     detectors,
                     custom,
-                    &format!("policy.accounts.{account}.redaction.custom"),
+                    regions,
+                    &format!("policy.accounts.{account}.redaction"),
                 )?)
             };
             accounts.insert(

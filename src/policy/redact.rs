@@ -13,9 +13,10 @@ use regex::{Regex, RegexSet, RegexSetBuilder};
 
 use super::config::{
     CUSTOM_REGEX_SIZE_LIMIT, CustomDetectorConfig, DetectorKind, RedactionConfig, check_custom,
-    compile_custom,
+    check_phone_regions, compile_custom,
 };
-use super::detectors::{Check, RULES};
+use super::detectors::{Check, PhoneRegions, RULES, Settings};
+use super::fold::fold;
 use crate::config_error::ConfigError;
 
 /// What a masked span was: a built-in detector or a custom pattern (by its configured name).
@@ -102,12 +103,14 @@ struct CompiledRule {
     kind: RedactionKind,
     regex: Regex,
     confirm: Confirm,
+    prefilter: String,
 }
 
 /// The compiled redaction rules of one policy (global, or one account's override).
 pub struct Redactor {
     rules: Vec<CompiledRule>,
     prefilter: RegexSet,
+    settings: Settings,
 }
 
 impl fmt::Debug for Redactor {
@@ -120,21 +123,37 @@ impl fmt::Debug for Redactor {
 impl Redactor {
     /// Compiles the enabled built-in detectors and the custom patterns.
     pub fn new(config: &RedactionConfig) -> Result<Self, ConfigError> {
-        Self::from_parts(&config.detectors, &config.custom, "policy.redaction.custom")
+        Self::from_parts(
+            &config.detectors,
+            &config.custom,
+            &config.phone_regions,
+            "policy.redaction",
+        )
     }
 
+    /// Compiles detectors, custom patterns and phone regions; `key` is the config section they
+    /// came from (`policy.redaction`, `policy.accounts.42.redaction`), for errors.
     pub(crate) fn from_parts(
         detectors: &[DetectorKind],
         custom: &[CustomDetectorConfig],
-        custom_key: &str,
+        phone_regions: &[String],
+        key: &str,
     ) -> Result<Self, ConfigError> {
+        let custom_key = format!("{key}.custom");
+        let custom_key = custom_key.as_str();
         check_custom(custom_key, custom)?;
+        let regions_key = format!("{key}.phone_regions");
+        check_phone_regions(&regions_key, phone_regions)?;
+        let phone_regions = PhoneRegions::new(phone_regions).map_err(|bad| {
+            crate::config_error::invalid(&regions_key, bad, "a region code libphonenumber knows")
+        })?;
         let mut rules = Vec::new();
         for r in RULES.iter().filter(|r| detectors.contains(&r.kind)) {
             rules.push(CompiledRule {
                 kind: RedactionKind::Builtin(r.kind),
                 regex: r.regex.clone(),
                 confirm: Confirm::Builtin(r.check),
+                prefilter: r.prefilter_pattern().to_string(),
             });
         }
         for (i, c) in custom.iter().enumerate() {
@@ -148,9 +167,10 @@ impl Redactor {
                 kind: RedactionKind::Custom(Arc::from(c.name.as_str())),
                 regex,
                 confirm: Confirm::Whole,
+                prefilter: c.pattern.clone(),
             });
         }
-        let prefilter = RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
+        let prefilter = RegexSetBuilder::new(rules.iter().map(|r| r.prefilter.as_str()))
             .size_limit(64 * CUSTOM_REGEX_SIZE_LIMIT)
             .build()
             .map_err(|e| ConfigError::Invalid {
@@ -159,16 +179,23 @@ impl Redactor {
                 value: format!("{} patterns", rules.len()),
                 allowed: format!("patterns that compile together: {e}"),
             })?;
-        Ok(Redactor { rules, prefilter })
+        Ok(Redactor {
+            rules,
+            prefilter,
+            settings: Settings { phone_regions },
+        })
     }
 
     /// Every span to mask in `text`, sorted, overlaps merged (the longest member names the
-    /// kind; on a tie the more specific kind wins).
+    /// kind; on a tie the more specific kind wins). The detectors see the text with every
+    /// script's digits folded to ASCII ([`super::fold`]); the spans are the original's.
     pub fn find(&self, text: &str) -> Vec<Finding> {
         if text.is_empty() {
             return Vec::new();
         }
-        let hits = self.prefilter.matches(text);
+        let folded = fold(text);
+        let scanned: &str = &folded.text;
+        let hits = self.prefilter.matches(scanned);
         if !hits.matched_any() {
             return Vec::new();
         }
@@ -179,18 +206,21 @@ impl Redactor {
             match rule.confirm {
                 Confirm::Whole => raw.extend(
                     rule.regex
-                        .find_iter(text)
+                        .find_iter(scanned)
                         .filter(|m| !m.is_empty())
                         .map(|m| (m.range(), i)),
                 ),
                 Confirm::Builtin(check) => {
-                    for caps in rule.regex.captures_iter(text) {
+                    for caps in rule.regex.captures_iter(scanned) {
                         spans.clear();
-                        check(text, &caps, &mut spans);
+                        check(&self.settings, scanned, &caps, &mut spans);
                         raw.extend(spans.drain(..).map(|r| (r, i)));
                     }
                 }
             }
+        }
+        for (r, _) in &mut raw {
+            *r = folded.original(r.clone());
         }
         merge(raw, |i| &self.rules[i].kind)
     }
@@ -259,6 +289,7 @@ mod tests {
                 name: "employee_id".into(),
                 pattern: "EMP-[0-9]{6}".into(),
             }],
+            ..RedactionConfig::default()
         })
         .unwrap()
     }
@@ -314,6 +345,7 @@ mod tests {
         let r = Redactor::new(&RedactionConfig {
             detectors: vec![DetectorKind::Phone],
             custom: Vec::new(),
+            ..RedactionConfig::default()
         })
         .unwrap();
         assert!(r.find("a@example.com").is_empty());

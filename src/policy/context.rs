@@ -1,0 +1,986 @@
+//! Context words, as data, per language, and the one way they are looked for: near the
+//! candidate, in the same line and sentence.
+//!
+//! Each table lists, per language (en, ru, uk, fa, ar, zh, es, pt, de, fr, it, tr, hi, id, ja,
+//! ko), lower-case words or phrases. A word of four or more characters also matches with an
+//! ending (`kodunuz`, `şifresi`, `телефона`); shorter ones only as whole words. Words of scripts
+//! written without spaces (Chinese, Japanese, Korean) need no boundary at all.
+
+use std::ops::Range;
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+/// One language's words of one table.
+type Lang = (&'static str, &'static [&'static str]);
+
+/// Words that announce a phone number.
+pub(crate) const PHONE: &[Lang] = &[
+    (
+        "en",
+        &[
+            "phone",
+            "tel",
+            "tel.",
+            "telephone",
+            "mobile",
+            "mob",
+            "cell",
+            "cellphone",
+            "call",
+            "call me",
+            "text me",
+            "sms",
+            "whatsapp",
+            "viber",
+            "signal",
+            "fax",
+            "landline",
+            "contact",
+            "hotline",
+            "office",
+        ],
+    ),
+    (
+        "ru",
+        &[
+            "телефон",
+            "тел",
+            "тел.",
+            "моб",
+            "мобильный",
+            "сотовый",
+            "звоните",
+            "звони",
+            "позвони",
+            "позвоните",
+            "вацап",
+            "ватсап",
+            "городской",
+            "факс",
+            "горячая линия",
+        ],
+    ),
+    (
+        "uk",
+        &[
+            "телефон",
+            "тел",
+            "моб",
+            "мобільний",
+            "дзвоніть",
+            "дзвони",
+            "подзвони",
+            "стаціонарний",
+            "гаряча лінія",
+        ],
+    ),
+    ("fa", &["تلفن", "تماس", "موبایل", "همراه", "واتساپ"]),
+    (
+        "ar",
+        &[
+            "هاتف",
+            "جوال",
+            "جوالي",
+            "تلفون",
+            "تليفون",
+            "موبايل",
+            "اتصل",
+            "اتصال",
+            "واتساب",
+            "واتس",
+        ],
+    ),
+    (
+        "zh",
+        &[
+            "电话",
+            "電話",
+            "手机",
+            "手機",
+            "座机",
+            "座機",
+            "打",
+            "联系",
+            "聯絡",
+            "办公室",
+            "辦公室",
+            "微信",
+        ],
+    ),
+    (
+        "es",
+        &[
+            "teléfono",
+            "telefono",
+            "tel",
+            "móvil",
+            "movil",
+            "celular",
+            "llámame",
+            "llamame",
+            "llama",
+            "fijo",
+            "whatsapp",
+            "contacto",
+        ],
+    ),
+    (
+        "pt",
+        &[
+            "telefone",
+            "tel",
+            "celular",
+            "cel",
+            "zap",
+            "whatsapp",
+            "ligue",
+            "liga",
+            "fixo",
+            "contato",
+            "escritório",
+        ],
+    ),
+    (
+        "de",
+        &[
+            "telefon",
+            "tel",
+            "handy",
+            "mobil",
+            "festnetz",
+            "ruf",
+            "rufnummer",
+            "anrufen",
+            "büro",
+            "fax",
+        ],
+    ),
+    (
+        "fr",
+        &[
+            "téléphone",
+            "telephone",
+            "tél",
+            "tel",
+            "portable",
+            "mobile",
+            "appelle",
+            "appelez",
+            "fixe",
+            "bureau",
+        ],
+    ),
+    (
+        "it",
+        &[
+            "telefono",
+            "tel",
+            "cellulare",
+            "cell",
+            "fisso",
+            "chiama",
+            "chiamami",
+            "ufficio",
+        ],
+    ),
+    (
+        "tr",
+        &["telefon", "tel", "cep", "ara", "arayın", "ofis", "sabit"],
+    ),
+    ("hi", &["फ़ोन", "फोन", "मोबाइल", "कॉल", "संपर्क", "व्हाट्सएप"]),
+    (
+        "id",
+        &[
+            "telepon", "telpon", "telp", "hp", "ponsel", "wa", "hubungi", "kantor",
+        ],
+    ),
+    ("ja", &["電話", "携帯", "連絡", "オフィス", "実家", "留守"]),
+    ("ko", &["전화", "휴대폰", "핸드폰", "연락", "사무실", "폰"]),
+];
+
+/// The word "number" (and "my number"): a phone announcement unless an id word is near too
+/// (`мой номер …` is a phone, `номер заказа …` is not).
+pub(crate) const NUMBER: &[Lang] = &[
+    ("en", &["number", "my number"]),
+    ("ru", &["номер", "номера"]),
+    ("uk", &["номер"]),
+    ("fa", &["شماره"]),
+    ("ar", &["رقم", "رقمي"]),
+    ("zh", &["号码", "號碼"]),
+    ("es", &["número", "numero"]),
+    ("pt", &["número", "numero"]),
+    ("de", &["nummer"]),
+    ("fr", &["numéro", "numero"]),
+    ("it", &["numero"]),
+    ("tr", &["numara", "numaram", "numarası", "numarasi"]),
+    ("hi", &["नंबर", "नम्बर"]),
+    ("id", &["nomor", "nomer"]),
+    ("ja", &["番号"]),
+    ("ko", &["번호"]),
+];
+
+/// Words that make the number after them an identifier (order, tracking, tax, postal …).
+pub(crate) const ID: &[Lang] = &[
+    (
+        "en",
+        &[
+            "order",
+            "invoice",
+            "ticket",
+            "tracking",
+            "reference",
+            "isbn",
+            "issn",
+            "ean",
+            "ssn",
+            "account",
+            "acct",
+            "version",
+            "build",
+            "serial",
+            "sku",
+            "case",
+            "txn",
+            "transaction",
+            "passport",
+            "policy",
+            "imei",
+            "imsi",
+            "iccid",
+            "document",
+            "contract",
+            "patent",
+            "awb",
+            "pnr",
+            "barcode",
+            "zip",
+            "postcode",
+            "room",
+            "flight",
+            "lottery",
+            "timestamp",
+            "id",
+        ],
+    ),
+    (
+        "ru",
+        &[
+            "заказ",
+            "счет",
+            "счёт",
+            "трек",
+            "накладная",
+            "паспорт",
+            "договор",
+            "инн",
+            "снилс",
+            "огрн",
+            "индекс",
+            "рейс",
+            "лотерея",
+            "штрихкод",
+        ],
+    ),
+    (
+        "uk",
+        &[
+            "замовлення",
+            "ттн",
+            "рахунок",
+            "єдрпоу",
+            "мфо",
+            "договір",
+            "індекс",
+            "іпн",
+        ],
+    ),
+    (
+        "fa",
+        &["سفارش", "کد پستی", "کد ملی", "بارکد", "فاکتور", "پیگیری"],
+    ),
+    (
+        "ar",
+        &["الطلب", "طلب", "فاتورة", "السجل التجاري", "الشحنة", "تتبع"],
+    ),
+    (
+        "zh",
+        &[
+            "订单",
+            "訂單",
+            "单号",
+            "單號",
+            "快递",
+            "快遞",
+            "身份证",
+            "发票",
+            "發票",
+            "条形码",
+            "时间戳",
+            "区号",
+        ],
+    ),
+    (
+        "es",
+        &[
+            "pedido",
+            "factura",
+            "seguimiento",
+            "referencia",
+            "dni",
+            "cif",
+            "nif",
+            "código de barras",
+            "lotería",
+        ],
+    ),
+    (
+        "pt",
+        &[
+            "pedido",
+            "nota fiscal",
+            "rastreio",
+            "cpf",
+            "cnpj",
+            "cep",
+            "boleto",
+            "mega-sena",
+        ],
+    ),
+    (
+        "de",
+        &[
+            "bestellung",
+            "bestellnummer",
+            "rechnung",
+            "rechnungsnummer",
+            "vertrag",
+            "sendungsnummer",
+            "steuernummer",
+            "kundennummer",
+            "aktenzeichen",
+            "plz",
+        ],
+    ),
+    (
+        "fr",
+        &[
+            "commande", "facture", "suivi", "siret", "siren", "dossier", "colis",
+        ],
+    ),
+    (
+        "it",
+        &[
+            "ordine",
+            "fattura",
+            "spedizione",
+            "p.iva",
+            "partita iva",
+            "codice fiscale",
+            "pratica",
+        ],
+    ),
+    (
+        "tr",
+        &[
+            "sipariş", "fatura", "takip", "kargo", "vergi", "dosya", "loto",
+        ],
+    ),
+    ("hi", &["ऑर्डर", "आर्डर", "बिल", "ट्रैकिंग", "पीएनआर"]),
+    ("id", &["pesanan", "resi", "faktur", "npwp", "nik"]),
+    ("ja", &["注文", "追跡", "請求書", "伝票", "品番", "郵便"]),
+    ("ko", &["주문", "운송장", "송장", "영수증", "주민"]),
+];
+
+/// Words that announce a login or verification code.
+pub(crate) const CODE: &[Lang] = &[
+    (
+        "en",
+        &[
+            "code",
+            "login code",
+            "verification code",
+            "security code",
+            "passcode",
+            "otp",
+            "one-time password",
+            "one time password",
+            "2fa",
+            "pin code",
+            "pushtan",
+            "tan",
+            "token",
+        ],
+    ),
+    ("ru", &["код", "кодом", "пароль из смс", "код из смс"]),
+    ("uk", &["код"]),
+    ("fa", &["کد", "کدت", "کدتون", "رمز", "رمز یکبار مصرف"]),
+    ("ar", &["رمز", "كود", "الرمز", "الكود", "رمز التحقق"]),
+    (
+        "zh",
+        &[
+            "验证码",
+            "驗證碼",
+            "登录码",
+            "登錄碼",
+            "登录代码",
+            "登錄代碼",
+            "校验码",
+            "动态码",
+            "代码",
+            "码是",
+            "碼是",
+        ],
+    ),
+    ("es", &["código", "codigo", "clave de acceso"]),
+    ("pt", &["código", "codigo"]),
+    (
+        "de",
+        &[
+            "code",
+            "anmeldecode",
+            "bestätigungscode",
+            "zugangscode",
+            "login-code",
+            "tan",
+            "pushtan",
+            "sicherheitscode",
+        ],
+    ),
+    (
+        "fr",
+        &[
+            "code",
+            "code de connexion",
+            "code de validation",
+            "code de vérification",
+        ],
+    ),
+    (
+        "it",
+        &["codice", "codice di accesso", "codice di verifica", "otp"],
+    ),
+    (
+        "tr",
+        &[
+            "kod",
+            "kodu",
+            "kodunuz",
+            "kodunuzdur",
+            "şifre",
+            "şifreniz",
+            "doğrulama",
+        ],
+    ),
+    ("hi", &["कोड", "ओटीपी", "otp"]),
+    ("id", &["kode", "kodenya", "otp"]),
+    (
+        "ja",
+        &[
+            "コード",
+            "認証番号",
+            "確認コード",
+            "認証コード",
+            "ワンタイムパスワード",
+            "暗証番号",
+        ],
+    ),
+    (
+        "ko",
+        &[
+            "코드",
+            "인증번호",
+            "인증 번호",
+            "인증코드",
+            "확인코드",
+            "otp",
+        ],
+    ),
+];
+
+/// Services whose messages carry login codes: a code-sized number right next to one is a code
+/// even without a code word (`hab 92706 von Telegram bekommen`).
+pub(crate) const CODE_SERVICE: &[Lang] = &[
+    (
+        "en",
+        &["telegram", "whatsapp", "instagram", "signal", "viber"],
+    ),
+    ("ru", &["телеграм", "телеграмм", "телеги"]),
+    ("uk", &["телеграм"]),
+    ("fa", &["تلگرام"]),
+    ("ar", &["تيليجرام", "تلغرام", "تليجرام"]),
+    ("zh", &["电报", "電報"]),
+    ("hi", &["टेलीग्राम"]),
+    ("ja", &["テレグラム"]),
+    ("ko", &["텔레그램"]),
+];
+
+/// Words that make a code another kind of code (postal, promo, error, pickup …).
+pub(crate) const CODE_NOT: &[Lang] = &[
+    (
+        "en",
+        &[
+            "zip",
+            "postal",
+            "post",
+            "area",
+            "country",
+            "error",
+            "status",
+            "exit",
+            "return",
+            "response",
+            "http",
+            "promo",
+            "discount",
+            "coupon",
+            "gift",
+            "referral",
+            "invite",
+            "invitation",
+            "product",
+            "item",
+            "tax",
+            "dialing",
+            "dialling",
+            "source",
+            "bar",
+            "qr",
+            "color",
+            "colour",
+            "hex",
+            "sort",
+            "swift",
+            "bic",
+            "bank",
+            "branch",
+            "region",
+            "airport",
+            "station",
+            "course",
+            "class",
+            "reference",
+            "ref",
+            "booking",
+            "tracking",
+            "voucher",
+            "order",
+            "ticket",
+            "reservation",
+            "sku",
+            "article",
+            "part",
+            "style",
+            "model",
+            "lottery",
+            "room",
+            "flight",
+            "version",
+            "line",
+            "lines",
+            "pr",
+            "pull request",
+            "commit",
+            "issue",
+        ],
+    ),
+    ("pl", &["pocztowy"]),
+    (
+        "ru",
+        &[
+            "почтовый",
+            "промо",
+            "промокод",
+            "ошибки",
+            "ошибка",
+            "товара",
+            "продукта",
+            "региона",
+            "страны",
+            "города",
+            "купона",
+            "скидки",
+            "заказа",
+            "бронирования",
+            "индекс",
+            "оквэд",
+            "инн",
+        ],
+    ),
+    (
+        "uk",
+        &["помилки", "квед", "єдрпоу", "поштовий", "індекс", "знижки"],
+    ),
+    (
+        "fa",
+        &["پستی", "ملی", "اقتصادی", "تخفیف", "خطا", "پیش‌شماره"],
+    ),
+    ("ar", &["الخصم", "خصم", "البريدي", "خطأ"]),
+    (
+        "zh",
+        &[
+            "取件码",
+            "取件碼",
+            "区号",
+            "區號",
+            "邮编",
+            "郵編",
+            "优惠码",
+            "優惠碼",
+            "错误码",
+            "錯誤碼",
+        ],
+    ),
+    (
+        "es",
+        &["postal", "promocional", "descuento", "error", "prefijo"],
+    ),
+    (
+        "pt",
+        &["postal", "promocional", "desconto", "erro", "ddd", "cep"],
+    ),
+    (
+        "de",
+        &[
+            "postleitzahl",
+            "plz",
+            "rabatt",
+            "gutschein",
+            "fehler",
+            "vorwahl",
+        ],
+    ),
+    ("fr", &["postal", "promo", "réduction", "erreur"]),
+    ("it", &["postale", "sconto", "errore", "prefisso"]),
+    ("tr", &["posta", "indirim", "hata", "alan"]),
+    ("hi", &["पिन", "प्रोमो", "डिस्काउंट"]),
+    ("id", &["pos", "voucher", "promo", "area", "diskon"]),
+    ("ja", &["郵便", "クーポン", "割引", "エラー", "品番"]),
+    ("ko", &["우편", "할인", "쿠폰", "오류"]),
+];
+
+/// Words that name a secret: the value after them (`k=v`, `k: v`, `"k": "v"`, `?k=v`) is one.
+pub(crate) const SECRET_KEY: &[Lang] = &[
+    (
+        "en",
+        &[
+            "secret",
+            "token",
+            "key",
+            "hash",
+            "password",
+            "passwd",
+            "pass",
+            "pwd",
+            "passphrase",
+            "credential",
+            "credentials",
+            "auth",
+            "apikey",
+            "api_key",
+            "access_key",
+            "private_key",
+            "client_secret",
+            "bearer",
+            "sig",
+            "signature",
+        ],
+    ),
+    (
+        "ru",
+        &[
+            "пароль",
+            "токен",
+            "ключ",
+            "секрет",
+            "секретный ключ",
+            "хеш",
+            "хэш",
+        ],
+    ),
+    ("uk", &["пароль", "токен", "ключ", "секрет", "хеш"]),
+    ("fa", &["رمز عبور", "پسورد", "توکن", "کلید", "رمز"]),
+    (
+        "ar",
+        &[
+            "كلمة السر",
+            "كلمة المرور",
+            "الباسورد",
+            "باسورد",
+            "الرمز السري",
+            "المفتاح",
+            "مفتاح",
+            "توكن",
+            "التوكن",
+        ],
+    ),
+    (
+        "zh",
+        &["密码", "密碼", "密钥", "密鑰", "秘钥", "令牌", "口令"],
+    ),
+    ("es", &["contraseña", "clave", "secreto", "token"]),
+    ("pt", &["senha", "chave", "segredo", "token"]),
+    (
+        "de",
+        &["passwort", "kennwort", "schlüssel", "geheimnis", "token"],
+    ),
+    ("fr", &["mot de passe", "mdp", "clé", "secret", "jeton"]),
+    ("it", &["password", "chiave", "segreto", "token"]),
+    (
+        "tr",
+        &["şifre", "şifresi", "parola", "anahtar", "anahtarı", "token"],
+    ),
+    ("hi", &["पासवर्ड", "कुंजी", "टोकन", "गुप्त"]),
+    ("id", &["kata sandi", "sandi", "kunci", "rahasia", "token"]),
+    (
+        "ja",
+        &[
+            "パスワード",
+            "秘密鍵",
+            "シークレット",
+            "トークン",
+            "キー",
+            "暗号鍵",
+        ],
+    ),
+    ("ko", &["비밀번호", "비번", "암호", "토큰", "시크릿", "키"]),
+];
+
+/// Words right before a secret key word that make its value public (`commit hash:`,
+/// `public key:`).
+pub(crate) const SECRET_NOT: &[Lang] = &[
+    (
+        "en",
+        &[
+            "commit",
+            "public",
+            "tx",
+            "transaction",
+            "file",
+            "sha",
+            "sha256",
+            "md5",
+            "git",
+            "block",
+            "sort",
+            "primary",
+            "foreign",
+            "idempotency",
+            "cache",
+        ],
+    ),
+    ("ru", &["публичный", "открытый", "коммит", "транзакции"]),
+    ("uk", &["публічний", "відкритий", "коміт", "транзакції"]),
+    ("de", &["öffentlicher", "öffentliche"]),
+    ("fr", &["publique", "public"]),
+    ("es", &["pública", "publica", "público"]),
+    ("pt", &["pública", "publica"]),
+    ("it", &["pubblica"]),
+    ("tr", &["açık"]),
+    ("ja", &["公開"]),
+    ("ko", &["공개"]),
+    ("zh", &["公钥", "公開"]),
+];
+
+/// A table compiled into one automaton.
+pub(crate) struct Words {
+    ac: AhoCorasick,
+    lens: Vec<usize>,
+}
+
+impl Words {
+    fn new(table: &[Lang]) -> Words {
+        let words: Vec<&str> = table
+            .iter()
+            .flat_map(|(_, ws)| ws.iter().copied())
+            .collect();
+        let lens = words.iter().map(|w| w.chars().count()).collect();
+        // The words are constants of this file; a unit test builds every table.
+        let ac = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&words)
+            .unwrap_or_else(|e| panic!("context words do not compile: {e}"));
+        Words { ac, lens }
+    }
+
+    /// Every occurrence in `hay` (already lower-cased) that respects the boundary rules.
+    pub(crate) fn find<'h>(&'h self, hay: &'h str) -> impl Iterator<Item = Range<usize>> + 'h {
+        self.ac.find_iter(hay).filter_map(move |m| {
+            let r = m.range();
+            let w = &hay[r.clone()];
+            let spaced = w.chars().next().is_some_and(|c| !no_space_script(c));
+            if spaced && w.starts_with(char::is_alphanumeric) && is_word(prev(hay, r.start)) {
+                return None;
+            }
+            let short = self.lens[m.pattern().as_usize()] < 4;
+            if spaced && short && w.ends_with(char::is_alphanumeric) && is_word(next(hay, r.end)) {
+                return None;
+            }
+            Some(r)
+        })
+    }
+
+    /// True when any word occurs in `hay` (lower-cased).
+    pub(crate) fn any(&self, hay: &str) -> bool {
+        self.find(hay).next().is_some()
+    }
+}
+
+pub(crate) static PHONE_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(PHONE));
+pub(crate) static NUMBER_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(NUMBER));
+pub(crate) static ID_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(ID));
+pub(crate) static CODE_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(CODE));
+pub(crate) static CODE_SERVICES: LazyLock<Words> = LazyLock::new(|| Words::new(CODE_SERVICE));
+pub(crate) static CODE_NOT_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(CODE_NOT));
+pub(crate) static SECRET_NOT_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(SECRET_NOT));
+
+/// Chinese, Japanese, Korean and Thai are written without spaces between words: their letters
+/// are no word boundary problem for a number glued to them.
+pub(crate) fn no_space_script(c: char) -> bool {
+    matches!(c,
+        '\u{0E00}'..='\u{0E7F}'   // Thai
+        | '\u{1100}'..='\u{11FF}' // Hangul Jamo
+        | '\u{3040}'..='\u{30FF}' // Hiragana, Katakana
+        | '\u{3130}'..='\u{318F}' // Hangul compatibility Jamo
+        | '\u{3400}'..='\u{4DBF}' // CJK extension A
+        | '\u{4E00}'..='\u{9FFF}' // CJK unified ideographs
+        | '\u{AC00}'..='\u{D7AF}' // Hangul syllables
+        | '\u{F900}'..='\u{FAFF}' // CJK compatibility ideographs
+        | '\u{FF66}'..='\u{FF9F}' // halfwidth Katakana
+    )
+}
+
+/// A character that continues a word (letters, digits, `_`, combining marks), except the
+/// letters of scripts written without spaces.
+pub(crate) fn is_word(c: Option<char>) -> bool {
+    c.is_some_and(|c| (c.is_alphanumeric() || c == '_' || is_mark(c)) && !no_space_script(c))
+}
+
+/// Combining marks of the Indic and Arabic scripts (vowel signs, viramas, harakat), which are
+/// part of words but neither letters nor digits to `char`.
+fn is_mark(c: char) -> bool {
+    matches!(c,
+        '\u{0300}'..='\u{036F}'
+        | '\u{064B}'..='\u{065F}'
+        | '\u{0670}'
+        | '\u{0900}'..='\u{0903}'
+        | '\u{093A}'..='\u{094F}'
+        | '\u{0951}'..='\u{0957}'
+        | '\u{0962}'..='\u{0963}'
+        | '\u{200C}'..='\u{200D}'
+    )
+}
+
+fn prev(s: &str, i: usize) -> Option<char> {
+    s[..i].chars().next_back()
+}
+
+fn next(s: &str, i: usize) -> Option<char> {
+    s[i..].chars().next()
+}
+
+/// Characters that end a sentence wherever they stand.
+fn hard_stop(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '!' | '?' | '。' | '！' | '？' | '؟' | '؛' | ';'
+    )
+}
+
+/// Words that end in a dot without ending the sentence (`tel. +7…`, `No. 5`).
+const ABBREVIATIONS: &[&str] = &[
+    "tel", "tél", "mob", "no", "nr", "n", "nro", "num", "núm", "ref", "inv", "ext", "dr", "mr",
+    "mrs", "ms", "st", "p", "s", "z", "e", "i", "co", "inc", "ltd", "vs", "etc", "т", "д", "ул",
+    "тел", "моб", "tlf", "telf", "cel", "cell", "tlp", "hp",
+];
+
+/// A `.` that ends a sentence: followed by a space or the end, and not after an abbreviation
+/// or a number (`15. März`).
+fn sentence_dot(s: &str, i: usize) -> bool {
+    if !next(s, i + 1).is_none_or(char::is_whitespace) {
+        return false;
+    }
+    !ABBREVIATIONS.contains(&word_ending_at(s, i, char::is_alphanumeric).as_str())
+}
+
+/// The run of characters meeting `is_part` that ends at byte `i`, lower-cased.
+pub(crate) fn word_ending_at(s: &str, i: usize, is_part: impl Fn(char) -> bool) -> String {
+    let start = s[..i]
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| is_part(*c))
+        .last()
+        .map_or(i, |(j, _)| j);
+    s[start..i].to_lowercase()
+}
+
+/// The text before byte `i`, back to at most `max` characters and never past the start of the
+/// line or sentence, lower-cased, with the byte offset it starts at.
+pub(crate) fn before_in_sentence(text: &str, i: usize, max: usize) -> (usize, String) {
+    let mut start = i;
+    for (j, c) in text[..i].char_indices().rev().take(max) {
+        if hard_stop(c) || (c == '.' && sentence_dot(text, j)) {
+            break;
+        }
+        start = j;
+    }
+    (start, text[start..i].to_lowercase())
+}
+
+/// The text after byte `i`, up to at most `max` characters and never past the end of the line
+/// or sentence, lower-cased.
+pub(crate) fn after_in_sentence(text: &str, i: usize, max: usize) -> String {
+    let mut end = i;
+    for (j, c) in text[i..].char_indices().take(max) {
+        let at = i + j;
+        if hard_stop(c) || (c == '.' && sentence_dot(text, at)) {
+            break;
+        }
+        end = at + c.len_utf8();
+    }
+    text[i..end].to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_covers_at_least_fifteen_languages_and_compiles() {
+        for (name, table) in [
+            ("phone", PHONE),
+            ("id", ID),
+            ("code", CODE),
+            ("secret", SECRET_KEY),
+            ("code_not", CODE_NOT),
+        ] {
+            assert!(table.len() >= 15, "{name}: {} languages", table.len());
+            for (_, ws) in table {
+                for w in *ws {
+                    assert_eq!(*w, w.to_lowercase(), "{name}: {w} is not lower-case");
+                }
+            }
+            let _ = Words::new(table);
+        }
+    }
+
+    #[test]
+    fn short_words_need_boundaries_and_long_ones_may_inflect() {
+        let w = Words::new(PHONE);
+        assert!(!w.any("hotel"));
+        assert!(w.any("tel: 1"));
+        assert!(w.any("телефона"));
+        assert!(w.any("我电话138"));
+    }
+
+    #[test]
+    fn context_stops_at_the_end_of_a_sentence_or_line() {
+        let t = "call me. 12345";
+        let (_, b) = before_in_sentence(t, t.len() - 5, 40);
+        assert_eq!(b, " ");
+        let t = "tel. 12345";
+        let (_, b) = before_in_sentence(t, t.len() - 5, 40);
+        assert_eq!(b, "tel. ");
+        assert_eq!(after_in_sentence("1 is it\nnext", 1, 40), " is it");
+    }
+}
