@@ -135,6 +135,17 @@ async fn assert_nothing_more(acct: &Account, gateway: &mut Box<dyn Gateway>) {
     }
 }
 
+/// Sends one private message from `from` and takes it: the gateway is live from here on.
+async fn warm_up(acct: &Account, from: i64, gateway: &mut Box<dyn Gateway>) {
+    acct.dc.send_message(
+        ChatId::Private(acct.me, from),
+        from,
+        "warm-up",
+        SendOptions::default(),
+    );
+    take_messages(gateway, 1).await;
+}
+
 fn texts(events: &[tgingest::event::Event]) -> BTreeSet<String> {
     events
         .iter()
@@ -155,13 +166,7 @@ async fn live_messages_of_every_chat_kind_become_events() {
     let mut gateway = acct.gateway(None).await;
     // The stream starts with a getDifference (catch-up is on): what is sent before it answered
     // arrives through it, as catch-up. Once one message came, the stream is live.
-    dc.send_message(
-        ChatId::Private(acct.me, alice),
-        alice,
-        "warm-up",
-        SendOptions::default(),
-    );
-    take_messages(&mut gateway, 1).await;
+    warm_up(&acct, alice, &mut gateway).await;
 
     let send = |chat, from, text: &str, options| {
         dc.send_message(chat, from, text, options)
@@ -555,13 +560,7 @@ async fn dropped_connections_mid_stream_lose_nothing_and_repeat_nothing() {
     let alice = dc.add_user("Alice");
     let supergroup = dc.create_channel("Super", ChannelKind::Supergroup, &[acct.me, alice]);
     let mut gateway = acct.gateway(None).await;
-    dc.send_message(
-        ChatId::Private(acct.me, alice),
-        alice,
-        "warm-up",
-        SendOptions::default(),
-    );
-    take_messages(&mut gateway, 1).await;
+    warm_up(&acct, alice, &mut gateway).await;
     let mut events = Vec::new();
     for i in 0..10 {
         dc.send_message(
@@ -625,13 +624,7 @@ async fn a_pts_gap_while_running_is_filled() {
     let alice = dc.add_user("Alice");
     let supergroup = dc.create_channel("Super", ChannelKind::Supergroup, &[acct.me, alice]);
     let mut gateway = acct.gateway(None).await;
-    dc.send_message(
-        ChatId::Private(acct.me, alice),
-        alice,
-        "warm-up",
-        SendOptions::default(),
-    );
-    take_messages(&mut gateway, 1).await;
+    warm_up(&acct, alice, &mut gateway).await;
     let lost = SendOptions {
         skip_push: true,
         ..SendOptions::default()
@@ -674,13 +667,7 @@ async fn duplicated_late_and_cut_off_pushes_lose_nothing_and_repeat_nothing() {
     let group = dc.create_group("Группа", &[acct.me, alice]);
     let supergroup = dc.create_channel("超级群", ChannelKind::Supergroup, &[acct.me, alice]);
     let mut gateway = acct.gateway(None).await;
-    dc.send_message(
-        ChatId::Private(acct.me, alice),
-        alice,
-        "warm-up",
-        SendOptions::default(),
-    );
-    take_messages(&mut gateway, 1).await;
+    warm_up(&acct, alice, &mut gateway).await;
     let rude = PushFaults {
         seed: 20261207,
         duplicate: 0.2,
