@@ -126,7 +126,7 @@ async fn client(account: String, proxy: String, dc: std::net::SocketAddr) {
 }
 
 impl AccountRunner for Clients {
-    fn wanted(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+    fn wanted<'a>(&'a self, _live: &'a [String]) -> BoxFuture<'a, Result<Vec<String>, String>> {
         Box::pin(async {
             Ok((0..ACCOUNTS)
                 .map(|i| format!("{}", 1_000_000 + i))

@@ -54,6 +54,42 @@ fn unowned<'a>(status: &'a Value, account: &str) -> Option<&'a Value> {
         .find(|u| u["account"] == account)
 }
 
+/// `tgingest_accounts{state="revoked"}` on `node`'s `/metrics` (0 when absent or unreachable).
+async fn revoked_gauge(http: &reqwest::Client, node: &NodeProcess) -> f64 {
+    let Ok(resp) = http
+        .get(format!("http://{}/metrics", node.admin))
+        .send()
+        .await
+    else {
+        return 0.0;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("tgingest_accounts{") && l.contains("state=\"revoked\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (up to 30 s) until the live `nodes` together count exactly one revoked account: the
+/// dashboards see it once, whichever node owned it.
+async fn wait_counted_once(http: &reqwest::Client, nodes: &[&NodeProcess]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut per_node = Vec::new();
+        for n in nodes {
+            per_node.push((n.name.clone(), revoked_gauge(http, n).await));
+        }
+        if per_node.iter().map(|(_, v)| v).sum::<f64>() == 1.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revoked account is not counted exactly once: {per_node:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// New MTProto sessions the fake DC has seen on `account`'s key (each one a connection that
 /// made a request).
 fn sessions_started(rig: &Rig, account: i64) -> usize {
@@ -114,6 +150,7 @@ async fn a_revoked_account_is_shown_revoked_and_never_connected_again_until_a_ne
         );
     }
     let sessions_at_revoke = sessions_started(&rig, victim);
+    wait_counted_once(&http, &[&nodes[0], &nodes[1]]).await;
 
     // Kill -9 the node that owned it: its other accounts move to the survivor, the revoked one
     // is not taken over (its key stays silent on the DC).
@@ -133,6 +170,8 @@ async fn a_revoked_account_is_shown_revoked_and_never_connected_again_until_a_ne
         "the revoked account's key was connected again after it was revoked"
     );
     assert_eq!(dc.subscribed_connections(victim), 0);
+    // The survivor speaks for it now: its gauge says so although it never ran the account.
+    wait_counted_once(&http, &[&nodes[other]]).await;
     let status = nodes[other].status(&http).await.expect("status");
     assert_eq!(
         unowned(&status, &victim_id).map(|u| u["reason"].clone()),

@@ -289,6 +289,9 @@ pub struct AccountsControl {
     clustered: bool,
     /// In a cluster: the accounts the controller started here (the ones this node reports).
     owned: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// In a cluster: the accounts that run nowhere (paused, session ended) that this node
+    /// speaks for (heartbeats, the lifecycle gauge), as of the controller's last round.
+    spoken_for: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// What [`AccountsControl::new`] is built from.
@@ -336,12 +339,18 @@ impl AccountsControl {
             actions: Mutex::new(()),
             clustered: parts.clustered,
             owned: Default::default(),
+            spoken_for: Default::default(),
         }
     }
 
     /// The registry this control writes.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The node this control runs accounts on.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     async fn audit(
@@ -365,6 +374,14 @@ impl AccountsControl {
             if record.may_run() && self.start_if_ready(&record).await? {
                 started += 1;
             }
+            // Not started again, still counted: it needs an operator. (In a cluster the node
+            // that speaks for it counts it; see `wanted`.)
+            if let Some(ended) = record.ended.as_ref().filter(|_| !self.clustered) {
+                self.parts
+                    .stats
+                    .lifecycles
+                    .hold_ended(&record.account_id, &ended.state);
+            }
         }
         Ok(started)
     }
@@ -384,17 +401,39 @@ impl AccountsControl {
         Ok(self.sessions.accounts().await?.into_iter().collect())
     }
 
-    /// The accounts that should run somewhere: consented, not paused, with a sealed session.
-    pub async fn wanted(&self) -> Result<Vec<String>, ControlError> {
+    /// The accounts that should run somewhere: consented, not paused, session not ended, with a
+    /// sealed session. Of the consented ones that run nowhere (paused, session ended), this node
+    /// speaks for those `speaks_for` gives it: it heartbeats them, and counts the ended ones in
+    /// the lifecycle gauge (and forgets the others), so each is reported by one node.
+    pub async fn wanted(
+        &self,
+        speaks_for: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Vec<String>, ControlError> {
         let sessions = self.with_session().await?;
-        Ok(self
-            .registry
-            .list()
-            .await?
-            .into_iter()
-            .filter(|r| r.may_run() && sessions.contains(&r.account_id))
-            .map(|r| r.account_id)
-            .collect())
+        let tally = &self.parts.stats.lifecycles;
+        let mut wanted = Vec::new();
+        let mut spoken = std::collections::BTreeSet::new();
+        for r in self.registry.list().await? {
+            if r.may_run() {
+                if sessions.contains(&r.account_id) {
+                    wanted.push(r.account_id);
+                }
+                continue;
+            }
+            let mine = r.consent.is_some() && speaks_for(&r.account_id);
+            if let Some(ended) = &r.ended {
+                if mine {
+                    tally.hold_ended(&r.account_id, &ended.state);
+                } else if !self.owned_here().contains(&r.account_id) {
+                    tally.forget(&r.account_id);
+                }
+            }
+            if mine {
+                spoken.insert(r.account_id);
+            }
+        }
+        *self.spoken_for.lock().unwrap_or_else(|p| p.into_inner()) = spoken;
+        Ok(wanted)
     }
 
     /// Starts an account the cluster's controller claimed for this node, if it may still run;
@@ -626,6 +665,8 @@ impl AccountsControl {
         self.stop(account).await?;
         self.sessions.remove(account).await?;
         self.registry.remove(account).await?;
+        // A revoked account's terminal entry outlives its actor; a removed account has none.
+        self.parts.stats.lifecycles.forget(account);
         tracing::info!(account = %crate::telemetry::hash_id(account), "account removed; session purged");
         Ok(())
     }
@@ -712,14 +753,24 @@ impl AccountsControl {
     /// Every consented account with the state its heartbeat reports: its actor's own state
     /// (running, flood wait, revoked, …) when it has one, else paused or stopped from the
     /// registry. Accounts without consent are left out: nothing is said about them to
-    /// Switchboard. In a cluster a node speaks only for the accounts it owns, so no two nodes
-    /// report one account. Cheap enough for every heartbeat round (one registry read, no actor
+    /// Switchboard. In a cluster a node speaks only for the accounts it owns and those that run
+    /// nowhere and rank it first (see [`AccountsControl::wanted`]), so one node reports each. Cheap enough for every heartbeat round (one registry read, no actor
     /// calls).
     pub async fn reported_states(
         &self,
     ) -> Result<Vec<crate::pipeline::heartbeat::Member>, ControlError> {
         let tally = &self.parts.stats.lifecycles;
-        let owned = self.clustered.then(|| self.owned_here().clone());
+        let owned = self.clustered.then(|| {
+            let mut here = self.owned_here().clone();
+            here.extend(
+                self.spoken_for
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .cloned(),
+            );
+            here
+        });
         Ok(self
             .registry
             .list()

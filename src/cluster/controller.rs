@@ -37,8 +37,11 @@ use crate::config::ClusterConfig;
 
 /// What the controller asks of the node it runs in.
 pub trait AccountRunner: Send + Sync + 'static {
-    /// The accounts that should run somewhere in the cluster (consented, not paused).
-    fn wanted(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
+    /// The accounts that should run somewhere in the cluster (consented, not paused, session
+    /// not ended). `live` is this round's view of the nodes that take accounts (this one
+    /// included): the runner speaks (heartbeats, gauges) for the accounts that run nowhere
+    /// and rank it first among them, so exactly one node does.
+    fn wanted<'a>(&'a self, live: &'a [String]) -> BoxFuture<'a, Result<Vec<String>, String>>;
     /// Starts the account's client here; `proxy` is the gate URL it must connect through,
     /// `epoch` the claim's (what the account's state writes carry).
     fn start(&self, account: &str, proxy: String, epoch: u64) -> BoxFuture<'_, Result<(), String>>;
@@ -213,7 +216,7 @@ async fn round(s: &mut State) {
         s.last_live = live.clone();
         s.stable_since = Instant::now();
     }
-    let wanted = match s.runner.wanted().await {
+    let wanted = match s.runner.wanted(&live).await {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list the accounts; keeping things as they are");

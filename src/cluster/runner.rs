@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use super::assign::ranking;
 use super::controller::AccountRunner;
 use crate::accounts::AccountsControl;
 use crate::telegram::route::GatePasses;
@@ -23,8 +24,16 @@ impl NodeAccounts {
 }
 
 impl AccountRunner for NodeAccounts {
-    fn wanted(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
-        Box::pin(async move { self.control.wanted().await.map_err(|e| e.to_string()) })
+    fn wanted<'a>(&'a self, live: &'a [String]) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let nodes: Vec<&str> = live.iter().map(String::as_str).collect();
+            let me = self.control.node_id();
+            let speaks_for = |account: &str| ranking(account, &nodes).first() == Some(&me);
+            self.control
+                .wanted(&speaks_for)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn start(&self, account: &str, proxy: String, epoch: u64) -> BoxFuture<'_, Result<(), String>> {

@@ -182,6 +182,31 @@ impl LifecycleTally {
         }
     }
 
+    /// Counts `account_id` in the terminal `state` its registry record keeps although no actor
+    /// runs it (a revoked account is not started again after a restart, and still needs an
+    /// operator). An actor's entry, if there is one, is left as it is; a later actor of the
+    /// account takes this entry's place.
+    pub fn hold_ended(&self, account_id: &str, state: &Lifecycle) {
+        let mut inner = self.lock();
+        if inner.accounts.contains_key(account_id) {
+            return;
+        }
+        // Token 0 is never a guard's (they start at 1): no actor's drop can remove it.
+        inner
+            .accounts
+            .insert(account_id.to_string(), (0, state.clone()));
+        inner.add(state);
+    }
+
+    /// Takes `account_id` out of the tally whatever holds it (the account was removed, or in a
+    /// cluster another node speaks for it now). Not for an account whose actor runs here.
+    pub fn forget(&self, account_id: &str) {
+        let mut inner = self.lock();
+        if let Some((_, state)) = inner.accounts.remove(account_id) {
+            inner.remove(&state);
+        }
+    }
+
     /// The state of `account_id`, if an actor tracks it (or left it in a terminal state).
     pub fn of(&self, account_id: &str) -> Option<Lifecycle> {
         self.lock()
@@ -501,5 +526,26 @@ mod tests {
         drop(a2);
         assert!(tally.counts().values().all(|n| *n == 0));
         assert_eq!(tally.counts().len(), Lifecycle::NAMES.len());
+    }
+
+    #[test]
+    fn an_ended_account_without_an_actor_is_counted_once_until_forgotten_or_replaced() {
+        let tally = Arc::new(LifecycleTally::default());
+        let revoked = Lifecycle::Revoked {
+            reason: "SESSION_REVOKED".into(),
+        };
+        tally.hold_ended("1", &revoked);
+        tally.hold_ended("1", &revoked);
+        assert_eq!(tally.counts()["revoked"], 1);
+        // A new login starts an actor: its entry replaces the held one.
+        let guard = tally.track("1", Lifecycle::Connecting);
+        assert_eq!(tally.counts()["revoked"], 0);
+        assert_eq!(tally.counts()["connecting"], 1);
+        drop(guard);
+        assert_eq!(tally.counts()["connecting"], 0);
+        tally.hold_ended("2", &Lifecycle::Duplicated);
+        tally.forget("2");
+        tally.forget("2");
+        assert_eq!(tally.counts()["duplicated"], 0);
     }
 }
