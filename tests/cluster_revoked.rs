@@ -54,22 +54,6 @@ fn unowned<'a>(status: &'a Value, account: &str) -> Option<&'a Value> {
         .find(|u| u["account"] == account)
 }
 
-/// `tgingest_accounts{state="revoked"}` on `node`'s `/metrics` (0 when absent or unreachable).
-async fn revoked_gauge(http: &reqwest::Client, node: &NodeProcess) -> f64 {
-    let Ok(resp) = http
-        .get(format!("http://{}/metrics", node.admin))
-        .send()
-        .await
-    else {
-        return 0.0;
-    };
-    let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("tgingest_accounts{") && l.contains("state=\"revoked\""))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Waits (up to 30 s) until the live `nodes` together count exactly one revoked account: the
 /// dashboards see it once, whichever node owned it.
 async fn wait_counted_once(http: &reqwest::Client, nodes: &[&NodeProcess]) {
@@ -77,7 +61,11 @@ async fn wait_counted_once(http: &reqwest::Client, nodes: &[&NodeProcess]) {
     loop {
         let mut per_node = Vec::new();
         for n in nodes {
-            per_node.push((n.name.clone(), revoked_gauge(http, n).await));
+            per_node.push((
+                n.name.clone(),
+                n.metric_with(http, "tgingest_accounts", "state=\"revoked\"")
+                    .await,
+            ));
         }
         if per_node.iter().map(|(_, v)| v).sum::<f64>() == 1.0 {
             return;

@@ -229,6 +229,12 @@ impl NodeProcess {
     /// The sum of every series of counter or gauge `name` on the node's `/metrics` (0 when absent
     /// or the node does not answer).
     pub async fn metric(&self, http: &reqwest::Client, name: &str) -> f64 {
+        self.metric_with(http, name, "").await
+    }
+
+    /// As [`metric`](Self::metric), over the series whose labels contain `label` (for example
+    /// `state="revoked"`).
+    pub async fn metric_with(&self, http: &reqwest::Client, name: &str, label: &str) -> f64 {
         let Ok(resp) = http
             .get(format!("http://{}/metrics", self.admin))
             .send()
@@ -239,6 +245,7 @@ impl NodeProcess {
         let text = resp.text().await.unwrap_or_default();
         text.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter(|l| l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
