@@ -218,6 +218,21 @@ fn separators(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// A currency or an amount word follows the number ending at `end` (`25 000 FCFA`, `1 200 ₽`).
+fn amount_after(text: &str, end: usize) -> bool {
+    let rest: String = text[end..]
+        .trim_start()
+        .chars()
+        .take(8)
+        .collect::<String>()
+        .to_lowercase();
+    crate::policy::context::AMOUNT_AFTER.iter().any(|c| {
+        rest.starts_with(c)
+            // Short codes as whole words (`rs` is not `rsync`); longer words may inflect.
+            && (c.chars().count() > 3 || !rest[c.len()..].starts_with(char::is_alphabetic))
+    })
+}
+
 /// Shannon entropy in bits per character.
 pub fn entropy(s: &str) -> f64 {
     let mut counts = std::collections::HashMap::new();
@@ -261,24 +276,109 @@ const FILE_EXTENSIONS: &[&str] = &[
     "txt", "pdf", "mp4", "mp3", "wav", "ogg",
 ];
 
+/// An e-mail address: the local part (letters of any script, digits, `._%+-`, an apostrophe
+/// between letters as in `o'connor`), `@`, and a domain of labels ending in a letter TLD.
+const EMAIL: &str = r"[\p{L}\p{N}_%+\-](?:[\p{L}\p{M}\p{N}._%+\-']*[\p{L}\p{M}\p{N}_%+\-])?@(?:[\p{L}\p{N}](?:[\p{L}\p{M}\p{N}\-]*[\p{L}\p{M}\p{N}])?\.)+\p{L}[\p{L}\p{M}]+";
+
+static EMAIL_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(EMAIL).unwrap_or_else(|e| panic!("e-mail pattern does not compile: {e}"))
+});
+
 fn email_rules() -> Vec<Rule> {
-    vec![rule(
-        DetectorKind::Email,
-        r"[\p{L}\p{N}_%+\-](?:[\p{L}\p{M}\p{N}._%+\-]*[\p{L}\p{M}\p{N}_%+\-])?@(?:[\p{L}\p{N}](?:[\p{L}\p{M}\p{N}\-]*[\p{L}\p{M}\p{N}])?\.)+\p{L}[\p{L}\p{M}]+",
-        one!(check_email),
-    )]
+    vec![rule(DetectorKind::Email, EMAIL, check_emails)]
 }
 
-fn check_email(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
-    let m = caps.get(0)?;
-    let mut r = m.range();
+/// Every address in the candidate: text glued to Chinese or Japanese holds one address after
+/// another with no space (`联系support@例子.中国或者service@aliyun-help.com`), so after a cut at
+/// a change of script the rest is searched again.
+fn check_emails(_: &Settings, text: &str, caps: &Captures<'_>, out: &mut Vec<Range<usize>>) {
+    if let Some(m) = caps.get(0) {
+        rescan(text, m.range(), &EMAIL_RE, check_email, out);
+    }
+}
+
+/// Confirms `candidate` with `check` and, while a hit ends before its candidate does, the next
+/// match of `regex` after the hit too: one candidate may swallow the head of the next
+/// (`a@b.org;c@d.org`, `FI98 8403 … 67 et grec GR30 7971 …`).
+fn rescan(
+    text: &str,
+    candidate: Range<usize>,
+    regex: &Regex,
+    check: fn(&str, Range<usize>) -> Option<Range<usize>>,
+    out: &mut Vec<Range<usize>>,
+) {
+    let mut next = Some(candidate);
+    while let Some(candidate) = next.take() {
+        let Some(hit) = check(text, candidate.clone()) else {
+            break;
+        };
+        out.push(hit.clone());
+        if hit.end < candidate.end {
+            next = regex.find_at(text, hit.end).map(|m| m.range());
+        }
+    }
+}
+
+/// Commands whose argument `user@host` is a login on a machine, not a mailbox.
+const REMOTE_SHELLS: &[&str] = &["ssh", "scp", "sftp", "mosh", "rsync"];
+
+/// One of [`REMOTE_SHELLS`] stands within the three words before `start` on its line.
+fn remote_shell_before(text: &str, start: usize) -> bool {
+    let line = text[..start].rsplit('\n').next().unwrap_or_default();
+    line.split_whitespace()
+        .rev()
+        .take(3)
+        .any(|w| REMOTE_SHELLS.contains(&w.trim_start_matches(['`', '$']).to_lowercase().as_str()))
+}
+
+/// Where an address glued to text of a script written without spaces really starts and ends:
+/// a Latin local part after Chinese (`邮箱chen.jie@…` → `chen.jie@…`), a Latin TLD before
+/// Chinese (`…@qq.com卡号` → `…@qq.com`), a Chinese TLD before Latin (`…@例子.中国或者service`
+/// → `…@例子.中国或者`).
+fn unglue(text: &str, mut r: Range<usize>) -> Range<usize> {
+    let s = &text[r.clone()];
+    let Some(at) = s.find('@') else {
+        return r;
+    };
+    let local = &s[..at];
+    if let Some(i) = local.char_indices().rev().find_map(|(i, c)| {
+        (super::context::no_space_script(c)
+            && i + c.len_utf8() < local.len()
+            && local[i + c.len_utf8()..].starts_with(|c: char| c.is_ascii_alphanumeric()))
+        .then_some(i + c.len_utf8())
+    }) {
+        r.start += i;
+    }
+    let s = &text[r.clone()];
+    let tld_start = s.rfind('.').map_or(s.len(), |i| i + 1);
+    let tld = &s[tld_start..];
+    let mut chars = tld.char_indices();
+    if let Some((_, first)) = chars.next() {
+        let cjk = super::context::no_space_script(first);
+        if let Some((i, _)) = chars.find(|&(_, c)| super::context::no_space_script(c) != cjk) {
+            r.end = r.start + tld_start + i;
+        }
+    }
+    r
+}
+
+/// One side is of a script written without spaces and the other is not: a word boundary.
+fn script_change(a: Option<char>, b: Option<char>) -> bool {
+    let cjk = |c: Option<char>| c.is_some_and(super::context::no_space_script);
+    cjk(a) != cjk(b)
+}
+
+fn check_email(text: &str, candidate: Range<usize>) -> Option<Range<usize>> {
+    let mut r = unglue(text, candidate);
     // Markdown emphasis: `_a@b.org_` (the opening `_` was taken as part of the local part).
     if text[r.clone()].starts_with('_') && after(text, r.end) == Some('_') {
         r.start += 1;
         if is_alnum(after2(text, r.end)) {
             return None;
         }
-    } else if is_alnum(after(text, r.end)) {
+    } else if is_alnum(after(text, r.end))
+        && !script_change(before(text, r.end), after(text, r.end))
+    {
         return None;
     }
     let s = &text[r.clone()];
@@ -296,6 +396,10 @@ fn check_email(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     }
     // scp-style remote: `git@github.com:org/repo.git`
     if a == Some(':') && after2(text, r.end).is_some_and(|c| !c.is_whitespace()) {
+        return None;
+    }
+    // A login on a host: `ssh git@bitbucket.org`, `scp -P 22 deploy@example.com`.
+    if remote_shell_before(text, r.start) {
         return None;
     }
     // RFC 5321 limits (checked here: bounded repetitions of Unicode classes make big automata).
@@ -361,17 +465,32 @@ pub fn luhn_valid(s: &str) -> bool {
 fn payment_card_rules() -> Vec<Rule> {
     vec![rule(
         DetectorKind::PaymentCard,
-        r"[0-9](?:[ \x{A0}\-]?[0-9]){12,22}",
+        r"[0-9](?:[ \x{A0}\-.]?[0-9]){11,22}",
         one!(check_payment_card),
     )]
 }
 
-fn card_number_ok(digits: &str) -> bool {
+/// Luhn-valid, of a card's length, in a well-known range (2–6, Troy's 9792) — or, with a card
+/// word near (`worded`), in any range (UATP 1…, RuPay and Uzcard 8…, Humo, Belkart, BC Card
+/// 9…) and also the 12 digits of an old Maestro.
+fn card_number_ok(digits: &str, worded: bool) -> bool {
     let n = digits.len();
     let first = digits.as_bytes()[0];
-    // Troy (Turkey) issues from 9792; no other scheme starts with 9.
-    let first_ok = (b'2'..=b'6').contains(&first) || digits.starts_with("9792");
-    (13..=19).contains(&n) && first_ok && (n != 13 || first == b'4') && luhn_valid(digits)
+    let first_ok = (b'2'..=b'6').contains(&first) || digits.starts_with("9792") || worded;
+    let maestro12 =
+        n == 12 && worded && (digits.starts_with("50") || (b'5'..=b'6').contains(&first));
+    ((13..=19).contains(&n) && first_ok && (n != 13 || first == b'4') || maestro12)
+        && luhn_valid(digits)
+}
+
+/// Characters before a card number searched for a card word.
+const CARD_WORD_NEAR: usize = 40;
+
+/// A card word or brand stands before the number in its sentence (`Узкард 8600…`, `وبطاقتي
+/// 9682…`, `BC카드 9410…`).
+fn card_worded(text: &str, start: usize) -> bool {
+    let (_, before) = super::context::before_in_sentence(text, start, CARD_WORD_NEAR);
+    super::context::CARD_WORDS.any(&before)
 }
 
 /// Words that may stand between an id word and its number (`order number is 4111…`,
@@ -513,7 +632,7 @@ fn check_payment_card(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         if is_alnum(a) || continues_after(text, r.end) || card_id_context(text, r.start) {
             return None;
         }
-        return card_number_ok(s).then_some(r);
+        return card_number_ok(s, card_worded(text, r.start)).then_some(r);
     }
     if seps.iter().any(|x| x != &seps[0]) {
         return None;
@@ -531,7 +650,7 @@ fn check_payment_card(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     }
     for k in tries {
         let digits: String = groups[..k].concat();
-        if !card_number_ok(&digits) {
+        if !card_number_ok(&digits, card_worded(text, r.start)) {
             continue;
         }
         // Byte end of the k-th group.

@@ -1,4 +1,4 @@
-//! The independently written corpus, scored by the honest rule (issue 14).
+//! The independently written corpora, scored by the honest rule (issue 14).
 //!
 //! Each line is `{"id", "lang", "text", "expect": {"<kind>": ["<exact substring>", …]}, "near"}`.
 //! An expected span counts as caught only when none of its letters or digits survive redaction,
@@ -6,12 +6,11 @@
 //! when it masks no letter or digit of any expected span. Recall is per expected kind,
 //! precision per finding kind.
 //!
-//! `tuning.jsonl` is the half the detectors were tuned on. `frozen.jsonl` was kept from the
-//! detector work and scored once, at its end (2026-12-07): the issue's target is
-//! [`FROZEN_TARGET`] for every detector, and the detectors did not reach it on every one. Until
-//! they do, the test holds each detector to what it reached then ([`FROZEN_FLOORS`], a
-//! regression guard) and prints the ones still under the target. Its misses have now been seen:
-//! tune on them and it stops being a fair check — a new held-out set has to replace it.
+//! Each file was written by a session that never read the detectors, then scored once before
+//! anyone looked at its misses; that first score is the honest figure, and
+//! `tests/fixtures/redaction/README.md` records it. A file whose misses have been seen (and
+//! tuned on) is only a regression guard: every detector is held to [`SEEN_BAR`], or to the
+//! floor listed for it where it does not reach that. Only the newest file is a fair measure.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,23 +19,43 @@ use serde::Deserialize;
 use tgingest::policy::{DetectorKind, RedactionConfig, Redactor};
 
 /// The issue's target on text nobody tuned on, for every detector's recall and precision.
-const FROZEN_TARGET: f64 = 0.98;
+const TARGET: f64 = 0.98;
 
-/// What each detector reached on the frozen half when it was first scored: (kind, recall,
-/// precision), rounded down. Falling below is a regression.
-const FROZEN_FLOORS: &[(&str, f64, f64)] = &[
-    ("api_token", 0.954, 1.0),
-    ("email", 1.0, 1.0),
-    ("iban", 0.980, 1.0),
-    ("login_code", 0.960, 1.0),
-    ("payment_card", 1.0, 0.989),
-    ("phone", 0.947, 0.956),
-    ("session_string", 1.0, 1.0),
-];
+/// What every detector keeps on a corpus it has been tuned on, unless a floor says otherwise.
+const SEEN_BAR: f64 = 0.98;
 
-/// What the detectors honestly reach on the tuning half (per detector, recall and precision);
-/// a drop below it is a regression.
-const TUNING_BAR: f64 = 0.98;
+/// One corpus file and the floors (kind, recall, precision) of the detectors that stay under
+/// [`SEEN_BAR`] on it.
+struct Corpus {
+    file: &'static str,
+    floors: &'static [(&'static str, f64, f64)],
+}
+
+/// The first corpus's tuning half.
+const TUNING: Corpus = Corpus {
+    file: "tuning.jsonl",
+    floors: &[],
+};
+
+/// The first corpus's frozen half: first scored 2026-12-07, then seen.
+const FROZEN: Corpus = Corpus {
+    file: "frozen.jsonl",
+    floors: &[],
+};
+
+/// The second corpus (1,375 cases): first scored, then tuned on.
+const SECOND: Corpus = Corpus {
+    file: "second.jsonl",
+    floors: &[],
+};
+
+/// The third corpus (1,519 cases): first scored, then tuned on. Its remaining misses are
+/// parcel pickup codes (which the first corpus counts as not login codes) and codes given with
+/// no code word in their sentence.
+const THIRD: Corpus = Corpus {
+    file: "third.jsonl",
+    floors: &[("login_code", 0.965, 1.0)],
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,49 +221,53 @@ fn print_table(name: &str, cases: &[Case], tallies: &BTreeMap<String, Tally>, wr
     }
 }
 
-fn assert_bar(name: &str, tallies: &BTreeMap<String, Tally>, bar: f64) {
-    for (kind, t) in tallies {
+/// Scores `corpus`, prints its table, and holds every detector to its floor or [`SEEN_BAR`].
+fn hold(corpus: &Corpus) {
+    let cases = load(corpus.file)
+        .unwrap_or_else(|| panic!("tests/fixtures/redaction/{} is in the repo", corpus.file));
+    let (tallies, wrong) = score(&cases);
+    print_table(corpus.file, &cases, &tallies, &wrong);
+    for (kind, t) in &tallies {
+        let (recall, precision) = corpus
+            .floors
+            .iter()
+            .find(|(k, _, _)| k == kind)
+            .map_or((SEEN_BAR, SEEN_BAR), |&(_, r, p)| (r, p));
         assert!(
-            t.recall() >= bar && t.precision() >= bar,
-            "{name}: {kind} recall {:.3}, precision {:.3} (bar {bar}); run with --nocapture for the list",
+            t.recall() >= recall && t.precision() >= precision,
+            "{}: {kind} recall {:.3}, precision {:.3}, below its floor ({recall}, {precision}); \
+             run with --nocapture for the list",
+            corpus.file,
             t.recall(),
             t.precision()
         );
-    }
-}
-
-#[test]
-fn every_detector_holds_its_bar_on_the_tuning_half_of_the_independent_corpus() {
-    let cases = load("tuning.jsonl").expect("tests/fixtures/redaction/tuning.jsonl is in the repo");
-    let (tallies, wrong) = score(&cases);
-    print_table("tuning half", &cases, &tallies, &wrong);
-    assert_bar("tuning half", &tallies, TUNING_BAR);
-}
-
-#[test]
-fn no_detector_falls_below_what_it_reached_on_the_frozen_half() {
-    let cases = load("frozen.jsonl").expect("tests/fixtures/redaction/frozen.jsonl is in the repo");
-    let (tallies, wrong) = score(&cases);
-    print_table("frozen half", &cases, &tallies, &wrong);
-    assert_eq!(
-        tallies.keys().collect::<Vec<_>>(),
-        FROZEN_FLOORS.iter().map(|(k, _, _)| k).collect::<Vec<_>>(),
-        "every detector has a floor"
-    );
-    for (kind, recall, precision) in FROZEN_FLOORS {
-        let t = &tallies[*kind];
-        assert!(
-            t.recall() >= *recall && t.precision() >= *precision,
-            "frozen half: {kind} recall {:.3}, precision {:.3}, below its floor ({recall}, {precision})",
-            t.recall(),
-            t.precision()
-        );
-        if t.recall() < FROZEN_TARGET || t.precision() < FROZEN_TARGET {
+        if t.recall() < TARGET || t.precision() < TARGET {
             println!(
-                "below the target {FROZEN_TARGET}: {kind} recall {:.3}, precision {:.3}",
+                "{}: below the target {TARGET}: {kind} recall {:.3}, precision {:.3}",
+                corpus.file,
                 t.recall(),
                 t.precision()
             );
         }
     }
+}
+
+#[test]
+fn every_detector_holds_its_floor_on_the_tuning_half_of_the_first_corpus() {
+    hold(&TUNING);
+}
+
+#[test]
+fn every_detector_holds_its_floor_on_the_frozen_half_of_the_first_corpus() {
+    hold(&FROZEN);
+}
+
+#[test]
+fn every_detector_holds_its_floor_on_the_second_corpus() {
+    hold(&SECOND);
+}
+
+#[test]
+fn every_detector_holds_its_floor_on_the_third_corpus() {
+    hold(&THIRD);
 }

@@ -12,7 +12,8 @@ use super::{
 };
 use crate::policy::config::DetectorKind;
 use crate::policy::context::{
-    CODE_NOT_WORDS, CODE_SERVICES, CODE_WORDS, Words, after_in_sentence, before_in_sentence,
+    CODE_NOT_WORDS, CODE_SERVICES, CODE_WORDS, ID_WORDS, Words, after_in_sentence,
+    before_in_sentence,
 };
 
 /// Login and verification codes: 5–6 digits of any script (also split as `12 345`, `676-917`
@@ -30,8 +31,8 @@ pub fn find_login_codes(text: &str) -> Vec<Range<usize>> {
 }
 
 /// Characters of context looked at before and after a code.
-const BEFORE: usize = 36;
-const AFTER: usize = 28;
+const BEFORE: usize = 64;
+const AFTER: usize = 40;
 /// A service name counts only this close (characters).
 const SERVICE_NEAR: usize = 16;
 
@@ -51,14 +52,46 @@ const DISCOUNT_WORDS: &[&str] = &[
 pub(super) fn rules() -> Vec<Rule> {
     let k = DetectorKind::LoginCode;
     vec![
-        rule(k, r"[0-9](?:[ \-]?[0-9]){4,5}", one!(check_code)),
+        rule(k, r"[0-9](?:[ \-]?[0-9]){3,7}", one!(check_code)),
         rule(k, r"(?i)my\.telegram\.org", one!(check_web_code)),
+        rule(
+            k,
+            r"[:：][ \t]*(?P<value>[A-Z0-9]{6,8})",
+            one!(check_letter_code),
+        ),
     ]
 }
 
-/// Boundaries of a code: not part of a longer number, word, amount, time or decimal.
+/// How far before the colon a letter code's code word may stand (`Einmalpasswort für die
+/// ELSTER-Anmeldung:`).
+const LETTER_CODE_BEFORE: usize = 48;
+
+/// A code of capitals and digits right after a code word and a colon (`Einmalpasswort für die
+/// ELSTER-Anmeldung: ZX4TQ9`); not a promo, booking or other kind of code (`Promo code:
+/// SUMMER24`, `booking code: XK4T9P`).
+fn check_letter_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let v = caps.name("value")?;
+    let code = v.as_str();
+    if is_alnum(after(text, v.end()))
+        || !code.bytes().any(|b| b.is_ascii_digit())
+        || !code.bytes().any(|b| b.is_ascii_uppercase())
+    {
+        return None;
+    }
+    let colon = caps.get(0)?.start();
+    let (_, before) = before_in_sentence(text, colon, LETTER_CODE_BEFORE);
+    let kw = CODE_WORDS.find(&before).last()?;
+    let modifier = last_word(&before[..kw.start]).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w));
+    (!modifier && !CODE_NOT_WORDS.any(&before)).then(|| v.range())
+}
+
+/// Boundaries of a code: not part of a longer number, word, amount, time or decimal; a sender's
+/// letter prefix (`G-556397`) is fine.
 fn run_ok(text: &str, r: &Range<usize>) -> bool {
     let b = before(text, r.start);
+    if b == Some('-') && sender_prefix(text, r.start - 1) {
+        return !continues_after(text, r.end) && !is_alnum(after(text, r.end));
+    }
     let a = after(text, r.end);
     !continues_before(text, r.start)
         && !continues_after(text, r.end)
@@ -73,13 +106,32 @@ fn run_ok(text: &str, r: &Range<usize>) -> bool {
         && !(matches!(a, Some('.' | ',')) && is_digit(after2(text, r.end)))
 }
 
+/// One to three capital letters standing alone before the `-` at `dash` (`G-`, `FB-`): the
+/// prefix some senders put on their codes.
+fn sender_prefix(text: &str, dash: usize) -> bool {
+    let letters = text[..dash]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_uppercase)
+        .count();
+    (1..=3).contains(&letters) && !is_alnum(before(text, dash - letters))
+}
+
 /// How codes are grouped when they are: one run, single digits, or two or three groups of two
-/// or three (`12 345`, `676-917`, `12 34 56`).
+/// to four (`12 345`, `676-917`, `12 34 56`, `8812 0475`).
 fn grouping_ok(s: &str) -> bool {
     let groups = digit_groups(s);
     groups.len() == 1
         || groups.iter().all(|g| g.len() == 1)
-        || ((2..=3).contains(&groups.len()) && groups.iter().all(|g| (2..=3).contains(&g.len())))
+        || ((2..=3).contains(&groups.len()) && groups.iter().all(|g| (2..=4).contains(&g.len())))
+}
+
+/// How strongly a code of this many digits needs its context: five and six digits (Telegram's
+/// own, and most services') stand next to a service name or after a question about a code;
+/// four (`3381 is your Uber code`) and seven or eight (`одноразовий пароль: 88120475`) are as
+/// often years, PINs of other things or counts, so they need a code word.
+fn common_length(s: &str) -> bool {
+    (5..=6).contains(&super::digit_count(s))
 }
 
 fn discount_after(text: &str, end: usize) -> bool {
@@ -93,35 +145,64 @@ fn discount_after(text: &str, end: usize) -> bool {
 
 fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let r = caps.get(0)?.range();
-    if !run_ok(text, &r) || !grouping_ok(&text[r.clone()]) {
+    if !run_ok(text, &r) || !grouping_ok(&text[r.clone()]) || sender_tag(text, &r) {
         return None;
     }
     // The digits of a Telegram login link: t.me/login/12345.
     if token_before(text, r.start).ends_with("login/") {
         return Some(r);
     }
-    if discount_after(text, r.end) {
+    if discount_after(text, r.end) || super::amount_after(text, r.end) {
+        return None;
+    }
+    // `appid=4421`: the value of a key that is not a code word.
+    if let Some(key) = text[..r.start].strip_suffix('=').and_then(last_word)
+        && !is_exactly(&CODE_WORDS, &key.to_lowercase())
+    {
         return None;
     }
     let (from, before) = before_in_sentence(text, r.start, BEFORE);
     let after = after_in_sentence(text, r.end, AFTER);
-    // `12345 lines`: the word right after the number says what it counts.
-    if first_word(&after).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w)) {
+    // `12345 lines`: the word right after the number says what it counts (not a word in
+    // brackets: `７７０２（LINE）` names the sender).
+    let counted = after
+        .trim_start()
+        .starts_with(|c: char| c.is_alphabetic())
+        .then(|| first_word(&after))
+        .flatten();
+    if counted.is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w)) {
         return None;
     }
-    if let Some(kw) = CODE_WORDS.find(&before).last() {
+    let common = common_length(&text[r.clone()]);
+    // Four, seven and eight digits need the code word itself, not an inflection of it
+    // (`tokens=1234` counts tokens); a phrase may inflect (`doğrulama kodunu`).
+    let whole = |hay: &str, m: &Range<usize>| {
+        common || !is_alnum(hay[m.end..].chars().next()) || hay[m.clone()].contains(' ')
+    };
+    if let Some(kw) = CODE_WORDS
+        .find(&before)
+        .filter(|m| whole(&before, m))
+        .last()
+    {
         // `promo code 12345`, `код ошибки 12345`: another kind of code.
         let modifier =
             last_word(&before[..kw.start]).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w));
-        return (!modifier && !CODE_NOT_WORDS.any(&before[kw.end..])).then_some(r);
+        // An id word between the code word and the number names the number (`код
+        // ПриватБанку, публічний, МФО 305299`); a bare `ID` is the name of a login service
+        // (`Ваш код Яндекс ID: 393407`, `Apple ID`).
+        let between = &before[kw.end..];
+        let named = ID_WORDS
+            .find(between)
+            .any(|m| !between[m].eq_ignore_ascii_case("id"));
+        return (!modifier && !CODE_NOT_WORDS.any(between) && !named).then_some(r);
     }
     // `Order 12345`, `Line 12345`: the word right before says what the number is.
     if last_word(&before).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w)) {
         return None;
     }
-    if let Some(kw) = CODE_WORDS.find(&after).next() {
+    if let Some(kw) = CODE_WORDS.find(&after).find(|m| whole(&after, m)) {
         let gap = &after[..kw.start];
-        let linked = !gap.contains(',') && gap.split_whitespace().count() <= 3;
+        let linked = !gap.contains(',') && gap.split_whitespace().count() <= 4;
         return (linked && !CODE_NOT_WORDS.any(gap)).then_some(r);
     }
     let near_before: String = {
@@ -129,19 +210,85 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         rev.chars().rev().collect()
     };
     let near_after: String = after.chars().take(SERVICE_NEAR + 4).collect();
-    if CODE_SERVICES.any(&near_before) || CODE_SERVICES.any(&near_after) {
+    if common && (CODE_SERVICES.any(&near_before) || CODE_SERVICES.any(&near_after)) {
         return Some(r);
     }
     // An answer to a question about a code: `which code came? — «79 067»`.
     if let Some(q) = before_char(text, from).filter(|c| matches!(c, '?' | '？' | '؟'))
-        && text[from..r.start].chars().count() <= 8
+        && text[from..r.start].chars().count() <= ANSWER_NEAR
     {
         let (_, question) = before_in_sentence(text, from - q.len_utf8(), BEFORE);
         if CODE_WORDS.any(&question) && !CODE_NOT_WORDS.any(&question) {
             return Some(r);
         }
     }
-    None
+    (reply_to_code_request(text, &r) || short_answer_after_code(text, &r, from)).then_some(r)
+}
+
+/// The number stands in a sentence of its own with few words (`а, уже пришло? 5520 вот этот
+/// да?`, `ah ok 88 21 07 gracias`) and the message spoke of a code shortly before.
+fn short_answer_after_code(text: &str, r: &Range<usize>, from: usize) -> bool {
+    let after = after_in_sentence(text, r.end, AFTER);
+    let words = text[from..r.start]
+        .split_whitespace()
+        .chain(after.split_whitespace())
+        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .count();
+    if words > 3 || from == 0 {
+        return false;
+    }
+    let mut back = from.saturating_sub(REQUEST_BACK);
+    while !text.is_char_boundary(back) {
+        back += 1;
+    }
+    let earlier = text[back..from].to_lowercase();
+    CODE_WORDS.any(&earlier) && !CODE_NOT_WORDS.any(&earlier) && !ID_WORDS.any(&earlier)
+}
+
+/// A code's answer stands this close after the question mark (`код видишь? 👀 — ага, 2 7 0 9 1`).
+const ANSWER_NEAR: usize = 16;
+/// What else a reply line may say besides the code (`> ok its`, `— sí,`, `→`).
+const REPLY_LINE_REST: usize = 12;
+/// How far back the request a reply answers may be.
+const REQUEST_BACK: usize = 240;
+
+/// The number is the reply on its own line (`> 4 8 2 1 3`, `— 5593`, `ok its 48213`) to an
+/// earlier line that asks for or announces a code (`скинь код плиз`, `OTP आया होगा`,
+/// `인증번호 왔지?`).
+fn reply_to_code_request(text: &str, r: &Range<usize>) -> bool {
+    let line_start = text[..r.start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[r.end..].find('\n').map_or(text.len(), |i| r.end + i);
+    if line_start == 0 {
+        return false;
+    }
+    let rest = text[line_start..r.start].chars().count() + text[r.end..line_end].chars().count();
+    let words = text[line_start..r.start]
+        .split_whitespace()
+        .chain(text[r.end..line_end].split_whitespace())
+        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .count();
+    if rest > REPLY_LINE_REST + 8 || words > 3 {
+        return false;
+    }
+    let mut from = (line_start - 1).saturating_sub(REQUEST_BACK);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let request = text[from..line_start - 1].to_lowercase();
+    CODE_WORDS.any(&request) && !CODE_NOT_WORDS.any(&request)
+}
+
+/// The number is a sender's tag (`【12306】验证码…`, or `[1234]` opening a line), not the code;
+/// `인증번호 [482910]를` highlights the code itself.
+fn sender_tag(text: &str, r: &Range<usize>) -> bool {
+    match (before(text, r.start), after(text, r.end)) {
+        (Some('【'), Some('】')) | (Some('〔'), Some('〕')) => true,
+        (Some('['), Some(']')) => {
+            let line = text[..r.start - 1].rsplit('\n').next().unwrap_or_default();
+            line.trim().is_empty()
+        }
+        _ => false,
+    }
 }
 
 /// The first word (letters only) of `s`.
@@ -168,26 +315,35 @@ fn before_char(text: &str, i: usize) -> Option<char> {
     text[..i].chars().next_back()
 }
 
-/// The 10–11 character code after `my.telegram.org`: letters and digits (also `_`, `-`) with
-/// at least two of upper case, lower case and digits.
+/// How far from `my.telegram.org` its web-login code may stand (the service message names the
+/// site, then greets, then gives the code on a line of its own; some languages give the code
+/// first).
+const WEB_CODE_WINDOW: usize = 400;
+
+/// The 10–11 character code near `my.telegram.org`: letters and digits (also `_`, `-`) with a
+/// digit or at least two capitals, and at least two of upper case, lower case and digits (so
+/// `Information` is not one).
 fn check_web_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let m = caps.get(0)?;
-    let host_end = m.start() + "my.telegram.org".len();
-    let rest = &text[host_end..];
-    let mut stop = rest.len().min(64);
-    while !rest.is_char_boundary(stop) {
+    let mut start = m.start().saturating_sub(WEB_CODE_WINDOW);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let mut stop = (m.end() + WEB_CODE_WINDOW).min(text.len());
+    while !text.is_char_boundary(stop) {
         stop -= 1;
     }
-    let window = rest[..stop].split('\n').next().unwrap_or_default();
+    let window = &text[start..stop];
     for token in window.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
-        let at = host_end + offset_in(window, token);
+        let at = start + offset_in(window, token);
         if !(10..=11).contains(&token.len()) || is_alnum(after(text, at + token.len())) {
             continue;
         }
-        let upper = token.bytes().any(|b| b.is_ascii_uppercase());
+        let uppers = token.bytes().filter(u8::is_ascii_uppercase).count();
         let lower = token.bytes().any(|b| b.is_ascii_lowercase());
         let digit = token.bytes().any(|b| b.is_ascii_digit());
-        if [upper, lower, digit].iter().filter(|x| **x).count() >= 2 {
+        let classes = [uppers > 0, lower, digit].iter().filter(|x| **x).count();
+        if classes >= 2 && (digit || uppers >= 2) {
             return Some(at..at + token.len());
         }
     }

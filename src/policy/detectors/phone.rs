@@ -9,7 +9,7 @@ use regex::Captures;
 
 use super::{
     NUMBER_MARKERS, Rule, Settings, after, after2, before, before2, continues_after,
-    continues_before, digit_count, digit_groups, is_alnum, is_digit, rule, separators,
+    continues_before, digit_count, digit_groups, is_alnum, is_digit, one, rule, separators,
     token_before,
 };
 use crate::policy::config::DetectorKind;
@@ -36,11 +36,21 @@ pub fn find_phones(text: &str) -> Vec<Range<usize>> {
 pub(crate) struct PhoneRegions(Vec<Id>);
 
 /// The default of `policy.redaction.phone_regions`: the countries where the languages the
-/// context tables cover are mostly spoken, and the large markets around them.
+/// context tables cover are spoken (all of the Spanish- and Arabic-speaking ones), and the
+/// large Telegram markets around them.
 pub const DEFAULT_PHONE_REGIONS: &[&str] = &[
-    "US", "CA", "GB", "IE", "AU", "IN", "SG", "RU", "KZ", "BY", "UA", "IR", "SA", "AE", "EG", "IQ",
-    "CN", "HK", "TW", "ES", "MX", "AR", "CO", "BR", "PT", "DE", "AT", "CH", "FR", "BE", "IT", "TR",
-    "ID", "MY", "JP", "KR",
+    // English
+    "US", "CA", "GB", "IE", "AU", "NZ", "IN", "SG", "PK", "NG", "PH",
+    // Russian, Ukrainian and their neighbours
+    "RU", "KZ", "BY", "UA", "UZ", "KG", // Persian, Arabic
+    "IR", "AF", "SA", "AE", "EG", "IQ", "MA", "DZ", "TN", "LY", "JO", "LB", "SY", "KW", "QA", "BH",
+    "OM", "YE", "SD", // Chinese
+    "CN", "HK", "TW", "MO", // Spanish, Portuguese
+    "ES", "MX", "AR", "CO", "CL", "PE", "VE", "EC", "BO", "PY", "UY", "GT", "CR", "PA", "DO", "CU",
+    "BR", "PT", "AO", "MZ", // German, French, Italian, Turkish
+    "DE", "AT", "CH", "LU", "FR", "BE", "IT", "TR",
+    // Hindi, Indonesian, Japanese, Korean
+    "NP", "ID", "MY", "JP", "KR",
 ];
 
 impl Default for PhoneRegions {
@@ -77,37 +87,6 @@ pub(crate) fn parse_region(code: &str) -> Option<Id> {
         .map(|_| id)
 }
 
-/// Number markers and currencies that end a phone candidate's chances.
-const CURRENCY_AFTER: &[&str] = &[
-    "$",
-    "€",
-    "£",
-    "₽",
-    "¥",
-    "₴",
-    "₸",
-    "%",
-    "usd",
-    "eur",
-    "rub",
-    "gbp",
-    "uah",
-    "руб",
-    "р.",
-    "грн",
-    "тыс",
-    "млн",
-    "dollar",
-    "euro",
-    "pounds",
-    "tl",
-    "元",
-    "円",
-    "원",
-    "ريال",
-    "تومان",
-];
-
 pub(super) fn rules() -> Vec<Rule> {
     let k = DetectorKind::Phone;
     vec![
@@ -117,13 +96,29 @@ pub(super) fn rules() -> Vec<Rule> {
             r"\+[ \x{A0}]?[0-9]{1,4}(?:[ \x{A0}]?[\-.]?[ \x{A0}]?(?:\([0-9]{1,5}\)|[0-9]{1,6}))*",
             |s, text, caps, out| out.extend(check_international(s, text, caps)),
         ),
-        // National: a run of digits and single separators, 7–15 digits.
+        // National: a run of digits and single separators (also ` / `), 7–15 digits.
         rule(
             k,
-            r"\(?[0-9](?:[ \x{A0}\-./()]{0,2}[0-9]){6,}",
+            r"\(?[0-9](?:[ \x{A0}\-./()]{0,3}[0-9]){6,}",
             |s, text, caps, out| out.extend(check_national(s, text, caps)),
         ),
+        // Messenger and dial links carry the international number without its `+`.
+        rule(
+            k,
+            r"(?i)(?:wa\.me/|whatsapp\.com/send/?\?phone=|viber://chat\?number=|tel:)(?:\+|%2b)?(?P<num>[0-9]{8,15})",
+            one!(check_link),
+        ),
     ]
+}
+
+/// The number of a `wa.me/447…`, `api.whatsapp.com/send?phone=…`, `viber://…` or `tel:…` link,
+/// valid as an international number.
+fn check_link(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let num = caps.get(0).and(caps.name("num"))?;
+    if is_alnum(after(text, num.end())) || is_alnum(before(text, caps.get(0)?.start())) {
+        return None;
+    }
+    valid_international(&format!("+{}", num.as_str())).then(|| num.range())
 }
 
 /// Shared boundary and shape checks of every phone candidate.
@@ -167,14 +162,7 @@ fn phone_common(text: &str, r: &Range<usize>) -> bool {
     if b == Some(':') && is_digit(before2(text, r.start)) {
         return false;
     }
-    // Amounts: a currency right after the number.
-    let rest: String = text[r.end..]
-        .trim_start()
-        .chars()
-        .take(8)
-        .collect::<String>()
-        .to_lowercase();
-    if CURRENCY_AFTER.iter().any(|c| rest.starts_with(c)) {
+    if super::amount_after(text, r.end) {
         return false;
     }
     // Unbalanced parentheses mean we cut a larger expression.
@@ -199,7 +187,9 @@ fn looks_like_date(s: &str) -> bool {
             || groups[0].starts_with("14"))
         && g1 <= 2
         && g2 <= 2;
-    let dmy = g0 <= 2 && g1 <= 2 && (g2 == 4 || g2 == 2) && groups.len() == 3;
+    // `07-12-2026`, also followed by an hour after another separator (`07-12-2026 6 baje`).
+    let date_then_other = g2 == 4 && seps.get(2).is_some_and(|x| x != &seps[0]);
+    let dmy = g0 <= 2 && g1 <= 2 && (g2 == 4 || g2 == 2) && (groups.len() == 3 || date_then_other);
     same_sep && (ymd || dmy)
 }
 
@@ -241,7 +231,13 @@ fn context(text: &str, r: &Range<usize>) -> Said {
     }
     let tail: String = before.chars().rev().take(12).collect::<String>();
     let tail: String = tail.chars().rev().collect();
-    if super::last_word(&tail, NUMBER_MARKERS).is_some() {
+    // A marker right before the number (`# 12345`, `№ 12`); not one that a word follows
+    // (`my canadian # is +1-506-…`: there `#` is the word "number").
+    if let Some(end) = super::last_word(&tail, NUMBER_MARKERS)
+        && tail[end..]
+            .chars()
+            .all(|c| c.is_whitespace() || matches!(c, ':' | '.' | '-'))
+    {
         return Said::Id;
     }
     let after = after_in_sentence(text, r.end, AFTER);
@@ -288,13 +284,26 @@ fn other_number(text: &str, r: &Range<usize>) -> bool {
     if thousands && !s.starts_with('0') {
         return true;
     }
-    let line = text[..r.start].rsplit('\n').next().unwrap_or_default();
-    line.split_whitespace().rev().take(2).any(|t| {
+    iban_like_head(text, r.start)
+}
+
+/// The groups before `start` on its line walk back, through groups of four letters and digits
+/// (`1614 9P4T`), to an IBAN head (`KZ51`): the run continues an IBAN, valid or not.
+fn iban_like_head(text: &str, start: usize) -> bool {
+    let line = text[..start].rsplit('\n').next().unwrap_or_default();
+    for t in line.split_whitespace().rev().take(8) {
         let b = t.as_bytes();
-        b.len() == 4
+        if b.len() == 4
             && b[..2].iter().all(u8::is_ascii_uppercase)
             && b[2..].iter().all(u8::is_ascii_digit)
-    })
+        {
+            return true;
+        }
+        if !(b.len() == 4 && b.iter().all(u8::is_ascii_alphanumeric)) {
+            return false;
+        }
+    }
+    false
 }
 
 /// Only digits, spaces and the separators libphonenumber reads (so odd input never reaches it).
@@ -309,11 +318,33 @@ fn valid_international(s: &str) -> bool {
 }
 
 fn valid_in(regions: &PhoneRegions, s: &str) -> bool {
+    national_in(regions, s, |_, _| true)
+}
+
+/// Valid as a mobile number of one of the regions and written with that region's national
+/// prefix (`09384892661`, `082277723937`): distinctive enough to stand without grouping. Ten
+/// digits without the prefix are as often a timestamp (`1710498712`) as a German mobile.
+fn mobile_in(regions: &PhoneRegions, s: &str) -> bool {
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    national_in(regions, s, |id, n| {
+        let meta = phonenumber::metadata::DATABASE.by_id(id.as_ref());
+        meta.and_then(|m| m.national_prefix())
+            .is_some_and(|prefix| digits.starts_with(prefix))
+            && n.number_type(&phonenumber::metadata::DATABASE) == phonenumber::Type::Mobile
+    })
+}
+
+fn national_in(
+    regions: &PhoneRegions,
+    s: &str,
+    kind: impl Fn(Id, &phonenumber::PhoneNumber) -> bool,
+) -> bool {
     let s = sanitized(s);
     let digits: String = s.chars().filter(char::is_ascii_digit).collect();
     regions.0.iter().any(|&id| {
-        phonenumber::parse(Some(id), &s)
-            .is_ok_and(|n| phonenumber::is_valid(&n) && written_nationally(id, &digits, &n))
+        phonenumber::parse(Some(id), &s).is_ok_and(|n| {
+            phonenumber::is_valid(&n) && written_nationally(id, &digits, &n) && kind(id, &n)
+        })
     })
 }
 
@@ -392,9 +423,13 @@ fn check_national(settings: &Settings, text: &str, caps: &Captures<'_>) -> Optio
     if small || other_number(text, &r) {
         return None;
     }
+    let regions = &settings.phone_regions;
     match context(text, &r) {
         Said::Phone => Some(r),
         Said::Id => None,
-        Said::Nothing => (groups.len() >= 2 && valid_in(&settings.phone_regions, s)).then_some(r),
+        // Seven digits without a word are as often a postcode (`100-0005`, `1000-001`).
+        Said::Nothing => (groups.len() >= 2 && n >= 8 && valid_in(regions, s)
+            || groups.len() == 1 && n >= 10 && mobile_in(regions, s))
+        .then_some(r),
     }
 }

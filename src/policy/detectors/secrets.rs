@@ -15,10 +15,12 @@ use crate::policy::context::{SECRET_KEY, SECRET_NOT_WORDS, before_in_sentence};
 /// `rk_test_…`, `whsec_…`), AWS (`AKIA…`, with the 40-character secret that follows it),
 /// Alibaba Cloud (`LTAI…`), GitHub, GitLab, Slack (tokens and webhook URLs), Google (`AIza…`),
 /// Hugging Face, DigitalOcean, Shopify, PyPI, npm, Yandex OAuth, Midtrans, SendGrid, Twilio,
-/// Discord webhooks; JWTs; PEM private key blocks; `Bearer …`; a Telegram `api_hash` (32 hex);
-/// the password in `scheme://user:password@host`; and the value after a key word (`secret`,
-/// `token`, `key`, `hash`, `password`, `pwd`, `пароль`, `密码`, `senha`, `şifre`, `パスワード`…)
-/// in `k=v`, `k: v`, `"k": "v"`, URL query and `.env` forms, when it looks like a secret:
+/// Discord (bot tokens and webhooks), Mailgun; JWTs; PEM private key blocks; `Bearer …` and
+/// `Authorization: Basic …`; a Telegram `api_hash` (32 hex); the password in
+/// `scheme://user:password@host`; and the value after a key word (`secret`, `token`, `key`,
+/// `hash`, `password`, `pwd`, `пароль`, `密码`, `senha`, `şifre`, `パスワード`…) in `k=v`,
+/// `k: v`, `"k": "v"`, URL query and `.env` forms, or after just a space (`API 키 4d27…`,
+/// `--token …`), when it looks like a secret:
 /// a password of 8+ characters mixing character classes, or a key of 16+ characters mixing
 /// letters and digits (or both cases) with at least 3 bits of entropy per character.
 ///
@@ -55,6 +57,16 @@ const SHAPES: &[&str] = &[
     r"glc_[A-Za-z0-9+/]{32,}={0,2}",
     r"xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}",
     r"lin_api_[A-Za-z0-9]{40}",
+    // Discord bot tokens: the bot's id in base64, a timestamp, an HMAC.
+    r"[MNO][A-Za-z0-9_\-]{23,27}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,40}",
+    // Mailgun's private API key.
+    r"key-[0-9a-f]{32}",
+    // Tencent Cloud SecretId.
+    r"AKID[A-Za-z0-9]{32}",
+    // Braintree access tokens.
+    r"access_token\$production\$[a-z0-9]{16}\$[a-f0-9]{32}",
+    // Airtable personal access tokens.
+    r"pat[A-Za-z0-9]{14}\.[a-f0-9]{64}",
     r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{20,}",
 ];
 
@@ -66,6 +78,35 @@ static NEXT_PARAM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(
     regex::Regex::new(r"[&#][A-Za-z_][A-Za-z0-9_.\-]*=")
         .unwrap_or_else(|e| panic!("parameter pattern does not compile: {e}"))
 });
+
+/// `; name=` inside a value: the start of the next setting.
+static NEXT_KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r";[ \t]*[A-Za-z_][A-Za-z0-9_\-]*[ \t]*[:=]")
+        .unwrap_or_else(|e| panic!("next-key pattern does not compile: {e}"))
+});
+
+/// A reference in code to where the secret is kept (`os.environ[`, `process.env.TOKEN`,
+/// `config.get(`), not the secret: dotted names of letters only (dotted tokens like
+/// `dp.pt.YEryV0B…` have digits).
+fn code_reference(v: &str) -> bool {
+    let head = v.trim_end_matches(['[', '(', ')', ']', ';']);
+    head.contains('.')
+        && head.split('.').all(|p| {
+            (1..=24).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+        })
+}
+
+/// An IPFS content id (`Qm…` base58 of 46 characters, or a base32 `bafy…`): the public name
+/// of a file.
+fn content_id(v: &str) -> bool {
+    let v = v.trim_end_matches(['.', ',']);
+    let base58 = |b: u8| b.is_ascii_alphanumeric() && !b"0OIl".contains(&b);
+    (v.len() == 46 && v.starts_with("Qm") && v.bytes().all(base58))
+        || (v.len() >= 50
+            && v.starts_with("bafy")
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)))
+}
 
 /// Key words whose values are passwords (short is fine, but they must not be plain words).
 const PASSWORD_WORDS: &[&str] = &[
@@ -79,6 +120,10 @@ const PASSWORD_WORDS: &[&str] = &[
     "پسورد",
     "كلمة السر",
     "كلمة المرور",
+    "كلمة سر",
+    "كلمة مرور",
+    "الرقم السري",
+    "رمز",
     "الباسورد",
     "باسورد",
     "الرمز السري",
@@ -86,6 +131,7 @@ const PASSWORD_WORDS: &[&str] = &[
     "密碼",
     "口令",
     "contraseña",
+    "contrasena",
     "senha",
     "passwort",
     "kennwort",
@@ -93,6 +139,8 @@ const PASSWORD_WORDS: &[&str] = &[
     "mdp",
     "şifre",
     "şifresi",
+    "sifre",
+    "sifresi",
     "parola",
     "पासवर्ड",
     "kata sandi",
@@ -103,17 +151,83 @@ const PASSWORD_WORDS: &[&str] = &[
     "암호",
 ];
 
-pub(super) fn rules() -> Vec<Rule> {
-    let k = DetectorKind::ApiToken;
+/// Key words that name a secret outright: their values may be as short as a password's.
+const SECRET_WORDS: &[&str] = &[
+    "secret",
+    "секрет",
+    "segredo",
+    "secreto",
+    "segreto",
+    "geheimnis",
+];
+
+/// The key words of every language, longest first, escaped for a pattern.
+fn key_words() -> Vec<String> {
     let mut words: Vec<&str> = SECRET_KEY
         .iter()
         .flat_map(|(_, ws)| ws.iter().copied())
         .collect();
     words.sort_by_key(|w| std::cmp::Reverse(w.len()));
     words.dedup();
-    let words: Vec<String> = words.iter().map(|w| regex::escape(w)).collect();
+    words.iter().map(|w| regex::escape(w)).collect()
+}
+
+/// A key word, a few more characters of its name, a sign (`=`, `:`, `=>`, `:=`) and the value.
+fn assigned_pattern() -> String {
+    format!(
+        r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*[^\n:=：.!?。]{{0,24}}?["'\)\]]?[ \t]*(?:=>|:=|[:=])[ \t]*["'`*_«“(\[]*(?P<value>[^\s"'`<>,、。]{{6,}})"#,
+        key_words().join("|")
+    )
+}
+
+/// [`assigned_pattern`] again, to look for the next key inside a match whose value was cut
+/// short (`api_key=…&api_secret=…`).
+static ASSIGNED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(&assigned_pattern())
+        .unwrap_or_else(|e| panic!("assignment pattern does not compile: {e}"))
+});
+
+/// [`check_assigned`] on a match and on every further assignment inside what it skipped.
+fn check_assigned_rescanning(
+    s: &Settings,
+    text: &str,
+    caps: &Captures<'_>,
+    out: &mut Vec<Range<usize>>,
+) {
+    let Some(whole) = caps.get(0) else {
+        return;
+    };
+    let mut from = match check_assigned(s, text, caps) {
+        Some(r) => {
+            let end = r.end;
+            out.push(r);
+            end
+        }
+        None => return,
+    };
+    while from < whole.end()
+        && let Some(next) = ASSIGNED.captures_at(text, from)
+        && let Some(m) = next.get(0)
+        && m.start() < whole.end()
+    {
+        let Some(r) = check_assigned(s, text, &next) else {
+            break;
+        };
+        from = r.end;
+        out.push(r);
+    }
+}
+
+pub(super) fn rules() -> Vec<Rule> {
+    let k = DetectorKind::ApiToken;
+    let words = key_words();
     vec![
         rule(k, r"[0-9]{8,10}:[A-Za-z0-9_\-]{35}", one!(check_bot_token)),
+        rule(
+            k,
+            r"[a-z][a-z0-9]{1,7}_(?:[a-z]{2,6}_)?[A-Za-z0-9][A-Za-z0-9_\-]{19,}",
+            one!(check_vendor_prefixed),
+        ),
         rule(
             k,
             &format!("(?:{})", SHAPES.join("|")),
@@ -126,7 +240,7 @@ pub(super) fn rules() -> Vec<Rule> {
         ),
         rule(
             k,
-            r"https?://(?:hooks\.slack\.com/(?:services|workflows|triggers)/T[A-Z0-9]+/[A-Z0-9]+/[A-Za-z0-9]{16,}|(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_\-]{40,})",
+            r"https?://(?:[a-z0-9\-]+\.webhook\.office\.com/webhookb2/[^\s]{40,}|hooks\.slack\.com/(?:services|workflows|triggers)/T[A-Z0-9]+/[A-Z0-9]+/[A-Za-z0-9]{16,}|(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_\-]{40,})",
             one!(check_prefixed_token),
         ),
         rule(
@@ -146,19 +260,39 @@ pub(super) fn rules() -> Vec<Rule> {
         ),
         rule(
             k,
-            r"(?i)(?P<kw>bearer)\s+(?P<value>[A-Za-z0-9_\-.~+/]{20,}=*)",
-            |s, text, caps, out| out.extend(check_assigned(s, text, caps)),
+            r"(?i)authorization[\x22']?\s*[:=]\s*[\x22']?(?P<kw>basic)\s+(?P<value>[A-Za-z0-9+/]{8,}={0,2})",
+            |_, text, caps, out| out.extend(check_basic_auth(text, caps)),
         ),
         rule(
             k,
+            r"(?i)(?P<kw>bearer|ssws)\s+(?P<value>[A-Za-z0-9_\-.~+/]{20,}=*)",
+            |s, text, caps, out| out.extend(check_assigned(s, text, caps)),
+        ),
+        rule(k, &assigned_pattern(), check_assigned_rescanning)
+            .anchored(&format!(r"(?i)(?:{})", words.join("|"))),
+        // The value right after its key word with no sign between, or one or two words on
+        // (`API 키 4d27…`, `пароль до адмінки PnO#AWBt-cl2`, `segreto AWS 2aM8…`).
+        rule(
+            k,
             &format!(
-                r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*[^\n:=：.!?。]{{0,24}}?["'\)\]]?[ \t]*(?:=>|:=|[:=])[ \t]*["'`*_«“(\[]*(?P<value>[^\s"'`<>]{{6,}})"#,
+                r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*(?:[ \t]+\p{{L}}{{1,12}}){{0,2}}[ \t]+(?P<value>[^\s"'`<>,、。]{{8,}})"#,
                 words.join("|")
             ),
-            |s, text, caps, out| out.extend(check_assigned(s, text, caps)),
+            |s, text, caps, out| out.extend(check_spaced(s, text, caps)),
         )
         .anchored(&format!(r"(?i)(?:{})", words.join("|"))),
     ]
+}
+
+/// A value after its key word and a space: as [`check_assigned`], but never after a digest
+/// word (`hash 9f86d0…` names a digest) and never a `0x…` address or number.
+fn check_spaced(s: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let kw = caps.name("kw")?.as_str().to_lowercase();
+    let value = caps.name("value")?.as_str();
+    if HASH_WORDS.contains(&kw.as_str()) || value.starts_with("0x") {
+        return None;
+    }
+    check_assigned(s, text, caps)
 }
 
 /// From the PEM header over the base64 body to the end line (or as far as the body goes).
@@ -197,6 +331,25 @@ fn check_bot_token(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         return None;
     }
     Some(r)
+}
+
+/// The `vendor_` convention of current token formats (`dckr_pat_…`, `glsa_…`, `figd_…`,
+/// `r8_…`, `rzp_live_…`, `sntrys_…`): a short lower-case prefix, an underscore and a long
+/// random body. Random means both letter cases and a digit (or 30+ characters of both cases)
+/// at high entropy, which `snake_case_identifiers` and hex digests never are; Stripe-style
+/// publishable keys (`pk_…`) are public.
+fn check_vendor_prefixed(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let m = caps.get(0)?;
+    let r = m.range();
+    if !bounded(text, &r) || m.as_str().starts_with("pk_") {
+        return None;
+    }
+    let body = m.as_str().split_once('_').map_or("", |(_, b)| b);
+    let upper = body.bytes().any(|b| b.is_ascii_uppercase());
+    let lower = body.bytes().any(|b| b.is_ascii_lowercase());
+    let digit = body.bytes().any(|b| b.is_ascii_digit());
+    let random = upper && lower && (digit || body.len() >= 30) && entropy(body) >= 3.5;
+    (random && !is_placeholder(body)).then_some(r)
 }
 
 fn check_prefixed_token(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
@@ -238,12 +391,19 @@ fn check_aws(_: &Settings, text: &str, caps: &Captures<'_>, out: &mut Vec<Range<
     }
 }
 
+/// `Authorization: Basic <base64 of user:password>`: the credentials themselves, whatever
+/// their entropy.
+fn check_basic_auth(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let v = caps.name("value")?;
+    (!token_char(after(text, v.end())) && !is_placeholder(v.as_str())).then(|| v.range())
+}
+
 fn check_api_hash(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let kw = caps.name("kw")?;
     let value = caps.name("value")?;
-    if before(text, kw.start()).is_some_and(char::is_alphanumeric)
-        || after(text, value.end()).is_some_and(|c| c.is_ascii_hexdigit())
-    {
+    let glued = before(text, kw.start())
+        .is_some_and(|c| c.is_alphanumeric() && !crate::policy::context::no_space_script(c));
+    if glued || after(text, value.end()).is_some_and(|c| c.is_ascii_hexdigit()) {
         return None;
     }
     Some(value.range())
@@ -271,13 +431,25 @@ fn is_placeholder(v: &str) -> bool {
         "<",
         "{",
         "${",
-        "%s",
     ]
     .iter()
     .any(|p| l.contains(p))
-        || v.starts_with('$')
+        || v.contains("%s")
+        || shell_variable(v)
         || v.bytes()
             .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
+}
+
+/// `$NAME`, `$name`, `${…}`: a reference to a variable. A `$` leading a value of mixed case
+/// (`$VWQhzwPciRGai_P`) is a password's first character.
+fn shell_variable(v: &str) -> bool {
+    let Some(name) = v.strip_prefix('$') else {
+        return false;
+    };
+    let one_case = !(name.bytes().any(|b| b.is_ascii_uppercase())
+        && name.bytes().any(|b| b.is_ascii_lowercase()));
+    name.starts_with('{')
+        || (one_case && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
 /// A secret-looking key: long, high entropy, not a placeholder, and either letters with
@@ -341,11 +513,17 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
     if spaced && b.is_some_and(char::is_alphanumeric) && !camel {
         return None;
     }
-    // `hashes: …` lists digests; only the word itself names a secret.
-    if HASH_WORDS.contains(&kw_text.as_str())
-        && after(text, kw.end()).is_some_and(char::is_alphabetic)
-    {
-        return None;
+    // `hashes: …` lists digests; only the word itself names a secret, and a value of a
+    // digest's length in hex (SHA-1, SHA-256, SHA-512) is the digest of something.
+    if HASH_WORDS.contains(&kw_text.as_str()) {
+        let v = caps.name("value")?.as_str();
+        let digest = [40, 64, 128].contains(&v.trim_end_matches(['.', ',']).len())
+            && v.trim_end_matches(['.', ','])
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit());
+        if after(text, kw.end()).is_some_and(char::is_alphabetic) || digest || content_id(v) {
+            return None;
+        }
     }
     let (_, lead) = before_in_sentence(text, kw.start(), 16);
     if SECRET_NOT_WORDS.any(&lead) {
@@ -353,6 +531,11 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
     }
     let m = caps.name("value")?;
     let mut r = m.range();
+    // In a list of settings the value ends where the next key starts (`…; secret=…`). (A
+    // comma, fullwidth ones included — the detectors see them folded to `,` — always ends it.)
+    if let Some(next) = NEXT_KEY.find(&text[r.clone()]) {
+        r.end = r.start + next.start();
+    }
     // In a URL query (or a form body) the value ends at the next parameter.
     let query = matches!(b, Some('?' | '&'));
     if let Some(amp) = NEXT_PARAM.find(&text[r.clone()]).map(|m| m.start())
@@ -389,10 +572,12 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
         r.end = r.start + i;
     }
     let v = &text[r.clone()];
-    if v.contains("://") || (v.contains('@') && v.contains('.')) {
+    if v.contains("://") || (v.contains('@') && v.contains('.')) || code_reference(v) {
         return None;
     }
-    let password = PASSWORD_WORDS.iter().any(|w| kw_text.starts_with(w));
+    // A password, or a secret named as one (`Client Secret: eJcyJ908kJ`): shorter values count.
+    let password = PASSWORD_WORDS.iter().any(|w| kw_text.starts_with(w))
+        || SECRET_WORDS.iter().any(|w| kw_text.starts_with(w));
     let ok = if password {
         password_ok(v) || secret_value_ok(v)
     } else {
