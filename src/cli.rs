@@ -12,6 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, CONFIG_ENV, Config, LogFormat};
 use crate::eventlog::{self, Anchor};
 use crate::node::{self, Node};
+use crate::keys::MasterKey;
+use crate::nats_server::encryption::StoreEncryption;
 
 /// `tgingest cluster`, a client of the admin API.
 pub mod cluster;
@@ -400,7 +402,7 @@ async fn audit_verify(mut cfg: Config, args: VerifyArgs) -> ExitCode {
         }
     };
     let report = if args.anchored {
-        let anchor = match fetch_anchor(&cfg).await {
+        let anchor = match fetch_anchor(&cfg, &key).await {
             Ok(Some(a)) => a,
             Ok(None) => {
                 eprintln!("error: no anchor for node {} in JetStream", cfg.node_id());
@@ -453,6 +455,7 @@ async fn audit_verify_node(cfg: Config, node_id: &str) -> ExitCode {
     };
     let verified = with_bus(
         &cfg,
+        StoreEncryption::new(&key),
         "tgingest-audit",
         |e| e,
         async |bus| {
@@ -466,10 +469,11 @@ async fn audit_verify_node(cfg: Config, node_id: &str) -> ExitCode {
 }
 
 /// Reads this node's anchored chain head, starting the embedded server on its store if needed.
-async fn fetch_anchor(cfg: &Config) -> Result<Option<Anchor>, String> {
+async fn fetch_anchor(cfg: &Config, key: &MasterKey) -> Result<Option<Anchor>, String> {
     let node_id = cfg.node_id();
     with_bus(
         cfg,
+        StoreEncryption::new(key),
         "tgingest-audit",
         |e| e,
         async |bus| {
@@ -646,8 +650,11 @@ async fn rotate_master_key(
     // until the rotation is done.
     let log = eventlog::EventLog::open(&dir, chain_key.bytes())?;
 
+    // The embedded store is re-encrypted under the new key as the server starts (the old one is
+    // its previous key), so the node's next start needs the new key only.
+    let encryption = StoreEncryption::rotating(&old, &new);
     let (sessions, chain_keys) =
-        with_bus(cfg, "tgingest-keys", KeysRotateError::Nats, async |bus| {
+        with_bus(cfg, encryption, "tgingest-keys", KeysRotateError::Nats, async |bus| {
             bus.setup(cfg)
                 .await
                 .map_err(|e| KeysRotateError::Nats(e.to_string()))?;
@@ -703,10 +710,11 @@ async fn rotate_master_key(
 }
 
 /// Runs `work` on a bus connection: the configured NATS, or the embedded server started on the
-/// node's store for the duration (the node itself is stopped). `nats_error` turns a failure to
-/// reach NATS into the caller's error.
+/// node's store (encrypted with `encryption`) for the duration (the node itself is stopped).
+/// `nats_error` turns a failure to reach NATS into the caller's error.
 async fn with_bus<T, E>(
     cfg: &Config,
+    encryption: StoreEncryption,
     client_name: &str,
     nats_error: fn(String) -> E,
     work: impl AsyncFnOnce(&crate::bus::Bus) -> Result<T, E>,
@@ -714,10 +722,7 @@ async fn with_bus<T, E>(
     let nats = |e: &dyn std::fmt::Display| nats_error(e.to_string());
     let mut server = None;
     let url = if cfg.embedded_nats() {
-        let binary = crate::nats_server::find_binary(Some(&cfg.nats.embedded.binary))
-            .map_err(|e| nats(&e))?;
-        let options =
-            crate::nats_server::ServerOptions::new(binary, cfg.nats_store_dir(), &cfg.node_id());
+        let options = node::embedded_server_options(cfg, encryption).map_err(|e| nats(&e))?;
         let s = tokio::task::spawn_blocking(move || crate::nats_server::NatsServer::start(options))
             .await
             .map_err(|e| nats(&e))?
