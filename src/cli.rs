@@ -497,7 +497,8 @@ enum KeysCommand {
 (eventlog/chain.key) from the current master key to the one in --new-key-file, and records \
 `keys.rotated` in the event log. The current key comes from where every command takes it: \
 TGINGEST_MASTER_KEY, TGINGEST_MASTER_KEY_FILE or security.master_key_file (or the embedded default's \
-master.key in the data dir).\n\nStop the node first: this command needs the event log to itself and \
+master.key in the data dir). With the embedded default it also re-encrypts the JetStream store \
+under the new key (the old one serves as nats-server's previous key while it does).\n\nStop the node first: this command needs the event log to itself and \
 refuses while a node holds it. Every other node that shares the TG_SESSIONS bucket (and so the \
 master key) must be stopped too, and all of them restarted with the new key. It is safe to run \
 again after an interruption: whatever is already sealed under the new key is left as it is. \
@@ -574,6 +575,8 @@ struct RotationSummary {
     audit_seq: u64,
     new_key_file: PathBuf,
     old_origin: crate::keys::KeyOrigin,
+    /// The embedded server's store was re-encrypted (no external NATS).
+    store_reencrypted: bool,
 }
 
 impl RotationSummary {
@@ -603,15 +606,22 @@ impl RotationSummary {
              \x20 sessions already under new key:  {}\n\
              \x20 event-log chain key:             {chain_key}\n\
              \x20 chain keys in TG_ANCHORS:        {} re-sealed, {} already new, {} opened with neither key\n\
+             \x20 embedded JetStream store:        {}\n\
              \x20 audit record:                    keys.rotated (seq {})\n\
              next: before starting the node, {next}.\n\
-             the old key no longer opens the sessions or the chain key; hashed ids in log lines \
+             the old key no longer opens the sessions, the chain key or the embedded store; \
+             hashed ids in log lines \
              change with the key.\n",
             self.sessions.resealed.len(),
             self.sessions.already_new.len(),
             self.chain_keys.resealed.len(),
             self.chain_keys.already_new.len(),
             self.chain_keys.unopenable.len(),
+            if self.store_reencrypted {
+                "re-encrypted under the new key"
+            } else {
+                "none (external NATS)"
+            },
             self.audit_seq,
         )
     }
@@ -706,6 +716,7 @@ async fn rotate_master_key(
         audit_seq,
         new_key_file: new_key_file.to_path_buf(),
         old_origin,
+        store_reencrypted: cfg.embedded_nats(),
     })
 }
 

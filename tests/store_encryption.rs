@@ -253,6 +253,11 @@ fn keys_rotate_re_encrypts_the_store_under_the_new_key_and_the_old_one_can_go() 
         .output()
         .unwrap();
     assert!(out.status.success(), "keys rotate: {out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("embedded JetStream store:        re-encrypted under the new key"),
+        "{stdout}"
+    );
     let store = config.nats_store_dir();
     let recorded = std::fs::read_to_string(store.join(KEY_ID_FILE)).unwrap();
     assert_eq!(recorded.trim(), StoreKey::derive(&b).id());
