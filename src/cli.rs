@@ -11,9 +11,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, CONFIG_ENV, Config, LogFormat};
 use crate::eventlog::{self, Anchor};
-use crate::node::{self, Node};
 use crate::keys::MasterKey;
 use crate::nats_server::encryption::StoreEncryption;
+use crate::node::{self, Node};
 
 /// `tgingest cluster`, a client of the admin API.
 pub mod cluster;
@@ -663,8 +663,12 @@ async fn rotate_master_key(
     // The embedded store is re-encrypted under the new key as the server starts (the old one is
     // its previous key), so the node's next start needs the new key only.
     let encryption = StoreEncryption::rotating(&old, &new);
-    let (sessions, chain_keys) =
-        with_bus(cfg, encryption, "tgingest-keys", KeysRotateError::Nats, async |bus| {
+    let (sessions, chain_keys) = with_bus(
+        cfg,
+        encryption,
+        "tgingest-keys",
+        KeysRotateError::Nats,
+        async |bus| {
             bus.setup(cfg)
                 .await
                 .map_err(|e| KeysRotateError::Nats(e.to_string()))?;
@@ -675,8 +679,9 @@ async fn rotate_master_key(
                 .await
                 .map_err(|e| KeysRotateError::Nats(e.to_string()))?;
             Ok((sessions, chain_keys))
-        })
-        .await?;
+        },
+    )
+    .await?;
 
     if chain_under != eventlog::SealedUnder::New {
         chain_key.seal_to(&dir, &new)?;

@@ -1107,7 +1107,7 @@ impl Config {
         file_exists("switchboard.auth_token_file", &sb.auth_token_file)?;
         file_exists("switchboard.ca_file", &sb.ca_file)?;
         check(
-            !(sb.auth_token.is_set() && !sb.auth_token_file.as_os_str().is_empty()),
+            !sb.auth_token.is_set() || sb.auth_token_file.as_os_str().is_empty(),
             || {
                 invalid(
                     "switchboard.auth_token_file",

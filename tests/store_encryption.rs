@@ -217,7 +217,10 @@ fn a_plaintext_store_from_an_earlier_version_keeps_its_events_once_encrypted() {
     assert_eq!(events[3], canaries.event(3));
     drop(server);
     let left = canaries_in(&config.nats_store_dir(), &canaries.all());
-    assert!(left.is_empty(), "still readable after the upgrade: {left:?}");
+    assert!(
+        left.is_empty(),
+        "still readable after the upgrade: {left:?}"
+    );
 }
 
 fn write_key(path: &Path, key: [u8; 32]) {
@@ -284,7 +287,11 @@ fn keys_rotate_re_encrypts_the_store_under_the_new_key_and_the_old_one_can_go() 
     );
     let server = start_server(&config, Some(StoreEncryption::new(&b))).expect("start with B");
     let events = rt.block_on(async { stored_events(&bus(&server, &config).await).await });
-    assert_eq!(events.len() as u64, EVENTS, "the refused start touched the store");
+    assert_eq!(
+        events.len() as u64,
+        EVENTS,
+        "the refused start touched the store"
+    );
 }
 
 #[test]

@@ -14,16 +14,16 @@ use serde_json::Value;
 use support::TestNats;
 use support::rig::{node_config, simulation};
 use tgingest::config::{Config, Dur, SwitchboardConfig};
+use tgingest::demo::expected_after_policy;
 use tgingest::event::{
     Chat, ChatKind, Event, EventKind, SCHEMA_VERSION, Sender, Source, event_id, marked_chat_id,
 };
-use tgingest::demo::expected_after_policy;
 use tgingest::node::Node;
 use tgingest::policy::Policy;
-use tgingest::telegram::simulated::SimulatedWorld;
 use tgingest::switchboard::{
     CallError, FakeOptions, FakeSwitchboard, FakeTls, IngestReply, McpClient, envelope,
 };
+use tgingest::telegram::simulated::SimulatedWorld;
 
 const TOKEN: &str = "sb-token-7f3c9a";
 
@@ -43,8 +43,7 @@ impl TestCa {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let key = KeyPair::generate().unwrap();
         let params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         let cert = params.signed_by(&key, &ca).unwrap();
         TestCa {
             ca_pem: ca.pem(),
@@ -152,8 +151,7 @@ async fn https_with_the_configured_ca_and_token_file_delivers_on_both_transports
 }
 
 #[tokio::test]
-async fn a_certificate_from_another_ca_is_a_tls_error_that_names_the_problem_and_keeps_the_event()
-{
+async fn a_certificate_from_another_ca_is_a_tls_error_that_names_the_problem_and_keeps_the_event() {
     let served = TestCa::new("switchboard");
     let other = TestCa::new("other");
     let dir = tempfile::tempdir().unwrap();
@@ -164,16 +162,16 @@ async fn a_certificate_from_another_ca_is_a_tls_error_that_names_the_problem_and
             let mut cfg = config(url.clone(), &ca_file, Some(&token_file));
             cfg.ca_file = ca.cloned().unwrap_or_default();
             let client = McpClient::new(&cfg).unwrap();
-            let err = client
-                .ingest(&envelope(&event(1), &cfg))
-                .await
-                .unwrap_err();
+            let err = client.ingest(&envelope(&event(1), &cfg)).await.unwrap_err();
             let CallError::Tls(problem) = &err else {
                 panic!("{url}: expected a TLS error, got {err:?}");
             };
             assert!(problem.contains("unknown issuer"), "{problem}");
             assert!(err.to_string().contains("switchboard.ca_file"), "{err}");
-            assert!(err.is_transient(), "a refused certificate must not drop the event");
+            assert!(
+                err.is_transient(),
+                "a refused certificate must not drop the event"
+            );
             assert_eq!(err.kind(), "tls");
             assert!(
                 tgingest::switchboard::refusal(&url)
@@ -194,16 +192,22 @@ async fn a_missing_or_wrong_token_is_unauthorized_on_both_transports_and_kept_fo
         for token_file in [None, Some(wrong.as_path())] {
             let cfg = config(url.clone(), &ca_file, token_file);
             let client = McpClient::new(&cfg).unwrap();
-            let err = client
-                .ingest(&envelope(&event(1), &cfg))
-                .await
-                .unwrap_err();
+            let err = client.ingest(&envelope(&event(1), &cfg)).await.unwrap_err();
             let CallError::Unauthorized(answer) = &err else {
                 panic!("{url}: expected unauthorized, got {err:?}");
             };
-            assert!(answer.contains("401") && answer.contains("invalid_token"), "{answer}");
-            assert!(err.to_string().contains("switchboard.auth_token_file"), "{err}");
-            assert!(err.is_transient(), "a refused token must not drop the event");
+            assert!(
+                answer.contains("401") && answer.contains("invalid_token"),
+                "{answer}"
+            );
+            assert!(
+                err.to_string().contains("switchboard.auth_token_file"),
+                "{err}"
+            );
+            assert!(
+                err.is_transient(),
+                "a refused token must not drop the event"
+            );
             assert_eq!(err.kind(), "unauthorized");
         }
         let stats = fake.stats();
@@ -257,8 +261,12 @@ fn the_token_file_is_trimmed_and_an_unusable_one_is_named() {
     let url = "https://127.0.0.1:9/mcp".to_string();
     // Trimmed: the file's trailing newline is not part of the token (the delivery test above
     // sends the token from such a file and is accepted).
-    McpClient::new(&config(url.clone(), &ca_file, Some(&write_token(dir.path(), TOKEN))))
-        .unwrap();
+    McpClient::new(&config(
+        url.clone(),
+        &ca_file,
+        Some(&write_token(dir.path(), TOKEN)),
+    ))
+    .unwrap();
 
     let missing = dir.path().join("no-such.token");
     let empty = dir.path().join("empty.token");

@@ -250,9 +250,7 @@ where
                 metrics::counter!("tgingest_delivery_retries_total").increment(1);
                 // Only the operator can fix a refused token or certificate: say so at warn,
                 // once per backoff step of each message (at most every 30 s once backed off).
-                if e.is_configuration()
-                    && (backoff == FIRST_BACKOFF || backoff == MAX_BACKOFF)
-                {
+                if e.is_configuration() && (backoff == FIRST_BACKOFF || backoff == MAX_BACKOFF) {
                     tracing::warn!(error = %e, retry_in = ?backoff, "Switchboard refused the link; the event is kept and retried");
                 } else {
                     tracing::debug!(error = %e, retry_in = ?backoff, "Switchboard call failed; retrying");

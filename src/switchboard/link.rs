@@ -70,7 +70,10 @@ pub fn bearer_header(cfg: &SwitchboardConfig) -> Result<Option<HeaderValue>, Lin
         if token.is_empty() {
             return Err(LinkError::TokenEmpty { path: path.clone() });
         }
-        (token, format!("switchboard.auth_token_file {}", path.display()))
+        (
+            token,
+            format!("switchboard.auth_token_file {}", path.display()),
+        )
     } else if cfg.auth_token.is_set() {
         (
             cfg.auth_token.expose().to_string(),

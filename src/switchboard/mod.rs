@@ -21,8 +21,8 @@ pub use envelope::{
     endpoint_identity, envelope, idempotency_key, media_placeholder, normalized_text,
 };
 pub use fake::{
-    Accepted, Duplicate, DuplicateReason, FakeOptions, FakeStats, FakeSwitchboard, FakeTls,
-    Faults, Rejection,
+    Accepted, Duplicate, DuplicateReason, FakeOptions, FakeStats, FakeSwitchboard, FakeTls, Faults,
+    Rejection,
 };
 pub use heartbeat::{ConnectorState, HeartbeatCounters, heartbeat};
 pub use link::{LinkError, refusal};

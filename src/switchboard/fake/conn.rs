@@ -108,15 +108,13 @@ impl Listener for KillableListener {
                     let stream = match &self.tls {
                         None => Io::Plain(stream),
                         // A client that refuses the certificate ends here; serve the next one.
-                        Some(tls) => match tokio::time::timeout(
-                            HANDSHAKE_TIMEOUT,
-                            tls.accept(stream),
-                        )
-                        .await
-                        {
-                            Ok(Ok(stream)) => Io::Tls(Box::new(stream)),
-                            _ => continue,
-                        },
+                        Some(tls) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await
+                            {
+                                Ok(Ok(stream)) => Io::Tls(Box::new(stream)),
+                                _ => continue,
+                            }
+                        }
                     };
                     let kill = Arc::new(Kill::default());
                     let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
