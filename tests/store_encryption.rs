@@ -9,12 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use support::events::Message;
 use support::{nats_servers_under, signal, tgingest_cmd, wait_until};
 use tgingest::bus::{Bus, STREAM_RAW, raw_subject};
 use tgingest::config::Config;
-use tgingest::event::{
-    Chat, ChatKind, Event, EventKind, SCHEMA_VERSION, Sender, Source, event_id, marked_chat_id,
-};
+use tgingest::event::{ChatKind, Event};
 use tgingest::keys::{KeyPurpose, MasterKey};
 use tgingest::nats_server::NatsServer;
 use tgingest::nats_server::encryption::{KEY_ID_FILE, StoreEncryption, StoreKey};
@@ -48,33 +47,15 @@ impl Canaries {
 
     /// Message `n` of a supergroup whose title, sender and text carry the canaries.
     fn event(&self, n: u64) -> Event {
-        let chat = marked_chat_id(ChatKind::Supergroup, 4_242);
-        let message_id = n.to_string();
-        Event {
-            schema_version: SCHEMA_VERSION,
-            event_id: event_id("42", &chat, &message_id, EventKind::Message, 0),
-            account_id: "42".into(),
-            kind: EventKind::Message,
-            chat: Chat {
-                kind: ChatKind::Supergroup,
-                id: chat,
-                title: Some(self.title.clone()),
-            },
-            sender: Some(Sender {
-                id: "99".into(),
-                display_name: Some(self.sender.clone()),
-                is_self: false,
-            }),
-            message_id,
-            topic_id: None,
-            reply_to: None,
-            sent_at_us: 1_700_000_000_000_000 + n as i64,
-            edit_version: 0,
+        Message {
+            kind: ChatKind::Supergroup,
+            bare_chat: 4_242,
+            n,
+            title: Some(&self.title),
+            sender_name: Some(&self.sender),
             text: format!("{} #{n}", self.text),
-            media: None,
-            source: Source::Live,
-            observed_at_us: 1_700_000_000_000_000 + n as i64,
         }
+        .event()
     }
 }
 

@@ -12,12 +12,11 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::Value;
 use support::TestNats;
+use support::events::Message;
 use support::rig::{node_config, simulation};
 use tgingest::config::{Config, Dur, SwitchboardConfig};
 use tgingest::demo::expected_after_policy;
-use tgingest::event::{
-    Chat, ChatKind, Event, EventKind, SCHEMA_VERSION, Sender, Source, event_id, marked_chat_id,
-};
+use tgingest::event::{ChatKind, Event};
 use tgingest::node::Node;
 use tgingest::policy::Policy;
 use tgingest::switchboard::{
@@ -88,33 +87,16 @@ fn config(url: String, ca_file: &Path, token_file: Option<&Path>) -> Switchboard
     }
 }
 
-fn event(n: u32) -> Event {
-    let chat = marked_chat_id(ChatKind::Group, 500);
-    Event {
-        schema_version: SCHEMA_VERSION,
-        event_id: event_id("42", &chat, &n.to_string(), EventKind::Message, 0),
-        account_id: "42".into(),
-        kind: EventKind::Message,
-        chat: Chat {
-            kind: ChatKind::Group,
-            id: chat,
-            title: Some("Team".into()),
-        },
-        sender: Some(Sender {
-            id: "99".into(),
-            display_name: Some("Ann".into()),
-            is_self: false,
-        }),
-        message_id: n.to_string(),
-        topic_id: None,
-        reply_to: None,
-        sent_at_us: 1_772_359_200_000_000,
-        edit_version: 0,
+fn event(n: u64) -> Event {
+    Message {
+        kind: ChatKind::Group,
+        bare_chat: 500,
+        n,
+        title: Some("Team"),
+        sender_name: Some("Ann"),
         text: format!("hello {n}"),
-        media: None,
-        source: Source::Live,
-        observed_at_us: 1_772_359_201_000_000,
     }
+    .event()
 }
 
 /// The fake's three ways in: streamable HTTP with SSE bodies, with JSON bodies, legacy SSE.
@@ -218,8 +200,7 @@ async fn a_missing_or_wrong_token_is_unauthorized_on_both_transports_and_kept_fo
 
 #[test]
 fn refusals_are_counted_under_connector_errors_total() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -241,14 +222,7 @@ fn refusals_are_counted_under_connector_errors_total() {
             client.ingest(&envelope(&event(1), &cfg)).await.unwrap_err();
         })
     });
-    let mut errors = std::collections::BTreeMap::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let key = key.key();
-        if let ("connector_errors_total", DebugValue::Counter(n)) = (key.name(), value) {
-            let kind = key.labels().find(|l| l.key() == "kind").unwrap();
-            errors.insert(kind.value().to_string(), n);
-        }
-    }
+    let errors = support::counters::by_label(&snapshotter, "connector_errors_total", "kind");
     assert_eq!(errors.get("unauthorized"), Some(&1), "{errors:?}");
     assert_eq!(errors.get("tls"), Some(&1), "{errors:?}");
 }
