@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, CONFIG_ENV, Config, LogFormat};
 use crate::eventlog::{self, Anchor};
+use crate::keys::MasterKey;
+use crate::nats_server::encryption::StoreEncryption;
 use crate::node::{self, Node};
 
 /// `tgingest cluster`, a client of the admin API.
@@ -400,7 +402,7 @@ async fn audit_verify(mut cfg: Config, args: VerifyArgs) -> ExitCode {
         }
     };
     let report = if args.anchored {
-        let anchor = match fetch_anchor(&cfg).await {
+        let anchor = match fetch_anchor(&cfg, &key).await {
             Ok(Some(a)) => a,
             Ok(None) => {
                 eprintln!("error: no anchor for node {} in JetStream", cfg.node_id());
@@ -453,6 +455,7 @@ async fn audit_verify_node(cfg: Config, node_id: &str) -> ExitCode {
     };
     let verified = with_bus(
         &cfg,
+        StoreEncryption::new(&key),
         "tgingest-audit",
         |e| e,
         async |bus| {
@@ -466,10 +469,11 @@ async fn audit_verify_node(cfg: Config, node_id: &str) -> ExitCode {
 }
 
 /// Reads this node's anchored chain head, starting the embedded server on its store if needed.
-async fn fetch_anchor(cfg: &Config) -> Result<Option<Anchor>, String> {
+async fn fetch_anchor(cfg: &Config, key: &MasterKey) -> Result<Option<Anchor>, String> {
     let node_id = cfg.node_id();
     with_bus(
         cfg,
+        StoreEncryption::new(key),
         "tgingest-audit",
         |e| e,
         async |bus| {
@@ -493,7 +497,8 @@ enum KeysCommand {
 (eventlog/chain.key) from the current master key to the one in --new-key-file, and records \
 `keys.rotated` in the event log. The current key comes from where every command takes it: \
 TGINGEST_MASTER_KEY, TGINGEST_MASTER_KEY_FILE or security.master_key_file (or the embedded default's \
-master.key in the data dir).\n\nStop the node first: this command needs the event log to itself and \
+master.key in the data dir). With the embedded default it also re-encrypts the JetStream store \
+under the new key (the old one serves as nats-server's previous key while it does).\n\nStop the node first: this command needs the event log to itself and \
 refuses while a node holds it. Every other node that shares the TG_SESSIONS bucket (and so the \
 master key) must be stopped too, and all of them restarted with the new key. It is safe to run \
 again after an interruption: whatever is already sealed under the new key is left as it is. \
@@ -570,6 +575,8 @@ struct RotationSummary {
     audit_seq: u64,
     new_key_file: PathBuf,
     old_origin: crate::keys::KeyOrigin,
+    /// The embedded server's store was re-encrypted (no external NATS).
+    store_reencrypted: bool,
 }
 
 impl RotationSummary {
@@ -599,15 +606,22 @@ impl RotationSummary {
              \x20 sessions already under new key:  {}\n\
              \x20 event-log chain key:             {chain_key}\n\
              \x20 chain keys in TG_ANCHORS:        {} re-sealed, {} already new, {} opened with neither key\n\
+             \x20 embedded JetStream store:        {}\n\
              \x20 audit record:                    keys.rotated (seq {})\n\
              next: before starting the node, {next}.\n\
-             the old key no longer opens the sessions or the chain key; hashed ids in log lines \
+             the old key no longer opens the sessions, the chain key or the embedded store; \
+             hashed ids in log lines \
              change with the key.\n",
             self.sessions.resealed.len(),
             self.sessions.already_new.len(),
             self.chain_keys.resealed.len(),
             self.chain_keys.already_new.len(),
             self.chain_keys.unopenable.len(),
+            if self.store_reencrypted {
+                "re-encrypted under the new key"
+            } else {
+                "none (external NATS)"
+            },
             self.audit_seq,
         )
     }
@@ -646,8 +660,15 @@ async fn rotate_master_key(
     // until the rotation is done.
     let log = eventlog::EventLog::open(&dir, chain_key.bytes())?;
 
-    let (sessions, chain_keys) =
-        with_bus(cfg, "tgingest-keys", KeysRotateError::Nats, async |bus| {
+    // The embedded store is re-encrypted under the new key as the server starts (the old one is
+    // its previous key), so the node's next start needs the new key only.
+    let encryption = StoreEncryption::rotating(&old, &new);
+    let (sessions, chain_keys) = with_bus(
+        cfg,
+        encryption,
+        "tgingest-keys",
+        KeysRotateError::Nats,
+        async |bus| {
             bus.setup(cfg)
                 .await
                 .map_err(|e| KeysRotateError::Nats(e.to_string()))?;
@@ -658,8 +679,9 @@ async fn rotate_master_key(
                 .await
                 .map_err(|e| KeysRotateError::Nats(e.to_string()))?;
             Ok((sessions, chain_keys))
-        })
-        .await?;
+        },
+    )
+    .await?;
 
     if chain_under != eventlog::SealedUnder::New {
         chain_key.seal_to(&dir, &new)?;
@@ -699,14 +721,16 @@ async fn rotate_master_key(
         audit_seq,
         new_key_file: new_key_file.to_path_buf(),
         old_origin,
+        store_reencrypted: cfg.embedded_nats(),
     })
 }
 
 /// Runs `work` on a bus connection: the configured NATS, or the embedded server started on the
-/// node's store for the duration (the node itself is stopped). `nats_error` turns a failure to
-/// reach NATS into the caller's error.
+/// node's store (encrypted with `encryption`) for the duration (the node itself is stopped).
+/// `nats_error` turns a failure to reach NATS into the caller's error.
 async fn with_bus<T, E>(
     cfg: &Config,
+    encryption: StoreEncryption,
     client_name: &str,
     nats_error: fn(String) -> E,
     work: impl AsyncFnOnce(&crate::bus::Bus) -> Result<T, E>,
@@ -714,10 +738,7 @@ async fn with_bus<T, E>(
     let nats = |e: &dyn std::fmt::Display| nats_error(e.to_string());
     let mut server = None;
     let url = if cfg.embedded_nats() {
-        let binary = crate::nats_server::find_binary(Some(&cfg.nats.embedded.binary))
-            .map_err(|e| nats(&e))?;
-        let options =
-            crate::nats_server::ServerOptions::new(binary, cfg.nats_store_dir(), &cfg.node_id());
+        let options = node::embedded_server_options(cfg, encryption).map_err(|e| nats(&e))?;
         let s = tokio::task::spawn_blocking(move || crate::nats_server::NatsServer::start(options))
             .await
             .map_err(|e| nats(&e))?

@@ -372,8 +372,15 @@ pub struct SwitchboardConfig {
     pub heartbeat_interval: Dur,
     /// Send `sender.display_name`, `chat_type`, `participant_count` (servers from April 2026 on).
     pub send_sender_details: bool,
-    /// Optional bearer token (Switchboard does not check one today).
+    /// Optional bearer token, sent on every request of both transports. Prefer
+    /// `auth_token_file`: a token inline ends up wherever the config file is copied.
     pub auth_token: Secret,
+    /// File holding the bearer token (read at start; surrounding white space trimmed); empty =
+    /// `auth_token`. Setting both is an error.
+    pub auth_token_file: PathBuf,
+    /// PEM file of the CA certificate(s) that sign Switchboard's certificate (`https://` URLs
+    /// only). They replace the system's trust store for this link; empty = the system's store.
+    pub ca_file: PathBuf,
 }
 
 impl Default for SwitchboardConfig {
@@ -388,6 +395,8 @@ impl Default for SwitchboardConfig {
             heartbeat_interval: Dur::secs(120),
             send_sender_details: false,
             auth_token: Secret::default(),
+            auth_token_file: PathBuf::new(),
+            ca_file: PathBuf::new(),
         }
     }
 }
@@ -1095,6 +1104,30 @@ impl Config {
                 "an http:// or https:// URL ending in /mcp (streamable HTTP) or /sse (legacy SSE)",
             )
         })?;
+        file_exists("switchboard.auth_token_file", &sb.auth_token_file)?;
+        file_exists("switchboard.ca_file", &sb.ca_file)?;
+        check(
+            !sb.auth_token.is_set() || sb.auth_token_file.as_os_str().is_empty(),
+            || {
+                invalid(
+                    "switchboard.auth_token_file",
+                    &sb.auth_token_file,
+                    "set either switchboard.auth_token or switchboard.auth_token_file, not both \
+                     (prefer the file: an inline token travels with every copy of the config)",
+                )
+            },
+        )?;
+        check(
+            sb.ca_file.as_os_str().is_empty() || sb.url.starts_with("https://"),
+            || {
+                invalid(
+                    "switchboard.ca_file",
+                    &sb.ca_file,
+                    "only with an https:// switchboard.url (with http:// there is no certificate \
+                     to check): make the URL https:// or leave ca_file empty",
+                )
+            },
+        )?;
         check(CHANNELS.contains(&sb.channel.as_str()), || {
             invalid(
                 "switchboard.channel",

@@ -29,6 +29,8 @@ pub enum KeyPurpose {
     LogIdHash,
     /// Seals Telegram sessions at rest (per account: see [`MasterKey::derive_for`]).
     SessionSeal,
+    /// Encrypts the embedded nats-server's JetStream store (see [`crate::nats_server::encryption`]).
+    NatsStore,
 }
 
 impl KeyPurpose {
@@ -38,6 +40,7 @@ impl KeyPurpose {
             KeyPurpose::ChainKeySeal => "tgingest 2026-11 eventlog chain key seal v1",
             KeyPurpose::LogIdHash => "tgingest 2026-11 log id hash v1",
             KeyPurpose::SessionSeal => "tgingest 2026-11 session seal v1",
+            KeyPurpose::NatsStore => "tgingest 2026-12 nats jetstream store v1",
         }
     }
 }

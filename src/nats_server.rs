@@ -12,6 +12,7 @@
 //! when it is done with it.
 
 pub mod cluster;
+pub mod encryption;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -21,6 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use encryption::{StoreEncryption, StoreKeyError};
 
 /// Environment variable naming the nats-server binary.
 pub const NATS_SERVER_ENV: &str = "TGINGEST_NATS_SERVER";
@@ -79,6 +82,8 @@ pub enum NatsServerError {
     EarlyExit { status: String, log_tail: String },
     #[error("nats-server did not report its port within {0:?}")]
     StartTimeout(Duration),
+    #[error(transparent)]
+    StoreKey(#[from] StoreKeyError),
 }
 
 /// Finds the nats-server binary (see the module doc for the order) and checks its version.
@@ -163,6 +168,9 @@ pub struct ServerOptions {
     pub config_file: Option<PathBuf>,
     /// Environment variables for the server (the values of the config file's `$VARS`).
     pub env: Vec<(String, String)>,
+    /// Encrypt the JetStream store at rest. Without `config_file`, a config file naming the
+    /// keys as `$VARS` is written to the store dir; with one, that file must name them itself.
+    pub encryption: Option<StoreEncryption>,
 }
 
 impl ServerOptions {
@@ -177,6 +185,7 @@ impl ServerOptions {
             extra_args: Vec::new(),
             config_file: None,
             env: Vec::new(),
+            encryption: None,
         }
     }
 }
@@ -296,13 +305,26 @@ impl NatsServer {
         let log_err = log.try_clone().map_err(|e| prepare(&log_path, e))?;
 
         let mut cmd = Command::new(&opts.binary);
-        match &opts.config_file {
+        let written_config = match (&opts.config_file, &opts.encryption) {
+            (None, Some(encryption)) => {
+                encryption.check_store(&opts.store_dir)?;
+                let path = opts.store_dir.join(encryption::CONFIG_FILE);
+                std::fs::write(&path, encryption.config_file(&opts.name, &opts.store_dir))
+                    .map_err(|e| prepare(&path, e))?;
+                Some(path)
+            }
+            _ => None,
+        };
+        match written_config.as_ref().or(opts.config_file.as_ref()) {
             Some(file) => cmd.arg("-c").arg(file).args(["-a", "127.0.0.1"]),
             None => cmd
                 .args(["-a", "127.0.0.1", "-js", "--server_name", &opts.name])
                 .arg("-sd")
                 .arg(&opts.store_dir),
         };
+        if let Some(encryption) = &opts.encryption {
+            cmd.envs(encryption.env());
+        }
         cmd.arg("-p")
             .arg(if opts.port == 0 {
                 "-1".to_string()
@@ -333,6 +355,10 @@ impl NatsServer {
                 self.port = port;
                 self.monitoring_url = ports.monitoring.into_iter().next();
                 self.child = Some(child);
+                // JetStream recovered (and re-encrypted) every stream before the ports file.
+                if let (None, Some(encryption)) = (&opts.config_file, &opts.encryption) {
+                    encryption.record(&opts.store_dir)?;
+                }
                 return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {

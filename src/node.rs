@@ -39,6 +39,7 @@ use crate::keys::{
     GENERATED_KEY_FILE, KeyError, KeyOrigin, KeyPurpose, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV,
     MasterKey,
 };
+use crate::nats_server::encryption::StoreEncryption;
 use crate::nats_server::{NatsServer, NatsServerError, ServerOptions, find_binary};
 use crate::pipeline::replay::{ReplayParts, Replays};
 use crate::pipeline::{self, AccountParts, PipelineParts, PipelineStats};
@@ -145,6 +146,17 @@ pub fn master_key(config: &Config, generate: bool) -> Result<(MasterKey, KeyOrig
     MasterKey::resolve(env_key.as_deref(), file.as_deref(), fallback)
 }
 
+/// How the embedded nats-server is started on this config's store, encrypted with `encryption`.
+pub fn embedded_server_options(
+    config: &Config,
+    encryption: StoreEncryption,
+) -> Result<ServerOptions, NatsServerError> {
+    let binary = find_binary(Some(&config.nats.embedded.binary))?;
+    let mut options = ServerOptions::new(binary, config.nats_store_dir(), &config.node_id());
+    options.encryption = Some(encryption);
+    Ok(options)
+}
+
 /// The nats-server this node started, restarted on the same port if it dies (until the node
 /// begins to stop).
 struct EmbeddedNats {
@@ -154,9 +166,8 @@ struct EmbeddedNats {
 }
 
 impl EmbeddedNats {
-    async fn start(config: &Config, node_id: &str) -> Result<EmbeddedNats, NodeError> {
-        let binary = find_binary(Some(&config.nats.embedded.binary))?;
-        let mut options = ServerOptions::new(binary, config.nats_store_dir(), node_id);
+    async fn start(config: &Config, key: &MasterKey) -> Result<EmbeddedNats, NodeError> {
+        let mut options = embedded_server_options(config, StoreEncryption::new(key))?;
         options.port = config.nats.embedded.port;
         let server = tokio::task::spawn_blocking(move || NatsServer::start(options))
             .await
@@ -295,7 +306,7 @@ impl Node {
         // Not abandoned midway: the server would be left to the blocking pool. It is stopped
         // again below if a stop came meanwhile.
         let embedded = if config.embedded_nats() {
-            Some(EmbeddedNats::start(&config, &node_id).await?)
+            Some(EmbeddedNats::start(&config, &key).await?)
         } else {
             None
         };

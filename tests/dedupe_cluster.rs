@@ -17,12 +17,11 @@ use bytes::Bytes;
 
 use support::TestNats;
 use support::cluster::{ClusterRig, timing};
+use support::events::Message;
 use support::rig::{nats_and_switchboard, node_config};
 use tgingest::bus::{Applied, BUCKET_SEEN, Bus, STREAM_CLEAN, STREAM_RAW, raw_subject};
 use tgingest::config::{Config, Dur, Storage};
-use tgingest::event::{
-    Chat, ChatKind, Event, EventKind, SCHEMA_VERSION, Sender, Source, event_id, marked_chat_id,
-};
+use tgingest::event::{ChatKind, Event};
 use tgingest::node::Node;
 use tgingest::pipeline::PipelineStats;
 use tgingest::pipeline::clean::DEDUPE_CONSUMER;
@@ -35,33 +34,15 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Message `n` of one account in one supergroup.
 fn event(n: u64) -> Event {
-    let chat = marked_chat_id(ChatKind::Supergroup, 4_242);
-    let message_id = n.to_string();
-    Event {
-        schema_version: SCHEMA_VERSION,
-        event_id: event_id("42", &chat, &message_id, EventKind::Message, 0),
-        account_id: "42".into(),
-        kind: EventKind::Message,
-        chat: Chat {
-            kind: ChatKind::Supergroup,
-            id: chat,
-            title: None,
-        },
-        sender: Some(Sender {
-            id: "99".into(),
-            display_name: None,
-            is_self: false,
-        }),
-        message_id,
-        topic_id: None,
-        reply_to: None,
-        sent_at_us: 1_700_000_000_000_000 + n as i64,
-        edit_version: 0,
+    Message {
+        kind: ChatKind::Supergroup,
+        bare_chat: 4_242,
+        n,
+        title: None,
+        sender_name: None,
         text: format!("message {n}"),
-        media: None,
-        source: Source::Live,
-        observed_at_us: 1_700_000_000_000_000 + n as i64,
     }
+    .event()
 }
 
 /// Publishes one copy of `e` to `TG_RAW` as a source does, with `Nats-Msg-Id = msg_id`: a copy

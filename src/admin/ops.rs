@@ -131,7 +131,10 @@ pub async fn check(ops: &Ops) -> Readiness {
             )
         },
     });
-    let (sb_ok, sb_reason) = switchboard_reachable(&ops.switchboard_url).await;
+    let (sb_ok, sb_reason) = match crate::switchboard::refusal(&ops.switchboard_url) {
+        Some(why) => (false, format!("{why}; events wait in TG_CLEAN")),
+        None => switchboard_reachable(&ops.switchboard_url).await,
+    };
     checks.push(Check {
         name: "switchboard",
         ok: sb_ok,

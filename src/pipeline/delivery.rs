@@ -194,6 +194,11 @@ pub(crate) struct Progress<F> {
     pub send: F,
 }
 
+/// The pause after a message's first failed call; doubled after each further one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest pause between calls for one message.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Calls `ingest` until Switchboard accepts or rejects `envelope`. Transport errors and
 /// `isError:true` are retried with exponential backoff and jitter; `progress.send` runs every
 /// `progress.every` until then, during a call as well as between retries, so a slow Switchboard
@@ -208,7 +213,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
     let mut next_progress = tokio::time::Instant::now() + progress.every;
     loop {
         let attempt = Instant::now();
@@ -243,7 +248,13 @@ where
             Err(e) => {
                 stats.retries.add(1);
                 metrics::counter!("tgingest_delivery_retries_total").increment(1);
-                tracing::debug!(error = %e, retry_in = ?backoff, "Switchboard call failed; retrying");
+                // Only the operator can fix a refused token or certificate: say so at warn,
+                // once per backoff step of each message (at most every 30 s once backed off).
+                if e.is_configuration() && (backoff == FIRST_BACKOFF || backoff == MAX_BACKOFF) {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "Switchboard refused the link; the event is kept and retried");
+                } else {
+                    tracing::debug!(error = %e, retry_in = ?backoff, "Switchboard call failed; retrying");
+                }
                 let jitter = 0.8 + rand::random::<f64>() * 0.4;
                 let asked = match &e {
                     CallError::RateLimited { retry_after, .. } => retry_after.unwrap_or_default(),
@@ -260,7 +271,7 @@ where
                         }
                     }
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -28,13 +28,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 
+use super::link::{self, LinkError};
 use super::sse::SseParser;
 use super::{HEARTBEAT_TOOL, INGEST_TOOL, MCP_PROTOCOL_VERSION};
 use crate::config::SwitchboardConfig;
@@ -88,6 +89,20 @@ pub enum CallError {
     /// envelope will never fit: the caller dead-letters it instead of retrying.
     #[error("switchboard refused the request as too large (HTTP 413): {0}")]
     TooLarge(String),
+    /// `401`/`403`: Switchboard (or a proxy in front of it) refused the bearer token. Kept for
+    /// retry, as the events must not be lost, but only the operator can fix it.
+    #[error(
+        "switchboard refused the bearer token ({0}); check switchboard.auth_token_file (or \
+         auth_token) against the token Switchboard expects, then restart the node"
+    )]
+    Unauthorized(String),
+    /// The TLS handshake failed on Switchboard's certificate: a configuration error (the URL,
+    /// `switchboard.ca_file`, or the server's certificate), retried as events must not be lost.
+    #[error(
+        "switchboard's TLS certificate did not verify: {0}; check that switchboard.ca_file holds \
+         the CA that signed it and that switchboard.url names a host it is issued for"
+    )]
+    Tls(String),
     /// `429`: slow down; `retry_after` is the server's (or proxy's) `Retry-After`, if given.
     #[error("switchboard asked to slow down (HTTP 429): {message}")]
     RateLimited {
@@ -111,7 +126,14 @@ impl CallError {
             CallError::Timeout => "timeout",
             CallError::TooLarge(_) => "too_large",
             CallError::RateLimited { .. } => "rate_limited",
+            CallError::Unauthorized(_) => "unauthorized",
+            CallError::Tls(_) => "tls",
         }
+    }
+
+    /// Whether only the operator can fix it (token, certificate): worth a warning, not a debug line.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, CallError::Unauthorized(_) | CallError::Tls(_))
     }
 }
 
@@ -122,6 +144,13 @@ pub enum NewClientError {
     Url { url: String, reason: String },
     #[error("building the HTTP client failed: {0}")]
     Http(String),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(
+        "switchboard.ca_file is set but switchboard.url {url:?} is not https://: the CA would \
+         check nothing"
+    )]
+    CaWithoutTls { url: String },
 }
 
 /// An MCP client bound to one Switchboard; cheap to clone, shared by concurrent callers (the
@@ -144,7 +173,8 @@ struct Inner {
     http: reqwest::Client,
     url: Url,
     transport: Transport,
-    auth: Option<String>,
+    /// `Bearer …`, marked sensitive (never shown by `Debug`).
+    auth: Option<HeaderValue>,
     timeout: Duration,
     next_id: AtomicU64,
     /// The current session; replaced under this lock so concurrent callers share one handshake.
@@ -277,6 +307,7 @@ fn status_error(status: StatusCode, headers: &HeaderMap, text: &str) -> CallErro
     let message = format!("HTTP {status}: {}", clip(text.trim()));
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => CallError::TooLarge(message),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CallError::Unauthorized(message),
         StatusCode::TOO_MANY_REQUESTS => CallError::RateLimited {
             // Seconds only (the HTTP-date form is rare from proxies); at most 5 minutes.
             retry_after: header_str(headers, "retry-after")
@@ -291,6 +322,8 @@ fn status_error(status: StatusCode, headers: &HeaderMap, text: &str) -> CallErro
 fn transport_error(e: reqwest::Error) -> CallError {
     if e.is_timeout() {
         CallError::Timeout
+    } else if let Some(problem) = link::certificate_problem(&e) {
+        CallError::Tls(problem)
     } else {
         CallError::Transport(e.without_url().to_string())
     }
@@ -347,14 +380,22 @@ impl McpClient {
             )));
         }
         let timeout: Duration = cfg.request_timeout.0;
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+        let mut http =
+            reqwest::Client::builder().connect_timeout(timeout.min(Duration::from_secs(10)));
+        if !cfg.ca_file.as_os_str().is_empty() {
+            if url.scheme() != "https" {
+                return Err(NewClientError::CaWithoutTls {
+                    url: cfg.url.clone(),
+                });
+            }
+            // Only the operator's CA: a private Switchboard's certificate is checked against
+            // the CA that issued it, not against every CA the system trusts.
+            http = http.tls_certs_only(link::trust_roots(&cfg.ca_file)?);
+        }
+        let http = http
             .build()
             .map_err(|e| NewClientError::Http(e.to_string()))?;
-        let auth = cfg
-            .auth_token
-            .is_set()
-            .then(|| format!("Bearer {}", cfg.auth_token.expose()));
+        let auth = link::bearer_header(cfg)?;
         Ok(McpClient {
             inner: Arc::new(Inner {
                 http,
@@ -429,10 +470,18 @@ impl McpClient {
             let result = self.request_resuming("tools/call", &params).await?;
             tool_body(result)
         };
-        match tokio::time::timeout(self.inner.timeout, call).await {
+        let result = match tokio::time::timeout(self.inner.timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout),
+        };
+        match &result {
+            Ok(_) => link::note_outcome(self.inner.url.as_str(), None),
+            Err(e) if e.is_configuration() => {
+                link::note_outcome(self.inner.url.as_str(), Some(e.to_string()))
+            }
+            Err(_) => {}
         }
+        result
     }
 
     /// One request; if the session turns out to be gone, one new handshake and one resend.
@@ -619,12 +668,11 @@ impl McpClient {
             req = req.header(AUTHORIZATION, auth);
         }
         let resp = req.send().await.map_err(transport_error)?;
-        if !resp.status().is_success() {
-            return Err(CallError::Transport(format!(
-                "GET {}: HTTP {}",
-                self.inner.url.path(),
-                resp.status()
-            )));
+        let status = resp.status();
+        if !status.is_success() {
+            let headers = resp.headers().clone();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(status_error(status, &headers, &text));
         }
         let pending = Arc::new(Pending {
             calls: StdMutex::new(Some(HashMap::new())),

@@ -28,11 +28,15 @@
 //!
 //! What it does NOT cover: Postgres (storage is in memory; "stored" means recorded), triage and
 //! routing (`triage_decision` is always `pass_through`, never a real decision), ingestion
-//! policies and tiers beyond validating them, authentication (the `Authorization` header is
-//! ignored, as the real server ignores it), the `passive`-tier and sender-detail version
+//! policies and tiers beyond validating them, the `passive`-tier and sender-detail version
 //! differences beyond the [`FakeOptions`] switches, JSON-RPC batches, resumable streams
-//! (`Last-Event-ID`), the standalone `GET /mcp` stream, server-initiated requests, TLS, and
+//! (`Last-Event-ID`), the standalone `GET /mcp` stream, server-initiated requests, and
 //! performance (it is one in-process axum server; do not read throughput from it).
+//!
+//! Optionally, what a deployment puts in front of it: TLS with a given certificate
+//! ([`FakeOptions::tls`]), and a required bearer token ([`FakeOptions::auth_token`]; by default
+//! the `Authorization` header is ignored, as the real server ignores it) on every route but
+//! `/health`, answered `401` with the MCP SDK's `invalid_token` body otherwise.
 
 mod conn;
 mod validate;
@@ -79,6 +83,47 @@ pub struct FakeOptions {
     pub json_response: bool,
     /// Seed of the fault probabilities.
     pub seed: u64,
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    pub tls: Option<FakeTls>,
+    /// Require `Authorization: Bearer <token>` on every MCP request (both transports).
+    pub auth_token: Option<String>,
+}
+
+/// The certificate an HTTPS fake serves (PEM), made by the test.
+#[derive(Clone)]
+pub struct FakeTls {
+    /// The server certificate, then any intermediates.
+    pub cert_chain_pem: String,
+    /// Its private key (PKCS#8 or SEC1).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for FakeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FakeTls { .. }")
+    }
+}
+
+impl FakeTls {
+    /// The acceptor serving this certificate.
+    fn acceptor(&self) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+        };
+        let chain = CertificateDer::pem_slice_iter(self.cert_chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad("certificate chain", &e))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| bad("private key", &e))?;
+        crate::telemetry::install_crypto_provider();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| bad("server certificate", &e))?;
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 impl Default for FakeOptions {
@@ -90,6 +135,8 @@ impl Default for FakeOptions {
             content_hash_dedupe: true,
             json_response: false,
             seed: 0,
+            tls: None,
+            auth_token: None,
         }
     }
 }
@@ -196,6 +243,8 @@ pub struct FakeStats {
     pub proxy_answers: u64,
     /// `initialize` requests left hanging.
     pub hung_initializes: u64,
+    /// Requests answered `401` for a missing or wrong bearer token.
+    pub unauthorized: u64,
 }
 
 /// One `ingest` call inside the server, counted per dedupe key while it is handled (the
@@ -364,7 +413,7 @@ impl FakeSwitchboard {
             addr,
             running: Mutex::new(None),
         };
-        fake.serve(listener);
+        fake.serve(listener)?;
         Ok(fake)
     }
 
@@ -373,7 +422,11 @@ impl FakeSwitchboard {
         Self::start(FakeOptions::default()).await
     }
 
-    fn serve(&self, listener: tokio::net::TcpListener) {
+    fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let tls = match &lock(&self.shared.opts).tls {
+            Some(tls) => Some(tls.acceptor()?),
+            None => None,
+        };
         let live = LiveConns::default();
         let (stop_tx, stopped) = watch::channel(false);
         let run = Arc::new(Run {
@@ -386,14 +439,19 @@ impl FakeSwitchboard {
             run: run.clone(),
         };
         let app = Router::new()
-            .route("/health", get(health))
             .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
             .route("/sse", get(sse_get))
             .route("/messages/", post(messages_post))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_token,
+            ))
+            .route("/health", get(health))
             .with_state(state);
         let listener = KillableListener {
             inner: listener,
             live: live.clone(),
+            tls,
         };
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Conn>()).await;
@@ -404,6 +462,7 @@ impl FakeSwitchboard {
             stop_tx,
             run,
         });
+        Ok(())
     }
 
     /// Stops the server: the port closes, connections and SSE streams are cut, sessions are
@@ -430,7 +489,7 @@ impl FakeSwitchboard {
                 }
             }
         };
-        self.serve(listener);
+        self.serve(listener)?;
         Ok(())
     }
 
@@ -444,9 +503,14 @@ impl FakeSwitchboard {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` when serving TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if lock(&self.shared.opts).tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The streamable-HTTP endpoint.
@@ -585,6 +649,38 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 // -- the MCP layer ----------------------------------------------------------------------------
+
+/// With [`FakeOptions::auth_token`], refuses a request without that bearer token the way the
+/// MCP SDK's `RequireAuthMiddleware` in front of a real server does.
+async fn require_token(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let wanted = lock(&state.shared.opts).auth_token.clone();
+    if let Some(token) = wanted {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(format!("Bearer {token}").as_str()) {
+            lock(&state.shared.store).stats.unauthorized += 1;
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    r#"Bearer error="invalid_token", error_description="Authentication required""#,
+                )],
+                axum::Json(json!({
+                    "error": "invalid_token",
+                    "error_description": "Authentication required",
+                })),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
 
 /// What became of one JSON-RPC message.
 enum Outcome {

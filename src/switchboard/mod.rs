@@ -13,6 +13,7 @@ mod client;
 mod envelope;
 mod fake;
 mod heartbeat;
+mod link;
 mod sse;
 
 pub use client::{CallError, IngestReply, McpClient, NewClientError, Transport};
@@ -20,10 +21,11 @@ pub use envelope::{
     endpoint_identity, envelope, idempotency_key, media_placeholder, normalized_text,
 };
 pub use fake::{
-    Accepted, Duplicate, DuplicateReason, FakeOptions, FakeStats, FakeSwitchboard, Faults,
+    Accepted, Duplicate, DuplicateReason, FakeOptions, FakeStats, FakeSwitchboard, FakeTls, Faults,
     Rejection,
 };
 pub use heartbeat::{ConnectorState, HeartbeatCounters, heartbeat};
+pub use link::{LinkError, refusal};
 
 /// `connector.connector_type` in heartbeats: the butlers name of a Telegram user-account connector.
 pub const CONNECTOR_TYPE: &str = "telegram_user_client";

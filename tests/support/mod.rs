@@ -168,7 +168,9 @@ pub fn signal(pid: u32, sig: i32) {
 }
 
 pub mod canary;
+pub mod counters;
 pub mod dc_traffic;
+pub mod events;
 pub mod nodes;
 pub mod proxy;
 pub mod rig;

@@ -86,10 +86,14 @@ pub(crate) fn cut_all(live: &LiveConns) {
     }
 }
 
-/// A TCP listener whose connections can be cut.
+/// How long a client may take over the TLS handshake before the fake gives up on it.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A TCP listener whose connections can be cut, speaking TLS when given an acceptor.
 pub(crate) struct KillableListener {
     pub inner: TcpListener,
     pub live: LiveConns,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Listener for KillableListener {
@@ -101,6 +105,17 @@ impl Listener for KillableListener {
             match self.inner.accept().await {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
+                    let stream = match &self.tls {
+                        None => Io::Plain(stream),
+                        // A client that refuses the certificate ends here; serve the next one.
+                        Some(tls) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await
+                            {
+                                Ok(Ok(stream)) => Io::Tls(Box::new(stream)),
+                                _ => continue,
+                            }
+                        }
+                    };
                     let kill = Arc::new(Kill::default());
                     let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
                     live.retain(|w| w.strong_count() > 0);
@@ -124,9 +139,55 @@ impl Listener for KillableListener {
     }
 }
 
+/// A plain or TLS connection.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// A TCP stream that fails every operation once its connection is cut.
 pub(crate) struct KillableStream {
-    inner: TcpStream,
+    inner: Io,
     kill: Arc<Kill>,
 }
 
