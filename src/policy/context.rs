@@ -39,6 +39,13 @@ pub(crate) const PHONE: &[Lang] = &[
             "contact",
             "hotline",
             "office",
+            "customer care",
+            "customer service",
+            "helpline",
+            "call center",
+            "call centre",
+            "toll free",
+            "toll-free",
         ],
     ),
     (
@@ -59,6 +66,7 @@ pub(crate) const PHONE: &[Lang] = &[
             "городской",
             "факс",
             "горячая линия",
+            "служба поддержки",
         ],
     ),
     (
@@ -73,6 +81,7 @@ pub(crate) const PHONE: &[Lang] = &[
             "подзвони",
             "стаціонарний",
             "гаряча лінія",
+            "служба підтримки",
         ],
     ),
     ("fa", &["تلفن", "تماس", "موبایل", "همراه", "واتساپ"]),
@@ -89,6 +98,8 @@ pub(crate) const PHONE: &[Lang] = &[
             "اتصال",
             "واتساب",
             "واتس",
+            "خدمة العملاء",
+            "الخط الساخن",
         ],
     ),
     (
@@ -106,6 +117,7 @@ pub(crate) const PHONE: &[Lang] = &[
             "办公室",
             "辦公室",
             "微信",
+            "客服",
         ],
     ),
     (
@@ -123,6 +135,9 @@ pub(crate) const PHONE: &[Lang] = &[
             "fijo",
             "whatsapp",
             "contacto",
+            "atención al cliente",
+            "atencion al cliente",
+            "servicio al cliente",
         ],
     ),
     (
@@ -140,6 +155,7 @@ pub(crate) const PHONE: &[Lang] = &[
             "contato",
             "escritório",
             "whats",
+            "central de atendimento",
         ],
     ),
     (
@@ -155,6 +171,8 @@ pub(crate) const PHONE: &[Lang] = &[
             "anrufen",
             "büro",
             "fax",
+            "kundenservice",
+            "kundendienst",
         ],
     ),
     (
@@ -170,6 +188,7 @@ pub(crate) const PHONE: &[Lang] = &[
             "appelez",
             "fixe",
             "bureau",
+            "service client",
         ],
     ),
     (
@@ -183,19 +202,49 @@ pub(crate) const PHONE: &[Lang] = &[
             "chiama",
             "chiamami",
             "ufficio",
+            "servizio clienti",
+            "numero verde",
         ],
     ),
     (
         "tr",
         &[
-            "telefon", "tel", "cep", "ara", "arayın", "ofis", "sabit", "kargocu", "kurye",
+            "telefon",
+            "tel",
+            "cep",
+            "ara",
+            "arayın",
+            "ofis",
+            "sabit",
+            "kargocu",
+            "kurye",
+            "müşteri hizmetleri",
         ],
     ),
-    ("hi", &["फ़ोन", "फोन", "मोबाइल", "कॉल", "संपर्क", "व्हाट्सएप"]),
+    (
+        "hi",
+        &[
+            "फ़ोन",
+            "फोन",
+            "मोबाइल",
+            "कॉल",
+            "संपर्क",
+            "व्हाट्सएप",
+            "ग्राहक सेवा",
+        ],
+    ),
     (
         "id",
         &[
-            "telepon", "telpon", "telp", "hp", "ponsel", "wa", "hubungi", "kantor",
+            "telepon",
+            "telpon",
+            "telp",
+            "hp",
+            "ponsel",
+            "wa",
+            "hubungi",
+            "kantor",
+            "layanan pelanggan",
         ],
     ),
     ("ja", &["電話", "携帯", "連絡", "オフィス", "実家", "留守"]),
@@ -299,6 +348,7 @@ pub(crate) const ID: &[Lang] = &[
             "client",
             "customer",
             "rcs",
+            "sn",
         ],
     ),
     (
@@ -329,6 +379,9 @@ pub(crate) const ID: &[Lang] = &[
             "удостоверение",
             "клиента",
             "клиент",
+            "дело",
+            "дела",
+            "серийный",
         ],
     ),
     (
@@ -348,6 +401,10 @@ pub(crate) const ID: &[Lang] = &[
             "поліс",
             "квиток",
             "квитка",
+            "справи",
+            "справа",
+            "серійний",
+            "версія",
         ],
     ),
     (
@@ -370,6 +427,7 @@ pub(crate) const ID: &[Lang] = &[
             "بلیت",
             "کارت ملی",
             "گواهینامه",
+            "پرونده",
         ],
     ),
     (
@@ -393,6 +451,10 @@ pub(crate) const ID: &[Lang] = &[
             "هوية",
             "العضوية",
             "رخصة",
+            "القضية",
+            "قضية",
+            "باركود",
+            "الباركود",
         ],
     ),
     (
@@ -431,6 +493,7 @@ pub(crate) const ID: &[Lang] = &[
             "駕照",
             "保单",
             "保單",
+            "版本",
         ],
     ),
     (
@@ -457,6 +520,7 @@ pub(crate) const ID: &[Lang] = &[
             "rut",
             "rfc",
             "curp",
+            "expediente",
         ],
     ),
     (
@@ -479,6 +543,9 @@ pub(crate) const ID: &[Lang] = &[
             "sócio",
             "carteira de motorista",
             "cliente",
+            "rg",
+            "renavam",
+            "processo",
         ],
     ),
     (
@@ -506,6 +573,7 @@ pub(crate) const ID: &[Lang] = &[
             "mitgliedsnummer",
             "führerschein",
             "ticket",
+            "seriennummer",
         ],
     ),
     (
@@ -550,13 +618,14 @@ pub(crate) const ID: &[Lang] = &[
             "tessera",
             "patente",
             "cliente",
+            "matricola",
         ],
     ),
     (
         "tr",
         &[
             "sipariş", "fatura", "takip", "kargo", "vergi", "dosya", "loto", "hesap", "piyango",
-            "vkn", "tckn", "vergi no", "poliçe", "bilet", "üyelik", "ehliyet",
+            "vkn", "tckn", "vergi no", "poliçe", "bilet", "üyelik", "ehliyet", "sürüm",
         ],
     ),
     (
@@ -677,6 +746,271 @@ pub(crate) const AMOUNT_AFTER: &[&str] = &[
     "درهم",
     "جنيه",
 ];
+
+/// The names of the digits 0–9, as people read a code aloud (`four one nine two seven`,
+/// `cinco, ocho, cero`, `사, 일, 구`). Kana spellings are left out: split per character, as
+/// text without spaces is, they would not survive.
+pub(crate) const DIGIT_NAMES: &[(&str, &[(&str, u8)])] = &[
+    (
+        "en",
+        &[
+            ("zero", 0),
+            ("oh", 0),
+            ("one", 1),
+            ("two", 2),
+            ("three", 3),
+            ("four", 4),
+            ("five", 5),
+            ("six", 6),
+            ("seven", 7),
+            ("eight", 8),
+            ("nine", 9),
+        ],
+    ),
+    (
+        "ru",
+        &[
+            ("ноль", 0),
+            ("нуль", 0),
+            ("один", 1),
+            ("одна", 1),
+            ("два", 2),
+            ("две", 2),
+            ("три", 3),
+            ("четыре", 4),
+            ("пять", 5),
+            ("шесть", 6),
+            ("семь", 7),
+            ("восемь", 8),
+            ("девять", 9),
+        ],
+    ),
+    (
+        "uk",
+        &[
+            ("нуль", 0),
+            ("один", 1),
+            ("одна", 1),
+            ("два", 2),
+            ("дві", 2),
+            ("три", 3),
+            ("чотири", 4),
+            ("п'ять", 5),
+            ("пʼять", 5),
+            ("п’ять", 5),
+            ("шість", 6),
+            ("сім", 7),
+            ("вісім", 8),
+            ("дев'ять", 9),
+            ("девʼять", 9),
+            ("дев’ять", 9),
+        ],
+    ),
+    (
+        "fa",
+        &[
+            ("صفر", 0),
+            ("یک", 1),
+            ("دو", 2),
+            ("سه", 3),
+            ("چهار", 4),
+            ("پنج", 5),
+            ("شش", 6),
+            ("هفت", 7),
+            ("هشت", 8),
+            ("نه", 9),
+        ],
+    ),
+    (
+        "ar",
+        &[
+            ("صفر", 0),
+            ("واحد", 1),
+            ("اثنان", 2),
+            ("اثنين", 2),
+            ("ثلاثة", 3),
+            ("أربعة", 4),
+            ("اربعة", 4),
+            ("خمسة", 5),
+            ("ستة", 6),
+            ("سبعة", 7),
+            ("ثمانية", 8),
+            ("تسعة", 9),
+        ],
+    ),
+    (
+        "zh",
+        &[
+            ("零", 0),
+            ("〇", 0),
+            ("一", 1),
+            ("幺", 1),
+            ("二", 2),
+            ("两", 2),
+            ("三", 3),
+            ("四", 4),
+            ("五", 5),
+            ("六", 6),
+            ("七", 7),
+            ("八", 8),
+            ("九", 9),
+        ],
+    ),
+    (
+        "es",
+        &[
+            ("cero", 0),
+            ("uno", 1),
+            ("dos", 2),
+            ("tres", 3),
+            ("cuatro", 4),
+            ("cinco", 5),
+            ("seis", 6),
+            ("siete", 7),
+            ("ocho", 8),
+            ("nueve", 9),
+        ],
+    ),
+    (
+        "pt",
+        &[
+            ("zero", 0),
+            ("um", 1),
+            ("uma", 1),
+            ("dois", 2),
+            ("duas", 2),
+            ("três", 3),
+            ("quatro", 4),
+            ("cinco", 5),
+            ("seis", 6),
+            ("meia", 6),
+            ("sete", 7),
+            ("oito", 8),
+            ("nove", 9),
+        ],
+    ),
+    (
+        "de",
+        &[
+            ("null", 0),
+            ("eins", 1),
+            ("zwei", 2),
+            ("zwo", 2),
+            ("drei", 3),
+            ("vier", 4),
+            ("fünf", 5),
+            ("sechs", 6),
+            ("sieben", 7),
+            ("acht", 8),
+            ("neun", 9),
+        ],
+    ),
+    (
+        "fr",
+        &[
+            ("zéro", 0),
+            ("un", 1),
+            ("une", 1),
+            ("deux", 2),
+            ("trois", 3),
+            ("quatre", 4),
+            ("cinq", 5),
+            ("six", 6),
+            ("sept", 7),
+            ("huit", 8),
+            ("neuf", 9),
+        ],
+    ),
+    (
+        "it",
+        &[
+            ("zero", 0),
+            ("uno", 1),
+            ("due", 2),
+            ("tre", 3),
+            ("quattro", 4),
+            ("cinque", 5),
+            ("sei", 6),
+            ("sette", 7),
+            ("otto", 8),
+            ("nove", 9),
+        ],
+    ),
+    (
+        "tr",
+        &[
+            ("sıfır", 0),
+            ("bir", 1),
+            ("iki", 2),
+            ("üç", 3),
+            ("dört", 4),
+            ("beş", 5),
+            ("altı", 6),
+            ("yedi", 7),
+            ("sekiz", 8),
+            ("dokuz", 9),
+        ],
+    ),
+    (
+        "hi",
+        &[
+            ("शून्य", 0),
+            ("एक", 1),
+            ("दो", 2),
+            ("तीन", 3),
+            ("चार", 4),
+            ("पांच", 5),
+            ("पाँच", 5),
+            ("छह", 6),
+            ("सात", 7),
+            ("आठ", 8),
+            ("नौ", 9),
+        ],
+    ),
+    (
+        "id",
+        &[
+            ("nol", 0),
+            ("kosong", 0),
+            ("satu", 1),
+            ("dua", 2),
+            ("tiga", 3),
+            ("empat", 4),
+            ("lima", 5),
+            ("enam", 6),
+            ("tujuh", 7),
+            ("delapan", 8),
+            ("sembilan", 9),
+        ],
+    ),
+    (
+        "ko",
+        &[
+            ("공", 0),
+            ("영", 0),
+            ("일", 1),
+            ("이", 2),
+            ("삼", 3),
+            ("사", 4),
+            ("오", 5),
+            ("육", 6),
+            ("칠", 7),
+            ("팔", 8),
+            ("구", 9),
+        ],
+    ),
+];
+
+/// The digit a word names, in any language of [`DIGIT_NAMES`] (lower-cased word).
+pub(crate) fn digit_named(word: &str) -> Option<u8> {
+    static NAMES: LazyLock<std::collections::HashMap<&'static str, u8>> = LazyLock::new(|| {
+        DIGIT_NAMES
+            .iter()
+            .flat_map(|(_, names)| names.iter().copied())
+            .collect()
+    });
+    NAMES.get(word).copied()
+}
 
 /// Words that announce a login or verification code.
 pub(crate) const CODE: &[Lang] = &[
@@ -809,6 +1143,8 @@ pub(crate) const CODE: &[Lang] = &[
             "código de acesso",
             "código de verificação",
             "cod",
+            "senha temporária",
+            "senha temporaria",
         ],
     ),
     (
@@ -827,6 +1163,10 @@ pub(crate) const CODE: &[Lang] = &[
             "freigabecode",
             "aktivierungscode",
             "freischaltcode",
+            "phototan",
+            "chiptan",
+            "smstan",
+            "mobiletan",
         ],
     ),
     (
@@ -1013,11 +1353,20 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "курс",
             "курса",
             "предмета",
+            "статья",
         ],
     ),
     (
         "uk",
-        &["помилки", "квед", "єдрпоу", "поштовий", "індекс", "знижки"],
+        &[
+            "помилки",
+            "квед",
+            "єдрпоу",
+            "поштовий",
+            "індекс",
+            "знижки",
+            "стаття",
+        ],
     ),
     (
         "fa",
@@ -1051,6 +1400,8 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "prefijo",
             "curso",
             "asignatura",
+            "artículo",
+            "articulo",
         ],
     ),
     (
@@ -1064,6 +1415,7 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "cep",
             "curso",
             "disciplina",
+            "artigo",
         ],
     ),
     (
@@ -1079,16 +1431,25 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "kursnummer",
         ],
     ),
-    ("fr", &["postal", "promo", "réduction", "erreur", "cours"]),
+    (
+        "fr",
+        &["postal", "promo", "réduction", "erreur", "cours", "article"],
+    ),
     (
         "it",
         &[
-            "postale", "sconto", "errore", "prefisso", "corso", "materia",
+            "postale", "sconto", "errore", "prefisso", "corso", "materia", "articolo",
         ],
     ),
-    ("tr", &["posta", "indirim", "hata", "alan", "ders"]),
+    (
+        "tr",
+        &["posta", "indirim", "hata", "alan", "ders", "şube", "madde"],
+    ),
     ("hi", &["पिन", "प्रोमो", "डिस्काउंट"]),
-    ("id", &["pos", "voucher", "promo", "area", "diskon"]),
+    (
+        "id",
+        &["pos", "voucher", "promo", "area", "diskon", "pasal"],
+    ),
     ("ja", &["郵便", "クーポン", "割引", "エラー", "品番"]),
     ("ko", &["우편", "할인", "쿠폰", "오류"]),
 ];
@@ -1227,6 +1588,8 @@ pub(crate) const SECRET_NOT: &[Lang] = &[
             "foreign",
             "idempotency",
             "cache",
+            "site key",
+            "fingerprint",
         ],
     ),
     ("ru", &["публичный", "открытый", "коммит", "транзакции"]),
@@ -1236,7 +1599,7 @@ pub(crate) const SECRET_NOT: &[Lang] = &[
     ("es", &["pública", "publica", "público"]),
     ("pt", &["pública", "publica"]),
     ("it", &["pubblica"]),
-    ("tr", &["açık"]),
+    ("tr", &["açık", "herkese açık"]),
     ("ja", &["公開"]),
     ("ko", &["공개"]),
     ("zh", &["公钥", "公開"]),
@@ -1428,9 +1791,9 @@ fn hard_stop(c: char) -> bool {
 
 /// Words that end in a dot without ending the sentence (`tel. +7…`, `No. 5`).
 const ABBREVIATIONS: &[&str] = &[
-    "tel", "tél", "mob", "cód", "cod", "no", "nr", "n", "nro", "num", "núm", "ref", "inv", "ext",
-    "dr", "mr", "mrs", "ms", "st", "p", "s", "z", "e", "i", "co", "inc", "ltd", "vs", "etc", "т",
-    "д", "ул", "тел", "моб", "tlf", "telf", "cel", "cell", "tlp", "hp",
+    "tel", "tél", "mob", "cód", "cod", "no", "nr", "idnr", "n", "nro", "num", "núm", "ref", "inv",
+    "ext", "dr", "mr", "mrs", "ms", "st", "p", "s", "z", "e", "i", "co", "inc", "ltd", "vs", "etc",
+    "т", "д", "ул", "тел", "моб", "tlf", "telf", "cel", "cell", "tlp", "hp",
 ];
 
 /// A `.` that ends a sentence: followed by a space or the end, and not after an abbreviation

@@ -57,6 +57,14 @@ const THIRD: Corpus = Corpus {
     floors: &[("login_code", 0.965, 1.0)],
 };
 
+/// The fourth corpus (1,437 cases): first scored, then tuned on. What it still misses: codes
+/// split over lines or given with no word at all (`ага, 7 0 3 5`), codes read aloud in kana,
+/// passwords many words after their key word, keys in another sentence than their key word.
+const FOURTH: Corpus = Corpus {
+    file: "fourth.jsonl",
+    floors: &[("api_token", 0.970, 0.99), ("login_code", 0.965, 1.0)],
+};
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Case {
@@ -270,4 +278,9 @@ fn every_detector_holds_its_floor_on_the_second_corpus() {
 #[test]
 fn every_detector_holds_its_floor_on_the_third_corpus() {
     hold(&THIRD);
+}
+
+#[test]
+fn every_detector_holds_its_floor_on_the_fourth_corpus() {
+    hold(&FOURTH);
 }

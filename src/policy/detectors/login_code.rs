@@ -13,7 +13,7 @@ use super::{
 use crate::policy::config::DetectorKind;
 use crate::policy::context::{
     CODE_NOT_WORDS, CODE_SERVICES, CODE_WORDS, ID_WORDS, Words, after_in_sentence,
-    before_in_sentence,
+    before_in_sentence, digit_named, no_space_script,
 };
 
 /// Login and verification codes: 5–6 digits of any script (also split as `12 345`, `676-917`
@@ -73,6 +73,7 @@ fn check_letter_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let v = caps.name("value")?;
     let code = v.as_str();
     if is_alnum(after(text, v.end()))
+        || after(text, v.end()) == Some(':')
         || !code.bytes().any(|b| b.is_ascii_digit())
         || !code.bytes().any(|b| b.is_ascii_uppercase())
     {
@@ -89,7 +90,9 @@ fn check_letter_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
 /// letter prefix (`G-556397`) is fine.
 fn run_ok(text: &str, r: &Range<usize>) -> bool {
     let b = before(text, r.start);
-    if b == Some('-') && sender_prefix(text, r.start - 1) {
+    if (b == Some('-') && sender_prefix(text, r.start - 1))
+        || (b == Some('#') && web_otp_origin(text, r.start - 1))
+    {
         return !continues_after(text, r.end) && !is_alnum(after(text, r.end));
     }
     let a = after(text, r.end);
@@ -103,7 +106,34 @@ fn run_ok(text: &str, r: &Range<usize>) -> bool {
         )
         && !matches!(a, Some('%' | '$' | '€' | '₽'))
         && !(a == Some(':') && is_digit(after2(text, r.end)))
-        && !(matches!(a, Some('.' | ',')) && is_digit(after2(text, r.end)))
+        && !(matches!(a, Some('.' | ','))
+            && is_digit(after2(text, r.end))
+            && !clause_comma(text, r.end))
+}
+
+/// The comma after a number ends a clause of text written without spaces (`验证码：7302，5分钟内
+/// 有效`: the detectors see the fullwidth comma as `,`), so it is no decimal comma.
+fn clause_comma(text: &str, comma: usize) -> bool {
+    text[comma + 1..]
+        .chars()
+        .find(|c| !c.is_ascii_digit())
+        .is_some_and(no_space_script)
+}
+
+/// The `@host #` before a code of an origin-bound SMS (`@apple.com #902374`, the WebOTP
+/// format browsers read): `hash` is the `#`.
+fn web_otp_origin(text: &str, hash: usize) -> bool {
+    let line = text[..hash].rsplit('\n').next().unwrap_or_default();
+    let Some(host) = line.trim_end().rsplit(' ').next() else {
+        return false;
+    };
+    line.ends_with(' ')
+        && host.len() > 3
+        && host.starts_with('@')
+        && host.contains('.')
+        && host[1..]
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'))
 }
 
 /// One to three capital letters standing alone before the `-` at `dash` (`G-`, `FB-`): the
@@ -152,8 +182,15 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     if token_before(text, r.start).ends_with("login/") {
         return Some(r);
     }
+    if before(text, r.start) == Some('#') {
+        return Some(r);
+    }
     if discount_after(text, r.end) || super::amount_after(text, r.end) {
         return None;
+    }
+    if dictated(&text[r.clone()]) || spelled_out_before(text, &r) {
+        let (_, sentence) = before_in_sentence(text, r.start, BEFORE);
+        return (!CODE_NOT_WORDS.any(&sentence)).then_some(r);
     }
     // `appid=4421`: the value of a key that is not a code word.
     if let Some(key) = text[..r.start].strip_suffix('=').and_then(last_word)
@@ -223,6 +260,53 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         }
     }
     (reply_to_code_request(text, &r) || short_answer_after_code(text, &r, from)).then_some(r)
+}
+
+/// Five to eight single digits with a space between each (`4 8 1 7 2`): a code read out or
+/// copied digit by digit. (Four could as well be a PIN or a score; those need a code word.)
+fn dictated(s: &str) -> bool {
+    let groups = digit_groups(s);
+    (5..=8).contains(&groups.len())
+        && groups.iter().all(|g| g.len() == 1)
+        && s.bytes().all(|b| b.is_ascii_digit() || b == b' ')
+}
+
+/// How far before a number its digits may have been spelled out.
+const SPELLED_BACK: usize = 160;
+
+/// The number's digits, spelled out as words shortly before it (`four one nine two seven →
+/// 41927`, `cinco, ocho, cero, dos, siete → 58027`, `사, 일, 구, 공, 이 → 41902`): a code
+/// read aloud, then written down.
+fn spelled_out_before(text: &str, r: &Range<usize>) -> bool {
+    let digits: Vec<u8> = text[r.clone()]
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    let mut from = r.start.saturating_sub(SPELLED_BACK);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let head = text[from..r.start].to_lowercase();
+    // Words of letters, apostrophes (`дев'ять`) and Devanagari's marks (`शून्य`); a character of a script without spaces is
+    // a word of its own (`四一九`).
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    for c in head.chars() {
+        if no_space_script(c) {
+            words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
+            words.push(c.to_string());
+        } else if c.is_alphabetic() || matches!(c, '\'' | '’' | 'ʼ' | '\u{0900}'..='\u{097F}') {
+            word.push(c);
+        } else {
+            words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
+        }
+    }
+    words.extend((!word.is_empty()).then_some(word));
+    let named: Vec<Option<u8>> = words.iter().map(|w| digit_named(w)).collect();
+    named
+        .split(Option::is_none)
+        .any(|run| run.len() == digits.len() && run.iter().flatten().eq(digits.iter()))
 }
 
 /// The number stands in a sentence of its own with few words (`а, уже пришло? 5520 вот этот
@@ -337,6 +421,16 @@ fn check_web_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     for token in window.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
         let at = start + offset_in(window, token);
         if !(10..=11).contains(&token.len()) || is_alnum(after(text, at + token.len())) {
+            continue;
+        }
+        // `Login-Code`, `Anmelde-Code`: words, not a code.
+        if token.contains('-')
+            && token.split('-').all(|w| {
+                !w.is_empty()
+                    && w.bytes().all(|b| b.is_ascii_alphabetic())
+                    && w.bytes().skip(1).all(|b| b.is_ascii_lowercase())
+            })
+        {
             continue;
         }
         let uppers = token.bytes().filter(u8::is_ascii_uppercase).count();

@@ -162,7 +162,7 @@ fn phone_common(text: &str, r: &Range<usize>) -> bool {
     if b == Some(':') && is_digit(before2(text, r.start)) {
         return false;
     }
-    if super::amount_after(text, r.end) {
+    if super::amount_after(text, r.end) || masked_next_to(text, r) {
         return false;
     }
     // Unbalanced parentheses mean we cut a larger expression.
@@ -200,6 +200,15 @@ fn in_url(text: &str, start: usize) -> bool {
         || prefix.starts_with("www.")
         || prefix.contains(".com/")
         || prefix.contains(".me/")
+}
+
+/// A group of masked digits next to the number (`6037-9975-****-1234`): the visible part of a
+/// card or account number. (A mask right against it is markdown: `**+44 20 7946 0958**`.)
+fn masked_next_to(text: &str, r: &Range<usize>) -> bool {
+    let mask = |c: Option<char>| matches!(c, Some('*' | '•' | '●' | '×'));
+    let sep = |c: Option<char>| matches!(c, Some('-' | ' ' | '.'));
+    (sep(after(text, r.end)) && mask(after2(text, r.end)))
+        || (sep(before(text, r.start)) && mask(before2(text, r.start)))
 }
 
 /// Characters of context looked at before and after a number.

@@ -63,6 +63,10 @@ const SHAPES: &[&str] = &[
     r"key-[0-9a-f]{32}",
     // Tencent Cloud SecretId.
     r"AKID[A-Za-z0-9]{32}",
+    // age secret keys.
+    r"AGE-SECRET-KEY-1[0-9A-Z]{58}",
+    // Yandex Cloud IAM tokens.
+    r"t1\.9euel[A-Za-z0-9_\-.]{50,}",
     // Braintree access tokens.
     r"access_token\$production\$[a-z0-9]{16}\$[a-f0-9]{32}",
     // Airtable personal access tokens.
@@ -175,7 +179,7 @@ fn key_words() -> Vec<String> {
 /// A key word, a few more characters of its name, a sign (`=`, `:`, `=>`, `:=`) and the value.
 fn assigned_pattern() -> String {
     format!(
-        r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*[^\n:=：.!?。]{{0,24}}?["'\)\]]?[ \t]*(?:=>|:=|[:=])[ \t]*["'`*_«“(\[]*(?P<value>[^\s"'`<>,、。]{{6,}})"#,
+        r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*[^\n:=：.!?。]{{0,32}}?["'\)\]]?[ \t]*(?:=>|:=|[:=]|[はが是为는은])[ \t]*(?:\n[ \t]*)?["'`*_«“(\[「『]*(?P<value>[^\s"'`<>,、。「」『』]{{6,}})"#,
         key_words().join("|")
     )
 }
@@ -270,12 +274,12 @@ pub(super) fn rules() -> Vec<Rule> {
         ),
         rule(k, &assigned_pattern(), check_assigned_rescanning)
             .anchored(&format!(r"(?i)(?:{})", words.join("|"))),
-        // The value right after its key word with no sign between, or one or two words on
+        // The value right after its key word with no sign between, or up to four words on
         // (`API 키 4d27…`, `пароль до адмінки PnO#AWBt-cl2`, `segreto AWS 2aM8…`).
         rule(
             k,
             &format!(
-                r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*(?:[ \t]+\p{{L}}{{1,12}}){{0,2}}[ \t]+(?P<value>[^\s"'`<>,、。]{{8,}})"#,
+                r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*(?:[ \t]+[\p{{L}}\p{{M}}'’\-]{{1,14}}){{0,4}}[ \t]+(?P<value>[^\s"'`<>,、。「」『』]{{8,}})"#,
                 words.join("|")
             ),
             |s, text, caps, out| out.extend(check_spaced(s, text, caps)),
@@ -289,7 +293,13 @@ pub(super) fn rules() -> Vec<Rule> {
 fn check_spaced(s: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let kw = caps.name("kw")?.as_str().to_lowercase();
     let value = caps.name("value")?.as_str();
-    if HASH_WORDS.contains(&kw.as_str()) || value.starts_with("0x") {
+    // Without a sign, only a value with a digit is taken for a secret: a name may follow the
+    // key word (`رمز WhatsApp`, `Passwort für den Kunden-Login ist …`).
+    if HASH_WORDS.contains(&kw.as_str())
+        || value.starts_with("0x")
+        || !value.bytes().any(|b| b.is_ascii_digit())
+        || phrase(value.trim_end_matches(['.', ',', '!', '?']))
+    {
         return None;
     }
     check_assigned(s, text, caps)
@@ -462,6 +472,17 @@ fn secret_value_ok(v: &str) -> bool {
     v.len() >= 16 && mixed && !is_placeholder(v) && entropy(v) >= 3.0
 }
 
+/// Lower-case words joined by `-`, `_` or `.`, a number perhaps ending them
+/// (`patience-and-practice-2024`): a phrase, not a password.
+fn phrase(v: &str) -> bool {
+    let parts: Vec<&str> = v.split(['-', '_', '.']).collect();
+    parts.len() > 1
+        && parts.iter().enumerate().all(|(i, p)| {
+            p.bytes().all(|b| b.is_ascii_lowercase())
+                || (i == parts.len() - 1 && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
 /// A password-looking value: 8–64 visible ASCII characters, at least two classes of lower,
 /// upper, digit and symbol, and letters-only values only when their case keeps changing (a
 /// capitalised word is not a password).
@@ -478,12 +499,7 @@ fn password_ok(v: &str) -> bool {
     if classes < 2 {
         return false;
     }
-    // Lower-case words joined by `-`, `_` or `.` are a phrase, not a password.
-    if !digit
-        && !upper
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b"-_.".contains(&b))
-    {
+    if phrase(v) {
         return false;
     }
     if !digit && !symbol {
@@ -525,11 +541,22 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
             return None;
         }
     }
+    let m = caps.name("value")?;
+    // The words before the key word and the rest of the key's name (`public key:`, `site key
+    // (herkese açık):`, `MERCADO_PAGO_PUBLIC_KEY=`).
     let (_, lead) = before_in_sentence(text, kw.start(), 16);
-    if SECRET_NOT_WORDS.any(&lead) {
+    let name = text[kw.end()..m.start()].to_lowercase();
+    let identifier = lead
+        .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or_default();
+    if SECRET_NOT_WORDS.any(&lead)
+        || SECRET_NOT_WORDS.any(&name)
+        || identifier.contains("public")
+        || identifier.contains("publishable")
+    {
         return None;
     }
-    let m = caps.name("value")?;
     let mut r = m.range();
     // In a list of settings the value ends where the next key starts (`…; secret=…`). (A
     // comma, fullwidth ones included — the detectors see them folded to `,` — always ends it.)
@@ -572,7 +599,12 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
         r.end = r.start + i;
     }
     let v = &text[r.clone()];
-    if v.contains("://") || (v.contains('@') && v.contains('.')) || code_reference(v) {
+    // A key's fingerprint (`SHA256:Hei9fCmK…`) is public.
+    let fingerprint = ["SHA256:", "SHA1:", "MD5:"]
+        .iter()
+        .any(|p| v.starts_with(p));
+    if fingerprint || v.contains("://") || (v.contains('@') && v.contains('.')) || code_reference(v)
+    {
         return None;
     }
     // A password, or a secret named as one (`Client Secret: eJcyJ908kJ`): shorter values count.
