@@ -16,16 +16,21 @@ use crate::policy::context::{
     before_in_sentence, digit_named, no_space_script,
 };
 
-/// Login and verification codes: 5–6 digits of any script (also split as `12 345`, `676-917`
+/// Login and verification codes: 4–8 digits of any script (also split as `12 345`, `676-917`
 /// or `1 2 3 4 5`) with a code word near in the same sentence (`Login code: 12345`, `Код для
-/// входа: 12345`, `کد ورود: ۸۸۳۰۹`, `验证码是494336`, `12345 is your code`), or right next to
-/// the name of a service that sends them (`hab 92706 von Telegram bekommen`), or answering a
-/// question about a code (`which code came? — «79 067»`); the digits of a `t.me/login/…` link;
-/// and the 10–11 character web-login code after `my.telegram.org`.
+/// входа: 12345`, `کد ورود: ۸۸۳۰۹`, `验证码是494336`, `12345 is your code`); five or six digits
+/// also right next to the name of a service that sends them (`hab 92706 von Telegram
+/// bekommen`), answering a question about a code (`which code came? — «79 067»`), or as the
+/// short reply to a message that asked for one; five to eight digits read out one by one
+/// (`4 8 1 7 2`) or written after the words that spelled them (`four one nine two seven →
+/// 41927`); the code of an origin-bound SMS (`@apple.com #902374`); capitals and digits after a
+/// code word and a colon (`Einmalpasswort: ZX4TQ9`); the digits of a `t.me/login/…` link; and
+/// the 10–11 character web-login code near `my.telegram.org`.
 ///
-/// Deliberately not: 5–6 digit numbers without such context, codes of other kinds (`zip code`,
-/// `error code`, `промокод`, `取件码`, `code 12345 for 20% off`…), 4-digit PINs, thousands
-/// (`12.500`), codes in another sentence or line than their word.
+/// Deliberately not: numbers without such context, codes of other kinds (`zip code`, `error
+/// code`, `промокод`, `取件码`, `code 12345 for 20% off`…), amounts (`25 000 FCFA`), the value
+/// of a key that is no code word (`appid=4421`), numbers an id word names (`код банку, МФО
+/// 305299`), thousands (`12.500`), codes in another sentence or line than their word.
 pub fn find_login_codes(text: &str) -> Vec<Range<usize>> {
     super::find_kind(DetectorKind::LoginCode, text)
 }
@@ -288,8 +293,8 @@ fn spelled_out_before(text: &str, r: &Range<usize>) -> bool {
         from += 1;
     }
     let head = text[from..r.start].to_lowercase();
-    // Words of letters, apostrophes (`дев'ять`) and Devanagari's marks (`शून्य`); a character of a script without spaces is
-    // a word of its own (`四一九`).
+    // Words of letters, apostrophes (`дев'ять`) and Devanagari's marks (`शून्य`); a character
+    // of a script written without spaces is a word of its own (`四一九`).
     let mut words: Vec<String> = Vec::new();
     let mut word = String::new();
     for c in head.chars() {
