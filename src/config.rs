@@ -728,20 +728,41 @@ pub fn load(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Loaded, ConfigError> {
-    let mut table = match file {
+    match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_path_buf(),
                 source,
             })?;
-            text.parse::<toml::Table>()
-                .map_err(|e| ConfigError::Syntax {
-                    path: path.to_path_buf(),
-                    message: syntax_message(&text, &e),
-                })?
+            load_text(path, &text, env)
         }
-        None => toml::Table::new(),
-    };
+        None => load_table(toml::Table::new(), None, env),
+    }
+}
+
+/// [`load`] of `text` as the content of the file `path`: the part of loading that reads no file,
+/// apart so the TOML decoder can be property-tested on text alone (`tests/decoders.rs`).
+pub fn load_text(
+    path: &Path,
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, ConfigError> {
+    let table = text
+        .parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: syntax_message(text, &e),
+        })?;
+    load_table(table, Some(path), env)
+}
+
+/// Applies the overrides in `env` to `table` (read from `file`, if any), then deserializes and
+/// validates it.
+fn load_table(
+    mut table: toml::Table,
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, ConfigError> {
     let file_origin = file.map_or_else(
         || "built-in defaults".to_string(),
         |p| format!("{}", p.display()),

@@ -26,11 +26,28 @@ pub struct ImportRequest {
     pub account_id: Option<String>,
 }
 
+impl ImportRequest {
+    /// The request in `body`, or a 400 that never quotes the body (it holds a session string).
+    pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
+        json_body(
+            body,
+            r#"{"format": "telethon" | "pyrogram", "session": "...", "account_id"?: "..."}"#,
+        )
+    }
+}
+
 /// `POST /v1/accounts/{id}/consent`.
 #[derive(Deserialize, Serialize)]
 pub struct ConsentRequest {
     pub by: String,
     pub scope: String,
+}
+
+impl ConsentRequest {
+    /// The request in `body`, or a 400 that never quotes the body.
+    pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
+        json_body(body, r#"{"by": "...", "scope": "..."}"#)
+    }
 }
 
 /// `GET /v1/accounts`.
@@ -66,10 +83,7 @@ async fn import(
     State(c): State<Arc<AccountsControl>>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<AccountView>), ApiError> {
-    let req: ImportRequest = json_body(
-        &body,
-        r#"{"format": "telethon" | "pyrogram", "session": "...", "account_id"?: "..."}"#,
-    )?;
+    let req = ImportRequest::from_body(&body)?;
     let format = ImportFormat::parse(&req.format).map_err(ApiError::from)?;
     let session = Sensitive::new(req.session);
     let view = c
@@ -83,7 +97,7 @@ async fn consent(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<AccountView>, ApiError> {
-    let req: ConsentRequest = json_body(&body, r#"{"by": "...", "scope": "..."}"#)?;
+    let req = ConsentRequest::from_body(&body)?;
     Ok(Json(c.consent(&id, &req.by, &req.scope).await?))
 }
 

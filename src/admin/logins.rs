@@ -15,19 +15,43 @@ use crate::accounts::AccountsControl;
 use crate::accounts::control::LoginView;
 use crate::accounts::login::Sensitive;
 
+/// `POST /v1/logins`.
 #[derive(Deserialize)]
-struct PhoneRequest {
-    phone: String,
+pub struct PhoneRequest {
+    pub phone: String,
 }
 
+/// `POST /v1/logins/{id}/code`.
 #[derive(Deserialize)]
-struct CodeRequest {
-    code: String,
+pub struct CodeRequest {
+    pub code: String,
 }
 
+/// `POST /v1/logins/{id}/password`.
 #[derive(Deserialize)]
-struct PasswordRequest {
-    password: String,
+pub struct PasswordRequest {
+    pub password: String,
+}
+
+impl PhoneRequest {
+    /// The request in `body`, or a 400 that never quotes the body (it holds a phone number).
+    pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
+        json_body(body, r#"{"phone": "+<country><number>"}"#)
+    }
+}
+
+impl CodeRequest {
+    /// The request in `body`, or a 400 that never quotes the body (it holds a login code).
+    pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
+        json_body(body, r#"{"code": "..."}"#)
+    }
+}
+
+impl PasswordRequest {
+    /// The request in `body`, or a 400 that never quotes the body (it holds a password).
+    pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
+        json_body(body, r#"{"password": "..."}"#)
+    }
 }
 
 pub fn routes() -> axum::Router<Arc<AccountsControl>> {
@@ -42,7 +66,7 @@ async fn start(
     State(c): State<Arc<AccountsControl>>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<LoginView>), ApiError> {
-    let req: PhoneRequest = json_body(&body, r#"{"phone": "+<country><number>"}"#)?;
+    let req = PhoneRequest::from_body(&body)?;
     let view = c.login_start(&Sensitive::new(req.phone)).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -52,7 +76,7 @@ async fn code(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<LoginView>, ApiError> {
-    let req: CodeRequest = json_body(&body, r#"{"code": "..."}"#)?;
+    let req = CodeRequest::from_body(&body)?;
     Ok(Json(c.login_code(&id, &Sensitive::new(req.code)).await?))
 }
 
@@ -61,7 +85,7 @@ async fn password(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<LoginView>, ApiError> {
-    let req: PasswordRequest = json_body(&body, r#"{"password": "..."}"#)?;
+    let req = PasswordRequest::from_body(&body)?;
     Ok(Json(
         c.login_password(&id, &Sensitive::new(req.password)).await?,
     ))

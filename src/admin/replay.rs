@@ -114,33 +114,35 @@ async fn start(
     State(r): State<Arc<Replays>>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReplayProgress>), ApiError> {
-    let progress = r.start(parse_body(&body)?.parse()?).await?;
+    let progress = r.start(StartRequest::from_body(&body)?.parse()?).await?;
     Ok((StatusCode::ACCEPTED, Json(progress)))
 }
 
-/// The body of `POST /v1/replays` (empty = from the beginning); errors name the field (nothing
-/// here is secret, unlike the account routes' bodies).
-fn parse_body(body: &[u8]) -> Result<StartRequest, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(StartRequest::default());
+impl StartRequest {
+    /// The body of `POST /v1/replays` (empty = from the beginning); errors name the field
+    /// (nothing here is secret, unlike the account routes' bodies).
+    pub fn from_body(body: &[u8]) -> Result<StartRequest, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(StartRequest::default());
+        }
+        let mut de = serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            let at = if field == "." {
+                String::new()
+            } else {
+                format!("field {field}: ")
+            };
+            ApiError::new(
+                400,
+                "bad_request",
+                format!(
+                    "{at}{}; expected {{\"since\"?: RFC 3339 or duration ago, \"from_sequence\"?: N, \"until\"?: RFC 3339 or duration ago, \"account\"?: \"...\"}}",
+                    e.inner()
+                ),
+            )
+        })
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let field = e.path().to_string();
-        let at = if field == "." {
-            String::new()
-        } else {
-            format!("field {field}: ")
-        };
-        ApiError::new(
-            400,
-            "bad_request",
-            format!(
-                "{at}{}; expected {{\"since\"?: RFC 3339 or duration ago, \"from_sequence\"?: N, \"until\"?: RFC 3339 or duration ago, \"account\"?: \"...\"}}",
-                e.inner()
-            ),
-        )
-    })
 }
 
 async fn list(State(r): State<Arc<Replays>>) -> Json<ReplayList> {

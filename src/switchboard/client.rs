@@ -28,13 +28,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 
+use super::answer::{
+    header_str, json_reply, parse_heartbeat, parse_ingest, response_to, rpc_result, status_error,
+    tool_body,
+};
 use super::link::{self, LinkError};
 use super::sse::SseParser;
 use super::{HEARTBEAT_TOOL, INGEST_TOOL, MCP_PROTOCOL_VERSION};
@@ -288,37 +292,6 @@ impl Fail {
     }
 }
 
-/// Longest server-provided text kept in an error.
-const MAX_ERROR_TEXT: usize = 1000;
-
-fn clip(s: &str) -> String {
-    if s.len() <= MAX_ERROR_TEXT {
-        return s.to_string();
-    }
-    let mut end = MAX_ERROR_TEXT;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-/// The error for a non-success HTTP status (`text`: the body, clipped into the message).
-fn status_error(status: StatusCode, headers: &HeaderMap, text: &str) -> CallError {
-    let message = format!("HTTP {status}: {}", clip(text.trim()));
-    match status {
-        StatusCode::PAYLOAD_TOO_LARGE => CallError::TooLarge(message),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CallError::Unauthorized(message),
-        StatusCode::TOO_MANY_REQUESTS => CallError::RateLimited {
-            // Seconds only (the HTTP-date form is rare from proxies); at most 5 minutes.
-            retry_after: header_str(headers, "retry-after")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(300))),
-            message,
-        },
-        _ => CallError::Transport(message),
-    }
-}
-
 fn transport_error(e: reqwest::Error) -> CallError {
     if e.is_timeout() {
         CallError::Timeout
@@ -446,17 +419,7 @@ impl McpClient {
     /// Sends one `connector.heartbeat.v1`; a rejection (`status: "error"`) is a `Protocol` error.
     pub async fn heartbeat(&self, heartbeat: &Value) -> Result<(), CallError> {
         let result = self.call_tool(HEARTBEAT_TOOL, heartbeat).await;
-        let result = result.and_then(|body| match body["status"].as_str() {
-            Some("accepted") => Ok(()),
-            Some("error") => Err(CallError::Protocol(format!(
-                "heartbeat rejected: {}",
-                clip(body["error"].as_str().unwrap_or("(no reason given)"))
-            ))),
-            _ => Err(CallError::Protocol(format!(
-                "heartbeat reply has no known status: {}",
-                clip(&body.to_string())
-            ))),
-        });
+        let result = result.and_then(|body| parse_heartbeat(&body));
         if let Err(e) = &result {
             metrics::counter!("connector_errors_total", "kind" => e.kind()).increment(1);
         }
@@ -635,13 +598,7 @@ impl McpClient {
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if !is_sse {
             let bytes = resp.bytes().await.map_err(transport_error)?;
-            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                CallError::Protocol(format!(
-                    "reply is not JSON ({e}): {}",
-                    clip(&String::from_utf8_lossy(&bytes))
-                ))
-            })?;
-            return Ok((session_id, Some(v)));
+            return Ok((session_id, Some(json_reply(&bytes)?)));
         }
         let mut parser = SseParser::default();
         let mut body = resp.bytes_stream();
@@ -799,112 +756,12 @@ async fn read_sse_stream(
     pending.close();
 }
 
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-/// The JSON-RPC response to `id` inside an SSE event, if that is what it carries.
-fn response_to(event: &str, data: &str, id: u64) -> Option<Value> {
-    if event != "message" {
-        return None;
-    }
-    let v: Value = serde_json::from_str(data).ok()?;
-    (v.get("id").and_then(Value::as_u64) == Some(id)
-        && (v.get("result").is_some() || v.get("error").is_some()))
-    .then_some(v)
-}
-
 /// The protocol version the server chose (the header value for later requests).
 fn negotiated_version(init_result: &Value) -> String {
     init_result["protocolVersion"]
         .as_str()
         .unwrap_or(MCP_PROTOCOL_VERSION)
         .to_string()
-}
-
-/// The `result` of a JSON-RPC response, or why there is none.
-fn rpc_result(mut response: Value, id: u64) -> Result<Value, CallError> {
-    if response.get("id").and_then(Value::as_u64) != Some(id) {
-        return Err(CallError::Protocol(format!(
-            "response id {} does not match request id {id}",
-            response.get("id").unwrap_or(&Value::Null)
-        )));
-    }
-    if let Some(err) = response.get("error") {
-        return Err(CallError::Protocol(format!(
-            "JSON-RPC error {}: {}",
-            err["code"],
-            clip(err["message"].as_str().unwrap_or(""))
-        )));
-    }
-    match response.get_mut("result") {
-        Some(result) => Ok(result.take()),
-        None => Err(CallError::Protocol(
-            "JSON-RPC response has neither result nor error".into(),
-        )),
-    }
-}
-
-/// A tool result's body: `isError: true` is a (transient) tool error; otherwise the JSON object
-/// from `structuredContent` (bare, or FastMCP's `{"result": …}` wrapping) or `content[0].text`.
-fn tool_body(mut result: Value) -> Result<Value, CallError> {
-    if result["isError"].as_bool().unwrap_or(false) {
-        return Err(CallError::ToolError(clip(
-            result["content"][0]["text"]
-                .as_str()
-                .unwrap_or("tool reported an error without text"),
-        )));
-    }
-    let mut structured = result
-        .get_mut("structuredContent")
-        .map(Value::take)
-        .unwrap_or_default();
-    if structured.get("status").is_some() {
-        return Ok(structured);
-    }
-    if let Some(inner) = structured
-        .get_mut("result")
-        .filter(|r| r.get("status").is_some())
-    {
-        return Ok(inner.take());
-    }
-    match result["content"][0]["text"]
-        .as_str()
-        .map(serde_json::from_str::<Value>)
-    {
-        Some(Ok(v)) if v.is_object() => Ok(v),
-        _ => Err(CallError::Protocol(
-            "tool result has neither structuredContent nor a JSON object in content[0].text".into(),
-        )),
-    }
-}
-
-fn parse_ingest(body: &Value) -> Result<IngestReply, CallError> {
-    match body["status"].as_str() {
-        Some("accepted") => {
-            let request_id = match &body["request_id"] {
-                Value::String(s) if !s.is_empty() => s.clone(),
-                _ => {
-                    return Err(CallError::Protocol(
-                        "accepted reply without a request_id".into(),
-                    ));
-                }
-            };
-            Ok(IngestReply::Accepted {
-                request_id,
-                duplicate: body["duplicate"].as_bool().unwrap_or(false),
-            })
-        }
-        Some("error") => Ok(IngestReply::Rejected {
-            error: clip(body["error"].as_str().unwrap_or("(no reason given)")),
-        }),
-        other => Err(CallError::Protocol(format!(
-            "ingest reply has unknown status {other:?}"
-        ))),
-    }
 }
 
 #[cfg(test)]
@@ -918,36 +775,6 @@ mod tests {
         assert_eq!(t("http://h:41100/sse/"), Transport::LegacySse);
         assert_eq!(t("http://h:41100/mcp"), Transport::StreamableHttp);
         assert_eq!(t("http://h:41100/"), Transport::StreamableHttp);
-    }
-
-    #[test]
-    fn tool_bodies_come_from_structured_content_or_text() {
-        let accepted = json!({"status": "accepted", "request_id": "r", "duplicate": true});
-        let from_structured = json!({"structuredContent": accepted, "isError": false});
-        let wrapped = json!({"structuredContent": {"result": accepted}});
-        let from_text = json!({"content": [{"type": "text", "text": accepted.to_string()}]});
-        for r in [from_structured, wrapped, from_text] {
-            assert_eq!(
-                parse_ingest(&tool_body(r).unwrap()).unwrap(),
-                IngestReply::Accepted {
-                    request_id: "r".into(),
-                    duplicate: true
-                }
-            );
-        }
-        let err = json!({"isError": true, "content": [{"type": "text", "text": "db down"}]});
-        assert_eq!(tool_body(err), Err(CallError::ToolError("db down".into())));
-        assert!(matches!(
-            tool_body(json!({"content": [{"type": "text", "text": "nope"}]})),
-            Err(CallError::Protocol(_))
-        ));
-        let rejected = json!({"status": "error", "error": "Invalid ingest.v1 envelope: x"});
-        assert_eq!(
-            parse_ingest(&rejected).unwrap(),
-            IngestReply::Rejected {
-                error: "Invalid ingest.v1 envelope: x".into()
-            }
-        );
     }
 
     #[test]

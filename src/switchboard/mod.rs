@@ -4,11 +4,14 @@
 //!   (`/work/shared/switchboard-contract.md` is the contract it follows).
 //! - [`McpClient`]: the MCP `tools/call` subset over streamable HTTP (`…/mcp`) or legacy SSE
 //!   (`…/sse`), with automatic re-initialization when the server forgets the session.
+//! - [`answer`]: reading what Switchboard answers (pure functions, property-tested).
+//! - [`SseParser`]: the server-sent-events reader both transports use.
 //! - [`heartbeat`](heartbeat::heartbeat): the `connector.heartbeat.v1` arguments.
 //! - [`FakeSwitchboard`]: a strict in-process double (both transports, validation, dedupe, the
 //!   content-hash quirk, fault injection, a record of what arrived) for tests, the demo and the
 //!   loadtest.
 
+pub mod answer;
 mod client;
 mod envelope;
 mod fake;
@@ -26,6 +29,7 @@ pub use fake::{
 };
 pub use heartbeat::{ConnectorState, HeartbeatCounters, heartbeat};
 pub use link::{LinkError, refusal};
+pub use sse::{SseEvent, SseParser};
 
 /// `connector.connector_type` in heartbeats: the butlers name of a Telegram user-account connector.
 pub const CONNECTOR_TYPE: &str = "telegram_user_client";

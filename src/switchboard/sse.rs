@@ -5,7 +5,7 @@
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SseEvent {
+pub struct SseEvent {
     /// The `event:` field; `message` when absent.
     pub event: String,
     /// The `data:` lines joined with `\n`.
@@ -14,7 +14,7 @@ pub(crate) struct SseEvent {
 
 /// Incremental parser: feed chunks as they arrive, collect the events they complete.
 #[derive(Debug, Default)]
-pub(crate) struct SseParser {
+pub struct SseParser {
     buf: Vec<u8>,
     event: Option<String>,
     data: Option<String>,
