@@ -125,23 +125,28 @@ impl StartRequest {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(StartRequest::default());
         }
+        let refused = |at: String, why: &dyn std::fmt::Display| {
+            ApiError::new(
+                400,
+                "bad_request",
+                format!(
+                    "{at}{why}; expected {{\"since\"?: RFC 3339 or duration ago, \"from_sequence\"?: N, \"until\"?: RFC 3339 or duration ago, \"account\"?: \"...\"}}"
+                ),
+            )
+        };
         let mut de = serde_json::Deserializer::from_slice(body);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let request = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let field = e.path().to_string();
             let at = if field == "." {
                 String::new()
             } else {
                 format!("field {field}: ")
             };
-            ApiError::new(
-                400,
-                "bad_request",
-                format!(
-                    "{at}{}; expected {{\"since\"?: RFC 3339 or duration ago, \"from_sequence\"?: N, \"until\"?: RFC 3339 or duration ago, \"account\"?: \"...\"}}",
-                    e.inner()
-                ),
-            )
-        })
+            refused(at, e.inner())
+        })?;
+        // Refused like every other body: JSON followed by anything but white space.
+        de.end().map_err(|e| refused(String::new(), &e))?;
+        Ok(request)
     }
 }
 

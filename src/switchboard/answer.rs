@@ -45,6 +45,14 @@ pub fn status_error(status: StatusCode, headers: &HeaderMap, text: &str) -> Call
     }
 }
 
+/// A text the server sent in `value`, clipped; `fallback` when it sent none, or only white space.
+fn server_text(value: &Value, fallback: &str) -> String {
+    match value.as_str() {
+        Some(text) if !text.trim().is_empty() => clip(text),
+        _ => fallback.to_string(),
+    }
+}
+
 /// A header's value as text, if it is there and is text.
 pub(super) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -87,7 +95,7 @@ pub fn rpc_result(mut response: Value, id: u64) -> Result<Value, CallError> {
         return Err(CallError::Protocol(format!(
             "JSON-RPC error {}: {}",
             clip(&err["code"].to_string()),
-            clip(err["message"].as_str().unwrap_or(""))
+            server_text(&err["message"], "(no message)")
         )));
     }
     match response.get_mut("result") {
@@ -102,10 +110,9 @@ pub fn rpc_result(mut response: Value, id: u64) -> Result<Value, CallError> {
 /// from `structuredContent` (bare, or FastMCP's `{"result": …}` wrapping) or `content[0].text`.
 pub fn tool_body(mut result: Value) -> Result<Value, CallError> {
     if result["isError"].as_bool().unwrap_or(false) {
-        return Err(CallError::ToolError(clip(
-            result["content"][0]["text"]
-                .as_str()
-                .unwrap_or("tool reported an error without text"),
+        return Err(CallError::ToolError(server_text(
+            &result["content"][0]["text"],
+            "tool reported an error without text",
         )));
     }
     let mut structured = result
@@ -150,7 +157,7 @@ pub fn parse_ingest(body: &Value) -> Result<IngestReply, CallError> {
             })
         }
         Some("error") => Ok(IngestReply::Rejected {
-            error: clip(body["error"].as_str().unwrap_or("(no reason given)")),
+            error: server_text(&body["error"], "(no reason given)"),
         }),
         other => Err(CallError::Protocol(format!(
             "ingest reply has unknown status {}",
@@ -166,7 +173,7 @@ pub fn parse_heartbeat(body: &Value) -> Result<(), CallError> {
         Some("accepted") => Ok(()),
         Some("error") => Err(CallError::Protocol(format!(
             "heartbeat rejected: {}",
-            clip(body["error"].as_str().unwrap_or("(no reason given)"))
+            server_text(&body["error"], "(no reason given)")
         ))),
         _ => Err(CallError::Protocol(format!(
             "heartbeat reply has no known status: {}",
