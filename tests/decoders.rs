@@ -1272,19 +1272,16 @@ mod config {
                     ConfigError::Type {
                         origin,
                         key,
-                        message,
-                    } => {
-                        prop_assert_eq!(origin, PATH);
-                        prop_assert!(!key.is_empty() && !message.trim().is_empty());
+                        message: why,
                     }
-                    ConfigError::Invalid {
+                    | ConfigError::Invalid {
                         origin,
                         key,
-                        allowed,
+                        allowed: why,
                         ..
                     } => {
                         prop_assert_eq!(origin, PATH);
-                        prop_assert!(!key.is_empty() && !allowed.trim().is_empty());
+                        prop_assert!(!key.is_empty() && !why.trim().is_empty());
                     }
                     other => prop_assert!(false, "text alone caused {other}"),
                 }
