@@ -1557,9 +1557,7 @@ mod admin_bodies {
             b"{}\n{}",
             b"null\xff",
         ] {
-            let e = StartRequest::from_body(body)
-                .err()
-                .expect("trailing bytes accepted");
+            let e = StartRequest::from_body(body).expect_err("trailing bytes accepted");
             assert_eq!((e.status, e.code.as_str()), (400, "bad_request"));
             assert!(
                 e.error.contains("trailing characters") || e.error.contains("expected {"),
