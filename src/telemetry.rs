@@ -23,6 +23,22 @@ pub fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
+/// Makes this process non-dumpable (Linux; elsewhere a no-op): a crash writes no core file, and
+/// other processes of the same user can neither ptrace it nor read its memory, environment or
+/// open files under `/proc/<pid>`, so session keys and the master key stay in this process. Only
+/// root (`CAP_SYS_PTRACE`) can still attach a debugger or profiler. Call it first thing in
+/// `main`; it holds until `execve` (children such as nats-server start dumpable again).
+pub fn make_non_dumpable() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_SET_DUMPABLE) takes integer arguments and touches no memory of ours.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Installs `ring` as the one rustls crypto provider (two compiled-in providers make rustls panic).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
