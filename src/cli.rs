@@ -182,7 +182,11 @@ pub fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Test(args)) => return policy_test(&cfg, args),
         _ => {}
     }
+    crate::telemetry::set_log_bodies(cfg.logging.bodies);
     crate::telemetry::init_logging(cfg.logging.format, &cfg.logging.level);
+    if cfg.logging.bodies {
+        tracing::warn!("logging.bodies is on: debug log lines carry message texts (redacted)");
+    }
     crate::telemetry::install_crypto_provider();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -375,11 +375,14 @@ mod tests {
         };
         assert_eq!(first(sources), (1, KeyOrigin::Env));
         sources.env_value = None;
-        assert_eq!(first(sources), (2, KeyOrigin::File(env_file)));
+        assert_eq!(first(sources), (2, KeyOrigin::File(env_file.clone())));
         sources.env_file = None;
-        assert_eq!(first(sources), (3, KeyOrigin::Credential(credential)));
+        assert_eq!(
+            first(sources),
+            (3, KeyOrigin::Credential(credential.clone()))
+        );
         sources.credential = None;
-        assert_eq!(first(sources), (4, KeyOrigin::File(config_file)));
+        assert_eq!(first(sources), (4, KeyOrigin::File(config_file.clone())));
     }
 
     #[test]

@@ -422,7 +422,7 @@ mod tests {
     async fn a_log_from_before_the_file_keeps_verifying_with_the_legacy_key() {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::from_bytes([3; 32]);
-        let legacy = master.derive(KeyPurpose::EventLogChain);
+        let legacy = *master.derive(KeyPurpose::EventLogChain).bytes();
         write_log(dir.path(), legacy).await;
         assert_eq!(ChainKey::open(dir.path(), &master).unwrap().bytes(), legacy);
         let (key, origin) = ChainKey::open_or_create(dir.path(), &master).unwrap();
