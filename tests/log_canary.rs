@@ -19,7 +19,14 @@ fn demo_at_trace(bodies: bool) -> (Value, Vec<Value>) {
     let mut cmd = tgingest_cmd(dir.path());
     cmd.env("RUST_LOG", "trace")
         .env("TGINGEST_LOGGING_BODIES", bodies.to_string())
-        .args(["--log-format", "json", "demo", "--json", "--source", "fake-dc"])
+        .args([
+            "--log-format",
+            "json",
+            "demo",
+            "--json",
+            "--source",
+            "fake-dc",
+        ])
         .args(["--accounts", "2", "--rate", "2", "--duration", "2s"])
         .arg("--data-dir")
         .arg(dir.path());
@@ -31,7 +38,8 @@ fn demo_at_trace(bodies: bool) -> (Value, Vec<Value>) {
     let lines = stderr
         .lines()
         .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
         })
         .collect();
     (summary, lines)
@@ -67,7 +75,10 @@ fn no_message_text_reaches_a_trace_log_without_logging_bodies() {
         .iter()
         .filter(|line| line["message"] == "kept by the policy")
         .collect::<Vec<_>>();
-    assert!(!kept.is_empty(), "no 'kept by the policy' debug line at trace");
+    assert!(
+        !kept.is_empty(),
+        "no 'kept by the policy' debug line at trace"
+    );
     assert!(
         kept.iter().all(|line| line["text"]
             .as_str()
