@@ -222,15 +222,18 @@ impl MasterKey {
         if let Some(text) = sources.env_value {
             return Ok((Self::from_hex(text, MASTER_KEY_ENV)?, KeyOrigin::Env));
         }
-        if let Some(path) = sources.env_file {
+        let plain = |label, path: &Path| {
             let file = SecretFile::Plain {
-                label: "master key file (TGINGEST_MASTER_KEY_FILE)",
+                label,
                 path: path.to_path_buf(),
             };
-            return Ok((
+            Ok((
                 Self::read_secret(&file)?,
-                KeyOrigin::File(path.to_path_buf()),
-            ));
+                KeyOrigin::File(file.path().into()),
+            ))
+        };
+        if let Some(path) = sources.env_file {
+            return plain("master key file (TGINGEST_MASTER_KEY_FILE)", path);
         }
         if let Some(path) = sources.credential {
             let file = SecretFile::Credential {
@@ -241,14 +244,7 @@ impl MasterKey {
             return Ok((key, KeyOrigin::Credential(path.to_path_buf())));
         }
         if let Some(path) = sources.config_file {
-            let file = SecretFile::Plain {
-                label: "master key file (security.master_key_file)",
-                path: path.to_path_buf(),
-            };
-            return Ok((
-                Self::read_secret(&file)?,
-                KeyOrigin::File(path.to_path_buf()),
-            ));
+            return plain("master key file (security.master_key_file)", path);
         }
         let Some(path) = sources.generate_at else {
             return Err(KeyError::Missing);

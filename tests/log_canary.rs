@@ -49,6 +49,14 @@ fn tail(text: &str) -> &str {
     &text[text.len().saturating_sub(4000)..]
 }
 
+/// The log lines that show any text the demo sent.
+fn with_sent_text(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|line| line.to_string().contains(SENT_TEXT))
+        .collect()
+}
+
 /// The demo sent texts and they went all the way through (so there was something to leak).
 fn assert_delivered(summary: &Value) {
     let delivered = summary["delivered"].as_u64().expect("delivered");
@@ -60,10 +68,7 @@ fn assert_delivered(summary: &Value) {
 fn no_message_text_reaches_a_trace_log_without_logging_bodies() {
     let (summary, lines) = demo_at_trace(false);
     assert_delivered(&summary);
-    let leaks: Vec<&Value> = lines
-        .iter()
-        .filter(|line| line.to_string().contains(SENT_TEXT))
-        .collect();
+    let leaks = with_sent_text(&lines);
     assert!(
         leaks.is_empty(),
         "{} log lines carry a message text, first: {}",
@@ -92,10 +97,7 @@ fn no_message_text_reaches_a_trace_log_without_logging_bodies() {
 fn logging_bodies_shows_texts_only_below_info() {
     let (summary, lines) = demo_at_trace(true);
     assert_delivered(&summary);
-    let with_text: Vec<&Value> = lines
-        .iter()
-        .filter(|line| line.to_string().contains(SENT_TEXT))
-        .collect();
+    let with_text = with_sent_text(&lines);
     assert!(
         !with_text.is_empty(),
         "logging.bodies = true, yet no log line shows a message text"
