@@ -110,3 +110,47 @@ fn logging_bodies_shows_texts_only_below_info() {
         );
     }
 }
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The rule the runs above cannot see whole: a `Body` field (the only way a text enters a log
+/// line) stands in a `debug!` or `trace!` line, never in one that `info` lets through.
+#[test]
+fn every_body_field_is_in_a_debug_or_trace_line() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut uses = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("telemetry::Body(") {
+            uses += 1;
+            // The macro this field belongs to: the last `…!(` before it.
+            let before = &text[..at];
+            let open = before.rfind("!(").expect("a Body outside a macro");
+            let name_start = before[..open]
+                .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(0, |i| i + 1);
+            let macro_name = &before[name_start..open];
+            assert!(
+                macro_name == "debug" || macro_name == "trace",
+                "{}: a message body in a `{macro_name}!` line",
+                file.display()
+            );
+        }
+    }
+    assert!(
+        uses > 0,
+        "no telemetry::Body use found: the search is stale"
+    );
+}
