@@ -1,6 +1,7 @@
 //! Secrets in the running process, through the real binary: the master key and the admin token
 //! from systemd credentials (`$CREDENTIALS_DIRECTORY`) in their place in the precedence order,
-//! malformed credentials refused naming them, the process non-dumpable, and the embedded
+//! malformed credentials refused naming them, the token sent by `tgingest accounts`, the process
+//! non-dumpable, and the embedded
 //! nats-server started with no core file.
 
 mod support;
@@ -301,4 +302,47 @@ async fn a_node_under_systemd_credentials_takes_its_key_and_admin_token_from_the
     assert!(status.success(), "{logged}");
     // Nothing was generated: the key came from the credential.
     assert!(!data.join("master.key").exists());
+}
+
+#[test]
+fn the_accounts_client_sends_the_admin_token_from_the_credential() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "client-credential-token-42";
+    let creds = credentials_dir(dir.path(), &[("tgingest-admin-token", token)]);
+    // A stand-in for the node's admin API: it records the request and answers an empty list.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("a request");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        let _ = conn.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]",
+        );
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    let out = Command::new(tgingest_bin())
+        .env_clear()
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .args(["accounts", "list", "--admin-url", &url])
+        .output()
+        .unwrap();
+    let request = server.join().unwrap();
+    assert!(
+        request
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {token}"))),
+        "no bearer token from the credential in:\n{request}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
