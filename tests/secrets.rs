@@ -1,8 +1,7 @@
 //! Secrets in the running process, through the real binary: the master key and the admin token
 //! from systemd credentials (`$CREDENTIALS_DIRECTORY`) in their place in the precedence order,
 //! malformed credentials refused naming them, the token sent by `tgingest accounts`, the process
-//! non-dumpable, and the embedded
-//! nats-server started with no core file.
+//! non-dumpable, and the embedded nats-server started with no core file.
 
 mod support;
 
