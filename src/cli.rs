@@ -182,7 +182,11 @@ pub fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Test(args)) => return policy_test(&cfg, args),
         _ => {}
     }
+    crate::telemetry::set_log_bodies(cfg.logging.bodies);
     crate::telemetry::init_logging(cfg.logging.format, &cfg.logging.level);
+    if cfg.logging.bodies {
+        tracing::warn!("logging.bodies is on: debug log lines carry message texts (redacted)");
+    }
     crate::telemetry::install_crypto_provider();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -235,7 +239,7 @@ fn config_check(loaded: &config::Loaded) -> ExitCode {
     }
     match node::master_key(c, false) {
         Ok((_, origin)) => println!("# master key: {origin:?}"),
-        Err(_) if c.embedded_nats() => println!(
+        Err(crate::keys::KeyError::Missing) if c.embedded_nats() => println!(
             "# master key: none yet; the embedded default will generate {}",
             c.node
                 .data_dir
@@ -496,7 +500,8 @@ enum KeysCommand {
         long_about = "Re-seals every session in the TG_SESSIONS bucket and the event-log chain key \
 (eventlog/chain.key) from the current master key to the one in --new-key-file, and records \
 `keys.rotated` in the event log. The current key comes from where every command takes it: \
-TGINGEST_MASTER_KEY, TGINGEST_MASTER_KEY_FILE or security.master_key_file (or the embedded default's \
+TGINGEST_MASTER_KEY, TGINGEST_MASTER_KEY_FILE, the systemd credential tgingest-master-key or \
+security.master_key_file (or the embedded default's \
 master.key in the data dir). With the embedded default it also re-encrypts the JetStream store \
 under the new key (the old one serves as nats-server's previous key while it does).\n\nStop the node first: this command needs the event log to itself and \
 refuses while a node holds it. Every other node that shares the TG_SESSIONS bucket (and so the \
@@ -594,6 +599,12 @@ impl RotationSummary {
                     self.new_key_file.display()
                 )
             }
+            crate::keys::KeyOrigin::Credential(path) => format!(
+                "replace the file that LoadCredential={}:… loads (now at {}) with {}, then restart the unit",
+                crate::credentials::MASTER_KEY_CREDENTIAL,
+                path.display(),
+                self.new_key_file.display()
+            ),
             crate::keys::KeyOrigin::Env => format!(
                 "set {} to the new key (from {})",
                 crate::keys::MASTER_KEY_ENV,

@@ -570,6 +570,8 @@ pub struct LoggingConfig {
     pub format: LogFormat,
     /// A tracing filter (`info`, `tgingest=debug,async_nats=warn`); `RUST_LOG` wins.
     pub level: String,
+    /// Message bodies (after redaction) in `debug` log lines; off: never in any log line.
+    pub bodies: bool,
 }
 
 impl Default for LoggingConfig {
@@ -577,6 +579,7 @@ impl Default for LoggingConfig {
         LoggingConfig {
             format: LogFormat::Human,
             level: "info,async_nats=warn".into(),
+            bodies: false,
         }
     }
 }

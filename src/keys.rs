@@ -1,14 +1,20 @@
 //! The master key, and the sub-keys derived from it for each purpose.
 //!
-//! The master key never enters NATS or a log line. It comes from `TGINGEST_MASTER_KEY` (64 hex
-//! characters) or from a key file (`security.master_key_file`, or `TGINGEST_MASTER_KEY_FILE`) that
-//! only its owner may read. The embedded default generates a key file in the data dir on first run;
-//! production must supply its own.
+//! The master key never enters NATS or a log line. It comes, the first source set winning, from
+//! `TGINGEST_MASTER_KEY` (64 hex characters), the file `TGINGEST_MASTER_KEY_FILE` names, the
+//! systemd credential `tgingest-master-key` (`LoadCredential=`), or the file
+//! `security.master_key_file` names; key files must be readable by their owner only. The embedded
+//! default generates a key file in the data dir on first run; production must supply its own.
+//! The master key and the keys derived from it are wiped (zeroized) when dropped.
 
 use std::fmt;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use zeroize::Zeroize;
+
+use crate::credentials::{SecretFile, SecretFileError};
 
 /// Environment variable holding the master key itself, as 64 hex characters.
 pub const MASTER_KEY_ENV: &str = "TGINGEST_MASTER_KEY";
@@ -48,9 +54,29 @@ impl KeyPurpose {
 /// Where the master key in use came from (for the start-up log; never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyOrigin {
+    /// `TGINGEST_MASTER_KEY`.
     Env,
+    /// A key file (`TGINGEST_MASTER_KEY_FILE` or `security.master_key_file`).
     File(PathBuf),
+    /// The systemd credential `tgingest-master-key`, at this path.
+    Credential(PathBuf),
+    /// The embedded default's key, generated into the data dir on this start.
     Generated(PathBuf),
+}
+
+/// Every place the master key may come from, in precedence order (the first one set wins).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeySources<'a> {
+    /// The value of `TGINGEST_MASTER_KEY`.
+    pub env_value: Option<&'a str>,
+    /// The file `TGINGEST_MASTER_KEY_FILE` names.
+    pub env_file: Option<&'a Path>,
+    /// The systemd credential `tgingest-master-key`, if `$CREDENTIALS_DIRECTORY` holds it.
+    pub credential: Option<&'a Path>,
+    /// The file `security.master_key_file` names.
+    pub config_file: Option<&'a Path>,
+    /// The embedded default's key file: used, or first generated, when nothing above is set.
+    pub generate_at: Option<&'a Path>,
 }
 
 /// Why no usable master key could be had.
@@ -58,16 +84,8 @@ pub enum KeyOrigin {
 pub enum KeyError {
     #[error("{origin}: the master key must be 64 hex characters (32 bytes); {problem}")]
     BadFormat { origin: String, problem: String },
-    #[error("cannot read master key file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "master key file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`",
-        path = path.display()
-    )]
-    TooOpen { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    File(#[from] SecretFileError),
     #[error("cannot create master key file {path}: {source}")]
     Create {
         path: PathBuf,
@@ -75,7 +93,8 @@ pub enum KeyError {
     },
     #[error(
         "no master key: set {MASTER_KEY_ENV} (64 hex characters) or security.master_key_file \
-         (or {MASTER_KEY_FILE_ENV}); only the embedded default generates one by itself"
+         (or {MASTER_KEY_FILE_ENV}), or pass the systemd credential tgingest-master-key; only the \
+         embedded default generates one by itself"
     )]
     Missing,
 }
@@ -84,18 +103,52 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct MasterKey([u8; 32]);
 
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MasterKey(***)")
     }
 }
 
-impl Drop for MasterKey {
+/// A key derived from the master key for one purpose; `Debug` never shows it, and it is wiped
+/// on drop. Copies taken with [`DerivedKey::bytes`] are the caller's to wipe.
+#[derive(Clone)]
+pub struct DerivedKey([u8; 32]);
+
+impl Drop for DerivedKey {
     fn drop(&mut self) {
-        // Best effort: volatile writes so the wipe is not optimised away.
-        for b in self.0.iter_mut() {
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for DerivedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DerivedKey(***)")
+    }
+}
+
+impl PartialEq for DerivedKey {
+    fn eq(&self, other: &Self) -> bool {
+        same_secret(&self.0, &other.0)
+    }
+}
+
+impl Eq for DerivedKey {}
+
+impl DerivedKey {
+    /// The key bytes, borrowed.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A further key derived from this one for `context` (a blake3 `derive_key` context string).
+    pub fn derive(&self, context: &str) -> DerivedKey {
+        DerivedKey(blake3::derive_key(context, &self.0))
     }
 }
 
@@ -128,22 +181,16 @@ impl MasterKey {
 
     /// Reads a key file, refusing one that group or others can read.
     pub fn read_file(path: &Path) -> Result<Self, KeyError> {
-        let read_err = |source| KeyError::Read {
+        Self::read_secret(&SecretFile::Plain {
+            label: "master key file",
             path: path.to_path_buf(),
-            source,
-        };
-        let mode = std::fs::metadata(path)
-            .map_err(read_err)?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyError::TooOpen {
-                path: path.to_path_buf(),
-                mode: mode & 0o777,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
-        Self::from_hex(&text, &format!("master key file {}", path.display()))
+        })
+    }
+
+    /// Reads a key file or a systemd credential; errors name it.
+    fn read_secret(file: &SecretFile) -> Result<Self, KeyError> {
+        let text = file.read()?;
+        Self::from_hex(&text, &file.to_string())
     }
 
     /// Writes a new random key to `path` (mode 0600, never overwriting) and returns it.
@@ -167,20 +214,39 @@ impl MasterKey {
         Ok(key)
     }
 
-    /// Resolves the key: the env value wins, then the configured file; with neither, the
-    /// embedded default uses (or first creates) `generate_at`, and anything else is an error.
-    pub fn resolve(
-        env_value: Option<&str>,
-        file: Option<&Path>,
-        generate_at: Option<&Path>,
-    ) -> Result<(Self, KeyOrigin), KeyError> {
-        if let Some(text) = env_value {
+    /// Resolves the key from the first source set, in [`KeySources`]' order: the env value,
+    /// the env file, the systemd credential, the configured file; with none, the embedded
+    /// default uses (or first creates) `generate_at`, and anything else is an error. A source
+    /// that is set but bad is an error naming it, never a reason to try the next one.
+    pub fn resolve(sources: KeySources<'_>) -> Result<(Self, KeyOrigin), KeyError> {
+        if let Some(text) = sources.env_value {
             return Ok((Self::from_hex(text, MASTER_KEY_ENV)?, KeyOrigin::Env));
         }
-        if let Some(path) = file {
-            return Ok((Self::read_file(path)?, KeyOrigin::File(path.to_path_buf())));
+        let plain = |label, path: &Path| {
+            let file = SecretFile::Plain {
+                label,
+                path: path.to_path_buf(),
+            };
+            Ok((
+                Self::read_secret(&file)?,
+                KeyOrigin::File(file.path().into()),
+            ))
+        };
+        if let Some(path) = sources.env_file {
+            return plain("master key file (TGINGEST_MASTER_KEY_FILE)", path);
         }
-        let Some(path) = generate_at else {
+        if let Some(path) = sources.credential {
+            let file = SecretFile::Credential {
+                name: crate::credentials::MASTER_KEY_CREDENTIAL,
+                path: path.to_path_buf(),
+            };
+            let key = Self::read_secret(&file)?;
+            return Ok((key, KeyOrigin::Credential(path.to_path_buf())));
+        }
+        if let Some(path) = sources.config_file {
+            return plain("master key file (security.master_key_file)", path);
+        }
+        let Some(path) = sources.generate_at else {
             return Err(KeyError::Missing);
         };
         if path.exists() {
@@ -198,13 +264,13 @@ impl MasterKey {
     }
 
     /// The key for one purpose.
-    pub fn derive(&self, purpose: KeyPurpose) -> [u8; 32] {
-        blake3::derive_key(purpose.context(), &self.0)
+    pub fn derive(&self, purpose: KeyPurpose) -> DerivedKey {
+        DerivedKey(blake3::derive_key(purpose.context(), &self.0))
     }
 
     /// The key for one purpose and one subject (for example, one account's session seal).
-    pub fn derive_for(&self, purpose: KeyPurpose, subject: &str) -> [u8; 32] {
-        blake3::keyed_hash(&self.derive(purpose), subject.as_bytes()).into()
+    pub fn derive_for(&self, purpose: KeyPurpose, subject: &str) -> DerivedKey {
+        DerivedKey(blake3::keyed_hash(self.derive(purpose).bytes(), subject.as_bytes()).into())
     }
 }
 
@@ -218,6 +284,8 @@ pub(crate) fn same_secret(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -240,11 +308,15 @@ mod tests {
     fn generated_file_is_private_and_reloads_to_the_same_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/master.key");
-        let (first, origin) = MasterKey::resolve(None, None, Some(&path)).unwrap();
+        let generate = KeySources {
+            generate_at: Some(&path),
+            ..KeySources::default()
+        };
+        let (first, origin) = MasterKey::resolve(generate).unwrap();
         assert_eq!(origin, KeyOrigin::Generated(path.clone()));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let (again, origin) = MasterKey::resolve(None, None, Some(&path)).unwrap();
+        let (again, origin) = MasterKey::resolve(generate).unwrap();
         assert_eq!(origin, KeyOrigin::File(path));
         assert_eq!(first.0, again.0);
     }
@@ -257,7 +329,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
             MasterKey::read_file(&path),
-            Err(KeyError::TooOpen { mode: 0o644, .. })
+            Err(KeyError::File(SecretFileError::TooOpen { mode: 0o644, .. }))
         ));
         let err = MasterKey::from_hex("zz", "test").unwrap_err().to_string();
         assert!(err.contains("found 2 characters"), "{err}");
@@ -266,9 +338,73 @@ mod tests {
             .to_string();
         assert!(err.contains("not hex"), "{err}");
         assert!(matches!(
-            MasterKey::resolve(None, None, None),
+            MasterKey::resolve(KeySources::default()),
             Err(KeyError::Missing)
         ));
+    }
+
+    /// Writes `key` as hex to `dir/name` with `mode`.
+    fn key_file(dir: &Path, name: &str, key: u8, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, hex::encode([key; 32])).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_first_source_set_wins_env_then_env_file_then_credential_then_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let env_file = key_file(dir.path(), "env.key", 2, 0o600);
+        let credential = key_file(dir.path(), "tgingest-master-key", 3, 0o440);
+        let config_file = key_file(dir.path(), "config.key", 4, 0o600);
+        let env_value = hex::encode([1u8; 32]);
+        let mut sources = KeySources {
+            env_value: Some(&env_value),
+            env_file: Some(&env_file),
+            credential: Some(&credential),
+            config_file: Some(&config_file),
+            generate_at: None,
+        };
+        let first = |sources| {
+            let (key, origin) = MasterKey::resolve(sources).unwrap();
+            (key.0[0], origin)
+        };
+        assert_eq!(first(sources), (1, KeyOrigin::Env));
+        sources.env_value = None;
+        assert_eq!(first(sources), (2, KeyOrigin::File(env_file.clone())));
+        sources.env_file = None;
+        assert_eq!(
+            first(sources),
+            (3, KeyOrigin::Credential(credential.clone()))
+        );
+        sources.credential = None;
+        assert_eq!(first(sources), (4, KeyOrigin::File(config_file.clone())));
+    }
+
+    #[test]
+    fn a_malformed_credential_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tgingest-master-key");
+        std::fs::write(&path, "abc").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let config_file = key_file(dir.path(), "config.key", 4, 0o600);
+        let sources = KeySources {
+            credential: Some(&path),
+            config_file: Some(&config_file),
+            ..KeySources::default()
+        };
+        let err = MasterKey::resolve(sources).unwrap_err().to_string();
+        let want = format!(
+            "systemd credential tgingest-master-key ({}): the master key must be 64 hex characters (32 bytes); found 3 characters",
+            path.display()
+        );
+        assert_eq!(err, want);
+    }
+
+    #[test]
+    fn derived_keys_never_show_in_debug() {
+        let key = MasterKey::from_bytes([0xab; 32]).derive(KeyPurpose::LogIdHash);
+        assert_eq!(format!("{key:?}"), "DerivedKey(***)");
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod codec;
 /// Typed configuration from `config/*.toml` plus environment overrides, with precise errors.
 pub mod config;
 pub mod config_error;
+/// Secret files: operator-managed ones and systemd credentials.
+pub mod credentials;
 /// The normalized `Event` and its deterministic id.
 pub mod event;
 /// The append-only, blake3-chained audit and checkpoint log over sled.

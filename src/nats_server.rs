@@ -426,10 +426,20 @@ fn spawn_bound_to_this_process(mut cmd: Command) -> io::Result<Child> {
     cmd.process_group(0);
     static SPAWNER: OnceLock<std::sync::Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let parent = std::process::id() as i32;
-    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    // SAFETY: only async-signal-safe calls (prctl, setrlimit, getppid, _exit) between fork and
+    // exec.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The server holds the store key (derived from the master key) and the messages in
+            // memory; exec makes it dumpable again, so at least it writes no core file.
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &no_core) != 0 {
                 return Err(io::Error::last_os_error());
             }
             if libc::getppid() != parent {

@@ -31,13 +31,14 @@ use crate::cluster::gate::Gate;
 use crate::cluster::record::Records;
 use crate::cluster::runner::NodeAccounts;
 use crate::config::Config;
+use crate::credentials::{MASTER_KEY_CREDENTIAL, SecretFile};
 use crate::event::{Chat, Event};
 use crate::eventlog::{
     Anchor, AuditEntry, ChainKey, ChainKeyOrigin, Durability, EventLog, EventLogError,
 };
 use crate::keys::{
-    GENERATED_KEY_FILE, KeyError, KeyOrigin, KeyPurpose, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV,
-    MasterKey,
+    GENERATED_KEY_FILE, KeyError, KeyOrigin, KeyPurpose, KeySources, MASTER_KEY_ENV,
+    MASTER_KEY_FILE_ENV, MasterKey,
 };
 use crate::nats_server::encryption::StoreEncryption;
 use crate::nats_server::{NatsServer, NatsServerError, ServerOptions, find_binary};
@@ -130,20 +131,30 @@ async fn unless_stopped<T>(
     }
 }
 
-/// Resolves the master key the way every command does: env, configured file, then (embedded
-/// mode only) the key file in the data dir, generated on first run when `generate` is set.
+/// Resolves the master key the way every command does: `TGINGEST_MASTER_KEY`, then
+/// `TGINGEST_MASTER_KEY_FILE`, then the systemd credential `tgingest-master-key`, then
+/// `security.master_key_file`, then (embedded mode only) the key file in the data dir, generated
+/// on first run when `generate` is set.
 pub fn master_key(config: &Config, generate: bool) -> Result<(MasterKey, KeyOrigin), KeyError> {
-    let env_key = std::env::var(MASTER_KEY_ENV).ok().filter(|v| !v.is_empty());
-    let file = std::env::var_os(MASTER_KEY_FILE_ENV)
+    let env_value = std::env::var(MASTER_KEY_ENV)
+        .ok()
         .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            Some(config.security.master_key_file.clone()).filter(|p| !p.as_os_str().is_empty())
-        });
+        .map(zeroize::Zeroizing::new);
+    let env_file = std::env::var_os(MASTER_KEY_FILE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let credential = SecretFile::credential(MASTER_KEY_CREDENTIAL);
+    let config_file = &config.security.master_key_file;
     let generated = config.node.data_dir.join(GENERATED_KEY_FILE);
     let fallback =
         (config.embedded_nats() && (generate || generated.exists())).then_some(generated.as_path());
-    MasterKey::resolve(env_key.as_deref(), file.as_deref(), fallback)
+    MasterKey::resolve(KeySources {
+        env_value: env_value.as_deref().map(String::as_str),
+        env_file: env_file.as_deref(),
+        credential: credential.as_ref().map(SecretFile::path),
+        config_file: Some(config_file.as_path()).filter(|p| !p.as_os_str().is_empty()),
+        generate_at: fallback,
+    })
 }
 
 /// How the embedded nats-server is started on this config's store, encrypted with `encryption`.
@@ -294,13 +305,17 @@ impl Node {
                 "generated a master key for the embedded default; production must supply its own ({MASTER_KEY_ENV} or security.master_key_file)"
             ),
             KeyOrigin::File(path) => tracing::info!(path = %path.display(), "master key from file"),
+            KeyOrigin::Credential(path) => tracing::info!(
+                path = %path.display(),
+                "master key from the systemd credential {MASTER_KEY_CREDENTIAL}"
+            ),
             KeyOrigin::Env => tracing::info!("master key from {MASTER_KEY_ENV}"),
         }
 
         let stop = options.stop.clone();
         let stop = stop.as_ref();
         check_stop(stop)?;
-        crate::telemetry::set_log_id_key(key.derive(KeyPurpose::LogIdHash));
+        crate::telemetry::set_log_id_key(*key.derive(KeyPurpose::LogIdHash).bytes());
         let metrics_handle = crate::observability::install_recorder(register_metric_zeros);
         crate::observability::set_per_account(config.admin.per_account_metrics);
         // Not abandoned midway: the server would be left to the blocking pool. It is stopped
@@ -425,10 +440,9 @@ impl Node {
                 },
                 backend,
                 budget,
-                phone_key: blake3::derive_key(
-                    "tgingest 2026-11 phone number hash v1",
-                    &key.derive(KeyPurpose::LogIdHash),
-                ),
+                phone_key: key
+                    .derive(KeyPurpose::LogIdHash)
+                    .derive("tgingest 2026-11 phone number hash v1"),
                 clustered: config.cluster.enabled,
             }));
             // Not fatal: the node must come up so an operator can fix the registry through the API.

@@ -11,6 +11,7 @@ const BUILT: &[(&str, &str)] = &[
     ("Grafana dashboards", "deploy/grafana/dashboards"),
     ("alert rules", "deploy/prometheus"),
     ("load-test crate", "loadtest/Cargo.toml"),
+    ("systemd unit", "deploy/systemd/tgingest.service"),
 ];
 
 /// Words that introduce what is not there yet.

@@ -304,7 +304,11 @@ fn the_store_key_is_in_neither_the_config_file_nor_the_command_line_nor_the_log(
     assert!(status.success(), "node exit status {status}");
     assert_eq!(servers.len(), 1, "one embedded nats-server");
 
-    let store_key = hex::encode(MasterKey::from_bytes(KEY_A).derive(KeyPurpose::NatsStore));
+    let store_key = hex::encode(
+        MasterKey::from_bytes(KEY_A)
+            .derive(KeyPurpose::NatsStore)
+            .bytes(),
+    );
     let master_key = hex::encode(KEY_A);
     let store = dir.path().join("data/nats");
     let config_text = std::fs::read_to_string(store.join("nats-server.conf")).unwrap();

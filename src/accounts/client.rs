@@ -151,14 +151,10 @@ impl Client {
                 format!("http://{listen}")
             }
         };
-        let token = if cfg.admin.token_file.as_os_str().is_empty() {
-            None
-        } else {
-            Some(
-                crate::admin::read_token(&cfg.admin.token_file)
-                    .map_err(|e| ClientError::Usage(e.to_string()))?,
-            )
-        };
+        let token = crate::admin::token_file(&cfg.admin)
+            .map(|f| crate::admin::read_token(&f))
+            .transpose()
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(90))
             .build()

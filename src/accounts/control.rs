@@ -280,7 +280,7 @@ pub struct AccountsControl {
     parts: AccountParts,
     backend: Arc<dyn LoginBackend>,
     budget: LoginBudget,
-    phone_key: [u8; 32],
+    phone_key: crate::keys::DerivedKey,
     logins: Mutex<HashMap<String, LoginEntry>>,
     /// Serialises actions on accounts, so a pause and a resume cannot interleave.
     actions: Mutex<()>,
@@ -305,7 +305,7 @@ pub struct ControlParts {
     pub backend: Arc<dyn LoginBackend>,
     pub budget: LoginBudget,
     /// Keys the phone-number hashes (derived from the master key).
-    pub phone_key: [u8; 32],
+    pub phone_key: crate::keys::DerivedKey,
     /// The cluster's controller starts accounts, not the admin actions (`cluster.enabled`).
     pub clustered: bool,
 }
@@ -874,7 +874,7 @@ impl AccountsControl {
         }
         self.backend.ready()?;
         self.forget_idle_logins().await;
-        let hash = phone_hash(&self.phone_key, phone.expose());
+        let hash = phone_hash(self.phone_key.bytes(), phone.expose());
         let now = crate::event::now_us();
         let status = match self.budget.try_spend(&hash, now)? {
             Ok(status) => status,

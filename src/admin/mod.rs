@@ -12,7 +12,8 @@
 //! - `POST /v1/logins`, `POST /v1/logins/{id}/code|password`, `DELETE /v1/logins/{id}`
 //! - `POST /v1/replays`, `GET /v1/replays`, `GET /v1/replays/{id}`, `DELETE /v1/replays/{id}`
 //!
-//! With `admin.token_file` set every route but `/healthz` and `/readyz` needs
+//! With a token (see [`token_file`]: `TGINGEST_ADMIN_TOKEN_FILE`, the systemd credential
+//! `tgingest-admin-token`, or `admin.token_file`) every route but `/healthz` and `/readyz` needs
 //! `Authorization: Bearer <token>` (`/metrics` included: Prometheus sends it from a
 //! `credentials_file`); a non-loopback listen address without a token is refused at start.
 
@@ -24,7 +25,6 @@ pub mod ops;
 pub mod replay;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
@@ -36,6 +36,7 @@ use tokio::sync::oneshot;
 
 use crate::accounts::AccountsControl;
 use crate::config::AdminConfig;
+use crate::credentials::{ADMIN_TOKEN_CREDENTIAL, SecretFile, SecretFileError};
 use crate::pipeline::replay::Replays;
 pub use error::ApiError;
 pub use ops::Ops;
@@ -57,50 +58,40 @@ pub enum AdminError {
     #[error(
         "admin.listen {addr} is not a loopback address, and admin.token_file is not set: anyone \
          who reaches it could add accounts. Set admin.token_file (TGINGEST_ADMIN_TOKEN_FILE) to a \
-         file holding a bearer token, or listen on 127.0.0.1"
+         file holding a bearer token (or pass the systemd credential tgingest-admin-token), or listen \
+         on 127.0.0.1"
     )]
     TokenRequired { addr: SocketAddr },
-    #[error("cannot read admin.token_file {path}: {source}")]
-    TokenRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "admin.token_file {path} is empty; put a long random token in it (e.g. `openssl rand -hex 32`)"
-    )]
-    TokenEmpty { path: PathBuf },
-    #[error(
-        "admin.token_file {path} has mode {mode:o}; it must not be readable by group or others \
-         (chmod 600 it)"
-    )]
-    TokenTooOpen { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    TokenFile(#[from] SecretFileError),
+    #[error("{file} is empty; put a long random token in it (e.g. `openssl rand -hex 32`)")]
+    TokenEmpty { file: SecretFile },
 }
 
-/// Reads the bearer token from `path` (first line, white space trimmed).
-pub fn read_token(path: &Path) -> Result<String, AdminError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|source| AdminError::TokenRead {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(AdminError::TokenTooOpen {
-            path: path.to_path_buf(),
-            mode: mode & 0o777,
-        });
+/// Environment variable naming the token file (the generic override of `admin.token_file`).
+const TOKEN_FILE_ENV: &str = "TGINGEST_ADMIN_TOKEN_FILE";
+
+/// Where the bearer token comes from, the first one set winning: `TGINGEST_ADMIN_TOKEN_FILE`
+/// (already in `cfg.token_file`), the systemd credential `tgingest-admin-token`, then
+/// `admin.token_file` from the config file; `None`: no token.
+pub fn token_file(cfg: &AdminConfig) -> Option<SecretFile> {
+    let configured = (!cfg.token_file.as_os_str().is_empty()).then(|| SecretFile::Plain {
+        label: "admin.token_file",
+        path: cfg.token_file.clone(),
+    });
+    let from_env = std::env::var_os(TOKEN_FILE_ENV).is_some_and(|v| !v.is_empty());
+    if from_env {
+        return configured;
     }
-    let text = std::fs::read_to_string(path).map_err(|source| AdminError::TokenRead {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    SecretFile::credential(ADMIN_TOKEN_CREDENTIAL).or(configured)
+}
+
+/// Reads the bearer token from `file` (first line, white space trimmed).
+pub fn read_token(file: &SecretFile) -> Result<String, AdminError> {
+    let text = file.read()?;
     let token = text.lines().next().unwrap_or("").trim().to_string();
     if token.is_empty() {
-        return Err(AdminError::TokenEmpty {
-            path: path.to_path_buf(),
-        });
+        return Err(AdminError::TokenEmpty { file: file.clone() });
     }
     Ok(token)
 }
@@ -211,11 +202,7 @@ impl AdminServer {
         let addr: SocketAddr = listen
             .parse()
             .map_err(|_| AdminError::BadAddress(listen.to_string()))?;
-        let token = if cfg.token_file.as_os_str().is_empty() {
-            None
-        } else {
-            Some(read_token(&cfg.token_file)?)
-        };
+        let token = token_file(cfg).map(|f| read_token(&f)).transpose()?;
         if token.is_none() && !addr.ip().is_loopback() {
             return Err(AdminError::TokenRequired { addr });
         }

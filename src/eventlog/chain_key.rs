@@ -70,10 +70,7 @@ impl Drop for ChainKey {
 }
 
 fn wipe(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        // Volatile so the wipe is not optimised away.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
+    zeroize::Zeroize::zeroize(bytes);
 }
 
 /// The path of the chain key file of the log in `dir`.
@@ -93,7 +90,7 @@ impl ChainKey {
 
     /// The key logs made before `chain.key` existed were chained with.
     fn legacy(master: &MasterKey) -> ChainKey {
-        ChainKey(master.derive(KeyPurpose::EventLogChain))
+        ChainKey(*master.derive(KeyPurpose::EventLogChain).bytes())
     }
 
     /// The chain key of the log in `dir`, for the node that writes it: opens the sealed file; with
@@ -218,10 +215,8 @@ impl ChainKey {
 }
 
 fn cipher(master: &MasterKey) -> XChaCha20Poly1305 {
-    let mut key = master.derive(KeyPurpose::ChainKeySeal);
-    let cipher = XChaCha20Poly1305::new(&key.into());
-    wipe(&mut key);
-    cipher
+    let key = master.derive(KeyPurpose::ChainKeySeal);
+    XChaCha20Poly1305::new(key.bytes().into())
 }
 
 fn seal(master: &MasterKey, key: &ChainKey) -> Result<Vec<u8>, EventLogError> {
@@ -427,7 +422,7 @@ mod tests {
     async fn a_log_from_before_the_file_keeps_verifying_with_the_legacy_key() {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::from_bytes([3; 32]);
-        let legacy = master.derive(KeyPurpose::EventLogChain);
+        let legacy = *master.derive(KeyPurpose::EventLogChain).bytes();
         write_log(dir.path(), legacy).await;
         assert_eq!(ChainKey::open(dir.path(), &master).unwrap().bytes(), legacy);
         let (key, origin) = ChainKey::open_or_create(dir.path(), &master).unwrap();

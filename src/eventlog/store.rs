@@ -50,7 +50,8 @@ impl Default for EventLogOptions {
 /// An open event log: one sled database in one directory, with one writer.
 pub struct EventLog {
     dir: PathBuf,
-    chain_key: [u8; 32],
+    /// Wiped when the log is dropped.
+    chain_key: zeroize::Zeroizing<[u8; 32]>,
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
@@ -112,7 +113,7 @@ impl EventLog {
         metrics::gauge!(METRIC_HEAD_SEQ).set(head.seq as f64);
         Ok(EventLog {
             dir: dir.to_path_buf(),
-            chain_key,
+            chain_key: zeroize::Zeroizing::new(chain_key),
             db,
             log,
             meta,

@@ -47,18 +47,14 @@ impl fmt::Debug for StoreKey {
 
 impl Drop for StoreKey {
     fn drop(&mut self) {
-        // Best effort, as for the master key: volatile writes so the wipe is not optimised away.
-        for b in self.0.iter_mut() {
-            // SAFETY: a plain write through a valid `&mut u8`.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
 impl StoreKey {
     /// The store key that belongs to `master`.
     pub fn derive(master: &MasterKey) -> StoreKey {
-        StoreKey(master.derive(KeyPurpose::NatsStore))
+        StoreKey(*master.derive(KeyPurpose::NatsStore).bytes())
     }
 
     /// A name for the key that reveals nothing of it (what `store-key.id` holds).

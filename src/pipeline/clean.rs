@@ -110,6 +110,11 @@ async fn filter_batch(
                 for (kind, count) in &redactions {
                     state.stats.redacted.add(kind.name(), u64::from(*count));
                 }
+                tracing::debug!(
+                    event_id = %event.event_id,
+                    text = %crate::telemetry::Body(&event.text),
+                    "kept by the policy"
+                );
                 let payload: bytes::Bytes = crate::codec::encode(&event)?.into();
                 let subject = clean_subject(&event.account_id);
                 acks.push((outcomes.len(), subject, event.event_id.clone(), payload));

@@ -156,6 +156,7 @@ pub(crate) const PHONE: &[Lang] = &[
             "escritório",
             "whats",
             "central de atendimento",
+            "contatos",
         ],
     ),
     (
@@ -204,6 +205,9 @@ pub(crate) const PHONE: &[Lang] = &[
             "ufficio",
             "servizio clienti",
             "numero verde",
+            "contatto",
+            "contatti",
+            "recapito",
         ],
     ),
     (
@@ -247,7 +251,18 @@ pub(crate) const PHONE: &[Lang] = &[
             "layanan pelanggan",
         ],
     ),
-    ("ja", &["電話", "携帯", "連絡", "オフィス", "実家", "留守"]),
+    (
+        "ja",
+        &[
+            "電話",
+            "携帯",
+            "連絡",
+            "オフィス",
+            "実家",
+            "留守",
+            "フリーダイヤル",
+        ],
+    ),
     ("ko", &["전화", "휴대폰", "핸드폰", "연락", "사무실", "폰"]),
 ];
 
@@ -1012,6 +1027,47 @@ pub(crate) fn digit_named(word: &str) -> Option<u8> {
     NAMES.get(word).copied()
 }
 
+/// Words that announce a pair of user name and password (`admin login: admin / S3cret!`,
+/// `identifiants : lucas.b / Dino2015!!`).
+pub(crate) const LOGIN: &[Lang] = &[
+    (
+        "en",
+        &[
+            "login",
+            "log in",
+            "credentials",
+            "creds",
+            "access",
+            "account",
+            "user",
+        ],
+    ),
+    ("ru", &["логин", "доступ", "вход", "учётка", "учетка"]),
+    ("uk", &["логін", "доступ", "вхід"]),
+    ("fa", &["ورود", "نام کاربری", "اکانت"]),
+    ("ar", &["بيانات الدخول", "الدخول", "المستخدم", "حساب"]),
+    ("zh", &["登录", "登入", "账号", "帳號", "账户"]),
+    ("es", &["acceso", "credenciales", "usuario", "cuenta"]),
+    (
+        "pt",
+        &["acesso", "credenciais", "usuário", "usuario", "conta"],
+    ),
+    (
+        "de",
+        &["zugang", "zugangsdaten", "anmeldung", "konto", "benutzer"],
+    ),
+    (
+        "fr",
+        &["identifiants", "accès", "acces", "compte", "connexion"],
+    ),
+    ("it", &["accesso", "credenziali", "utente", "account"]),
+    ("tr", &["giriş", "kullanıcı", "hesap"]),
+    ("hi", &["लॉगिन", "खाता"]),
+    ("id", &["akun", "masuk"]),
+    ("ja", &["ログイン", "管理画面", "アカウント"]),
+    ("ko", &["로그인", "계정", "아이디"]),
+];
+
 /// Words that announce a login or verification code.
 pub(crate) const CODE: &[Lang] = &[
     (
@@ -1092,6 +1148,7 @@ pub(crate) const CODE: &[Lang] = &[
             "كودك",
             "كلمة المرور",
             "رمز الدخول",
+            "لتأكيد",
         ],
     ),
     (
@@ -1167,6 +1224,8 @@ pub(crate) const CODE: &[Lang] = &[
             "chiptan",
             "smstan",
             "mobiletan",
+            "verifizierungscode",
+            "einmalcode",
         ],
     ),
     (
@@ -1327,6 +1386,12 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "postal code",
             "pin",
             "pincode",
+            "seconds",
+            "second",
+            "sec",
+            "minutes",
+            "minute",
+            "template",
         ],
     ),
     ("pl", &["pocztowy"]),
@@ -1354,6 +1419,9 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "курса",
             "предмета",
             "статья",
+            "секунд",
+            "секунды",
+            "минут",
         ],
     ),
     (
@@ -1370,7 +1438,7 @@ pub(crate) const CODE_NOT: &[Lang] = &[
     ),
     (
         "fa",
-        &["پستی", "ملی", "اقتصادی", "تخفیف", "خطا", "پیش‌شماره"],
+        &["پستی", "ملی", "اقتصادی", "تخفیف", "خطا", "پیش‌شماره", "کالا"],
     ),
     ("ar", &["الخصم", "خصم", "البريدي", "خطأ"]),
     (
@@ -1402,6 +1470,9 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "asignatura",
             "artículo",
             "articulo",
+            "segundos",
+            "minutos",
+            "recogida",
         ],
     ),
     (
@@ -1429,11 +1500,22 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "vorwahl",
             "kurs",
             "kursnummer",
+            "sekunden",
         ],
     ),
     (
         "fr",
-        &["postal", "promo", "réduction", "erreur", "cours", "article"],
+        &[
+            "postal",
+            "promo",
+            "réduction",
+            "erreur",
+            "cours",
+            "article",
+            "banque",
+            "guichet",
+            "secondes",
+        ],
     ),
     (
         "it",
@@ -1445,7 +1527,7 @@ pub(crate) const CODE_NOT: &[Lang] = &[
         "tr",
         &["posta", "indirim", "hata", "alan", "ders", "şube", "madde"],
     ),
-    ("hi", &["पिन", "प्रोमो", "डिस्काउंट"]),
+    ("hi", &["पिन", "प्रोमो", "डिस्काउंट", "शाखा"]),
     (
         "id",
         &["pos", "voucher", "promo", "area", "diskon", "pasal"],
@@ -1590,6 +1672,7 @@ pub(crate) const SECRET_NOT: &[Lang] = &[
             "cache",
             "site key",
             "fingerprint",
+            "publishable",
         ],
     ),
     ("ru", &["публичный", "открытый", "коммит", "транзакции"]),
@@ -1597,12 +1680,13 @@ pub(crate) const SECRET_NOT: &[Lang] = &[
     ("de", &["öffentlicher", "öffentliche"]),
     ("fr", &["publique", "public"]),
     ("es", &["pública", "publica", "público"]),
-    ("pt", &["pública", "publica"]),
+    ("pt", &["pública", "publica", "pix"]),
     ("it", &["pubblica"]),
     ("tr", &["açık", "herkese açık"]),
     ("ja", &["公開"]),
     ("ko", &["공개"]),
     ("zh", &["公钥", "公開"]),
+    ("ar", &["العام"]),
 ];
 
 /// Words that announce a payment card: the word itself and the card brands, national schemes
@@ -1725,6 +1809,7 @@ pub(crate) static CODE_SERVICES: LazyLock<Words> = LazyLock::new(|| Words::new(C
 pub(crate) static CODE_NOT_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(CODE_NOT));
 pub(crate) static SECRET_NOT_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(SECRET_NOT));
 pub(crate) static CARD_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(CARD));
+pub(crate) static LOGIN_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(LOGIN));
 
 /// Chinese, Japanese, Korean and Thai are written without spaces between words: their letters
 /// are no word boundary problem for a number glued to them.

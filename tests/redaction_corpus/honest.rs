@@ -65,6 +65,20 @@ const FOURTH: Corpus = Corpus {
     floors: &[("api_token", 0.970, 0.99), ("login_code", 0.965, 1.0)],
 };
 
+/// The fifth corpus (1,299 cases): first scored, then tuned on. What it still misses:
+/// passwords given many words after their key word or with no key word (`Sunflower#8812x`
+/// beside `admin /` without a login word), keys in another sentence, codes with no word at all,
+/// phones written with `00` for `+`; and where its labels differ from the earlier corpora's
+/// (a Razorpay `key_id` is public here, a secret in the second corpus).
+const FIFTH: Corpus = Corpus {
+    file: "fifth.jsonl",
+    floors: &[
+        ("api_token", 0.925, 0.985),
+        ("login_code", 0.970, 0.99),
+        ("phone", 0.98, 0.985),
+    ],
+};
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Case {
@@ -283,4 +297,9 @@ fn every_detector_holds_its_floor_on_the_third_corpus() {
 #[test]
 fn every_detector_holds_its_floor_on_the_fourth_corpus() {
     hold(&FOURTH);
+}
+
+#[test]
+fn every_detector_holds_its_floor_on_the_fifth_corpus() {
+    hold(&FIFTH);
 }

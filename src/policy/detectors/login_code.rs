@@ -41,6 +41,11 @@ const AFTER: usize = 40;
 /// A service name counts only this close (characters).
 const SERVICE_NEAR: usize = 16;
 
+/// Verbs that link a name to its value (`… est 295 031`, `… is 4821`).
+const COPULAS: &[&str] = &[
+    "is", "est", "ist", "es", "é", "è", "era", "adalah", "hai", "lautet", "是", "это",
+];
+
 /// Words shortly after a code that make it a discount code.
 const DISCOUNT_WORDS: &[&str] = &[
     "% off",
@@ -110,10 +115,22 @@ fn run_ok(text: &str, r: &Range<usize>) -> bool {
             Some('+' | '#' | '№' | '$' | '€' | '£' | '₽' | '-' | '.' | ',')
         )
         && !matches!(a, Some('%' | '$' | '€' | '₽'))
+        && !masked_card_part(text, r)
         && !(a == Some(':') && is_digit(after2(text, r.end)))
         && !(matches!(a, Some('.' | ','))
             && is_digit(after2(text, r.end))
             && !clause_comma(text, r.end))
+}
+
+/// The number is a visible end of a masked card (`5168****1140`): a mask joins it to more
+/// digits. (A mask alone around it is markdown: `**482913**`.)
+fn masked_card_part(text: &str, r: &Range<usize>) -> bool {
+    let mask = |c: &char| matches!(c, '*' | '•');
+    let mut after = text[r.end..].chars().skip_while(mask);
+    let mut before = text[..r.start].chars().rev().skip_while(mask);
+    (text[r.end..].starts_with(['*', '•']) && after.next().is_some_and(|c| c.is_ascii_digit()))
+        || (text[..r.start].ends_with(['*', '•'])
+            && before.next().is_some_and(|c| c.is_ascii_digit()))
 }
 
 /// The comma after a number ends a clause of text written without spaces (`验证码：7302，5分钟内
@@ -197,8 +214,9 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         let (_, sentence) = before_in_sentence(text, r.start, BEFORE);
         return (!CODE_NOT_WORDS.any(&sentence)).then_some(r);
     }
-    // `appid=4421`: the value of a key that is not a code word.
-    if let Some(key) = text[..r.start].strip_suffix('=').and_then(last_word)
+    // `appid=4421`, a nested `  admin: 81234567` of YAML: the value of a key that is not a
+    // code word.
+    if let Some(key) = settings_key(text, r.start)
         && !is_exactly(&CODE_WORDS, &key.to_lowercase())
     {
         return None;
@@ -229,13 +247,20 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         // `promo code 12345`, `код ошибки 12345`: another kind of code.
         let modifier =
             last_word(&before[..kw.start]).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w));
-        // An id word between the code word and the number names the number (`код
-        // ПриватБанку, публічний, МФО 305299`); a bare `ID` is the name of a login service
+        // An id word at most two words before the number names it (`код ПриватБанку,
+        // публічний, МФО 305299`, `account ending 4411`), unless a verb links them (`code de
+        // connexion à votre compte est 295 031`); a bare `ID` is the name of a login service
         // (`Ваш код Яндекс ID: 393407`, `Apple ID`).
         let between = &before[kw.end..];
-        let named = ID_WORDS
-            .find(between)
-            .any(|m| !between[m].eq_ignore_ascii_case("id"));
+        let named = ID_WORDS.find(between).any(|m| {
+            let rest: Vec<&str> = between[m.end..]
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .collect();
+            !between[m.clone()].eq_ignore_ascii_case("id")
+                && rest.len() <= 2
+                && !rest.iter().any(|w| COPULAS.contains(w))
+        });
         return (!modifier && !CODE_NOT_WORDS.any(between) && !named).then_some(r);
     }
     // `Order 12345`, `Line 12345`: the word right before says what the number is.
@@ -265,6 +290,20 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         }
     }
     (reply_to_code_request(text, &r) || short_answer_after_code(text, &r, from)).then_some(r)
+}
+
+/// The key whose value the number is: `key=` anywhere, `key: ` when it opens an indented line
+/// (YAML).
+fn settings_key(text: &str, start: usize) -> Option<String> {
+    let head = &text[..start];
+    if let Some(key) = head.strip_suffix('=') {
+        return last_word(key);
+    }
+    let key = head.strip_suffix(": ")?;
+    let line = key.rsplit('\n').next().unwrap_or_default();
+    let name = line.trim_start();
+    (line.starts_with([' ', '\t']) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .then(|| name.to_string())
 }
 
 /// Five to eight single digits with a space between each (`4 8 1 7 2`): a code read out or

@@ -122,10 +122,44 @@ fn check_link(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
 }
 
 /// Shared boundary and shape checks of every phone candidate.
+/// Keys whose value is a phone number in logs and configs (`to=+1415…`, `msisdn=90532…`).
+const PHONE_KEYS: &[&str] = &[
+    "to",
+    "from",
+    "tel",
+    "phone",
+    "mobile",
+    "msisdn",
+    "dest",
+    "recipient",
+    "number",
+    "cell",
+    "whatsapp",
+];
+
+/// Abbreviations of "telephone" written right against the number (`тел.89031427758`).
+const PHONE_ABBREVIATIONS: &[&str] = &["tel", "тел", "tlf", "telf", "mob", "моб", "cel", "tél"];
+
+/// The number is the value of a phone key (`to=`, `mobile=`) or follows a phone abbreviation
+/// and its dot (`тел.`).
+fn phone_key_before(text: &str, start: usize) -> bool {
+    let table = match before(text, start) {
+        Some('=') => PHONE_KEYS,
+        Some('.') => PHONE_ABBREVIATIONS,
+        _ => return false,
+    };
+    let key =
+        crate::policy::context::word_ending_at(text, start - 1, |c| c.is_alphabetic() || c == '_');
+    let last = key.rsplit('_').next().unwrap_or_default();
+    table.contains(&last)
+}
+
 fn phone_common(text: &str, r: &Range<usize>) -> bool {
     let s = &text[r.clone()];
     let b = before(text, r.start);
-    if is_alnum(b)
+    if phone_key_before(text, r.start) {
+        // `to=+14155550987`: the key says what the value is.
+    } else if is_alnum(b)
         || matches!(
             b,
             Some(

@@ -8,7 +8,7 @@ use regex::Captures;
 
 use super::{Rule, Settings, after, before, entropy, is_digit, one, rule};
 use crate::policy::config::DetectorKind;
-use crate::policy::context::{SECRET_KEY, SECRET_NOT_WORDS, before_in_sentence};
+use crate::policy::context::{LOGIN_WORDS, SECRET_KEY, SECRET_NOT_WORDS, before_in_sentence};
 
 /// API tokens and keys: Telegram bot tokens (also inside `api.telegram.org/bot…` URLs); the
 /// prefixed shapes of OpenAI and Anthropic (`sk-…`, `sk-ant-…`), Stripe (`sk_live_…`,
@@ -50,7 +50,7 @@ const SHAPES: &[&str] = &[
     r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,}",
     r"npm_[A-Za-z0-9]{36}",
     r"y0_[A-Za-z0-9_\-]{40,}",
-    r"Mid-(?:server|client)-[A-Za-z0-9_\-]{20,}",
+    r"Mid-server-[A-Za-z0-9_\-]{20,}",
     r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}",
     r"SK[0-9a-f]{32}",
     r"sq0(?:atp|csp)-[0-9A-Za-z_\-]{22,43}",
@@ -191,7 +191,9 @@ static ASSIGNED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(||
         .unwrap_or_else(|e| panic!("assignment pattern does not compile: {e}"))
 });
 
-/// [`check_assigned`] on a match and on every further assignment inside what it skipped.
+/// [`check_assigned`] on a match and on every further assignment inside what it took in: a
+/// value cut short (`api_key=…&api_secret=…`), or a key word inside another word whose match
+/// swallowed the real one (`Подключение к базе: …;Password=…`).
 fn check_assigned_rescanning(
     s: &Settings,
     text: &str,
@@ -201,24 +203,27 @@ fn check_assigned_rescanning(
     let Some(whole) = caps.get(0) else {
         return;
     };
-    let mut from = match check_assigned(s, text, caps) {
-        Some(r) => {
-            let end = r.end;
-            out.push(r);
-            end
-        }
-        None => return,
-    };
-    while from < whole.end()
-        && let Some(next) = ASSIGNED.captures_at(text, from)
-        && let Some(m) = next.get(0)
-        && m.start() < whole.end()
-    {
-        let Some(r) = check_assigned(s, text, &next) else {
-            break;
+    let mut candidate = Some(caps);
+    let mut owned;
+    while let Some(c) = candidate.take() {
+        let from = match check_assigned(s, text, c) {
+            Some(r) => {
+                let end = r.end;
+                out.push(r);
+                end
+            }
+            None => match c.name("kw") {
+                Some(kw) => kw.end(),
+                None => return,
+            },
         };
-        from = r.end;
-        out.push(r);
+        if from >= whole.end() {
+            return;
+        }
+        owned = ASSIGNED.captures_at(text, from);
+        candidate = owned
+            .as_ref()
+            .filter(|n| n.get(0).is_some_and(|m| m.start() < whole.end()));
     }
 }
 
@@ -274,6 +279,12 @@ pub(super) fn rules() -> Vec<Rule> {
         ),
         rule(k, &assigned_pattern(), check_assigned_rescanning)
             .anchored(&format!(r"(?i)(?:{})", words.join("|"))),
+        rule(
+            k,
+            r#"(?P<user>[\p{L}\p{N}._@+\-]{2,40})[ \t]*/[ \t]*(?P<value>[^\s"'`<>,、。「」『』/]{8,64})"#,
+            one!(check_credential_pair),
+        )
+        .anchored("/"),
         // The value right after its key word with no sign between, or up to four words on
         // (`API 키 4d27…`, `пароль до адмінки PnO#AWBt-cl2`, `segreto AWS 2aM8…`).
         rule(
@@ -303,6 +314,41 @@ fn check_spaced(s: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range<u
         return None;
     }
     check_assigned(s, text, caps)
+}
+
+/// How far before a `user / password` pair a login word may stand.
+const LOGIN_NEAR: usize = 48;
+
+/// The password of a `user / password` pair that a login word announces (`admin login for the
+/// WordPress is admin / Sunflower#8812x`, `Zugang zum Router-Admin: admin / R0uter_Hx72q`): a
+/// password with a digit, not a path, a date or a fraction.
+fn check_credential_pair(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let user = caps.name("user")?;
+    let value = caps.name("value")?;
+    let mut r = value.range();
+    // The sentence's punctuation, not the password's (which may end in `!`).
+    while text[r.clone()].ends_with(['.', ',', ';', ')']) {
+        r.end -= 1;
+    }
+    let v = &text[r.clone()];
+    if before(text, user.start()).is_some_and(|c| c.is_alphanumeric() || c == '/')
+        || token_before_is_url(text, user.start())
+        || !v.bytes().any(|b| b.is_ascii_digit())
+        || !password_ok(v)
+        || phrase(v)
+    {
+        return None;
+    }
+    let (_, lead) = before_in_sentence(text, user.start(), LOGIN_NEAR);
+    LOGIN_WORDS.any(&lead).then_some(r)
+}
+
+/// The text right before `i` is part of a URL (`https://host/a / b`).
+fn token_before_is_url(text: &str, i: usize) -> bool {
+    let line = text[..i].rsplit('\n').next().unwrap_or_default();
+    line.split_whitespace()
+        .next_back()
+        .is_some_and(|t| t.contains("://"))
 }
 
 /// From the PEM header over the base64 body to the end line (or as far as the body goes).
@@ -488,7 +534,12 @@ fn phrase(v: &str) -> bool {
 /// capitalised word is not a password).
 fn password_ok(v: &str) -> bool {
     let n = v.chars().count();
-    if !(8..=64).contains(&n) || !v.bytes().all(|b| b.is_ascii_graphic()) || is_placeholder(v) {
+    // Latin letters with accents count (`cañas2024Bar!`); other scripts are the sentence going
+    // on (`パスワードは8文字以上で…`).
+    let visible = v
+        .chars()
+        .all(|c| c.is_ascii_graphic() || (c.is_alphabetic() && u32::from(c) < 0x0250));
+    if !(8..=64).contains(&n) || !visible || is_placeholder(v) {
         return false;
     }
     let lower = v.bytes().any(|b| b.is_ascii_lowercase());
@@ -550,7 +601,7 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
         .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
         .next()
         .unwrap_or_default();
-    if SECRET_NOT_WORDS.any(&lead)
+    if SECRET_NOT_WORDS.any(&format!("{lead}{kw_text}"))
         || SECRET_NOT_WORDS.any(&name)
         || identifier.contains("public")
         || identifier.contains("publishable")
@@ -603,7 +654,15 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
     let fingerprint = ["SHA256:", "SHA1:", "MD5:"]
         .iter()
         .any(|p| v.starts_with(p));
-    if fingerprint || v.contains("://") || (v.contains('@') && v.contains('.')) || code_reference(v)
+    // A password's stored hash (`$2b$12$…` bcrypt, `$argon2id$…`, crypt's `$6$…`) is no password.
+    let hashed = ["$2a$", "$2b$", "$2y$", "$argon2", "$6$", "$5$", "$1$"]
+        .iter()
+        .any(|p| v.starts_with(p));
+    if fingerprint
+        || hashed
+        || v.contains("://")
+        || (v.contains('@') && v.contains('.'))
+        || code_reference(v)
     {
         return None;
     }

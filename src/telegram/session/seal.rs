@@ -46,13 +46,8 @@ pub enum SessionError {
 
 /// The account's cipher; the derived key is wiped once the cipher holds it.
 fn cipher(master: &MasterKey, account_id: &str) -> XChaCha20Poly1305 {
-    let mut key = master.derive_for(KeyPurpose::SessionSeal, account_id);
-    let cipher = XChaCha20Poly1305::new(&key.into());
-    for b in key.iter_mut() {
-        // Volatile so the wipe is not optimised away.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    cipher
+    let key = master.derive_for(KeyPurpose::SessionSeal, account_id);
+    XChaCha20Poly1305::new(key.bytes().into())
 }
 
 fn aad(format: u8, account_id: &str) -> Vec<u8> {
@@ -155,8 +150,6 @@ struct Wiped(Vec<u8>);
 
 impl Drop for Wiped {
     fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
