@@ -281,7 +281,7 @@ pub(super) fn rules() -> Vec<Rule> {
             .anchored(&format!(r"(?i)(?:{})", words.join("|"))),
         rule(
             k,
-            r#"(?P<user>[\p{L}\p{N}._@+\-]{2,40})[ \t]*/[ \t]*(?P<value>[^\s"'`<>,、。「」『』/]{8,64})"#,
+            r#"(?P<user>[\p{L}\p{N}._@+\-]+)[ \t]*/[ \t]*(?P<value>[^\s"'`<>,、。「」『』/]{8,})"#,
             one!(check_credential_pair),
         )
         .anchored("/"),
@@ -290,7 +290,7 @@ pub(super) fn rules() -> Vec<Rule> {
         rule(
             k,
             &format!(
-                r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*(?:[ \t]+[\p{{L}}\p{{M}}'’\-]{{1,14}}){{0,4}}[ \t]+(?P<value>[^\s"'`<>,、。「」『』]{{8,}})"#,
+                r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*(?:[ \t]+[\p{{L}}\p{{M}}'’\-]+){{0,4}}[ \t]+(?P<value>[^\s"'`<>,、。「」『』]{{8,}})"#,
                 words.join("|")
             ),
             |s, text, caps, out| out.extend(check_spaced(s, text, caps)),
@@ -331,7 +331,9 @@ fn check_credential_pair(text: &str, caps: &Captures<'_>) -> Option<Range<usize>
         r.end -= 1;
     }
     let v = &text[r.clone()];
-    if before(text, user.start()).is_some_and(|c| c.is_alphanumeric() || c == '/')
+    // (Lengths are checked here: bounded repetitions of Unicode classes make big automata.)
+    if !(2..=40).contains(&user.as_str().chars().count())
+        || before(text, user.start()).is_some_and(|c| c.is_alphanumeric() || c == '/')
         || token_before_is_url(text, user.start())
         || !v.bytes().any(|b| b.is_ascii_digit())
         || !password_ok(v)
