@@ -1016,6 +1016,9 @@ pub(crate) const DIGIT_NAMES: &[(&str, &[(&str, u8)])] = &[
     ),
 ];
 
+/// The longest name in [`DIGIT_NAMES`], in characters (`sembilan`): longer words need no look-up.
+pub(crate) const LONGEST_DIGIT_NAME: usize = 8;
+
 /// The digit a word names, in any language of [`DIGIT_NAMES`] (lower-cased word).
 pub(crate) fn digit_named(word: &str) -> Option<u8> {
     static NAMES: LazyLock<std::collections::HashMap<&'static str, u8>> = LazyLock::new(|| {
@@ -1931,6 +1934,15 @@ pub(crate) fn after_in_sentence(text: &str, i: usize, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_digit_name_is_longer_than_the_longest_looked_up() {
+        let longest = DIGIT_NAMES
+            .iter()
+            .flat_map(|(_, names)| names.iter().map(|(w, _)| w.chars().count()))
+            .max();
+        assert_eq!(longest, Some(LONGEST_DIGIT_NAME));
+    }
 
     #[test]
     fn every_table_covers_at_least_fifteen_languages_and_compiles() {

@@ -12,8 +12,8 @@ use super::{
 };
 use crate::policy::config::DetectorKind;
 use crate::policy::context::{
-    CODE_NOT_WORDS, CODE_SERVICES, CODE_WORDS, ID_WORDS, Words, after_in_sentence,
-    before_in_sentence, digit_named, no_space_script,
+    CODE_NOT_WORDS, CODE_SERVICES, CODE_WORDS, ID_WORDS, LONGEST_DIGIT_NAME, Words,
+    after_in_sentence, before_in_sentence, digit_named, no_space_script,
 };
 
 /// Login and verification codes: 4–8 digits of any script (also split as `12 345`, `676-917`
@@ -331,26 +331,43 @@ fn spelled_out_before(text: &str, r: &Range<usize>) -> bool {
     while !text.is_char_boundary(from) {
         from += 1;
     }
-    let head = text[from..r.start].to_lowercase();
+    let head = &text[from..r.start];
     // Words of letters, apostrophes (`дев'ять`) and Devanagari's marks (`शून्य`); a character
-    // of a script written without spaces is a word of its own (`四一九`).
-    let mut words: Vec<String> = Vec::new();
-    let mut word = String::new();
-    for c in head.chars() {
-        if no_space_script(c) {
-            words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
-            words.push(c.to_string());
-        } else if c.is_alphabetic() || matches!(c, '\'' | '’' | 'ʼ' | '\u{0900}'..='\u{097F}') {
-            word.push(c);
-        } else {
-            words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
+    // of a script written without spaces is a word of its own (`四一九`). Runs of consecutive
+    // digit names are compared with the number as they end. (This runs for every 4–8-digit
+    // number, so words too long to be a digit name are not lower-cased or looked up.)
+    let mut run: Vec<u8> = Vec::new();
+    let mut matched = false;
+    let mut end_word = |word: &str, run: &mut Vec<u8>| {
+        let named = (word.chars().count() <= LONGEST_DIGIT_NAME)
+            .then(|| digit_named(&word.to_lowercase()))
+            .flatten();
+        match named {
+            Some(d) => run.push(d),
+            None => {
+                matched |= *run == digits;
+                run.clear();
+            }
+        }
+    };
+    let mut start = None;
+    for (i, c) in head.char_indices() {
+        let in_word = c.is_alphabetic() || matches!(c, '\'' | '’' | 'ʼ' | '\u{0900}'..='\u{097F}');
+        if no_space_script(c) || !in_word {
+            if let Some(s) = start.take() {
+                end_word(&head[s..i], &mut run);
+            }
+            if no_space_script(c) {
+                end_word(&head[i..i + c.len_utf8()], &mut run);
+            }
+        } else if start.is_none() {
+            start = Some(i);
         }
     }
-    words.extend((!word.is_empty()).then_some(word));
-    let named: Vec<Option<u8>> = words.iter().map(|w| digit_named(w)).collect();
-    named
-        .split(Option::is_none)
-        .any(|run| run.len() == digits.len() && run.iter().flatten().eq(digits.iter()))
+    if let Some(s) = start {
+        end_word(&head[s..], &mut run);
+    }
+    matched || run == digits
 }
 
 /// The number stands in a sentence of its own with few words (`а, уже пришло? 5520 вот этот
