@@ -15,6 +15,7 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,34 +101,91 @@ async fn wait_listening(dc: &FakeDc, accounts: &[i64]) {
     }
 }
 
+/// The parts a crash test runs its node against; they outlive every crash.
+struct Rig {
+    nats: TestNats,
+    fake: FakeSwitchboard,
+    dc: Arc<FakeDc>,
+    dir: tempfile::TempDir,
+    admin: String,
+    log: std::path::PathBuf,
+    world: DcAccounts,
+}
+
+impl Rig {
+    /// Starts the parts and a node, and imports and consents `accounts` accounts (each with a
+    /// private chat, all in one chat of each `shared` kind); returns once all of them listen.
+    async fn start(accounts: usize, shared: &[ChatKind]) -> (Rig, NodeProcess) {
+        tgingest::telemetry::install_crypto_provider();
+        let nats = TestNats::start();
+        let fake = FakeSwitchboard::start(FakeOptions::default())
+            .await
+            .expect("fake switchboard");
+        let dc = Arc::new(
+            FakeDc::start(FakeDcConfig::default())
+                .await
+                .expect("fake DC"),
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        MasterKey::generate_file(&dir.path().join("master.key")).expect("master key");
+        let admin = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr").to_string()
+        };
+        let world = DcAccounts::create(&dc, accounts, shared);
+        let log = dir.path().join("node.log");
+        let rig = Rig {
+            nats,
+            fake,
+            dc,
+            dir,
+            admin,
+            log,
+            world,
+        };
+        let node = rig.start_node(1).await;
+        rig.world
+            .import_and_consent(&reqwest::Client::new(), &rig.admin)
+            .await;
+        rig.wait_listening().await;
+        (rig, node)
+    }
+
+    /// Starts the node for the `nth` time and waits until it runs.
+    async fn start_node(&self, nth: usize) -> NodeProcess {
+        let node = start_node(
+            &self.nats,
+            &self.fake,
+            self.dir.path(),
+            &self.admin,
+            &self.log,
+        );
+        wait_running(&self.log, nth).await;
+        node
+    }
+
+    async fn wait_listening(&self) {
+        wait_listening(&self.dc, &self.world.ids).await;
+    }
+
+    /// Stops the fake DC and the fake Switchboard (the node is stopped by the test).
+    async fn stop(self) {
+        let dc = Arc::try_unwrap(self.dc).ok().expect("no sender left");
+        dc.stop().await;
+        self.fake.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twice() {
-    tgingest::telemetry::install_crypto_provider();
-    let nats = TestNats::start();
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .expect("fake switchboard");
-    let dc = Arc::new(
-        FakeDc::start(FakeDcConfig::default())
-            .await
-            .expect("fake DC"),
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
-    MasterKey::generate_file(&dir.path().join("master.key")).expect("master key");
-    let admin = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        l.local_addr().expect("addr").to_string()
-    };
-
-    let world = DcAccounts::create(&dc, ACCOUNTS, &[ChatKind::Group, ChatKind::Supergroup]);
-    let accounts = world.ids.clone();
-
-    let log = dir.path().join("node.log");
-    let mut node = start_node(&nats, &fake, dir.path(), &admin, &log);
-    wait_running(&log, 1).await;
-    let http = reqwest::Client::new();
-    world.import_and_consent(&http, &admin).await;
-    wait_listening(&dc, &accounts).await;
+    let (rig, mut node) = Rig::start(ACCOUNTS, &[ChatKind::Group, ChatKind::Supergroup]).await;
+    let Rig {
+        fake,
+        dc,
+        log,
+        world,
+        ..
+    } = &rig;
 
     let seed = support::crash_seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -167,16 +225,16 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
             _ => dc.inject("updates.getState", Fault::DropConnection, 1),
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
-        node = start_node(&nats, &fake, dir.path(), &admin, &log);
-        wait_running(&log, kill + 2).await;
-        wait_listening(&dc, &accounts).await;
+        node = rig.start_node(kill + 2).await;
+        rig.wait_listening().await;
         let while_down = sender.sent() - at_kill;
         eprintln!("  {while_down} messages sent while the node was down or reconnecting");
         assert!(while_down > 0, "catch-up after a crash was not exercised");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sent = sender.sent();
-    let expected = sender.stop().await;
+    let described = sender.stop_described().await;
+    let expected: HashSet<String> = described.keys().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline && !expected.is_subset(&fake.stored_event_ids()) {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -195,22 +253,20 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
         fake.stored_twice()
     );
     eprintln!("push faults: {:?}", dc.push_fault_stats());
-    let dc = Arc::try_unwrap(dc).ok().expect("sender gone");
-    dc.stop().await;
-    fake.stop().await;
+    let stored_twice = fake.stored_twice();
     if lost > 0 {
-        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+        for id in expected.difference(&got) {
+            eprintln!("lost: {}", described[id]);
+        }
     }
+    rig.stop().await;
     assert_eq!(lost, 0, "events lost (seed {seed})");
     assert_eq!(
         unexpected, 0,
         "events stored that were never sent (seed {seed})"
     );
-    assert_eq!(
-        fake.stored_twice(),
-        0,
-        "an event was stored twice (seed {seed})"
-    );
+    assert_eq!(stored_twice, 0, "an event was stored twice (seed {seed})");
     assert!(
         status.success(),
         "the final node did not stop cleanly: {status}"

@@ -470,13 +470,16 @@ fn payment_card_rules() -> Vec<Rule> {
     )]
 }
 
-/// Luhn-valid, of a card's length, in a well-known range (2–6, Troy's 9792) — or, with a card
+/// Luhn-valid, of a card's length, in a well-known range (2–6, Troy's 9792, Prostir's 9804) — or, with a card
 /// word near (`worded`), in any range (UATP 1…, RuPay and Uzcard 8…, Humo, Belkart, BC Card
 /// 9…) and also the 12 digits of an old Maestro.
 fn card_number_ok(digits: &str, worded: bool) -> bool {
     let n = digits.len();
     let first = digits.as_bytes()[0];
-    let first_ok = (b'2'..=b'6').contains(&first) || digits.starts_with("9792") || worded;
+    let first_ok = (b'2'..=b'6').contains(&first)
+        || digits.starts_with("9792")
+        || digits.starts_with("9804")
+        || worded;
     let maestro12 =
         n == 12 && worded && (digits.starts_with("50") || (b'5'..=b'6').contains(&first));
     ((13..=19).contains(&n) && first_ok && (n != 13 || first == b'4') || maestro12)

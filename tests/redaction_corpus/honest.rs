@@ -79,6 +79,16 @@ const FIFTH: Corpus = Corpus {
     ],
 };
 
+/// The sixth corpus (1,403 cases, weighted to codes, credentials and phones): first scored,
+/// then tuned on. What it still misses: keys named many words before their colon or glued to
+/// their name by `_` (`Client_Secret_2662…`), UUIDs it calls secret (`api_id`, `merchant_id`),
+/// a 4-digit PIN of a till, codes with no code word or spelled in kana; and where its labels
+/// differ (the whole `Server=…;Password=…;` string, not just the password).
+const SIXTH: Corpus = Corpus {
+    file: "sixth.jsonl",
+    floors: &[("api_token", 0.96, 0.99), ("login_code", 0.965, 1.0)],
+};
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Case {
@@ -302,4 +312,9 @@ fn every_detector_holds_its_floor_on_the_fourth_corpus() {
 #[test]
 fn every_detector_holds_its_floor_on_the_fifth_corpus() {
     hold(&FIFTH);
+}
+
+#[test]
+fn every_detector_holds_its_floor_on_the_sixth_corpus() {
+    hold(&SIXTH);
 }

@@ -2,14 +2,14 @@
 //! truth: the event id of every message, per account that sees it, computed with
 //! `event::event_id` as the normalizer does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tgingest::event::{ChatKind, EventKind, event_id, marked_chat_id};
-use tgingest::telegram::fakedc::{ChannelKind, ChatId, FakeDc, SendOptions};
+use tgingest::telegram::fakedc::{ChannelKind, ChatId, FakeDc, SendOptions, SentMessage};
 
 /// A chat the sender writes into: who writes, its marked id, and the accounts that see it.
 #[derive(Clone)]
@@ -18,6 +18,31 @@ pub struct Target {
     pub from: i64,
     pub marked: String,
     pub viewers: Vec<i64>,
+}
+
+impl Target {
+    /// The event id `msg` must become for each account that sees it, with a line saying which
+    /// message it is (for a test's report of what was lost).
+    pub fn event_ids(&self, msg: &SentMessage, text: &str) -> Vec<(String, String)> {
+        self.viewers
+            .iter()
+            .map(|viewer| {
+                let id = msg.id_for(*viewer).expect("viewer sees it");
+                let event = event_id(
+                    &viewer.to_string(),
+                    &self.marked,
+                    &id.to_string(),
+                    EventKind::Message,
+                    0,
+                );
+                let about = format!(
+                    "{text:?}: account {viewer}, chat {}, message {id}",
+                    self.marked
+                );
+                (event, about)
+            })
+            .collect()
+    }
 }
 
 /// `n` accounts, each with a private chat with a friend, all of them in one chat of each of
@@ -110,7 +135,8 @@ pub async fn post(http: &reqwest::Client, url: String, body: Value) {
 
 /// Writes round-robin into the targets, one message every `every`, until stopped.
 pub struct Sender {
-    expected: Arc<Mutex<HashSet<String>>>,
+    /// Event id -> which message it is.
+    expected: Arc<Mutex<HashMap<String, String>>>,
     sent: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -118,7 +144,7 @@ pub struct Sender {
 
 impl Sender {
     pub fn start(dc: Arc<FakeDc>, targets: Vec<Target>, every: Duration) -> Sender {
-        let expected = Arc::new(Mutex::new(HashSet::new()));
+        let expected = Arc::new(Mutex::new(HashMap::new()));
         let sent = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let task = {
@@ -127,22 +153,11 @@ impl Sender {
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let t = &targets[n % targets.len()];
+                    let text = format!("m{n}");
                     let msg = dc
-                        .send_message(t.chat, t.from, &format!("m{n}"), SendOptions::default())
+                        .send_message(t.chat, t.from, &text, SendOptions::default())
                         .expect("message sent");
-                    {
-                        let mut expected = expected.lock().unwrap();
-                        for viewer in &t.viewers {
-                            let id = msg.id_for(*viewer).expect("viewer sees it");
-                            expected.insert(event_id(
-                                &viewer.to_string(),
-                                &t.marked,
-                                &id.to_string(),
-                                EventKind::Message,
-                                0,
-                            ));
-                        }
-                    }
+                    expected.lock().unwrap().extend(t.event_ids(&msg, &text));
                     sent.fetch_add(1, Ordering::Relaxed);
                     n += 1;
                     tokio::time::sleep(every).await;
@@ -164,6 +179,12 @@ impl Sender {
 
     /// Stops sending; returns the event ids every sent message must become.
     pub async fn stop(self) -> HashSet<String> {
+        self.stop_described().await.into_keys().collect()
+    }
+
+    /// Stops sending; returns the event ids every sent message must become, each with the
+    /// message it is.
+    pub async fn stop_described(self) -> HashMap<String, String> {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("sender");
         self.expected.lock().unwrap().clone()

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::policy::config::DetectorKind;
 use crate::policy::context::{
-    CODE_NOT_WORDS, CODE_SERVICES, CODE_WORDS, ID_WORDS, LONGEST_DIGIT_NAME, Words,
+    CODE_NOT_WORDS, CODE_SERVICES, CODE_WORDS, DIGIT_NAMES, ID_WORDS, LONGEST_DIGIT_NAME, Words,
     after_in_sentence, before_in_sentence, digit_named, no_space_script,
 };
 
@@ -69,7 +69,166 @@ pub(super) fn rules() -> Vec<Rule> {
             r"[:：][ \t]*(?P<value>[A-Z0-9]{6,8})",
             one!(check_letter_code),
         ),
+        rule(k, &spelled_pair(), one!(check_spelled_code)),
     ]
+}
+
+/// What may stand between digits read aloud (`four, one, nine`, `ご、よん`, `sieben-null`).
+const SPELLED_SEPARATORS: &str = r"[\s,、，\-–—]";
+
+/// Two digit names in a row, where a run of them may start; [`check_spelled_code`] reads the
+/// rest of the run in code (a pattern for the whole run, four to eight names of every
+/// language, made the detector a hundred times slower).
+fn spelled_pair() -> String {
+    let name = digit_name_alternation();
+    format!("(?i)(?:{name}){SPELLED_SEPARATORS}*(?:{name})")
+}
+
+/// Every digit name, longest first, escaped for a pattern.
+fn digit_name_alternation() -> String {
+    let mut names: Vec<&str> = DIGIT_NAMES
+        .iter()
+        .flat_map(|(_, names)| names.iter().map(|(name, _)| *name))
+        .collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    names.dedup();
+    names
+        .iter()
+        .map(|n| regex::escape(n))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// The words of `s` (a character of a script written without spaces is a word of its own) and
+/// where each ends.
+fn spelled_words(s: &str) -> Vec<(&str, usize)> {
+    let mut words = Vec::new();
+    let mut start = None;
+    for (i, c) in s.char_indices() {
+        let in_word = c.is_alphabetic() || matches!(c, '\'' | '’' | 'ʼ' | '\u{0900}'..='\u{097F}');
+        if no_space_script(c) || !in_word {
+            if let Some(st) = start.take() {
+                words.push((&s[st..i], i));
+            }
+            if no_space_script(c) {
+                words.push((&s[i..i + c.len_utf8()], i + c.len_utf8()));
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(st) = start {
+        words.push((&s[st..], s.len()));
+    }
+    words
+}
+
+/// The run of digit names that starts at `from`, only separators between them: its range and
+/// how many names it has (counting stops at `max`).
+fn spelled_run(text: &str, from: usize, max: usize) -> (Range<usize>, usize) {
+    let (mut names, mut end) = (0, from);
+    let mut word: Option<usize> = None;
+    for (i, c) in text[from..].char_indices() {
+        let at = from + i;
+        let in_word = c.is_alphabetic() || matches!(c, '\'' | '’' | 'ʼ' | '\u{0900}'..='\u{097F}');
+        if in_word && !no_space_script(c) {
+            word.get_or_insert(at);
+            continue;
+        }
+        if let Some(w) = word.take() {
+            if !names_digit(&text[w..at]) {
+                return (from..end, names);
+            }
+            (names, end) = (names + 1, at);
+        }
+        if names >= max {
+            return (from..end, names);
+        }
+        if no_space_script(c) {
+            if !names_digit(&text[at..at + c.len_utf8()]) {
+                return (from..end, names);
+            }
+            (names, end) = (names + 1, at + c.len_utf8());
+        } else if !(c.is_whitespace() || matches!(c, ',' | '、' | '，' | '-' | '–' | '—')) {
+            return (from..end, names);
+        }
+    }
+    if let Some(w) = word
+        && names_digit(&text[w..])
+    {
+        (names, end) = (names + 1, text.len());
+    }
+    (from..end, names)
+}
+
+fn names_digit(word: &str) -> bool {
+    word.chars().count() <= LONGEST_DIGIT_NAME && digit_named(&word.to_lowercase()).is_some()
+}
+
+/// The code is also written in digits shortly before or after its spoken form (`nine three
+/// four four oh two … 934402`): the digits are the code to mask, the words only its reading.
+fn written_nearby(text: &str, r: &Range<usize>) -> bool {
+    let mut from = r.start.saturating_sub(SPELLED_BACK);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let mut to = (r.end + SPELLED_BACK).min(text.len());
+    while !text.is_char_boundary(to) {
+        to -= 1;
+    }
+    [&text[from..r.start], &text[r.end..to]].iter().any(|part| {
+        part.split(|c: char| !(c.is_ascii_digit() || c == ' '))
+            .any(|run| run.bytes().filter(u8::is_ascii_digit).count() >= 4)
+    })
+}
+
+/// How many characters around a run of digit names are looked at for a neighbouring name.
+const SPELLED_NEAR: usize = 24;
+
+/// A code read aloud and written down only as words (`the code is seven two zero nine one
+/// four`, `«восемь три ноль один пять»`, `九四零二七三`): four to eight digit names and nothing
+/// else. A longer run is a phone or an account number read aloud; five or more names are a
+/// code by themselves, four (a year, a count) need a code word shortly before.
+fn check_spelled_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let start = caps.get(0)?.start();
+    let spaced_letter =
+        |c: Option<char>| c.is_some_and(|c| c.is_alphabetic() && !no_space_script(c));
+    if spaced_letter(before(text, start)) {
+        return None;
+    }
+    // Up to nine names: a ninth makes the run too long to be a code.
+    let (r, names) = spelled_run(text, start, 9);
+    if !(4..=8).contains(&names) || spaced_letter(after(text, r.end)) {
+        return None;
+    }
+    // The run starts here: no digit name just before it.
+    let mut head_start = r.start.saturating_sub(SPELLED_NEAR);
+    while !text.is_char_boundary(head_start) {
+        head_start += 1;
+    }
+    let head = text[head_start..r.start].trim_end_matches(|c: char| {
+        c.is_whitespace() || matches!(c, ',' | '、' | '，' | '-' | '–' | '—')
+    });
+    if spelled_words(head)
+        .last()
+        .is_some_and(|(w, end)| *end == head.len() && names_digit(w))
+    {
+        return None;
+    }
+    let (_, sentence) = before_in_sentence(text, r.start, BEFORE);
+    if CODE_NOT_WORDS.any(&sentence.to_lowercase()) || written_nearby(text, &r) {
+        return None;
+    }
+    if names >= 5 {
+        return Some(r);
+    }
+    let mut back = r.start.saturating_sub(REQUEST_BACK);
+    while !text.is_char_boundary(back) {
+        back += 1;
+    }
+    CODE_WORDS
+        .any(&text[back..r.start].to_lowercase())
+        .then_some(r)
 }
 
 /// How far before the colon a letter code's code word may stand (`Einmalpasswort für die
@@ -412,7 +571,17 @@ fn reply_to_code_request(text: &str, r: &Range<usize>) -> bool {
         .chain(text[r.end..line_end].split_whitespace())
         .filter(|w| w.chars().any(char::is_alphanumeric))
         .count();
-    if rest > REPLY_LINE_REST + 8 || words > 3 {
+    // The code opens its line (`— 7720 тримай, але більше так не роби`): the rest of the
+    // line may say anything that is not another kind of code.
+    let lead = &text[line_start..r.start];
+    let opens_line = lead.chars().count() <= REPLY_LINE_REST
+        && lead
+            .split_whitespace()
+            .filter(|w| w.chars().any(char::is_alphanumeric))
+            .count()
+            <= 1
+        && !CODE_NOT_WORDS.any(&text[r.end..line_end].to_lowercase());
+    if !opens_line && (rest > REPLY_LINE_REST + 8 || words > 3) {
         return false;
     }
     let mut from = (line_start - 1).saturating_sub(REQUEST_BACK);
@@ -446,7 +615,7 @@ fn first_word(s: &str) -> Option<String> {
 /// The word (letters only) that `s` ends with, spaces and hyphens aside (`zip ` → `zip`;
 /// `【line】` → none: a bracket parts it from what follows).
 fn last_word(s: &str) -> Option<String> {
-    let s = s.trim_end_matches([' ', '-', '\u{a0}']);
+    let s = s.trim_end_matches([' ', '-', '\u{a0}', ':']);
     let w: String = s.chars().rev().take_while(|c| c.is_alphabetic()).collect();
     (!w.is_empty()).then(|| w.chars().rev().collect())
 }

@@ -72,6 +72,27 @@ const SHAPES: &[&str] = &[
     // Airtable personal access tokens.
     r"pat[A-Za-z0-9]{14}\.[a-f0-9]{64}",
     r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{20,}",
+    // Contentful, Buildkite, CircleCI, HubSpot private apps, Scaleway access keys.
+    r"CFPAT-[A-Za-z0-9_\-]{43}",
+    r"bkua_[a-f0-9]{40}",
+    r"CCIPAT_[A-Za-z0-9]{22}_[a-f0-9]{40}",
+    r"pat-(?:na|eu|ap)[0-9]-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+    r"SCW[A-Z0-9]{17}",
+];
+
+/// Webhook URLs whose path is the credential: whoever has one can post (or read) as the
+/// integration. Masked whole.
+const WEBHOOKS: &[&str] = &[
+    r"[a-z0-9\-]+\.webhook\.office\.com/webhookb2/[^\s]{40,}",
+    r"hooks\.slack\.com/(?:services|workflows|triggers)/T[A-Z0-9]+/[A-Z0-9]+/[A-Za-z0-9]{16,}",
+    r"(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_\-]{40,}",
+    // Bitrix24 inbound webhooks: /rest/<user>/<key>/.
+    r"[a-z0-9\-]+\.bitrix24\.[a-z]{2,3}/rest/[0-9]+/[a-z0-9]{16}/?",
+    // Make (Integromat) and WeCom (企业微信) group robots.
+    r"hook\.[a-z]{2}[0-9]\.make\.com/[a-z0-9]{32}",
+    r"qyapi\.weixin\.qq\.com/cgi-bin/webhook/send\?key=[0-9a-f\-]{36}",
+    // Mattermost (and Rocket.Chat-style) incoming hooks: /hooks/<26 lower-case characters>.
+    r"[a-z0-9.\-]+/hooks/[a-z0-9]{26}",
 ];
 
 /// Key words naming digests, which name a secret only as the word itself.
@@ -176,6 +197,46 @@ fn key_words() -> Vec<String> {
     words.iter().map(|w| regex::escape(w)).collect()
 }
 
+/// Commands that take a password on their command line.
+const COMMANDS: &str = "(?:mysql|mysqldump|mariadb|redis-cli|sshpass|openssl|curl|wget|psql|mongosh|mongo|smbclient|sqlcmd|lftp|7z|zip|unzip|rar)";
+
+/// The key words of scripts written without spaces (`令牌`, `トークン`, `토큰`).
+fn glued_key_words() -> Vec<String> {
+    let mut words: Vec<&str> = SECRET_KEY
+        .iter()
+        .flat_map(|(_, ws)| ws.iter().copied())
+        .filter(|w| {
+            w.chars()
+                .next()
+                .is_some_and(crate::policy::context::no_space_script)
+        })
+        .collect();
+    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    words.dedup();
+    words.iter().map(|w| regex::escape(w)).collect()
+}
+
+/// The password given to a command on its command line: a password-looking value, not a path,
+/// a URL, an option or a port.
+fn check_command_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let v = caps.name("value")?;
+    let s = v.as_str();
+    let option_or_path = s.starts_with(['-', '/', '$', '~', '.']) || s.contains("://");
+    // `-pTq7xK2vLr9`: glued to its flag, so only its end must be free.
+    (!option_or_path && (password_ok(s) || secret_value_ok(s)) && !token_char(after(text, v.end())))
+        .then_some(v.range())
+}
+
+/// One half of a cloud key pair after `AK`/`SK`: a key-looking value.
+fn check_key_pair_half(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let v = caps.name("value")?;
+    let start = caps.get(0)?.start();
+    (before(text, start).is_none_or(|c| !c.is_alphanumeric())
+        && secret_value_ok(v.as_str())
+        && bounded(text, &v.range()))
+    .then_some(v.range())
+}
+
 /// A key word, a few more characters of its name, a sign (`=`, `:`, `=>`, `:=`) and the value.
 fn assigned_pattern() -> String {
     format!(
@@ -249,8 +310,8 @@ pub(super) fn rules() -> Vec<Rule> {
         ),
         rule(
             k,
-            r"https?://(?:[a-z0-9\-]+\.webhook\.office\.com/webhookb2/[^\s]{40,}|hooks\.slack\.com/(?:services|workflows|triggers)/T[A-Z0-9]+/[A-Z0-9]+/[A-Za-z0-9]{16,}|(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_\-]{40,})",
-            one!(check_prefixed_token),
+            &format!("https?://(?:{})", WEBHOOKS.join("|")),
+            one!(check_webhook),
         ),
         rule(
             k,
@@ -276,6 +337,41 @@ pub(super) fn rules() -> Vec<Rule> {
             k,
             r"(?i)(?P<kw>bearer|ssws)\s+(?P<value>[A-Za-z0-9_\-.~+/]{20,}=*)",
             |s, text, caps, out| out.extend(check_assigned(s, text, caps)),
+        ),
+        // `<password>f87kDBGyfEqN</password>`, `<apiKey>…</apiKey>`: an XML element named by
+        // its key word.
+        rule(
+            k,
+            &format!(
+                r"(?i)<[A-Za-z_:\-]*?(?P<kw>{})[A-Za-z_\-]*>[ \t]*(?P<value>[^<\s]{{6,}})[ \t]*</",
+                words.join("|")
+            ),
+            |s, text, caps, out| out.extend(check_assigned(s, text, caps)),
+        )
+        .anchored("</"),
+        // The password of a command line (`mysql -u root -pTq7xK2vLr9`, `redis-cli -a …`,
+        // `sshpass -p '…'`, `curl -u admin:…`, `openssl enc -k …`).
+        rule(
+            k,
+            &format!(r#"{COMMANDS}(?-u:\b)[^\n|;&]*?[ \t](?:(?:-p|-a|-k|--password|--pass)(?:[ \t]+|=)|-p|-u[ \t]+[^\s:'"]{{1,32}}:|--user[= ][^\s:'"]{{1,32}}:)['"]?(?P<value>[^\s'"]{{6,64}})"#),
+            one!(check_command_password),
+        )
+        .anchored(COMMANDS),
+        // A cloud key pair named by the usual abbreviations (`AK=… SK=…`, `AK … / SK …`).
+        rule(
+            k,
+            r"(?:AK|SK|AccessKey|SecretKey)[ \t]*[=:：]?[ \t]*(?P<value>[A-Za-z0-9/+_\-]{16,64})",
+            one!(check_key_pair_half),
+        ),
+        // A key word of a script written without spaces, the value glued to it
+        // (`私人令牌dbd0d070…`, `アクセストークン8b0c6e7d-…`).
+        rule(
+            k,
+            &format!(
+                r"(?P<kw>{})[ \t]*[:：=]?[ \t]*(?P<value>[A-Za-z0-9_\-+/=.]{{16,}})",
+                glued_key_words().join("|")
+            ),
+            |s, text, caps, out| out.extend(check_spaced(s, text, caps)),
         ),
         rule(k, &assigned_pattern(), check_assigned_rescanning)
             .anchored(&format!(r"(?i)(?:{})", words.join("|"))),
@@ -407,7 +503,48 @@ fn check_vendor_prefixed(text: &str, caps: &Captures<'_>) -> Option<Range<usize>
     let lower = body.bytes().any(|b| b.is_ascii_lowercase());
     let digit = body.bytes().any(|b| b.is_ascii_digit());
     let random = upper && lower && (digit || body.len() >= 30) && entropy(body) >= 3.5;
-    (random && !is_placeholder(body)).then_some(r)
+    (random && !is_placeholder(body) && !said_public_after(text, r.end)).then_some(r)
+}
+
+/// How long a remark in brackets after a key may be.
+const PUBLIC_NEAR: usize = 48;
+
+/// Words that call a key public (`(public, di frontend)`, `(ok côté client)`, `(공개용)`).
+const PUBLIC_WORDS: &[&str] = &[
+    "public",
+    "publiable",
+    "publishable",
+    "publik",
+    "público",
+    "publico",
+    "pubblica",
+    "öffentlich",
+    "frontend",
+    "front-end",
+    "côté client",
+    "client-side",
+    "公开",
+    "公開",
+    "공개",
+    "सार्वजनिक",
+];
+
+/// A remark in brackets right after a key calls it public (`rzp_live_… (ye public hai)`): a
+/// publishable or client key. A remark that names another key (`(client key Mid-client-… itu
+/// public)`, `(… live_ck_… 공개용)`) speaks of that one.
+fn said_public_after(text: &str, end: usize) -> bool {
+    let rest = text[end..].trim_start_matches([' ', '\t']);
+    let Some(inner) = rest.strip_prefix('(').or_else(|| rest.strip_prefix('（')) else {
+        return false;
+    };
+    let remark: String = inner
+        .chars()
+        .take_while(|c| !matches!(c, ')' | '）' | '\n'))
+        .take(PUBLIC_NEAR)
+        .collect::<String>()
+        .to_lowercase();
+    let other_key = remark.contains(['…', '_']) || remark.bytes().any(|b| b.is_ascii_digit());
+    !other_key && PUBLIC_WORDS.iter().any(|w| remark.contains(w))
 }
 
 fn check_prefixed_token(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
@@ -419,7 +556,14 @@ fn check_prefixed_token(text: &str, caps: &Captures<'_>) -> Option<Range<usize>>
     let s = m.as_str();
     let has_digit = s.bytes().any(|b| b.is_ascii_digit());
     let has_alpha = s.bytes().skip(4).any(|b| b.is_ascii_alphabetic());
-    (has_digit && has_alpha).then_some(r)
+    (has_digit && has_alpha && !said_public_after(text, r.end)).then_some(r)
+}
+
+/// A webhook URL up to its secret part (the method a Bitrix24 URL goes on to name is not
+/// part of it), not glued to a word before it.
+fn check_webhook(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let m = caps.get(0)?;
+    (!token_char(before(text, m.start()))).then_some(m.range())
 }
 
 /// An AWS access key id, and the 40-character secret access key when it follows within the
@@ -467,12 +611,29 @@ fn check_api_hash(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     Some(value.range())
 }
 
+/// A URL with a password in it (`postgres://app:Lr8sX2vQm4Zt@db:5432/app`): masked whole, since
+/// the user, host and database it opens belong with the password.
 fn check_url_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
-    let v = caps.name("value")?;
-    let s = v.as_str();
+    let whole = caps.get(0)?;
+    let s = caps.name("value")?.as_str();
     let placeholder = is_placeholder(s) || s.chars().all(|c| c == '*' || c == 'x');
-    (!placeholder && before(text, caps.get(0)?.start()).is_none_or(|c| !c.is_alphanumeric()))
-        .then_some(v.range())
+    if placeholder || before(text, whole.start()).is_some_and(|c| c.is_alphanumeric()) {
+        return None;
+    }
+    let rest = &text[whole.end()..];
+    let mut end = whole.end()
+        + rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
+            .unwrap_or(rest.len());
+    while let Some(c) = text[..end].chars().next_back()
+        && matches!(
+            c,
+            '.' | ',' | ';' | ':' | '!' | '?' | ')' | ']' | '}' | '»' | '”'
+        )
+    {
+        end -= c.len_utf8();
+    }
+    Some(whole.start()..end)
 }
 
 /// A value that stands for a secret instead of being one.
@@ -494,8 +655,15 @@ fn is_placeholder(v: &str) -> bool {
     .any(|p| l.contains(p))
         || v.contains("%s")
         || shell_variable(v)
-        || v.bytes()
-            .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
+        || constant_name(v)
+}
+
+/// `API_KEY_HERE`, `TOKEN`, `SHA256`: the name of a constant. Capitals with three or more
+/// digits and no `_` (`GAWM17FSROLJVIVM2L804VSQAEOB7M2P`, a cloud access key) are a key.
+fn constant_name(v: &str) -> bool {
+    v.bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
+        && (v.contains('_') || v.bytes().filter(u8::is_ascii_digit).count() < 3)
 }
 
 /// `$NAME`, `$name`, `${…}`: a reference to a variable. A `$` leading a value of mixed case
@@ -676,5 +844,5 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
     } else {
         v.bytes().all(|b| b.is_ascii_graphic()) && secret_value_ok(v)
     };
-    ok.then_some(r)
+    (ok && !said_public_after(text, r.end)).then_some(r)
 }

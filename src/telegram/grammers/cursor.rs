@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use grammers_client::tl;
 use grammers_session::types::{ChannelState, UpdatesState};
 use grammers_session::updates::{MessageBox, State};
 use serde::{Deserialize, Serialize};
@@ -72,30 +73,122 @@ impl GrammersCursor {
     }
 }
 
-/// Folds the states of one group of updates into `state`: per message box the highest pts
-/// (a getDifference answer lists its other updates with their own, lower pts before its new
-/// messages, which all carry the final state), and the latest date and seq that are set.
-pub fn fold_group<'a>(state: &mut UpdatesState, group: impl IntoIterator<Item = &'a State>) {
-    for s in group {
-        if s.date > 0 {
-            state.date = state.date.max(s.date);
+/// How a handed-out update relates to the update sequence of its message box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// It carries its own pts and moves its box by `count` (a pushed update, or an edit or
+    /// deletion listed in a difference answer).
+    Own { count: i32 },
+    /// A new message of a getDifference answer: its state is the answer's (final or
+    /// intermediate) state, and the answer holds everything from where the box was.
+    Difference,
+    /// It carries a pts whose count this module does not know (no user-account update does).
+    Unknown,
+}
+
+impl Link {
+    /// The link of a raw update as grammers hands it out (the pts counts follow grammers'
+    /// own `PtsInfo`, which is private to it).
+    pub fn of(update: &tl::enums::Update) -> Link {
+        use tl::enums::Update as U;
+        let own = |pts: i32, count: i32| {
+            if pts == 0 {
+                Link::Difference
+            } else {
+                Link::Own { count }
+            }
+        };
+        match update {
+            U::NewMessage(u) => own(u.pts, u.pts_count),
+            U::NewChannelMessage(u) => own(u.pts, u.pts_count),
+            U::NewEncryptedMessage(u) => own(u.qts, 1),
+            U::EditMessage(u) => own(u.pts, u.pts_count),
+            U::EditChannelMessage(u) => own(u.pts, u.pts_count),
+            U::DeleteMessages(u) => own(u.pts, u.pts_count),
+            U::DeleteChannelMessages(u) => own(u.pts, u.pts_count),
+            U::ReadHistoryInbox(u) => own(u.pts, u.pts_count),
+            U::ReadHistoryOutbox(u) => own(u.pts, u.pts_count),
+            U::ReadChannelInbox(u) => own(u.pts, 0),
+            U::ReadMessagesContents(u) => own(u.pts, u.pts_count),
+            U::WebPage(u) => own(u.pts, u.pts_count),
+            U::ChannelWebPage(u) => own(u.pts, u.pts_count),
+            U::FolderPeers(u) => own(u.pts, u.pts_count),
+            U::PinnedMessages(u) => own(u.pts, u.pts_count),
+            U::PinnedChannelMessages(u) => own(u.pts, u.pts_count),
+            U::ChatParticipant(u) => own(u.qts, 1),
+            U::ChannelParticipant(u) => own(u.qts, 1),
+            _ => Link::Unknown,
         }
-        if s.seq > 0 {
-            state.seq = state.seq.max(s.seq);
-        }
-        match s.message_box {
-            Some(MessageBox::Common { pts }) => state.pts = state.pts.max(pts),
-            Some(MessageBox::Secondary { qts }) => state.qts = state.qts.max(qts),
-            Some(MessageBox::Channel { channel_id, pts }) => {
-                match state.channels.iter_mut().find(|c| c.id == channel_id) {
-                    Some(channel) => channel.pts = channel.pts.max(pts),
-                    None => state.channels.push(ChannelState {
+    }
+}
+
+/// Folds one group of handed-out updates into `state`, so that the state never claims an
+/// update that was not handed out.
+///
+/// * An update with its own pts moves its box only when it follows on from the box
+///   (`pts - count` is where the box stands). grammers hands out, unchecked, every update it
+///   processes while it fetches that box's difference ("forcing update to apply"): the edits and
+///   deletions listed in the answer, and pushes for a channel whose difference it cannot ask
+///   for yet (no access hash). Taking the pts of such a push (420 while the box stood at 350)
+///   would make a cursor that skips 351–419 if the process died before they arrived.
+/// * A difference's new messages carry the answer's state, which covers everything from
+///   where grammers' box stood; that is never behind this state, and everything up to it was
+///   handed out, so the box moves to it.
+/// * A box this state does not track yet (a channel first seen now) starts at the update's pts.
+/// * Date and seq move only with an update that moved a box.
+///
+/// A box can lag behind grammers' (a difference with edits but no new message); a restart
+/// then fetches a little again, which the dedupe stage drops.
+pub fn fold_group<'a>(
+    state: &mut UpdatesState,
+    group: impl IntoIterator<Item = (&'a State, Link)>,
+) {
+    for (s, link) in group {
+        let Some(message_box) = s.message_box else {
+            continue;
+        };
+        let (current, pts) = match message_box {
+            MessageBox::Common { pts } => (Some(&mut state.pts), pts),
+            MessageBox::Secondary { qts } => (Some(&mut state.qts), qts),
+            MessageBox::Channel { channel_id, pts } => (
+                state
+                    .channels
+                    .iter_mut()
+                    .find(|c| c.id == channel_id)
+                    .map(|c| &mut c.pts),
+                pts,
+            ),
+        };
+        let moved = match (current, link) {
+            (_, Link::Unknown) => false,
+            (Some(current), Link::Own { count }) => {
+                let follows = *current + count == pts;
+                if follows {
+                    *current = pts;
+                }
+                follows
+            }
+            (Some(current), Link::Difference) => {
+                *current = (*current).max(pts);
+                true
+            }
+            (None, _) => {
+                if let MessageBox::Channel { channel_id, .. } = message_box {
+                    state.channels.push(ChannelState {
                         id: channel_id,
                         pts,
-                    }),
+                    });
                 }
+                true
             }
-            None => {}
+        };
+        if moved {
+            if s.date > 0 {
+                state.date = state.date.max(s.date);
+            }
+            if s.seq > 0 {
+                state.seq = state.seq.max(s.seq);
+            }
         }
     }
 }
@@ -131,47 +224,91 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_difference_group_folds_to_its_final_state_whatever_the_order() {
-        let mut state = UpdatesState {
-            pts: 100,
+    fn common(pts: i32) -> Option<MessageBox> {
+        Some(MessageBox::Common { pts })
+    }
+
+    fn state(pts: i32) -> UpdatesState {
+        UpdatesState {
+            pts,
             qts: 0,
             date: 10,
             seq: 1,
             channels: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn a_difference_group_folds_to_its_final_state_whatever_the_order() {
+        let mut state = state(100);
         // An edit listed with its own pts, then new messages carrying the answer's final state.
         let group = [
-            st(20, 2, Some(MessageBox::Common { pts: 105 })),
-            st(20, 2, Some(MessageBox::Common { pts: 110 })),
-            st(20, 2, Some(MessageBox::Common { pts: 110 })),
-            st(
-                20,
-                2,
-                Some(MessageBox::Channel {
-                    channel_id: 7,
-                    pts: 3,
-                }),
+            (st(20, 2, common(105)), Link::Own { count: 1 }),
+            (st(20, 2, common(110)), Link::Difference),
+            (st(20, 2, common(110)), Link::Difference),
+            (
+                st(
+                    20,
+                    2,
+                    Some(MessageBox::Channel {
+                        channel_id: 7,
+                        pts: 3,
+                    }),
+                ),
+                Link::Own { count: 1 },
             ),
-            st(0, 0, None),
+            (st(0, 0, None), Link::Unknown),
         ];
-        fold_group(&mut state, &group);
+        fold_group(&mut state, group.iter().map(|(s, l)| (s, *l)));
         assert_eq!(state.pts, 110);
         assert_eq!((state.date, state.seq), (20, 2));
         assert_eq!(state.channels, vec![ChannelState { id: 7, pts: 3 }]);
         // A later group never moves a box backwards.
+        let older = st(
+            0,
+            0,
+            Some(MessageBox::Channel {
+                channel_id: 7,
+                pts: 2,
+            }),
+        );
+        fold_group(&mut state, [(&older, Link::Own { count: 1 })]);
+        assert_eq!(state.channels, vec![ChannelState { id: 7, pts: 3 }]);
+    }
+
+    #[test]
+    fn an_update_forced_through_while_a_difference_is_fetched_does_not_skip_the_gap() {
+        let mut state = state(350);
+        // Pushes that follow on move the box, one by one.
+        let (p351, p352) = (st(11, 0, common(351)), st(11, 0, common(352)));
         fold_group(
             &mut state,
-            &[st(
-                0,
-                0,
-                Some(MessageBox::Channel {
-                    channel_id: 7,
-                    pts: 2,
-                }),
-            )],
+            [
+                (&p351, Link::Own { count: 1 }),
+                (&p352, Link::Own { count: 1 }),
+            ],
         );
-        assert_eq!(state.channels, vec![ChannelState { id: 7, pts: 3 }]);
+        assert_eq!(state.pts, 352);
+        // 353 never came; grammers fetches the difference and meanwhile hands out 420.
+        let forced = st(30, 0, common(420));
+        fold_group(&mut state, [(&forced, Link::Own { count: 1 })]);
+        assert_eq!(state.pts, 352, "a crash now must fetch 353 again");
+        assert_eq!(state.date, 11, "the date does not move past the gap either");
+        // The difference answer covers everything from 352.
+        let answer = st(31, 0, common(421));
+        fold_group(&mut state, [(&answer, Link::Difference)]);
+        assert_eq!((state.pts, state.date), (421, 31));
+        // A deletion of three messages follows on by its count; an unknown update never moves.
+        let deletion = st(32, 0, common(424));
+        let unknown = st(40, 0, common(425));
+        fold_group(
+            &mut state,
+            [
+                (&deletion, Link::Own { count: 3 }),
+                (&unknown, Link::Unknown),
+            ],
+        );
+        assert_eq!((state.pts, state.date), (424, 32));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::backfill::{self, BackfillReason, BackfillTask, Locate};
-use super::cursor::{CursorError, GrammersCursor, fold_group, merge_for_resume};
+use super::cursor::{CursorError, GrammersCursor, Link, fold_group, merge_for_resume};
 use super::errors::{FloodWaitPolicy, gateway_error};
 use crate::cluster::fenced::{FencedError, Owner};
 use crate::event::{Chat, ChatKind, Event, EventKind, Source, marked_chat_id, now_us};
@@ -212,7 +212,10 @@ impl UpdateTaker {
 
     /// Normalizes one group and advances the handed-out state past it.
     pub fn take(&mut self, group: Vec<Update>) -> SourceUpdate {
-        fold_group(&mut self.cursor.state, group.iter().map(Update::state));
+        fold_group(
+            &mut self.cursor.state,
+            group.iter().map(|u| (u.state(), Link::of(u.raw()))),
+        );
         let mut events = Vec::new();
         for update in &group {
             // grammers hands the new messages of a getDifference answer over without a pts of
