@@ -155,22 +155,40 @@ fn run_refused(dir: &Path, link: &NatsConfig) -> Output {
     }
 }
 
+/// A `tgingest run` process, killed when dropped (a failing test leaves none behind).
+struct RunningNode(Child);
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl RunningNode {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 /// Starts `tgingest run` from `cmd`, delivering to `fake`, its admin API on `admin`, its log
 /// going to `log`.
-fn spawn_run(cmd: &mut Command, fake: &FakeSwitchboard, admin: &str, log: &Path) -> Child {
-    cmd.env("SWITCHBOARD_MCP_URL", fake.mcp_url())
+fn spawn_run(cmd: &mut Command, fake: &FakeSwitchboard, admin: &str, log: &Path) -> RunningNode {
+    let child = cmd
+        .env("SWITCHBOARD_MCP_URL", fake.mcp_url())
         .env("TGINGEST_ADMIN_LISTEN", admin)
         .arg("run")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    RunningNode(child)
 }
 
 /// Stops a node with SIGTERM; it must exit 0.
-fn stop(node: &mut Child, log: &Path) {
+fn stop(node: &mut RunningNode, log: &Path) {
     signal(node.id(), libc::SIGTERM);
-    let status = wait_exit(node, WAIT);
+    let status = wait_exit(&mut node.0, WAIT);
     assert!(
         status.success(),
         "node exit {status}; log:\n{}",
