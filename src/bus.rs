@@ -15,6 +15,8 @@ use crate::nats_server::{MIN_VERSION, Version};
 
 mod header;
 pub use header::{MAX_HEADER_VALUE, header_value};
+mod link;
+pub use link::Violation;
 
 /// Normalized events as published by the account actors.
 pub const STREAM_RAW: &str = "TG_RAW";
@@ -79,10 +81,46 @@ pub fn wrong_last_sequence(e: &jetstream::context::PublishError) -> bool {
 /// Why the bus could not be reached or set up.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("cannot read NATS credentials file {path}: {source}")]
+    #[error("cannot use NATS credentials file {path}: {source}")]
     Credentials {
         path: String,
         source: std::io::Error,
+    },
+    #[error(transparent)]
+    SecretFile(#[from] crate::credentials::SecretFileError),
+    #[error(
+        "{path} holds no valid NATS user NKey seed ({message}): nats.nkey_file needs the user's \
+         seed (SU…) on one line, as `nk -gen user` or `nsc` writes it"
+    )]
+    NkeySeed { path: String, message: String },
+    #[error("the NATS server at {url} refused the credentials ({detail}); {who}")]
+    NotAuthorized {
+        url: String,
+        detail: String,
+        who: String,
+    },
+    #[error(
+        "the certificate of the NATS server at {url} does not verify ({reason}); it was checked \
+         against {trusted}: set nats.tls.ca_file to the CA that signed the server's certificate"
+    )]
+    Certificate {
+        url: String,
+        reason: String,
+        trusted: String,
+    },
+    #[error(
+        "TLS to the NATS server at {url} failed: {message} (check nats.tls and the server's tls block)"
+    )]
+    Tls { url: String, message: String },
+    #[error(
+        "the NATS server at {url} does not let this user {operation} {subject:?} (Permissions \
+         Violation): grant it in the server's authorization for this user; \
+         deploy/nats/tgingest-accounts.conf lists every subject tgingest needs"
+    )]
+    PermissionDenied {
+        url: String,
+        operation: &'static str,
+        subject: String,
     },
     #[error("cannot connect to NATS at {url}: {message}")]
     Connect { url: String, message: String },
@@ -106,6 +144,25 @@ pub enum BusError {
     },
     #[error("cannot set up KV bucket {name} (config [kv]): {message}")]
     Bucket { name: &'static str, message: String },
+    #[error("the publish probe to {subject:?} had no answer within {timeout:?}")]
+    ProbeTimeout { subject: String, timeout: Duration },
+}
+
+impl BusError {
+    /// Whether changing configuration (tgingest's or the server's) is what fixes this, as
+    /// opposed to waiting for a server to come back: such errors stop start-up with exit 2.
+    pub fn is_config_problem(&self) -> bool {
+        matches!(
+            self,
+            BusError::Credentials { .. }
+                | BusError::SecretFile(_)
+                | BusError::NkeySeed { .. }
+                | BusError::NotAuthorized { .. }
+                | BusError::Certificate { .. }
+                | BusError::Tls { .. }
+                | BusError::PermissionDenied { .. }
+        )
+    }
 }
 
 /// A connected JetStream context.
@@ -116,6 +173,8 @@ pub struct Bus {
     url: String,
     /// How many times the connection has dropped (see [`Bus::connection_drops`]).
     drops: tokio::sync::watch::Receiver<u64>,
+    /// The last subject the server refused this connection (see [`Bus::guarded`]).
+    violations: tokio::sync::watch::Receiver<Option<Violation>>,
     ack_wait: Duration,
 }
 
@@ -135,12 +194,16 @@ pub struct SetupReport {
 }
 
 impl Bus {
-    /// Connects (waiting for a server that is not up yet when `wait` is set) and checks the server.
+    /// Connects with the configured credentials and TLS, and checks the server (version,
+    /// JetStream). A refusal names its cause (see [`BusError::is_config_problem`]); a server that
+    /// cannot be reached is a [`BusError::Connect`].
     pub async fn connect(url: &str, cfg: &NatsConfig, client_name: &str) -> Result<Bus, BusError> {
         let (drops_tx, drops) = tokio::sync::watch::channel(0u64);
         let drops_tx = std::sync::Arc::new(drops_tx);
+        let (violations_tx, violations) = tokio::sync::watch::channel(None);
+        let violations_tx = std::sync::Arc::new(violations_tx);
         let delay_max: Duration = cfg.reconnect_delay_max.into();
-        let mut opts = async_nats::ConnectOptions::new()
+        let opts = async_nats::ConnectOptions::new()
             .name(client_name)
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
@@ -148,6 +211,7 @@ impl Bus {
             .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, delay_max))
             .event_callback(move |event| {
                 let drops_tx = drops_tx.clone();
+                let violations_tx = violations_tx.clone();
                 async move {
                     match event {
                         async_nats::Event::Disconnected => {
@@ -156,29 +220,26 @@ impl Bus {
                             tracing::warn!("NATS connection lost; reconnecting");
                         }
                         async_nats::Event::Connected => tracing::info!("NATS connected"),
+                        async_nats::Event::ServerError(async_nats::ServerError::Other(message)) => {
+                            match Violation::parse(&message) {
+                                // A refused subject is a missing grant, whenever it shows: the
+                                // request or ack it was for gets no answer.
+                                Some(v) => {
+                                    tracing::error!(
+                                        operation = v.operation,
+                                        subject = %v.subject,
+                                        "the NATS server refused this user a subject; grant it (deploy/nats/tgingest-accounts.conf)"
+                                    );
+                                    violations_tx.send_replace(Some(v));
+                                }
+                                None => tracing::warn!(%message, "NATS server error"),
+                            }
+                        }
                         other => tracing::debug!(event = %other, "NATS event"),
                     }
                 }
             });
-        if !cfg.credentials_file.as_os_str().is_empty() {
-            opts = opts
-                .credentials_file(&cfg.credentials_file)
-                .await
-                .map_err(|source| BusError::Credentials {
-                    path: cfg.credentials_file.display().to_string(),
-                    source,
-                })?;
-        }
-        let tls = &cfg.tls;
-        if tls.required {
-            opts = opts.require_tls(true);
-        }
-        if !tls.ca_file.as_os_str().is_empty() {
-            opts = opts.add_root_certificates(tls.ca_file.clone());
-        }
-        if !tls.cert_file.as_os_str().is_empty() {
-            opts = opts.add_client_certificate(tls.cert_file.clone(), tls.key_file.clone());
-        }
+        let opts = link::secure(opts, cfg)?;
         // async-nats parses one address per string; `nats.url` lists the cluster's seeds.
         let servers = url
             .split(',')
@@ -193,10 +254,7 @@ impl Bus {
         let client = opts
             .connect(servers.as_slice())
             .await
-            .map_err(|e| BusError::Connect {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| link::refused(url, cfg, &e))?;
 
         let info = client.server_info();
         let found = Version::parse(&info.version);
@@ -212,18 +270,47 @@ impl Bus {
             .max_ack_inflight(cfg.max_ack_inflight as usize)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        if js.query_account().await.is_err() {
-            return Err(BusError::NoJetStream {
-                url: url.to_string(),
-            });
-        }
-        Ok(Bus {
+        let bus = Bus {
             client,
             js,
             url: url.to_string(),
             drops,
+            violations,
             ack_wait: cfg.ack_wait.into(),
-        })
+        };
+        let jetstream = bus.guarded(async { Ok(bus.js.query_account().await.is_ok()) });
+        if !jetstream.await? {
+            return Err(BusError::NoJetStream {
+                url: url.to_string(),
+            });
+        }
+        Ok(bus)
+    }
+
+    /// Runs `step`, unless the server refuses this connection a subject first (or has already):
+    /// then the [`BusError::PermissionDenied`] naming it. A refused request gets no reply at
+    /// all, so without this a missing grant would look like a timeout, `nats.request_timeout`
+    /// later. Meant for start-up, where any refusal is a configuration to fix.
+    pub async fn guarded<T>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, BusError>>,
+    ) -> Result<T, BusError> {
+        let mut step = std::pin::pin!(step);
+        let mut violations = self.violations.clone();
+        let refused = tokio::select! {
+            biased;
+            refused = violations.wait_for(Option::is_some) => refused.ok().and_then(|v| v.clone()),
+            result = &mut step => return result,
+        };
+        match refused {
+            Some(v) => Err(BusError::PermissionDenied {
+                url: self.url.clone(),
+                operation: v.operation,
+                subject: v.subject,
+            }),
+            // The client is gone; the step reports what that means.
+            None => step.await,
+        }
     }
 
     /// The URL this bus is connected to.
@@ -311,8 +398,40 @@ impl Bus {
         }
     }
 
-    /// Creates the streams and buckets, or brings them in line with `cfg`. Safe to run at every start.
+    /// Creates the streams and buckets, or brings them in line with `cfg`, then proves that this
+    /// user may publish to every subject the node writes ([`publish_probes`]). Safe to run at
+    /// every start; a subject the server refuses is a [`BusError::PermissionDenied`] at once.
     pub async fn setup(&self, cfg: &Config) -> Result<SetupReport, BusError> {
+        let report = self.guarded(self.apply_setup(cfg)).await?;
+        self.guarded(self.probe_publish(cfg)).await?;
+        Ok(report)
+    }
+
+    /// Publishes to each of [`publish_probes`] with `Nats-Expected-Last-Sequence` set to one no
+    /// stream can have, so JetStream refuses to store it: any answer from the stream proves the
+    /// grant, the server's `Permissions Violation` (see [`Bus::guarded`]) its absence. Cheaper
+    /// and more honest than asking: it checks the very publish the node will make.
+    async fn probe_publish(&self, cfg: &Config) -> Result<(), BusError> {
+        let timeout = jetstream::context::traits::TimeoutProvider::timeout(&self.js);
+        for subject in publish_probes(cfg) {
+            let probe =
+                jetstream::message::PublishMessage::build().expected_last_sequence(u64::MAX);
+            let answered = match self.js.send_publish(subject.clone(), probe).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match answered {
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::TimedOut => {
+                    return Err(BusError::ProbeTimeout { subject, timeout });
+                }
+                // Stored nothing (wrong last sequence) or, impossibly, stored: either way allowed.
+                _ => tracing::debug!(%subject, "publish permitted"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_setup(&self, cfg: &Config) -> Result<SetupReport, BusError> {
         let mut items = Vec::new();
         let streams = [
             (
@@ -459,6 +578,34 @@ impl Bus {
         Ok(classify(before.as_ref(), Some(&info.config)))
     }
 }
+
+/// The account id of the publish probes: no Telegram user has id 0.
+const PROBE_ACCOUNT: &str = "0";
+
+/// One subject of each kind the node publishes to (the streams', its own audit subject, a key
+/// of each KV bucket it writes), for [`Bus::setup`]'s permission probe.
+pub fn publish_probes(cfg: &Config) -> Vec<String> {
+    let mut subjects = vec![
+        raw_subject(PROBE_ACCOUNT, ChatKind::Private),
+        clean_subject(PROBE_ACCOUNT),
+        dlq_subject(PROBE_ACCOUNT),
+        audit_subject(&cfg.node_id()),
+    ];
+    let seen = cfg.cluster.enabled.then_some(BUCKET_SEEN);
+    for bucket in BUCKETS.into_iter().chain(seen) {
+        subjects.push(format!("$KV.{bucket}.{PROBE_ACCOUNT}"));
+    }
+    subjects
+}
+
+/// The KV buckets every node uses (`TG_SEEN` only with `cluster.enabled`).
+pub const BUCKETS: [&str; 5] = [
+    BUCKET_SESSIONS,
+    BUCKET_LEASES,
+    BUCKET_ACCOUNTS,
+    BUCKET_ANCHORS,
+    BUCKET_CHECKPOINTS,
+];
 
 /// The pause before reconnect attempt `attempts`: none for the first, then 50 ms more per attempt
 /// up to `max`. async-nats' default doubles up to 4 s, so a server back after a short outage

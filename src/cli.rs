@@ -275,6 +275,13 @@ async fn run(cfg: Config) -> ExitCode {
             tracing::info!(signal, "stopped during start-up");
             return ExitCode::SUCCESS;
         }
+        // Refused credentials, a certificate that does not verify, a subject the NATS user may
+        // not use: retrying cannot fix these, configuration can.
+        Err(node::NodeError::Bus(e)) if e.is_config_problem() => {
+            tracing::error!(error = %e, "cannot start: NATS refused the link");
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             eprintln!("error: {e}");

@@ -100,8 +100,11 @@ impl Default for NodeConfig {
 pub struct NatsConfig {
     /// `nats://host:port` (comma-separated for several seeds); empty = embedded server.
     pub url: String,
-    /// A `.creds` file (JWT + NKey seed); empty = none.
+    /// A `.creds` file (JWT + NKey seed; operator/JWT mode); empty = none.
     pub credentials_file: PathBuf,
+    /// A file holding a user NKey seed (`SU…`; servers that list users by `nkey`); empty = none.
+    /// Not together with `credentials_file`.
+    pub nkey_file: PathBuf,
     pub tls: NatsTlsConfig,
     pub embedded: EmbeddedNatsConfig,
     /// How long to wait for a JetStream API reply.
@@ -120,6 +123,7 @@ impl Default for NatsConfig {
         NatsConfig {
             url: String::new(),
             credentials_file: PathBuf::new(),
+            nkey_file: PathBuf::new(),
             tls: NatsTlsConfig::default(),
             embedded: EmbeddedNatsConfig::default(),
             request_timeout: Dur::secs(10),
@@ -1025,6 +1029,19 @@ impl Config {
             })?;
         }
         file_exists("nats.credentials_file", &nats.credentials_file)?;
+        file_exists("nats.nkey_file", &nats.nkey_file)?;
+        check(
+            nats.credentials_file.as_os_str().is_empty() || nats.nkey_file.as_os_str().is_empty(),
+            || {
+                invalid(
+                    "nats.nkey_file",
+                    &nats.nkey_file,
+                    "set either nats.credentials_file (a .creds file: JWT and seed) or \
+                     nats.nkey_file (a bare NKey seed), not both: a connection authenticates as \
+                     one user",
+                )
+            },
+        )?;
         file_exists("nats.tls.ca_file", &nats.tls.ca_file)?;
         file_exists("nats.tls.cert_file", &nats.tls.cert_file)?;
         file_exists("nats.tls.key_file", &nats.tls.key_file)?;

@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::Value;
 use support::TestNats;
+use support::certs::TestCa;
 use support::events::Message;
 use support::rig::{node_config, simulation};
 use tgingest::config::{Config, Dur, SwitchboardConfig};
@@ -26,37 +26,11 @@ use tgingest::telegram::simulated::SimulatedWorld;
 
 const TOKEN: &str = "sb-token-7f3c9a";
 
-/// A CA and a server certificate it signed for 127.0.0.1 and localhost.
-struct TestCa {
-    ca_pem: String,
-    server: FakeTls,
-}
-
-impl TestCa {
-    fn new(name: &str) -> TestCa {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        let cert = params.signed_by(&key, &ca).unwrap();
-        TestCa {
-            ca_pem: ca.pem(),
-            server: FakeTls {
-                cert_chain_pem: cert.pem(),
-                key_pem: key.serialize_pem(),
-            },
-        }
-    }
-
-    fn write_ca(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("switchboard-ca.pem");
-        std::fs::write(&path, &self.ca_pem).unwrap();
-        path
+/// The fake's TLS from `ca`'s server certificate.
+fn served(ca: &TestCa) -> FakeTls {
+    FakeTls {
+        cert_chain_pem: ca.cert_pem.clone(),
+        key_pem: ca.key_pem.clone(),
     }
 }
 
@@ -68,7 +42,7 @@ fn write_token(dir: &Path, token: &str) -> PathBuf {
 
 async fn https_fake(ca: &TestCa, json_response: bool) -> FakeSwitchboard {
     FakeSwitchboard::start(FakeOptions {
-        tls: Some(ca.server.clone()),
+        tls: Some(served(ca)),
         auth_token: Some(TOKEN.into()),
         json_response,
         ..FakeOptions::default()
@@ -114,7 +88,10 @@ async fn each_transport(ca: &TestCa) -> Vec<(FakeSwitchboard, String)> {
 async fn https_with_the_configured_ca_and_token_file_delivers_on_both_transports() {
     let ca = TestCa::new("switchboard");
     let dir = tempfile::tempdir().unwrap();
-    let (ca_file, token_file) = (ca.write_ca(dir.path()), write_token(dir.path(), TOKEN));
+    let (ca_file, token_file) = (
+        ca.write_ca(dir.path(), "switchboard"),
+        write_token(dir.path(), TOKEN),
+    );
     for (fake, url) in each_transport(&ca).await {
         assert!(url.starts_with("https://"), "{url}");
         let cfg = config(url.clone(), &ca_file, Some(&token_file));
@@ -137,7 +114,10 @@ async fn a_certificate_from_another_ca_is_a_tls_error_that_names_the_problem_and
     let served = TestCa::new("switchboard");
     let other = TestCa::new("other");
     let dir = tempfile::tempdir().unwrap();
-    let (ca_file, token_file) = (other.write_ca(dir.path()), write_token(dir.path(), TOKEN));
+    let (ca_file, token_file) = (
+        other.write_ca(dir.path(), "switchboard"),
+        write_token(dir.path(), TOKEN),
+    );
     for (fake, url) in each_transport(&served).await {
         // The operator's CA file, and the system's trust store: neither knows the fake's CA.
         for ca in [Some(&ca_file), None] {
@@ -168,7 +148,7 @@ async fn a_certificate_from_another_ca_is_a_tls_error_that_names_the_problem_and
 async fn a_missing_or_wrong_token_is_unauthorized_on_both_transports_and_kept_for_retry() {
     let ca = TestCa::new("switchboard");
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = ca.write_ca(dir.path());
+    let ca_file = ca.write_ca(dir.path(), "switchboard");
     let wrong = write_token(dir.path(), "not-the-token");
     for (fake, url) in each_transport(&ca).await {
         for token_file in [None, Some(wrong.as_path())] {
@@ -212,11 +192,15 @@ fn refusals_are_counted_under_connector_errors_total() {
     metrics::with_local_recorder(&recorder, || {
         rt.block_on(async {
             let fake = https_fake(&ca, false).await;
-            let cfg = config(fake.mcp_url(), &ca.write_ca(dir.path()), None);
+            let cfg = config(
+                fake.mcp_url(),
+                &ca.write_ca(dir.path(), "switchboard"),
+                None,
+            );
             let client = McpClient::new(&cfg).unwrap();
             client.ingest(&envelope(&event(1), &cfg)).await.unwrap_err();
             let other_dir = tempfile::tempdir().unwrap();
-            let wrong_ca = other.write_ca(other_dir.path());
+            let wrong_ca = other.write_ca(other_dir.path(), "switchboard");
             let cfg = config(fake.mcp_url(), &wrong_ca, None);
             let client = McpClient::new(&cfg).unwrap();
             client.ingest(&envelope(&event(1), &cfg)).await.unwrap_err();
@@ -231,7 +215,7 @@ fn refusals_are_counted_under_connector_errors_total() {
 fn the_token_file_is_trimmed_and_an_unusable_one_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("switchboard");
-    let ca_file = ca.write_ca(dir.path());
+    let ca_file = ca.write_ca(dir.path(), "switchboard");
     let url = "https://127.0.0.1:9/mcp".to_string();
     // Trimmed: the file's trailing newline is not part of the token (the delivery test above
     // sends the token from such a file and is accepted).
@@ -296,7 +280,7 @@ fn an_inline_token_and_a_token_file_together_are_a_config_error() {
 async fn the_token_is_never_shown_by_debug_of_the_config_or_the_client() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("switchboard");
-    let ca_file = ca.write_ca(dir.path());
+    let ca_file = ca.write_ca(dir.path(), "switchboard");
     let mut inline = config("https://127.0.0.1:9/mcp".into(), &ca_file, None);
     inline.auth_token = TOKEN.into();
     let from_file = config(
@@ -339,7 +323,7 @@ async fn a_node_with_a_wrong_token_keeps_its_events_says_why_and_delivers_them_o
     let sim = simulation(1, 20, 200.0, 11);
     let mut config = node_config(&nats.url(), &fake.mcp_url(), dir.path(), sim);
     config.admin.listen = "127.0.0.1:0".into();
-    config.switchboard.ca_file = ca.write_ca(dir.path());
+    config.switchboard.ca_file = ca.write_ca(dir.path(), "switchboard");
     config.switchboard.auth_token_file = write_token(dir.path(), "not-the-token");
     config.validate().expect("config");
 

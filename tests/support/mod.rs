@@ -168,6 +168,7 @@ pub fn signal(pid: u32, sig: i32) {
 }
 
 pub mod canary;
+pub mod certs;
 pub mod counters;
 pub mod dc_traffic;
 pub mod events;
