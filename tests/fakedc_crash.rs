@@ -125,7 +125,7 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
     let log = dir.path().join("node.log");
     let mut node = start_node(&nats, &fake, dir.path(), &admin, &log);
     wait_running(&log, 1).await;
-    let http = reqwest::Client::new();
+    let http = support::admin_http(&support::generated_admin_token(&dir.path().join("data")));
     world.import_and_consent(&http, &admin).await;
     wait_listening(&dc, &accounts).await;
 
