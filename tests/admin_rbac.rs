@@ -329,6 +329,18 @@ async fn every_endpoint_allows_exactly_its_privilege_or_admin_and_audits_the_pri
     node.shutdown().await.unwrap();
 }
 
+/// Asserts that `method path` (with an empty JSON body) is refused to `api`'s principal with a
+/// 403 naming `missing` and `group`.
+async fn assert_forbidden(api: &Api, method: &str, path: &str, missing: &str, group: &str) {
+    let (status, body) = api.send(method, path, Some(json!({}))).await;
+    assert_eq!(status, 403, "{method} {path}: {body}");
+    assert_eq!(
+        (&body["missing"], &body["group"]),
+        (&json!(missing), &json!(group)),
+        "{method} {path}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_apply_per_group_and_the_list_shows_only_what_the_caller_may_view() {
     init();
@@ -406,22 +418,14 @@ async fn grants_apply_per_group_and_the_list_shows_only_what_the_caller_may_view
     assert_eq!(ids(&body).len(), 2, "{body}");
 
     // Acting on the other group's account: 403 naming the privilege and the group.
+    let other = format!("/v1/accounts/{TELETHON_USER}");
+    let pause_other = format!("{other}/pause");
     for (method, path, missing) in [
-        ("GET", format!("/v1/accounts/{TELETHON_USER}"), "view"),
-        (
-            "POST",
-            format!("/v1/accounts/{TELETHON_USER}/pause"),
-            "manage",
-        ),
-        ("DELETE", format!("/v1/accounts/{TELETHON_USER}"), "remove"),
+        ("GET", other.as_str(), "view"),
+        ("POST", pause_other.as_str(), "manage"),
+        ("DELETE", other.as_str(), "remove"),
     ] {
-        let (status, body) = ops.send(method, &path, None).await;
-        assert_eq!(status, 403, "{method} {path}: {body}");
-        assert_eq!(
-            (&body["missing"], &body["group"]),
-            (&json!(missing), &json!("sales")),
-            "{method} {path}"
-        );
+        assert_forbidden(&ops, method, path, missing, "sales").await;
     }
     let (status, body) = sales
         .send("POST", &format!("/v1/accounts/{TELETHON_USER}/pause"), None)
@@ -439,13 +443,7 @@ async fn grants_apply_per_group_and_the_list_shows_only_what_the_caller_may_view
         ("POST", "/v1/replays", "replay"),
         ("GET", "/v1/principals", "admin"),
     ] {
-        let (status, body) = ops.send(method, path, Some(json!({}))).await;
-        assert_eq!(status, 403, "{method} {path}: {body}");
-        assert_eq!(
-            (&body["missing"], &body["group"]),
-            (&json!(missing), &json!("*")),
-            "{method} {path}"
-        );
+        assert_forbidden(&ops, method, path, missing, "*").await;
     }
     // A replay of one of its accounts is within its grant (and refused for a reason of its own:
     // that account has no events yet).

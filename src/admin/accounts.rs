@@ -112,10 +112,7 @@ async fn require_on(
     privilege: Privilege,
     id: &str,
 ) -> Result<(), ApiError> {
-    match group_of(c, id).await? {
-        Some(group) => caller.require(privilege, &group),
-        None => caller.require_somewhere(privilege),
-    }
+    caller.require_on(privilege, group_of(c, id).await?.as_deref())
 }
 
 async fn list(

@@ -182,6 +182,15 @@ impl Caller {
         }
     }
 
+    /// [`Caller::require`] on the group of what the request acts on, or, when that does not exist
+    /// (`None`), [`Caller::require_somewhere`].
+    pub fn require_on(&self, privilege: Privilege, group: Option<&str>) -> Result<(), ApiError> {
+        match group {
+            Some(group) => self.require(privilege, group),
+            None => self.require_somewhere(privilege),
+        }
+    }
+
     /// Whether the caller holds `privilege` on `group` (for filtering a list).
     pub fn may(&self, privilege: Privilege, group: &str) -> bool {
         self.checked.store(true, Ordering::Relaxed);

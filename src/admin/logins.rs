@@ -75,10 +75,7 @@ pub(super) fn routes() -> Routes<Arc<AccountsControl>> {
 /// Checks that the caller holds `login` on the group of login `id`; for a login not known (any
 /// more), on some group (the step then answers "not found").
 async fn require_login(c: &AccountsControl, caller: &Caller, id: &str) -> Result<(), ApiError> {
-    match c.login_group(id).await {
-        Some(group) => caller.require(Privilege::Login, &group),
-        None => caller.require_somewhere(Privilege::Login),
-    }
+    caller.require_on(Privilege::Login, c.login_group(id).await.as_deref())
 }
 
 async fn start(
