@@ -73,6 +73,17 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Cluster commands (status), through the running node's admin API
     Cluster(cluster::ClusterArgs),
+    /// Admin API commands (token hashes for [[admin.principals]])
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Read a principal's token on stdin and print the token_hash to put in its
+    /// [[admin.principals]] entry (keyed with this node's master key: run it again after
+    /// `keys rotate`)
+    HashToken,
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,6 +219,7 @@ pub fn main() -> ExitCode {
             Command::Accounts(args) => crate::accounts::client::run(&cfg, args).await,
             Command::Replay(args) => replay::run(&cfg, args).await,
             Command::Cluster(args) => cluster::run(&cfg, args).await,
+            Command::Admin(AdminCommand::HashToken) => hash_token(&cfg),
             Command::Config(_) | Command::Policy(_) => ExitCode::SUCCESS,
         }
     })
@@ -643,6 +655,33 @@ impl RotationSummary {
             self.audit_seq,
         )
     }
+}
+
+/// `tgingest admin hash-token`: the token on stdin (its first line) → its `token_hash`.
+fn hash_token(cfg: &Config) -> ExitCode {
+    let key = match node::master_key(cfg, false) {
+        Ok((key, _)) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut line = zeroize::Zeroizing::new(String::new());
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("error: cannot read the token from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let token = line.trim();
+    if token.is_empty() {
+        eprintln!(
+            "error: no token on standard input; pipe one in (e.g. from `openssl rand -hex 32`)"
+        );
+        return ExitCode::from(2);
+    }
+    let key =
+        crate::admin::principals::TokenKey::new(key.derive(crate::keys::KeyPurpose::AdminToken));
+    println!("{}", key.token_hash(token));
+    ExitCode::SUCCESS
 }
 
 async fn keys_rotate(cfg: Config, args: RotateArgs) -> ExitCode {

@@ -608,6 +608,60 @@ pub struct AdminConfig {
     /// Per-account series (ingest rate, last-event age, checkpoint lag, labelled `account`) on
     /// `/metrics`; off by default, since per-account labels do not scale to 10,000 accounts.
     pub per_account_metrics: bool,
+    /// Named principals with their tokens and per-group grants; empty: the single-token mode
+    /// (one principal `admin` with every privilege, see [`crate::admin::principals`]).
+    pub principals: Vec<crate::admin::principals::PrincipalConfig>,
+    /// Login attempts (code requests, codes, 2FA passwords) per principal per hour; 0 = no limit.
+    pub login_attempts_per_hour: u32,
+    /// Requests to start a replay (once their fields are valid) per principal per hour; 0 = no
+    /// limit.
+    pub replays_per_hour: u32,
+}
+
+impl AdminConfig {
+    /// Every principal: a valid unique name, exactly one of `token_file` and `token_hash`, and
+    /// grants on valid groups (or `*`) with at least one privilege each.
+    fn validate_principals(&self) -> Result<(), ConfigError> {
+        use crate::admin::principals::{ALL_GROUPS, valid_group};
+        for (i, p) in self.principals.iter().enumerate() {
+            let key = |field: &str| format!("admin.principals[{i}].{field}");
+            check(is_name(&p.name), || {
+                invalid(&key("name"), &p.name, "1 to 64 letters, digits, `-` or `_`")
+            })?;
+            check(
+                self.principals[..i].iter().all(|q| q.name != p.name),
+                || invalid(&key("name"), &p.name, "a name no other principal has"),
+            )?;
+            check(
+                p.token_file.as_os_str().is_empty() != p.token_hash.is_empty(),
+                || {
+                    invalid(
+                        &key("token_file"),
+                        &p.token_file,
+                        "exactly one of token_file (a file holding the token) and token_hash \
+                         (from `tgingest admin hash-token`)",
+                    )
+                },
+            )?;
+            for (j, g) in p.grants.iter().enumerate() {
+                check(g.group == ALL_GROUPS || valid_group(&g.group), || {
+                    invalid(
+                        &key(&format!("grants[{j}].group")),
+                        &g.group,
+                        "a group label (1 to 64 letters, digits, `-` or `_`) or * for every group",
+                    )
+                })?;
+                check(!g.privileges.is_empty(), || {
+                    invalid(
+                        &key(&format!("grants[{j}].privileges")),
+                        "[]",
+                        "at least one of view, login, manage, remove, replay, admin",
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for AdminConfig {
@@ -616,6 +670,9 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:9464".into(),
             token_file: PathBuf::new(),
             per_account_metrics: false,
+            principals: Vec::new(),
+            login_attempts_per_hour: 20,
+            replays_per_hour: 10,
         }
     }
 }
@@ -1337,6 +1394,7 @@ impl Config {
                 )
             },
         )?;
+        self.admin.validate_principals()?;
         Ok(())
     }
 

@@ -7,7 +7,8 @@
 //! others may.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -87,6 +88,22 @@ impl SecretFile {
             .map(Zeroizing::new)
             .map_err(read_err)
     }
+}
+
+/// Writes `text` and a newline to a new file at `path`, readable by its owner only (mode 0600),
+/// never overwriting one (`create_new`), synced to disk; creates the parent directories. The way
+/// every secret tgingest generates (the embedded default's master key, its admin token) is written.
+pub fn write_new_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{text}")?;
+    file.sync_all()
 }
 
 /// Why a secret file could not be read.

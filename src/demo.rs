@@ -785,6 +785,9 @@ async fn drive_fake_dc(
 ) -> Result<Driven, DemoError> {
     use crate::accounts::ImportFormat;
     use crate::accounts::login::Sensitive;
+    /// The demo itself acts here, in-process, not through the admin API: its audit records name
+    /// it as their principal.
+    const DEMO_PRINCIPAL: &str = "demo";
     let accounts = &layout.accounts;
     let sessions = &layout.sessions;
 
@@ -797,11 +800,18 @@ async fn drive_fake_dc(
                 ImportFormat::Telethon,
                 &Sensitive::new(session.clone()),
                 Some(&id),
+                None,
+                DEMO_PRINCIPAL,
             )
             .await
             .map_err(DemoError::Accounts)?;
         node.accounts
-            .consent(&id, "tgingest demo", "fake-dc demo accounts")
+            .consent(
+                &id,
+                "tgingest demo",
+                "fake-dc demo accounts",
+                DEMO_PRINCIPAL,
+            )
             .await
             .map_err(DemoError::Accounts)?;
     }

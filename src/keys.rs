@@ -8,8 +8,6 @@
 //! The master key and the keys derived from it are wiped (zeroized) when dropped.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroize;
@@ -37,6 +35,8 @@ pub enum KeyPurpose {
     SessionSeal,
     /// Encrypts the embedded nats-server's JetStream store (see [`crate::nats_server::encryption`]).
     NatsStore,
+    /// Keys the hashes of the admin API's bearer tokens (see [`crate::admin::principals`]).
+    AdminToken,
 }
 
 impl KeyPurpose {
@@ -47,6 +47,7 @@ impl KeyPurpose {
             KeyPurpose::LogIdHash => "tgingest 2026-11 log id hash v1",
             KeyPurpose::SessionSeal => "tgingest 2026-11 session seal v1",
             KeyPurpose::NatsStore => "tgingest 2026-12 nats jetstream store v1",
+            KeyPurpose::AdminToken => "tgingest 2026-12 admin token hash v1",
         }
     }
 }
@@ -199,18 +200,9 @@ impl MasterKey {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(create_err)?;
-        }
         let key = Self::generate();
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
+        crate::credentials::write_new_secret(path, &zeroize::Zeroizing::new(hex::encode(key.0)))
             .map_err(create_err)?;
-        writeln!(file, "{}", hex::encode(key.0)).map_err(create_err)?;
-        file.sync_all().map_err(create_err)?;
         Ok(key)
     }
 

@@ -23,6 +23,7 @@ use crate::accounts::login::{GrammersLogin, LoginBackend};
 use crate::accounts::registry::{MarkEnded, Registry};
 use crate::accounts::{AccountsControl, ControlParts};
 use crate::admin::AdminServer;
+use crate::admin::principals::TokenKey;
 pub use crate::audit_stream::{AnchorRecord, latest_anchor};
 use crate::audit_stream::{AuditShipping, ShipState, ShipperParts};
 use crate::bus::{BUCKET_LEASES, Bus, BusError, SetupReport};
@@ -480,8 +481,15 @@ impl Node {
             let admin = async {
                 check_stop(stop)?;
                 Ok::<_, NodeError>(
-                    AdminServer::start(&config.admin, control.clone(), replays.clone(), Some(ops))
-                        .await?,
+                    AdminServer::start(
+                        &config.admin,
+                        &data_dir,
+                        TokenKey::new(key.derive(KeyPurpose::AdminToken)),
+                        control.clone(),
+                        replays.clone(),
+                        Some(ops),
+                    )
+                    .await?,
                 )
             }
             .await;

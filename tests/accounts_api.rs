@@ -515,7 +515,11 @@ async fn the_admin_api_refuses_an_open_address_without_a_token_and_a_port_in_use
     let node = tgingest::node::Node::start_with(config.clone(), Default::default())
         .await
         .unwrap();
-    let api = Api::new(&node);
+    // A client that sends no token.
+    let api = Api {
+        token: None,
+        ..Api::new(&node)
+    };
     let (status, body) = api.send("GET", "/v1/accounts", None).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
     let refused = api

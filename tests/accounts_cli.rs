@@ -40,7 +40,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 async fn cli(dir: &std::path::Path, args: Vec<String>, stdin: String) -> Output {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let mut child = tgingest_cmd(&dir)
+        // The node's data dir: the CLI finds the node's generated admin token there by itself.
+        let mut child = tgingest_cmd(&dir.join("data"))
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

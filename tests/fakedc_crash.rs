@@ -145,7 +145,12 @@ impl Rig {
         };
         let node = rig.start_node(1).await;
         rig.world
-            .import_and_consent(&reqwest::Client::new(), &rig.admin)
+            .import_and_consent(
+                &support::admin_http(&support::generated_admin_token(
+                    &rig.dir.path().join("data"),
+                )),
+                &rig.admin,
+            )
             .await;
         rig.wait_listening().await;
         (rig, node)

@@ -49,15 +49,21 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(binary: &Path, target: &str, rules: &Path) -> Prometheus {
+    /// Prometheus scraping `target`'s `/metrics` with `token` (as the shipped scrape config does,
+    /// from a credentials file).
+    fn start(binary: &Path, target: &str, rules: &Path, token: &str) -> Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("prometheus.yml");
+        let credentials = dir.path().join("admin.token");
+        std::fs::write(&credentials, token).expect("write the token");
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
-                 scrape_configs:\n  - job_name: tgingest\n    static_configs:\n      - targets: ['{target}']\n",
-                rules.display()
+                 scrape_configs:\n  - job_name: tgingest\n    authorization:\n      credentials_file: {}\n\
+                 \x20   static_configs:\n      - targets: ['{target}']\n",
+                rules.display(),
+                credentials.display()
             ),
         )
         .expect("write prometheus.yml");
@@ -270,7 +276,8 @@ async fn prometheus_scrapes_a_demo_and_every_dashboard_and_alert_query_answers()
     // The node does not verify its log on its own; the demo does, and so does this test.
     assert!(node.eventlog.verify().ok);
 
-    let http = reqwest::Client::new();
+    let token = support::generated_admin_token(&node.config.node.data_dir);
+    let http = support::admin_http(&token);
     let metrics = http
         .get(format!("http://{admin}/metrics"))
         .send()
@@ -289,7 +296,7 @@ async fn prometheus_scrapes_a_demo_and_every_dashboard_and_alert_query_answers()
     }
 
     let rules = repo().join("deploy/prometheus/tgingest.rules.yml");
-    let prometheus = Prometheus::start(&prometheus_bin, &admin.to_string(), &rules);
+    let prometheus = Prometheus::start(&prometheus_bin, &admin.to_string(), &rules, &token);
     let panels = dashboard_queries();
     let alerts = rule_queries(&rules);
 

@@ -97,17 +97,23 @@ async fn every_consented_registry_account_heartbeats_its_real_state() {
     {
         let session = tgingest::demo::telethon_session_string(2, addr, &[i as u8 + 1; 256]);
         node.accounts
-            .import(ImportFormat::Telethon, &Sensitive::new(session), Some(id))
+            .import(
+                ImportFormat::Telethon,
+                &Sensitive::new(session),
+                Some(id),
+                None,
+                "test",
+            )
             .await
             .expect("import");
         if id != NO_CONSENT {
             node.accounts
-                .consent(id, "the test", "heartbeat states")
+                .consent(id, "the test", "heartbeat states", "test")
                 .await
                 .expect("consent");
         }
     }
-    node.accounts.pause(PAUSED).await.expect("pause");
+    node.accounts.pause(PAUSED, "test").await.expect("pause");
 
     let endpoint = |id: &str| endpoint_identity(&config.switchboard.endpoint_identity, id);
     let wanted = |beats: &HashMap<String, (String, String)>| {

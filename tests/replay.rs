@@ -383,7 +383,9 @@ async fn bad_replay_requests_get_a_400_naming_the_field_and_a_second_replay_a_40
 /// Runs `tgingest replay <args> --admin-url <base>`; returns exit code, stdout, stderr.
 async fn cli(rig: &Rig, base: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let mut cmd = support::tgingest_cmd(&rig.dir.path().join("cli"));
+    let token = rig.config.node.data_dir.join("admin.token");
     cmd.arg("replay").args(args).args(["--admin-url", base]);
+    cmd.arg("--token-file").arg(token);
     let out = tokio::task::spawn_blocking(move || cmd.output().expect("run tgingest replay"))
         .await
         .unwrap();

@@ -14,6 +14,20 @@ pub fn free_addr() -> anyhow::Result<String> {
     Ok(l.local_addr()?.to_string())
 }
 
+/// tgingest's admin API: where it listens and the token it wants.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub addr: &'a str,
+    pub token: Option<&'a str>,
+}
+
+/// The token tgingest's admin API wants from the loadtest: the one the node of `config`
+/// generated into its data dir (or the configured one), found as `tgingest accounts` finds it.
+pub fn node_token(config: &tgingest::config::Config) -> anyhow::Result<Option<String>> {
+    let token = tgingest::admin::client_token(config, None).context("the admin API's token")?;
+    Ok(token.map(|t| t.to_string()))
+}
+
 /// Waits (at most 60 s) until tgingest's admin API accepts connections.
 pub async fn wait_up(addr: &str, proc: &mut Tgingest) -> anyhow::Result<()> {
     let up_by = Instant::now() + Duration::from_secs(60);
@@ -25,16 +39,6 @@ pub async fn wait_up(addr: &str, proc: &mut Tgingest) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
-}
-
-/// One request; returns the status and the body.
-pub async fn call(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: Option<&serde_json::Value>,
-) -> anyhow::Result<(u16, String)> {
-    call_as(addr, None, method, path, body).await
 }
 
 /// One request, with `token` as the bearer token when given; returns the status and the body.

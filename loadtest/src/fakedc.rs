@@ -113,7 +113,8 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let mut proc = Tgingest::start(&opts.tgingest, &env, &opts.out.join("tgingest.log"))?;
     say(format!("tgingest started (pid {})", proc.pid()));
     wait_up(&admin, &mut proc).await?;
-    import_and_consent(&admin, None, &layout).await?;
+    let token = crate::admin::node_token(&loaded.config)?;
+    import_and_consent(&admin, token.as_deref(), &layout).await?;
     say(format!(
         "{n} accounts imported and consented in {:.1}s",
         setup_started.elapsed().as_secs_f64()

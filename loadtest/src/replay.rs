@@ -53,7 +53,7 @@ pub struct ReplayFigures {
 
 /// Runs the replay phase against the drained run.
 pub async fn run(
-    addr: &str,
+    admin: admin::Target<'_>,
     proc: &mut Tgingest,
     fake: &FakeSwitchboard,
     truth: &Truth,
@@ -69,7 +69,8 @@ pub async fn run(
     let cpu_before = proc_sample(proc.pid()).map_or(0.0, |s| s.cpu_s);
     let started = Instant::now();
     let started_us = jiff::Timestamp::now().as_microsecond();
-    let answer = admin::post_as(addr, None, "/v1/replays", &serde_json::json!({}))
+    let (addr, token) = (admin.addr, admin.token);
+    let answer = admin::post_as(addr, token, "/v1/replays", &serde_json::json!({}))
         .await
         .context("start the replay")?;
     let progress: ReplayProgress =
@@ -79,7 +80,7 @@ pub async fn run(
     let progress = loop {
         tokio::time::sleep(POLL_EVERY).await;
         proc.check_alive()?;
-        let (status, body) = admin::call(addr, "GET", &path, None).await?;
+        let (status, body) = admin::call_as(addr, token, "GET", &path, None).await?;
         if status != 200 {
             bail!("GET {path}: {status} {body}");
         }
@@ -97,7 +98,7 @@ pub async fn run(
             last_said = Instant::now();
         }
         if started.elapsed() >= timeout {
-            let _ = admin::call(addr, "DELETE", &path, None).await;
+            let _ = admin::call_as(addr, token, "DELETE", &path, None).await;
             bail!("the replay did not finish within {timeout:?}: {p:?}");
         }
     };

@@ -163,7 +163,10 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let replay = match &admin {
         Some(addr) if !drain_timed_out => Some(
             crate::replay::run(
-                addr,
+                crate::admin::Target {
+                    addr,
+                    token: crate::admin::node_token(&config)?.as_deref(),
+                },
                 &mut proc,
                 &fake,
                 &truth,

@@ -16,11 +16,22 @@ use crate::config::Config;
 /// `tgingest accounts …`.
 #[derive(Args, Debug)]
 pub struct AccountsArgs {
+    #[command(flatten)]
+    pub target: AdminTarget,
+    #[command(subcommand)]
+    pub command: AccountsCommand,
+}
+
+/// Which node's admin API a client command talks to, and with which token.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AdminTarget {
     /// Base URL of the node's admin API (default: http://<admin.listen>)
     #[arg(long, global = true, value_name = "URL")]
     pub admin_url: Option<String>,
-    #[command(subcommand)]
-    pub command: AccountsCommand,
+    /// File holding your principal's token (default: $TGINGEST_ADMIN_TOKEN_FILE, the credential
+    /// tgingest-admin-token, admin.token_file, else <data_dir>/admin.token)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// The account commands.
@@ -37,6 +48,9 @@ pub enum AccountsCommand {
         /// The phone number, +<country><number>
         #[arg(long, value_name = "PHONE")]
         phone: String,
+        /// The account's group (default: `default`); your principal needs `login` on it
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
     },
     /// Import a Telethon or Pyrogram session string (prefer --session-file or --session-stdin:
     /// the other flags put the secret in the process list)
@@ -60,6 +74,9 @@ pub enum AccountsCommand {
         /// The account's Telegram user id (needed for Telethon strings, which do not carry it)
         #[arg(long, value_name = "ID")]
         account_id: Option<String>,
+        /// The account's group (default: `default`); your principal needs `login` on it
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
     },
     /// Record the owner's consent; the account starts ingesting (unless paused)
     Consent {
@@ -134,13 +151,15 @@ impl ClientError {
 /// An admin API client: base URL and bearer token from the config (or `--admin-url`).
 pub(crate) struct Client {
     base: String,
-    token: Option<String>,
+    token: Option<zeroize::Zeroizing<String>>,
     http: reqwest::Client,
 }
 
 impl Client {
-    pub(crate) fn new(cfg: &Config, url: Option<&str>) -> Result<Client, ClientError> {
-        let base = match url {
+    /// A client of the node `target` names (default: `admin.listen`), sending its token file's
+    /// token (default: see [`crate::admin::client_token`]).
+    pub(crate) fn new(cfg: &Config, target: &AdminTarget) -> Result<Client, ClientError> {
+        let base = match target.admin_url.as_deref() {
             Some(u) => u.trim_end_matches('/').to_string(),
             None if cfg.admin.listen.trim().is_empty() => return Err(ClientError::AdminOff),
             None => {
@@ -151,9 +170,7 @@ impl Client {
                 format!("http://{listen}")
             }
         };
-        let token = crate::admin::token_file(&cfg.admin)
-            .map(|f| crate::admin::read_token(&f))
-            .transpose()
+        let token = crate::admin::client_token(cfg, target.token_file.as_deref())
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(90))
@@ -175,7 +192,7 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
+            req = req.bearer_auth(token.as_str());
         }
         if let Some(body) = body {
             req = req.json(&body);
@@ -226,7 +243,7 @@ impl Client {
 /// Runs `tgingest accounts …`.
 pub async fn run(cfg: &Config, args: AccountsArgs) -> ExitCode {
     let result = async {
-        let client = Client::new(cfg, args.admin_url.as_deref())?;
+        let client = Client::new(cfg, &args.target)?;
         dispatch(&client, args.command).await
     }
     .await;
@@ -253,7 +270,7 @@ async fn dispatch(client: &Client, command: AccountsCommand) -> Result<(), Clien
             }
             Ok(())
         }
-        AccountsCommand::Add { phone } => add(client, &phone).await,
+        AccountsCommand::Add { phone, group } => add(client, &phone, group.as_deref()).await,
         AccountsCommand::Import {
             session_file,
             session_stdin,
@@ -261,6 +278,7 @@ async fn dispatch(client: &Client, command: AccountsCommand) -> Result<(), Clien
             telethon_session,
             pyrogram_session,
             account_id,
+            group,
         } => {
             let (format, session) = match (telethon_session, pyrogram_session) {
                 (Some(s), _) => ("telethon", s),
@@ -300,6 +318,9 @@ async fn dispatch(client: &Client, command: AccountsCommand) -> Result<(), Clien
             let mut body = json!({"format": format, "session": session.trim()});
             if let Some(id) = account_id {
                 body["account_id"] = json!(id);
+            }
+            if let Some(group) = group {
+                body["group"] = json!(group);
             }
             let view = client
                 .call(Method::POST, "/v1/accounts/import", Some(body))
@@ -383,11 +404,13 @@ fn budget_line(view: &LoginView) -> String {
     )
 }
 
-async fn add(client: &Client, phone: &str) -> Result<(), ClientError> {
+async fn add(client: &Client, phone: &str, group: Option<&str>) -> Result<(), ClientError> {
     use reqwest::Method;
-    let start = client
-        .call(Method::POST, "/v1/logins", Some(json!({"phone": phone})))
-        .await?;
+    let mut body = json!({ "phone": phone });
+    if let Some(group) = group {
+        body["group"] = json!(group);
+    }
+    let start = client.call(Method::POST, "/v1/logins", Some(body)).await?;
     let mut view: LoginView = parse_login(start)?;
     eprintln!("Telegram sent a login code; {}", budget_line(&view));
     let id = view.login_id.clone();

@@ -24,6 +24,7 @@ use super::registry::{
     AccountRecord, AddedVia, Consent, Desired, Registry, RegistryError, phone_hash,
     valid_account_id,
 };
+use crate::admin::principals::{DEFAULT_GROUP, valid_group};
 use crate::bus::raw_subject;
 use crate::event::ChatKind;
 use crate::eventlog::{AuditEntry, Durability, EventLog, EventLogError};
@@ -96,6 +97,19 @@ pub enum ControlError {
     Budget(#[from] BudgetError),
     #[error("{0}")]
     BadRequest(String),
+}
+
+/// A group label as given in a request: `None` or `default` mean no label; anything else must be
+/// a valid label ([`valid_group`]).
+fn checked_group(group: Option<&str>) -> Result<Option<String>, ControlError> {
+    match group.map(str::trim) {
+        None | Some(DEFAULT_GROUP) => Ok(None),
+        Some(g) if valid_group(g) => Ok(Some(g.to_string())),
+        Some(g) => Err(ControlError::BadRequest(format!(
+            "group {:?} is not a group label: use 1 to 64 letters, digits, `-` or `_`",
+            g.chars().take(70).collect::<String>()
+        ))),
+    }
 }
 
 /// A time (microseconds since the epoch) as RFC 3339 UTC, for messages.
@@ -177,6 +191,9 @@ impl ControlError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountView {
     pub account_id: String,
+    /// The account's group (`default` when it has no label).
+    #[serde(default)]
+    pub group: String,
     /// Where the account stands: from its running actor, else from the registry.
     pub lifecycle: Lifecycle,
     pub desired: Desired,
@@ -262,6 +279,8 @@ struct LoginEntry {
     phone_hash: String,
     state: LoginState,
     last_step: Instant,
+    /// The group the account goes to (none: `default`).
+    group: Option<String>,
 }
 
 impl Drop for LoginEntry {
@@ -310,15 +329,23 @@ pub struct ControlParts {
     pub clustered: bool,
 }
 
-fn audit_entry(action: &str, account: Option<&str>, details: &[(&str, String)]) -> AuditEntry {
+/// An admin-API audit record; `principal` (the caller) is in its details as `principal`.
+fn audit_entry(
+    principal: &str,
+    action: &str,
+    account: Option<&str>,
+    details: &[(&str, String)],
+) -> AuditEntry {
+    let mut details = details
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect::<BTreeMap<_, _>>();
+    details.insert("principal".into(), principal.to_string());
     AuditEntry {
         action: action.into(),
         actor: ADMIN_ACTOR.into(),
         account_id: account.map(str::to_string),
-        details: details
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), v.clone()))
-            .collect::<BTreeMap<_, _>>(),
+        details,
     }
 }
 
@@ -355,12 +382,16 @@ impl AccountsControl {
 
     async fn audit(
         &self,
+        principal: &str,
         action: &str,
         account: Option<&str>,
         details: &[(&str, String)],
     ) -> Result<(), ControlError> {
         self.eventlog
-            .audit(&audit_entry(action, account, details), Durability::Flushed)
+            .audit(
+                &audit_entry(principal, action, account, details),
+                Durability::Flushed,
+            )
             .await?;
         metrics::counter!(METRIC_ACTIONS, "action" => action.to_string()).increment(1);
         Ok(())
@@ -509,7 +540,10 @@ impl AccountsControl {
         format: ImportFormat,
         session: &Sensitive,
         account_id: Option<&str>,
+        group: Option<&str>,
+        principal: &str,
     ) -> Result<AccountView, ControlError> {
+        let group = checked_group(group)?;
         let snapshot = match format {
             ImportFormat::Telethon => import_telethon(session.expose())?,
             ImportFormat::Pyrogram => import_pyrogram(session.expose())?,
@@ -542,13 +576,16 @@ impl AccountsControl {
             ImportFormat::Telethon => AddedVia::TelethonImport,
             ImportFormat::Pyrogram => AddedVia::PyrogramImport,
         };
-        let record = AccountRecord::new(&account, via);
+        let mut record = AccountRecord::new(&account, via);
+        record.group = group.clone();
         self.audit(
+            principal,
             "account.import",
             Some(&account),
             &[
                 ("format", format.name().to_string()),
                 ("home_dc", snapshot.home_dc.to_string()),
+                ("group", record.group().to_string()),
             ],
         )
         .await?;
@@ -569,6 +606,7 @@ impl AccountsControl {
         account: &str,
         by: &str,
         scope: &str,
+        principal: &str,
     ) -> Result<AccountView, ControlError> {
         if by.trim().is_empty() || scope.trim().is_empty() {
             return Err(ControlError::BadRequest(
@@ -585,6 +623,7 @@ impl AccountsControl {
             .into());
         }
         self.audit(
+            principal,
             "account.consent",
             Some(account),
             &[("by", by.to_string()), ("scope", scope.to_string())],
@@ -604,19 +643,57 @@ impl AccountsControl {
     }
 
     /// Sets the account active and starts it if it has consent and a session.
-    pub async fn resume(&self, account: &str) -> Result<AccountView, ControlError> {
-        self.set_desired(account, Desired::Active).await
+    pub async fn resume(
+        &self,
+        account: &str,
+        principal: &str,
+    ) -> Result<AccountView, ControlError> {
+        self.set_desired(account, Desired::Active, principal).await
     }
 
     /// Sets the account paused and stops its actor.
-    pub async fn pause(&self, account: &str) -> Result<AccountView, ControlError> {
-        self.set_desired(account, Desired::Paused).await
+    pub async fn pause(&self, account: &str, principal: &str) -> Result<AccountView, ControlError> {
+        self.set_desired(account, Desired::Paused, principal).await
+    }
+
+    /// Moves an account to another group (whose principals' grants then apply to it).
+    pub async fn set_group(
+        &self,
+        account: &str,
+        group: &str,
+        principal: &str,
+    ) -> Result<AccountView, ControlError> {
+        let group = checked_group(Some(group))?;
+        valid_account_id(account)?;
+        let _guard = self.actions.lock().await;
+        let Some(before) = self.registry.get(account).await? else {
+            return Err(RegistryError::NotFound {
+                account: account.to_string(),
+            }
+            .into());
+        };
+        self.audit(
+            principal,
+            "account.group",
+            Some(account),
+            &[
+                ("from", before.group().to_string()),
+                ("to", group.clone().unwrap_or_else(|| DEFAULT_GROUP.into())),
+            ],
+        )
+        .await?;
+        let record = self
+            .registry
+            .update(account, |r| r.group = group.clone())
+            .await?;
+        self.view(&record).await
     }
 
     async fn set_desired(
         &self,
         account: &str,
         desired: Desired,
+        principal: &str,
     ) -> Result<AccountView, ControlError> {
         valid_account_id(account)?;
         let _guard = self.actions.lock().await;
@@ -630,7 +707,7 @@ impl AccountsControl {
             Desired::Active => "account.resume",
             Desired::Paused => "account.pause",
         };
-        self.audit(action, Some(account), &[]).await?;
+        self.audit(principal, action, Some(account), &[]).await?;
         let record = self
             .registry
             .update(account, |r| r.desired = desired)
@@ -645,7 +722,7 @@ impl AccountsControl {
     }
 
     /// Stops the account, purges its sealed session and its registry record.
-    pub async fn remove(&self, account: &str) -> Result<(), ControlError> {
+    pub async fn remove(&self, account: &str, principal: &str) -> Result<(), ControlError> {
         valid_account_id(account)?;
         let _guard = self.actions.lock().await;
         let known = self.registry.get(account).await?.is_some();
@@ -657,6 +734,7 @@ impl AccountsControl {
             .into());
         }
         self.audit(
+            principal,
             "account.remove",
             Some(account),
             &[("had_session", has_session.to_string())],
@@ -730,6 +808,7 @@ impl AccountsControl {
         let now = crate::event::now_us();
         AccountView {
             account_id: account.to_string(),
+            group: record.group().to_string(),
             lifecycle,
             desired: record.desired,
             added_via: record.added_via,
@@ -863,7 +942,13 @@ impl AccountsControl {
     }
 
     /// Starts a login: spends one attempt of the phone's budget and asks Telegram for a code.
-    pub async fn login_start(&self, phone: &Sensitive) -> Result<LoginView, ControlError> {
+    pub async fn login_start(
+        &self,
+        phone: &Sensitive,
+        group: Option<&str>,
+        principal: &str,
+    ) -> Result<LoginView, ControlError> {
+        let group = checked_group(group)?;
         let digits = phone.expose().chars().filter(char::is_ascii_digit).count();
         if !(7..=15).contains(&digits) {
             return Err(ControlError::BadRequest(
@@ -880,6 +965,7 @@ impl AccountsControl {
             Ok(status) => status,
             Err(status) => {
                 self.audit(
+                    principal,
                     "login.refused",
                     None,
                     &[("phone_hash", hash.clone()), ("reason", "budget".into())],
@@ -890,6 +976,7 @@ impl AccountsControl {
         };
         let login_id = uuid::Uuid::new_v4().simple().to_string();
         self.audit(
+            principal,
             "login.start",
             None,
             &[
@@ -905,6 +992,7 @@ impl AccountsControl {
         if let Err(failure) = result {
             actor.stop(None);
             self.audit(
+                principal,
                 "login.failed",
                 None,
                 &[
@@ -924,6 +1012,7 @@ impl AccountsControl {
                 phone_hash: hash,
                 state: LoginState::AwaitingCode,
                 last_step: Instant::now(),
+                group,
             },
         );
         Ok(LoginView {
@@ -938,8 +1027,9 @@ impl AccountsControl {
         &self,
         login_id: &str,
         code: &Sensitive,
+        principal: &str,
     ) -> Result<LoginView, ControlError> {
-        self.login_step(login_id, "code", |actor| {
+        self.login_step(login_id, "code", principal, |actor| {
             let code = code.clone();
             async move {
                 step(&actor, |r| LoginMsg::SignIn(code, r))
@@ -958,8 +1048,9 @@ impl AccountsControl {
         &self,
         login_id: &str,
         password: &Sensitive,
+        principal: &str,
     ) -> Result<LoginView, ControlError> {
-        self.login_step(login_id, "password", |actor| {
+        self.login_step(login_id, "password", principal, |actor| {
             let password = password.clone();
             async move {
                 step(&actor, |r| LoginMsg::Password(password, r))
@@ -975,6 +1066,7 @@ impl AccountsControl {
         &self,
         login_id: &str,
         wanted: &'static str,
+        principal: &str,
         run: F,
     ) -> Result<LoginView, ControlError>
     where
@@ -982,7 +1074,7 @@ impl AccountsControl {
         Fut: Future<Output = Result<Result<LoggedIn, Option<String>>, LoginFailure>>,
     {
         self.forget_idle_logins().await;
-        let (actor, hash) = {
+        let (actor, hash, group) = {
             let logins = self.logins.lock().await;
             let entry = logins
                 .get(login_id)
@@ -1003,13 +1095,18 @@ impl AccountsControl {
                     wanted,
                 });
             }
-            (entry.actor.clone(), entry.phone_hash.clone())
+            (
+                entry.actor.clone(),
+                entry.phone_hash.clone(),
+                entry.group.clone(),
+            )
         };
         let outcome = run(actor).await;
         let budget = self.budget.status(&hash, crate::event::now_us());
         match outcome {
             Err(failure) => {
                 self.audit(
+                    principal,
                     "login.failed",
                     None,
                     &[
@@ -1032,6 +1129,7 @@ impl AccountsControl {
             }
             Ok(Err(hint)) => {
                 self.audit(
+                    principal,
                     "login.password_required",
                     None,
                     &[("login_id", login_id.to_string()), ("phone_hash", hash)],
@@ -1049,7 +1147,9 @@ impl AccountsControl {
                 })
             }
             Ok(Ok(done)) => {
-                let result = self.finish_login(login_id, &hash, done).await;
+                let result = self
+                    .finish_login(login_id, &hash, done, group, principal)
+                    .await;
                 self.logins.lock().await.remove(login_id);
                 let account_id = result?;
                 Ok(LoginView {
@@ -1067,11 +1167,14 @@ impl AccountsControl {
         login_id: &str,
         hash: &str,
         done: LoggedIn,
+        group: Option<String>,
+        principal: &str,
     ) -> Result<String, ControlError> {
         let account = done.user_id.to_string();
         valid_account_id(&account)?;
         let _guard = self.actions.lock().await;
         self.audit(
+            principal,
             "login.succeeded",
             Some(&account),
             &[
@@ -1087,6 +1190,7 @@ impl AccountsControl {
         record.display_name = done.display_name.clone();
         record.username = done.username.clone();
         record.phone_hash = Some(hash.to_string());
+        record.group = group;
         match self.registry.create(&record).await {
             Ok(_) => {}
             Err(RegistryError::Exists { .. }) => {
@@ -1108,11 +1212,25 @@ impl AccountsControl {
         Ok(account)
     }
 
+    /// The group the account of a login under way goes to; `None`: no such login.
+    pub async fn login_group(&self, login_id: &str) -> Option<String> {
+        self.logins
+            .lock()
+            .await
+            .get(login_id)
+            .map(|e| e.group.as_deref().unwrap_or(DEFAULT_GROUP).to_string())
+    }
+
     /// Cancels a login; returns whether there was one.
-    pub async fn login_cancel(&self, login_id: &str) -> Result<bool, ControlError> {
+    pub async fn login_cancel(
+        &self,
+        login_id: &str,
+        principal: &str,
+    ) -> Result<bool, ControlError> {
         let removed = self.logins.lock().await.remove(login_id);
         if let Some(entry) = &removed {
             self.audit(
+                principal,
                 "login.cancelled",
                 None,
                 &[

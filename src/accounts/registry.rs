@@ -66,6 +66,10 @@ pub struct AccountRecord {
     /// dead key (and a duplicated one twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<Ended>,
+    /// The account group whose principals' grants apply to it (see [`crate::admin::principals`]);
+    /// none: the group `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// How and when a session ended for good.
@@ -91,7 +95,15 @@ impl AccountRecord {
             username: None,
             phone_hash: None,
             ended: None,
+            group: None,
         }
+    }
+
+    /// The account's group (`default` when it has no label).
+    pub fn group(&self) -> &str {
+        self.group
+            .as_deref()
+            .unwrap_or(crate::admin::principals::DEFAULT_GROUP)
     }
 
     /// Whether the registry lets this account ingest: active, consented, and its session not

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::Method;
+use axum::{Extension, Json};
 
+use super::authz::{Caller, Routes};
 use super::error::ApiError;
+use super::principals::{ALL_GROUPS, Privilege};
 use crate::accounts::AccountsControl;
 use crate::cluster::controller::Snapshots;
 use crate::cluster::record::Records;
@@ -23,11 +25,16 @@ pub struct ClusterApi {
     pub cluster: Option<(Records, Snapshots)>,
 }
 
-pub(super) fn routes() -> axum::Router<ClusterApi> {
-    axum::Router::new().route("/cluster", get(cluster_status))
+pub(super) fn routes() -> Routes<ClusterApi> {
+    Routes::new("/v1").route(Method::GET, "/cluster", Privilege::View, cluster_status)
 }
 
-async fn cluster_status(State(api): State<ClusterApi>) -> Result<Json<ClusterStatus>, ApiError> {
+/// Every node and account of the cluster: `view` on `*` (it names accounts of every group).
+async fn cluster_status(
+    State(api): State<ClusterApi>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    caller.require(Privilege::View, ALL_GROUPS)?;
     let Some((records, snapshots)) = &api.cluster else {
         return Ok(Json(ClusterStatus {
             enabled: false,

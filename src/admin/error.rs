@@ -1,11 +1,13 @@
-//! The admin API's error body: `{"error": "...", "code": "...", "budget"?: {...}}` with a status
-//! code that fits. Texts name what failed and what to do; never a phone number, code, password or
+//! The admin API's error body: `{"error": "...", "code": "...", "budget"?: {...}, "missing"?:
+//! "...", "group"?: "..."}` with a status code that fits (and `Retry-After` on a 429 of a rate
+//! limit). Texts name what failed and what to do; never a phone number, code, password or
 //! session byte (request bodies are never echoed).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::principals::Privilege;
 use crate::accounts::ControlError;
 use crate::accounts::budget::BudgetStatus;
 
@@ -18,6 +20,15 @@ pub struct ApiError {
     pub code: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub budget: Option<BudgetStatus>,
+    /// On a 403: the privilege the caller lacks.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub missing: Option<Privilege>,
+    /// On a 403: the account group it lacks it on (`*`: node-wide; `any`: on every group).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub group: Option<String>,
+    /// Seconds until a rate-limited request may be tried again (the `Retry-After` header).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -27,7 +38,22 @@ impl ApiError {
             error: error.into(),
             code: code.to_string(),
             budget: None,
+            missing: None,
+            group: None,
+            retry_after: None,
         }
+    }
+
+    /// The 403 of a caller without `privilege` on `group`.
+    pub fn forbidden(principal: &str, privilege: Privilege, group: &str) -> Self {
+        let mut e = ApiError::new(
+            403,
+            "forbidden",
+            format!("principal {principal} lacks the {privilege} privilege on group {group}"),
+        );
+        e.missing = Some(privilege);
+        e.group = Some(group.to_string());
+        e
     }
 
     /// A request body that is not the JSON asked for. serde_json's own message may quote the
@@ -58,18 +84,23 @@ impl From<ControlError> for ApiError {
         if e.http_status() >= 500 {
             tracing::error!(code = e.code(), error = %e, "admin API request failed");
         }
-        ApiError {
-            status: e.http_status(),
-            error: e.to_string(),
-            code: e.code().to_string(),
-            budget: e.budget().cloned(),
-        }
+        let mut api = ApiError::new(e.http_status(), e.code(), e.to_string());
+        api.budget = e.budget().cloned();
+        api
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(self)).into_response()
+        match self.retry_after {
+            Some(secs) => (
+                status,
+                [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                axum::Json(self),
+            )
+                .into_response(),
+            None => (status, axum::Json(self)).into_response(),
+        }
     }
 }

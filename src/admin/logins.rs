@@ -1,16 +1,18 @@
-//! `/v1/logins`: phone → code → (2FA password), and cancel.
+//! `/v1/logins`: phone → code → (2FA password), and cancel. Every step needs `login` on the
+//! group the account goes to, and counts against the caller's login-attempt rate limit.
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{delete, post};
+use axum::http::{Method, StatusCode};
+use axum::{Extension, Json};
 use serde::Deserialize;
 
+use super::authz::{Caller, Limited, Routes};
 use super::error::ApiError;
 use super::json_body;
+use super::principals::{DEFAULT_GROUP, Privilege};
 use crate::accounts::AccountsControl;
 use crate::accounts::control::LoginView;
 use crate::accounts::login::Sensitive;
@@ -19,6 +21,9 @@ use crate::accounts::login::Sensitive;
 #[derive(Deserialize)]
 pub struct PhoneRequest {
     pub phone: String,
+    /// The group the account goes to (default: `default`); the caller needs `login` on it.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// `POST /v1/logins/{id}/code`.
@@ -36,7 +41,7 @@ pub struct PasswordRequest {
 impl PhoneRequest {
     /// The request in `body`, or a 400 that never quotes the body (it holds a phone number).
     pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
-        json_body(body, r#"{"phone": "+<country><number>"}"#)
+        json_body(body, r#"{"phone": "+<country><number>", "group"?: "..."}"#)
     }
 }
 
@@ -54,48 +59,83 @@ impl PasswordRequest {
     }
 }
 
-pub fn routes() -> axum::Router<Arc<AccountsControl>> {
-    axum::Router::new()
-        .route("/logins", post(start))
-        .route("/logins/{id}", delete(cancel))
-        .route("/logins/{id}/code", post(code))
-        .route("/logins/{id}/password", post(password))
+pub(super) fn routes() -> Routes<Arc<AccountsControl>> {
+    Routes::new("/v1")
+        .route(Method::POST, "/logins", Privilege::Login, start)
+        .route(Method::DELETE, "/logins/{id}", Privilege::Login, cancel)
+        .route(Method::POST, "/logins/{id}/code", Privilege::Login, code)
+        .route(
+            Method::POST,
+            "/logins/{id}/password",
+            Privilege::Login,
+            password,
+        )
+}
+
+/// Checks that the caller holds `login` on the group of login `id`; for a login not known (any
+/// more), on some group (the step then answers "not found").
+async fn require_login(c: &AccountsControl, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    caller.require_on(Privilege::Login, c.login_group(id).await.as_deref())
 }
 
 async fn start(
     State(c): State<Arc<AccountsControl>>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<LoginView>), ApiError> {
     let req = PhoneRequest::from_body(&body)?;
-    let view = c.login_start(&Sensitive::new(req.phone)).await?;
+    caller.require(
+        Privilege::Login,
+        req.group.as_deref().unwrap_or(DEFAULT_GROUP),
+    )?;
+    caller.spend(Limited::LoginAttempt)?;
+    let view = c
+        .login_start(
+            &Sensitive::new(req.phone),
+            req.group.as_deref(),
+            caller.name(),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn code(
     State(c): State<Arc<AccountsControl>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<LoginView>, ApiError> {
+    require_login(&c, &caller, &id).await?;
     let req = CodeRequest::from_body(&body)?;
-    Ok(Json(c.login_code(&id, &Sensitive::new(req.code)).await?))
+    caller.spend(Limited::LoginAttempt)?;
+    Ok(Json(
+        c.login_code(&id, &Sensitive::new(req.code), caller.name())
+            .await?,
+    ))
 }
 
 async fn password(
     State(c): State<Arc<AccountsControl>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<LoginView>, ApiError> {
+    require_login(&c, &caller, &id).await?;
     let req = PasswordRequest::from_body(&body)?;
+    caller.spend(Limited::LoginAttempt)?;
     Ok(Json(
-        c.login_password(&id, &Sensitive::new(req.password)).await?,
+        c.login_password(&id, &Sensitive::new(req.password), caller.name())
+            .await?,
     ))
 }
 
 async fn cancel(
     State(c): State<Arc<AccountsControl>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if c.login_cancel(&id).await? {
+    require_login(&c, &caller, &id).await?;
+    if c.login_cancel(&id, caller.name()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(

@@ -7,14 +7,16 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
+use super::authz::{Caller, Routes};
+use super::principals::{ALL_GROUPS, Privilege};
 use crate::bus::{Bus, STREAM_CLEAN, STREAM_DLQ, STREAM_RAW};
 
 /// How long one readiness check may take.
@@ -54,11 +56,10 @@ pub struct Readiness {
     pub checks: Vec<Check>,
 }
 
-/// The `/metrics` route alone (mounted behind the token when one is configured).
-pub fn metrics_routes(ops: Ops) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(ops)
+/// The `/metrics` route alone (mounted behind the principals' tokens): `view` on `*`, since its
+/// series cover every account.
+pub(super) fn metrics_routes() -> Routes<Ops> {
+    Routes::new("").route(Method::GET, "/metrics", Privilege::View, metrics)
 }
 
 /// The `/readyz` route alone (always open: orchestrators probe it without credentials).
@@ -66,7 +67,10 @@ pub fn readyz_routes(ops: Ops) -> Router {
     Router::new().route("/readyz", get(readyz)).with_state(ops)
 }
 
-async fn metrics(State(ops): State<Ops>) -> Response {
+async fn metrics(State(ops): State<Ops>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(e) = caller.require(Privilege::View, ALL_GROUPS) {
+        return e.into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,

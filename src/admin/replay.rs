@@ -1,16 +1,20 @@
 //! `/v1/replays`: start, follow, list and cancel replays from `TG_CLEAN` (see
-//! [`crate::pipeline::replay`]).
+//! [`crate::pipeline::replay`]). Each needs `replay` on the replay's account's group (`*` for a
+//! replay of every account); starting one counts against the caller's replay rate limit.
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{Method, StatusCode};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
+use super::authz::{Caller, Limited, Routes};
 use super::error::ApiError;
+use super::principals::{ALL_GROUPS, Privilege};
+use crate::accounts::AccountsControl;
+use crate::accounts::registry::valid_account_id;
 use crate::pipeline::replay::{ReplayError, ReplayProgress, ReplayRequest, ReplayStart, Replays};
 
 /// `POST /v1/replays`.
@@ -104,17 +108,57 @@ impl From<ReplayError> for ApiError {
     }
 }
 
-pub fn routes() -> axum::Router<Arc<Replays>> {
-    axum::Router::new()
-        .route("/replays", get(list).post(start))
-        .route("/replays/{id}", get(one).delete(cancel))
+/// What the replay routes read: the replays, and the registry (for an account's group).
+#[derive(Clone)]
+pub struct ReplayApi {
+    pub replays: Arc<Replays>,
+    pub control: Arc<AccountsControl>,
+}
+
+impl ReplayApi {
+    /// The group a replay of `account` concerns: the account's, or `*` (node-wide) for a replay
+    /// of every account or of an account the registry does not know (any more).
+    async fn scope(&self, account: Option<&str>) -> Result<String, ApiError> {
+        // Not an account id: node-wide, and the replay's own check refuses it naming the field.
+        let group = match account.filter(|a| valid_account_id(a).is_ok()) {
+            Some(a) => super::accounts::group_of(&self.control, a).await?,
+            None => None,
+        };
+        Ok(group.unwrap_or_else(|| ALL_GROUPS.to_string()))
+    }
+
+    /// Checks that the caller holds `replay` on replay `id`'s scope (on some group when there is
+    /// no such replay: it is then not found).
+    async fn require(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        match self.replays.get(id).await {
+            Ok(p) => caller.require(Privilege::Replay, &self.scope(p.account.as_deref()).await?),
+            Err(_) => caller.require_somewhere(Privilege::Replay),
+        }
+    }
+}
+
+pub(super) fn routes() -> Routes<ReplayApi> {
+    Routes::new("/v1")
+        .route(Method::GET, "/replays", Privilege::Replay, list)
+        .route(Method::POST, "/replays", Privilege::Replay, start)
+        .route(Method::GET, "/replays/{id}", Privilege::Replay, one)
+        .route(Method::DELETE, "/replays/{id}", Privilege::Replay, cancel)
 }
 
 async fn start(
-    State(r): State<Arc<Replays>>,
+    State(api): State<ReplayApi>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReplayProgress>), ApiError> {
-    let progress = r.start(StartRequest::from_body(&body)?.parse()?).await?;
+    let request = StartRequest::from_body(&body)?.parse()?;
+    // A request refused for its fields does not count against the caller's replay allowance.
+    request.validate(jiff::Timestamp::now())?;
+    caller.require(
+        Privilege::Replay,
+        &api.scope(request.account.as_deref()).await?,
+    )?;
+    caller.spend(Limited::Replay)?;
+    let progress = api.replays.start(request, caller.name()).await?;
     Ok((StatusCode::ACCEPTED, Json(progress)))
 }
 
@@ -150,24 +194,41 @@ impl StartRequest {
     }
 }
 
-async fn list(State(r): State<Arc<Replays>>) -> Json<ReplayList> {
-    Json(ReplayList {
-        replays: r.list().await,
-    })
+/// The replays whose scope the caller holds `replay` on (403 for a caller without `replay`
+/// anywhere).
+async fn list(
+    State(api): State<ReplayApi>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<ReplayList>, ApiError> {
+    caller.require_somewhere(Privilege::Replay)?;
+    let mut replays = Vec::new();
+    for p in api.replays.list().await {
+        if caller.may(Privilege::Replay, &api.scope(p.account.as_deref()).await?) {
+            replays.push(p);
+        }
+    }
+    Ok(Json(ReplayList { replays }))
 }
 
 async fn one(
-    State(r): State<Arc<Replays>>,
+    State(api): State<ReplayApi>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<ReplayProgress>, ApiError> {
-    Ok(Json(r.get(&id).await?))
+    api.require(&caller, &id).await?;
+    Ok(Json(api.replays.get(&id).await?))
 }
 
 async fn cancel(
-    State(r): State<Arc<Replays>>,
+    State(api): State<ReplayApi>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<ReplayProgress>), ApiError> {
-    Ok((StatusCode::ACCEPTED, Json(r.cancel(&id).await?)))
+    api.require(&caller, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(api.replays.cancel(&id, caller.name()).await?),
+    ))
 }
 
 #[cfg(test)]

@@ -7,15 +7,14 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::accounts::client::{Client, ClientError};
+use crate::accounts::client::{AdminTarget, Client, ClientError};
 use crate::config::Config;
 
 /// `tgingest cluster …`.
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
-    /// Base URL of the node's admin API (default: http://<admin.listen>)
-    #[arg(long, global = true, value_name = "URL")]
-    pub admin_url: Option<String>,
+    #[command(flatten)]
+    pub target: AdminTarget,
     #[command(subcommand)]
     pub command: ClusterCommand,
 }
@@ -34,7 +33,7 @@ pub enum ClusterCommand {
 /// Runs `tgingest cluster …`: 0 shown, 1 the node refused, 2 usage, config, or no node.
 pub async fn run(cfg: &Config, args: ClusterArgs) -> ExitCode {
     let shown = async {
-        let client = Client::new(cfg, args.admin_url.as_deref())?;
+        let client = Client::new(cfg, &args.target)?;
         let ClusterCommand::Status { json } = args.command;
         let status = client.call(Method::GET, "/v1/cluster", None).await?;
         if json {

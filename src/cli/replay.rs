@@ -8,7 +8,7 @@ use clap::Args;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::accounts::client::{Client, ClientError};
+use crate::accounts::client::{AdminTarget, Client, ClientError};
 use crate::config::Config;
 use crate::pipeline::replay::{ReplayProgress, ReplayState};
 
@@ -39,9 +39,8 @@ pub struct ReplayArgs {
     /// Cancel the running replay with this id instead of starting one
     #[arg(long, value_name = "ID", conflicts_with_all = ["since", "from_sequence", "until", "account"])]
     pub cancel: Option<String>,
-    /// Base URL of the node's admin API (default: http://<admin.listen>)
-    #[arg(long, value_name = "URL")]
-    pub admin_url: Option<String>,
+    #[command(flatten)]
+    pub target: AdminTarget,
 }
 
 /// Runs `tgingest replay`: 0 finished, 1 the node refused, or the replay failed or was
@@ -58,7 +57,7 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> ExitCode {
 }
 
 async fn replay(cfg: &Config, args: ReplayArgs) -> Result<bool, ClientError> {
-    let client = Client::new(cfg, args.admin_url.as_deref())?;
+    let client = Client::new(cfg, &args.target)?;
     if let Some(id) = args.cancel {
         client
             .call(Method::DELETE, &format!("/v1/replays/{id}"), None)

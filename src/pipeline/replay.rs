@@ -133,6 +133,12 @@ pub struct ReplayProgress {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub error: Option<String>,
+    /// The admin API principal that started it (every audit record of the replay names it).
+    #[serde(default)]
+    pub started_by: String,
+    /// The principal that cancelled it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 /// Why a replay could not be started, found or cancelled.
@@ -223,7 +229,12 @@ impl Replays {
     }
 
     /// Checks `request` against `TG_CLEAN`, records `replay.started`, and starts the replay.
-    pub async fn start(&self, request: ReplayRequest) -> Result<ReplayProgress, ReplayError> {
+    /// `principal` is the admin API caller that asked for it.
+    pub async fn start(
+        &self,
+        request: ReplayRequest,
+        principal: &str,
+    ) -> Result<ReplayProgress, ReplayError> {
         request.validate(jiff::Timestamp::now())?;
         let mut jobs = self.jobs.lock().await;
         if let Some(running) = jobs
@@ -296,6 +307,8 @@ impl Replays {
             started_at: jiff::Timestamp::now().to_string(),
             finished_at: None,
             error: None,
+            started_by: principal.to_string(),
+            cancelled_by: None,
         };
         self.audit("replay.started", &progress).await?;
         let (cancel, cancelled) = watch::channel(false);
@@ -340,19 +353,21 @@ impl Replays {
 
     /// Asks a running replay to stop; it ends as `cancelled` (calls in flight are abandoned:
     /// Switchboard's idempotency key makes a later replay of them safe).
-    pub async fn cancel(&self, id: &str) -> Result<ReplayProgress, ReplayError> {
+    pub async fn cancel(&self, id: &str, principal: &str) -> Result<ReplayProgress, ReplayError> {
         let jobs = self.jobs.lock().await;
         let job = jobs
             .iter()
             .find(|j| j.progress().id == id)
             .ok_or_else(|| ReplayError::NotFound { id: id.to_string() })?;
-        let progress = job.progress().clone();
+        let mut progress = job.progress().clone();
         if progress.state != ReplayState::Running {
             return Err(ReplayError::NotRunning {
                 id: id.to_string(),
                 state: progress.state,
             });
         }
+        job.progress().cancelled_by = Some(principal.to_string());
+        progress.cancelled_by = Some(principal.to_string());
         let _ = job.cancel.send(true);
         Ok(progress)
     }
@@ -396,12 +411,14 @@ async fn audit(
         ("accepted".to_string(), p.accepted.to_string()),
         ("duplicates".to_string(), p.duplicates.to_string()),
         ("rejected".to_string(), p.rejected.to_string()),
+        ("principal".to_string(), p.started_by.clone()),
     ]);
     for (key, value) in [
         ("since", p.since.clone()),
         ("from_sequence", p.from_sequence.map(|n| n.to_string())),
         ("until", p.until.clone()),
         ("error", p.error.clone()),
+        ("cancelled_by", p.cancelled_by.clone()),
     ] {
         if let Some(v) = value {
             details.insert(key.to_string(), v);

@@ -160,10 +160,12 @@ pub async fn start_node(config: &Config, login: &ScriptedLogin) -> Node {
     .expect("node starts")
 }
 
-/// A tiny client of the admin API.
+/// A tiny client of the admin API, sending the node's own token (the single-token mode's, as
+/// `tgingest accounts` finds it) unless told another.
 pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
+    pub token: Option<String>,
 }
 
 impl Api {
@@ -171,12 +173,25 @@ impl Api {
         Api {
             base: format!("http://{}", node.admin_addr().expect("admin on")),
             http: reqwest::Client::new(),
+            token: node_token(node),
+        }
+    }
+
+    /// The same node, as the principal whose token is `token`.
+    pub fn with_token(&self, token: &str) -> Api {
+        Api {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            token: Some(token.to_string()),
         }
     }
 
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -196,6 +211,14 @@ impl Api {
         assert_eq!(status, 200, "{body}");
         body
     }
+}
+
+/// The token of the node's single-token mode (`admin.token_file`, or the one it generated into
+/// its data dir), as `tgingest accounts` finds it.
+pub fn node_token(node: &Node) -> Option<String> {
+    tgingest::admin::client_token(&node.config, None)
+        .expect("the admin token")
+        .map(|t| t.to_string())
 }
 
 /// The audit entries in the node's event log, oldest first.

@@ -161,6 +161,36 @@ pub fn tgingest_cmd(data_dir: &std::path::Path) -> std::process::Command {
     cmd
 }
 
+/// An HTTP client that sends `token` as the bearer token of every request (a client of a node's
+/// admin API).
+pub fn admin_http(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("http client")
+}
+
+/// The token a node with data dir `data_dir` generated for its admin API (single-token mode),
+/// waiting (up to 30 s) for the node to write it.
+pub fn generated_admin_token(data_dir: &std::path::Path) -> String {
+    let path = data_dir.join("admin.token");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => return text.trim().to_string(),
+            _ if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            other => panic!("no admin token at {}: {other:?}", path.display()),
+        }
+    }
+}
+
 /// Sends a signal to a process.
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a pid we started.

@@ -84,15 +84,7 @@ impl Rig {
 
     /// A client of the nodes' admin APIs (it carries their token).
     pub fn http(&self) -> reqwest::Client {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {ADMIN_TOKEN}").parse().expect("header"),
-        );
-        reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .expect("http client")
+        super::admin_http(ADMIN_TOKEN)
     }
 
     /// Waits (up to 2 minutes) until the fake Switchboard stored every event of `expected`.
