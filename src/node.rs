@@ -291,7 +291,14 @@ impl Node {
     }
 
     /// [`Node::start`] with the given Telegram parts (tests pass simulated ones).
+    ///
+    /// The start-up's state machine lives on the heap: in a debug build it is large enough to
+    /// overflow a 2 MiB thread stack (a test's, or a runtime worker's) wherever it is awaited.
     pub async fn start_with(config: Config, options: NodeOptions) -> Result<Node, NodeError> {
+        Box::pin(Node::start_inner(config, options)).await
+    }
+
+    async fn start_inner(config: Config, options: NodeOptions) -> Result<Node, NodeError> {
         let node_id = config.node_id();
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| NodeError::DataDir {

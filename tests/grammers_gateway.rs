@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use grammers_session::SessionData;
 use grammers_session::storages::MemorySession;
 use tgingest::event::{ChatKind, EventKind, Source, marked_chat_id};
 use tgingest::telegram::fakedc::{
@@ -49,6 +50,15 @@ struct Account {
 
 impl Account {
     async fn new(limits: WorldLimits, settings: GrammersSettings) -> Account {
+        Account::with_session(limits, settings, |_| {}).await
+    }
+
+    /// An account whose session is first changed by `edit`.
+    async fn with_session(
+        limits: WorldLimits,
+        settings: GrammersSettings,
+        edit: impl FnOnce(&mut SessionData),
+    ) -> Account {
         let dc = FakeDc::start(FakeDcConfig {
             limits,
             ..FakeDcConfig::default()
@@ -56,7 +66,9 @@ impl Account {
         .await
         .expect("fake DC");
         let (me, key) = dc.add_account("Me");
-        let session = Arc::new(MemorySession::from(dc.session_data(me, key)));
+        let mut data = dc.session_data(me, key);
+        edit(&mut data);
+        let session = Arc::new(MemorySession::from(data));
         let opener: SessionOpener<MemorySession> = Arc::new(move |_account: &str, _owner| {
             let session = session.clone();
             Box::pin(async move { Ok(session) })
@@ -382,6 +394,57 @@ async fn the_first_start_backfills_the_window_oldest_first() {
     let want: Vec<String> = (0..150).map(|i| format!("old{i:03}")).collect();
     assert_eq!(got, want, "all of the window, oldest first, once");
     assert!(events.iter().all(|e| e.source == Source::Backfill));
+    assert_nothing_more(&acct, &mut gateway).await;
+    drop(gateway);
+    acct.dc.stop().await;
+}
+
+/// A new account's update state is asked for before its dialogs are read: a message sent while
+/// the dialogs are on their way is then newer than the state (it arrives live) rather than
+/// newer than the dialogs' snapshot and no newer than the state (neither the update stream nor
+/// the backfill brought it).
+#[tokio::test]
+async fn a_message_sent_while_a_new_accounts_dialogs_are_read_arrives() {
+    let mut s = settings();
+    s.backfill_window = Duration::from_secs(3600);
+    // Imported from a session string: no update state yet.
+    let acct = Account::with_session(WorldLimits::default(), s, |data| {
+        data.updates_state = Default::default();
+    })
+    .await;
+    let dc = &acct.dc;
+    let alice = dc.add_user("Alice");
+    let chat = ChatId::Private(acct.me, alice);
+    dc.send_message(chat, alice, "before", SendOptions::default());
+    // The dialogs' answer is made when they are asked for and sent a second later.
+    dc.stall("messages.getDialogs", Duration::from_secs(1), 1);
+    let meanwhile = async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while dc.request_count("messages.getDialogs") == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the dialogs were never asked for"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        dc.send_message(
+            chat,
+            alice,
+            "while the dialogs are read",
+            SendOptions::default(),
+        );
+    };
+    let (mut gateway, ()) = tokio::join!(acct.gateway(None), meanwhile);
+    // A later message in the same chat: the hole check, which compares a chat's newest message
+    // with the newest one that arrived, cannot see the gap behind it.
+    dc.send_message(chat, alice, "after", SendOptions::default());
+    let (events, _) = take_messages(&mut gateway, 3).await;
+    assert_eq!(
+        texts(&events),
+        ["before", "while the dialogs are read", "after"]
+            .map(String::from)
+            .into()
+    );
     assert_nothing_more(&acct, &mut gateway).await;
     drop(gateway);
     acct.dc.stop().await;

@@ -366,6 +366,28 @@ where
             Some(Err(e)) => return Err(GatewayError::Other(e.to_string())),
         };
 
+        // A new session starts from Telegram's current state and the backfill covers the past,
+        // up to each dialog's newest message. The state is asked for *before* the dialogs are
+        // read: a message sent between the two is then newer than the state (the update stream
+        // brings it) or no newer than a dialog's newest message (the backfill reads it), never
+        // neither. Asked the other way round, it was lost whenever a node died before its first
+        // checkpoint and started the account afresh.
+        let session_before = live
+            .session
+            .updates_state()
+            .await
+            .map_err(|e| GatewayError::Other(format!("cannot read the session: {e}")))?;
+        let new_state =
+            if durable.as_ref().is_none_or(|c| c.state.pts == 0) && session_before.pts == 0 {
+                let tl::enums::updates::State::State(now) = live
+                    .client
+                    .invoke(&tl::functions::updates::GetState {})
+                    .await
+                    .map_err(|e| gateway_error(&e))?;
+                Some(now)
+            } else {
+                None
+            };
         // Caches access hashes (channel gap recovery needs them) and writes each channel's pts
         // into the session; the durable state is put back on top just below.
         live.scan_dialogs().await?;
@@ -378,13 +400,9 @@ where
         let first_start = durable.is_none();
         let mut cursor = durable.unwrap_or_default();
         cursor.state = merge_for_resume(&cursor.state, &session_state);
-        if cursor.state.pts == 0 {
-            // A new session: start from Telegram's current state; the backfill covers the past.
-            let tl::enums::updates::State::State(now) = live
-                .client
-                .invoke(&tl::functions::updates::GetState {})
-                .await
-                .map_err(|e| gateway_error(&e))?;
+        if cursor.state.pts == 0
+            && let Some(now) = new_state
+        {
             cursor.state.pts = now.pts;
             cursor.state.qts = now.qts;
             cursor.state.date = now.date;
