@@ -30,6 +30,7 @@ pub const NON_CONFIG_ENV: &[&str] = &[
     crate::keys::MASTER_KEY_ENV,
     crate::keys::MASTER_KEY_FILE_ENV,
     crate::nats_server::NATS_SERVER_ENV,
+    crate::demo::FAKE_DC_SEED_ENV,
 ];
 
 /// The butlers connector's variable names, and the keys they set.

@@ -124,6 +124,8 @@ pub enum DemoError {
     Accounts(crate::accounts::ControlError),
     #[error("only {listening} of {accounts} accounts were listening before the drain timeout")]
     NotReady { listening: usize, accounts: usize },
+    #[error("{FAKE_DC_SEED_ENV}={value:?} is not an unsigned 64-bit integer")]
+    Seed { value: String },
 }
 
 /// The ground truth: every unique event the simulation produces for positions below `upto`,
@@ -494,6 +496,58 @@ pub fn telethon_session_string(
     )
 }
 
+/// Names the seed of the fake-DC demo's account secrets (a `u64`); unset, the seed is random.
+///
+/// Why a seed and not a file the demo writes: the log canary (`tests/log_canary.rs`) must know
+/// every auth key, session string and phone the run has without asking the run under test to
+/// report them; with the seed it derives them itself through [`fake_dc_account_key`] and
+/// [`fake_dc_account_phone`], the functions the demo uses on the same path seeded or not.
+pub const FAKE_DC_SEED_ENV: &str = "TGINGEST_DEMO_FAKE_DC_SEED";
+
+/// Per-account generator of the fake-DC demo: seeded by `(seed, index)`, so every account's
+/// secrets are known from the seed alone.
+fn account_rng(seed: u64, index: usize) -> rand::rngs::StdRng {
+    use rand::SeedableRng as _;
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(&(index as u64).to_le_bytes());
+    rand::rngs::StdRng::from_seed(bytes)
+}
+
+/// The auth key the fake DC issues to demo account `index` under `seed`.
+pub fn fake_dc_account_key(seed: u64, index: usize) -> [u8; 256] {
+    use rand::Rng as _;
+    let mut key = [0u8; 256];
+    account_rng(seed, index).fill(&mut key[..]);
+    key
+}
+
+/// The phone number (digits only, as Telegram's `user.phone`: E.164 without the `+`) of demo
+/// account `index` under `seed`: in Telegram's test range `99966 2 XXXX`, last digits random.
+pub fn fake_dc_account_phone(seed: u64, index: usize) -> String {
+    use rand::Rng as _;
+    let mut rng = account_rng(seed, index);
+    // Past the key's bytes, so the phone is not a function of the key's first bytes.
+    let mut key = [0u8; 256];
+    rng.fill(&mut key[..]);
+    format!("999662{:04}", rng.random_range(0..10_000u32))
+}
+
+/// The seed [`FAKE_DC_SEED_ENV`] names, or `None` when it is unset.
+fn fake_dc_seed_from_env() -> Result<Option<u64>, DemoError> {
+    match std::env::var(FAKE_DC_SEED_ENV) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| DemoError::Seed { value }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(value)) => Err(DemoError::Seed {
+            value: value.to_string_lossy().into_owned(),
+        }),
+    }
+}
+
 /// One chat the driver writes into, and which accounts see each message in it.
 pub struct DriverChat {
     pub chat: crate::telegram::fakedc::ChatId,
@@ -519,14 +573,22 @@ pub struct FakeDcLayout {
 }
 
 impl FakeDcLayout {
-    /// Creates the accounts, users and chats on `dc`.
+    /// Creates the accounts (secrets from a random seed), users and chats on `dc`.
     pub fn build(dc: &crate::telegram::fakedc::FakeDc, n: usize) -> FakeDcLayout {
+        Self::build_seeded(dc, n, rand::random())
+    }
+
+    /// Creates the accounts, users and chats on `dc`; account `i` gets the auth key
+    /// [`fake_dc_account_key`]`(seed, i)` and the phone [`fake_dc_account_phone`]`(seed, i)`.
+    pub fn build_seeded(dc: &crate::telegram::fakedc::FakeDc, n: usize, seed: u64) -> FakeDcLayout {
         use crate::event::{ChatKind, marked_chat_id};
         use crate::telegram::fakedc::{ChannelKind, ChatId};
         let mut accounts = Vec::with_capacity(n);
         let mut sessions = Vec::with_capacity(n);
         for i in 0..n {
-            let (me, key) = dc.add_account(&format!("Account {i}"));
+            let key = fake_dc_account_key(seed, i);
+            let phone = fake_dc_account_phone(seed, i);
+            let me = dc.add_account_with(&format!("Account {i}"), key, Some(&phone));
             accounts.push(me);
             sessions.push(telethon_session_string(dc.dc_id(), dc.addr(), &key));
         }
@@ -688,6 +750,7 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
     }
     // The accounts start before the driver does: nothing to backfill.
     config.telegram.backfill_window_h = 0;
+    let seed = fake_dc_seed_from_env()?;
     let fake = switchboard_for(&mut config, plan).await?;
     config.validate()?;
     let policy = Policy::new(&config.policy)?;
@@ -695,7 +758,14 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
     let dc = FakeDc::start(FakeDcConfig::default())
         .await
         .map_err(DemoError::FakeDc)?;
-    let layout = FakeDcLayout::build(&dc, plan.accounts.max(1) as usize);
+    if seed.is_some() {
+        tracing::info!("fake dc: account secrets from {FAKE_DC_SEED_ENV}");
+    }
+    let layout = FakeDcLayout::build_seeded(
+        &dc,
+        plan.accounts.max(1) as usize,
+        seed.unwrap_or_else(rand::random),
+    );
 
     let node = match Node::start(config.clone()).await {
         Ok(node) => node,

@@ -402,7 +402,18 @@ impl FakeDc {
     pub fn add_account(&self, first_name: &str) -> (i64, [u8; 256]) {
         let mut key = [0u8; 256];
         rand::fill(&mut key[..]);
-        let user = lock(&self.shared.world).add_account(first_name);
+        (self.add_account_with(first_name, key, None), key)
+    }
+
+    /// Creates an account with the given auth key and phone (digits only) and returns its user
+    /// id: for callers that must know every secret the account has (the log canary's demo).
+    pub fn add_account_with(&self, first_name: &str, key: [u8; 256], phone: Option<&str>) -> i64 {
+        let mut world = lock(&self.shared.world);
+        let user = world.add_account(first_name);
+        if let Some(phone) = phone {
+            world.set_phone(user, phone);
+        }
+        drop(world);
         let server_key = ServerKey::new(key);
         lock(&self.shared.keys).insert(
             server_key.id(),
@@ -411,7 +422,7 @@ impl FakeDc {
                 user,
             },
         );
-        (user, key)
+        user
     }
 
     /// Creates a user without an account (a contact who can write to accounts).

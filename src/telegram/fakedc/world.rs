@@ -122,6 +122,8 @@ struct UserRec {
     access_hash: i64,
     first_name: String,
     username: Option<String>,
+    /// Digits only, as Telegram's `user.phone` carries it; accounts have one, plain users none.
+    phone: Option<String>,
 }
 
 /// Viewer-neutral message data.
@@ -369,6 +371,7 @@ impl World {
                 access_hash: access_hash_for(id, 0x5555),
                 first_name: first_name.to_owned(),
                 username: Some(format!("{}_{id}", first_name.to_lowercase())),
+                phone: None,
             },
         );
         id
@@ -389,6 +392,13 @@ impl World {
             },
         );
         id
+    }
+
+    /// Gives user `id` a phone number (digits only), shown in the `user` objects clients get.
+    pub fn set_phone(&mut self, id: i64, phone: &str) {
+        if let Some(user) = self.users.get_mut(&id) {
+            user.phone = Some(phone.to_owned());
+        }
     }
 
     /// Whether `id` is an account (as opposed to a plain user).
@@ -1071,7 +1081,7 @@ impl World {
                     first_name: Some(u.first_name.clone()),
                     last_name: None,
                     username: u.username.clone(),
-                    phone: None,
+                    phone: u.phone.clone(),
                     photo: None,
                     status: None,
                     bot_info_version: None,
