@@ -76,6 +76,16 @@ pub(super) fn rules() -> Vec<Rule> {
 /// What may stand between digits read aloud (`four, one, nine`, `ご、よん`, `sieben-null`).
 const SPELLED_SEPARATORS: &str = r"[\s,、，\-–—]";
 
+/// [`SPELLED_SEPARATORS`], for code.
+fn spelled_separator(c: char) -> bool {
+    c.is_whitespace() || matches!(c, ',' | '、' | '，' | '-' | '–' | '—')
+}
+
+/// A character of a word: letters, apostrophes (`дев'ять`) and Devanagari's marks (`शून्य`).
+fn word_char(c: char) -> bool {
+    c.is_alphabetic() || matches!(c, '\'' | '’' | 'ʼ' | '\u{0900}'..='\u{097F}')
+}
+
 /// Two digit names in a row, where a run of them may start; [`check_spelled_code`] reads the
 /// rest of the run in code (a pattern for the whole run, four to eight names of every
 /// language, made the detector a hundred times slower).
@@ -105,8 +115,7 @@ fn spelled_words(s: &str) -> Vec<(&str, usize)> {
     let mut words = Vec::new();
     let mut start = None;
     for (i, c) in s.char_indices() {
-        let in_word = c.is_alphabetic() || matches!(c, '\'' | '’' | 'ʼ' | '\u{0900}'..='\u{097F}');
-        if no_space_script(c) || !in_word {
+        if no_space_script(c) || !word_char(c) {
             if let Some(st) = start.take() {
                 words.push((&s[st..i], i));
             }
@@ -130,8 +139,7 @@ fn spelled_run(text: &str, from: usize, max: usize) -> (Range<usize>, usize) {
     let mut word: Option<usize> = None;
     for (i, c) in text[from..].char_indices() {
         let at = from + i;
-        let in_word = c.is_alphabetic() || matches!(c, '\'' | '’' | 'ʼ' | '\u{0900}'..='\u{097F}');
-        if in_word && !no_space_script(c) {
+        if word_char(c) && !no_space_script(c) {
             word.get_or_insert(at);
             continue;
         }
@@ -149,7 +157,7 @@ fn spelled_run(text: &str, from: usize, max: usize) -> (Range<usize>, usize) {
                 return (from..end, names);
             }
             (names, end) = (names + 1, at + c.len_utf8());
-        } else if !(c.is_whitespace() || matches!(c, ',' | '、' | '，' | '-' | '–' | '—')) {
+        } else if !spelled_separator(c) {
             return (from..end, names);
         }
     }
@@ -206,9 +214,7 @@ fn check_spelled_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     while !text.is_char_boundary(head_start) {
         head_start += 1;
     }
-    let head = text[head_start..r.start].trim_end_matches(|c: char| {
-        c.is_whitespace() || matches!(c, ',' | '、' | '，' | '-' | '–' | '—')
-    });
+    let head = text[head_start..r.start].trim_end_matches(spelled_separator);
     if spelled_words(head)
         .last()
         .is_some_and(|(w, end)| *end == head.len() && names_digit(w))
@@ -491,40 +497,22 @@ fn spelled_out_before(text: &str, r: &Range<usize>) -> bool {
         from += 1;
     }
     let head = &text[from..r.start];
-    // Words of letters, apostrophes (`дев'ять`) and Devanagari's marks (`शून्य`); a character
-    // of a script written without spaces is a word of its own (`四一九`). Runs of consecutive
-    // digit names are compared with the number as they end. (This runs for every 4–8-digit
-    // number, so words too long to be a digit name are not lower-cased or looked up.)
+    // Runs of consecutive digit names ([`spelled_words`]: `四一九` is three words) are compared
+    // with the number as they end. (This runs for every 4–8-digit number, so words too long to
+    // be a digit name are not lower-cased or looked up.)
     let mut run: Vec<u8> = Vec::new();
     let mut matched = false;
-    let mut end_word = |word: &str, run: &mut Vec<u8>| {
+    for (word, _) in spelled_words(head) {
         let named = (word.chars().count() <= LONGEST_DIGIT_NAME)
             .then(|| digit_named(&word.to_lowercase()))
             .flatten();
         match named {
             Some(d) => run.push(d),
             None => {
-                matched |= *run == digits;
+                matched |= run == digits;
                 run.clear();
             }
         }
-    };
-    let mut start = None;
-    for (i, c) in head.char_indices() {
-        let in_word = c.is_alphabetic() || matches!(c, '\'' | '’' | 'ʼ' | '\u{0900}'..='\u{097F}');
-        if no_space_script(c) || !in_word {
-            if let Some(s) = start.take() {
-                end_word(&head[s..i], &mut run);
-            }
-            if no_space_script(c) {
-                end_word(&head[i..i + c.len_utf8()], &mut run);
-            }
-        } else if start.is_none() {
-            start = Some(i);
-        }
-    }
-    if let Some(s) = start {
-        end_word(&head[s..], &mut run);
     }
     matched || run == digits
 }
