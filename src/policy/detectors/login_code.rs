@@ -497,22 +497,38 @@ fn spelled_out_before(text: &str, r: &Range<usize>) -> bool {
         from += 1;
     }
     let head = &text[from..r.start];
-    // Runs of consecutive digit names ([`spelled_words`]: `四一九` is three words) are compared
-    // with the number as they end. (This runs for every 4–8-digit number, so words too long to
-    // be a digit name are not lower-cased or looked up.)
+    // Words as in [`spelled_words`] (`四一九` is three), walked without collecting them: runs of
+    // consecutive digit names are compared with the number as they end. (This runs for every
+    // 4–8-digit number, so words too long to be a digit name are not lower-cased or looked up.)
     let mut run: Vec<u8> = Vec::new();
     let mut matched = false;
-    for (word, _) in spelled_words(head) {
+    let mut end_word = |word: &str, run: &mut Vec<u8>| {
         let named = (word.chars().count() <= LONGEST_DIGIT_NAME)
             .then(|| digit_named(&word.to_lowercase()))
             .flatten();
         match named {
             Some(d) => run.push(d),
             None => {
-                matched |= run == digits;
+                matched |= *run == digits;
                 run.clear();
             }
         }
+    };
+    let mut start = None;
+    for (i, c) in head.char_indices() {
+        if no_space_script(c) || !word_char(c) {
+            if let Some(s) = start.take() {
+                end_word(&head[s..i], &mut run);
+            }
+            if no_space_script(c) {
+                end_word(&head[i..i + c.len_utf8()], &mut run);
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        end_word(&head[s..], &mut run);
     }
     matched || run == digits
 }
