@@ -15,19 +15,23 @@ use crate::policy::context::{LOGIN_WORDS, SECRET_KEY, SECRET_NOT_WORDS, before_i
 /// `rk_test_…`, `whsec_…`), AWS (`AKIA…`, with the 40-character secret that follows it),
 /// Alibaba Cloud (`LTAI…`), GitHub, GitLab, Slack (tokens and webhook URLs), Google (`AIza…`),
 /// Hugging Face, DigitalOcean, Shopify, PyPI, npm, Yandex OAuth, Midtrans, SendGrid, Twilio,
-/// Discord (bot tokens and webhooks), Mailgun; JWTs; PEM private key blocks; `Bearer …` and
-/// `Authorization: Basic …`; a Telegram `api_hash` (32 hex); the password in
-/// `scheme://user:password@host`; and the value after a key word (`secret`, `token`, `key`,
-/// `hash`, `password`, `pwd`, `пароль`, `密码`, `senha`, `şifre`, `パスワード`…) in `k=v`,
-/// `k: v`, `"k": "v"`, URL query and `.env` forms, or after just a space (`API 키 4d27…`,
-/// `--token …`), when it looks like a secret:
+/// Discord (bot tokens and webhooks), Mailgun, Contentful, Buildkite, CircleCI, HubSpot,
+/// Scaleway; webhook URLs of Bitrix24, Make, WeCom and Mattermost; JWTs; PEM private key
+/// blocks; `Bearer …` and `Authorization: Basic …`; a Telegram `api_hash` (32 hex); a URL with a
+/// password (`scheme://user:password@host/…`, masked whole); the password on a command line
+/// (`mysql -p…`, `redis-cli -a …`, `curl -u user:…`); the halves of an `AK`/`SK` cloud key
+/// pair; and the value after a key word (`secret`, `token`, `key`, `hash`, `password`, `pwd`,
+/// `пароль`, `密码`, `senha`, `şifre`, `パスワード`…) in `k=v`, `k: v`, `"k": "v"`, URL query,
+/// `.env` and XML-element forms, glued to a key word of a script without spaces (`令牌dbd0…`),
+/// or after just a space (`API 키 4d27…`, `--token …`), when it looks like a secret:
 /// a password of 8+ characters mixing character classes, or a key of 16+ characters mixing
 /// letters and digits (or both cases) with at least 3 bits of entropy per character.
 ///
 /// Deliberately not: placeholders (`YOUR_API_KEY`, `xxxx…`, `<token>`, `${VAR}`), plain words
 /// (`password: sunflower`), short or low-entropy values, public values named by their key
-/// (`commit hash:`, `public key:`, `ssh-ed25519 …`), words like `tokenizer`, Stripe publishable
-/// keys (`pk_…`), the key name of an assignment (only its value is masked).
+/// (`commit hash:`, `public key:`, `ssh-ed25519 …`) or by a remark in brackets after them
+/// (`(public, di frontend)`), words like `tokenizer`, Stripe publishable keys (`pk_…`), the key
+/// name of an assignment (only its value is masked).
 pub fn find_api_tokens(text: &str) -> Vec<Range<usize>> {
     super::find_kind(DetectorKind::ApiToken, text)
 }
