@@ -314,13 +314,24 @@ async fn claims_of_a_live_node_stay_and_of_a_gone_node_move_with_a_new_epoch_ref
         matches!(stale, Err(RecordError::Conflict { .. })),
         "{stale:?}"
     );
-    let stored = records
-        .read::<ClaimRecord>(&claims::claim_key("42"))
-        .await
-        .unwrap()
-        .value
-        .unwrap();
-    assert_eq!((stored.holder.node.as_str(), stored.epoch), ("b", 2));
+    // Reads may be served by any replica (`allow_direct`), so one that has not applied B's
+    // claim yet answers A's: wait for B's to show. Had the stale release been stored, it never
+    // would.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let holder = loop {
+        let stored = records
+            .read::<ClaimRecord>(&claims::claim_key("42"))
+            .await
+            .unwrap()
+            .value
+            .unwrap();
+        let holder = (stored.holder.node.clone(), stored.epoch);
+        if holder == ("b".to_string(), 2) || Instant::now() > deadline {
+            break holder;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((holder.0.as_str(), holder.1), ("b", 2));
 
     // A clean release with a target is left to that target while it is live.
     claims::release(&records, b.fence(), &claim_b, Some("c"))
