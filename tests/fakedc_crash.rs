@@ -25,8 +25,8 @@ use support::dc_traffic::{DcAccounts, Sender};
 use support::{TestNats, signal, tgingest_bin};
 use tgingest::event::ChatKind;
 use tgingest::keys::MasterKey;
-use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
-use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig, Fault, PushFaults};
+use tgingest::switchboard::FakeSwitchboard;
+use tgingest::telegram::fakedc::{FakeDc, Fault, PushFaults};
 
 const KILLS: usize = 6;
 const ACCOUNTS: usize = 3;
@@ -118,14 +118,7 @@ impl Rig {
     async fn start(accounts: usize, shared: &[ChatKind]) -> (Rig, NodeProcess) {
         tgingest::telemetry::install_crypto_provider();
         let nats = TestNats::start();
-        let fake = FakeSwitchboard::start(FakeOptions::default())
-            .await
-            .expect("fake switchboard");
-        let dc = Arc::new(
-            FakeDc::start(FakeDcConfig::default())
-                .await
-                .expect("fake DC"),
-        );
+        let (fake, dc) = support::dc_traffic::start_fakes().await;
         let dir = tempfile::tempdir().expect("temp dir");
         MasterKey::generate_file(&dir.path().join("master.key")).expect("master key");
         let admin = {

@@ -45,6 +45,20 @@ impl Target {
     }
 }
 
+/// A fake Switchboard and a fake Telegram DC on loopback, with default options: what the
+/// node tests run their nodes against.
+pub async fn start_fakes() -> (tgingest::switchboard::FakeSwitchboard, Arc<FakeDc>) {
+    let fake = tgingest::switchboard::FakeSwitchboard::start(
+        tgingest::switchboard::FakeOptions::default(),
+    )
+    .await
+    .expect("fake switchboard");
+    let dc = FakeDc::start(tgingest::telegram::fakedc::FakeDcConfig::default())
+        .await
+        .expect("fake DC");
+    (fake, Arc::new(dc))
+}
+
 /// `n` accounts, each with a private chat with a friend, all of them in one chat of each of
 /// `shared` kinds (a basic group and/or a supergroup) with a writer.
 pub struct DcAccounts {

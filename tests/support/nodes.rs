@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tgingest::keys::MasterKey;
 use tgingest::nats_server::cluster::NatsCluster;
-use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
-use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
+use tgingest::switchboard::FakeSwitchboard;
+use tgingest::telegram::fakedc::FakeDc;
 
 use super::{binary, tgingest_bin};
 
@@ -64,14 +64,7 @@ impl Rig {
                 .is_some(),
             "the three servers never formed a JetStream cluster"
         );
-        let fake = FakeSwitchboard::start(FakeOptions::default())
-            .await
-            .expect("fake switchboard");
-        let dc = Arc::new(
-            FakeDc::start(FakeDcConfig::default())
-                .await
-                .expect("fake DC"),
-        );
+        let (fake, dc) = super::dc_traffic::start_fakes().await;
         MasterKey::generate_file(&dir.path().join("master.key")).expect("master key");
         write_private(&dir.path().join("admin.token"), ADMIN_TOKEN);
         Rig {
