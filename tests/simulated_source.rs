@@ -580,6 +580,34 @@ async fn gateway_paces_at_the_configured_rate() {
     assert_eq!(Instant::now() - t0, Duration::from_secs(20));
 }
 
+/// A fleet started together ticks in phases spread evenly over the interval (1 / rate), not all
+/// at once: account i of n first emits at i/n of the interval, then once per interval.
+#[tokio::test(start_paused = true)]
+async fn accounts_started_together_tick_in_phases_spread_over_the_interval() {
+    let w = world(SimulatorConfig {
+        accounts: 4,
+        rate: 1.0,
+        ..config(5)
+    });
+    let factory = SimulatedFactory::new(w.clone(), SimulatorFaults::new());
+    let t0 = Instant::now();
+    let mut gateways = Vec::new();
+    for i in 0..4 {
+        gateways.push(started(&factory, &w.account_id(i), None).await);
+    }
+    // Taken in the order they fall due (time only moves forward): two rounds.
+    let mut arrivals = Vec::new();
+    for _ in 0..2 {
+        for g in &mut gateways {
+            next(g).await;
+            arrivals.push(Instant::now() - t0);
+        }
+    }
+    let quarter = Duration::from_millis(250);
+    let expected: Vec<Duration> = (0..8).map(|k| quarter * k).collect();
+    assert_eq!(arrivals, expected);
+}
+
 #[tokio::test(start_paused = true)]
 async fn bursts_arrive_together_and_keep_the_average_rate() {
     let w = world(SimulatorConfig {

@@ -209,8 +209,20 @@ struct Stream {
     next: u64,
     /// Positions below this are catch-up: delivered at once, marked [`Source::CatchUp`].
     catch_up_until: u64,
-    /// When `catch_up` was called; live positions are paced from here.
+    /// When `catch_up` was called plus the account's [`phase`]; live positions are paced from
+    /// here.
     started: Instant,
+}
+
+/// Where in the tick interval (1 / rate) account `index`'s live positions fall: the accounts'
+/// phases are spread evenly over it (account `i` of `n` at `i / n` of the interval), so a fleet
+/// started together does not tick together — ten thousand idle accounts would otherwise all
+/// wake in the same instant, and latency would measure the drain of that burst. Deterministic:
+/// the same index and config give the same phase; account 0's is 0.
+fn phase(world: &SimulatedWorld, index: u32) -> Duration {
+    let cfg = world.config();
+    let share = f64::from(index) / f64::from(cfg.accounts.max(1));
+    Duration::try_from_secs_f64(share / cfg.rate).unwrap_or(Duration::ZERO)
 }
 
 /// One simulated account behind the [`Gateway`] trait: replays its world stream from a cursor
@@ -218,7 +230,8 @@ struct Stream {
 ///
 /// `catch_up(None)` starts at position 0 (the world begins with the account's first start);
 /// `catch_up(Some(c))` re-delivers from position `c`, the first [`CATCH_UP_POSITIONS`] at once and
-/// marked [`Source::CatchUp`], then paces live positions from the moment of the call. `history`
+/// marked [`Source::CatchUp`], then paces live positions from the moment of the call plus the
+/// account's phase (accounts spread evenly over the tick interval: see [`phase`]). `history`
 /// sees the positions before the current one. Calls out of order (no `connect` before
 /// `catch_up`, no `catch_up` before `next_update`, a commit beyond what was handed out or behind
 /// an earlier commit) fail with [`GatewayError::Other`], so account-actor bugs surface in tests.
@@ -302,7 +315,7 @@ impl SimulatedGateway {
         self.faults
             .check(&self.account_id, FaultCall::CatchUp)
             .await?;
-        self.connected_index()?;
+        let index = self.connected_index()?;
         let (next, catch_up_until) = match from {
             None => (0, 0),
             Some(Cursor(c)) => {
@@ -313,7 +326,7 @@ impl SimulatedGateway {
         self.stream = Some(Stream {
             next,
             catch_up_until,
-            started: Instant::now(),
+            started: Instant::now() + phase(&self.world, index),
         });
         Ok(())
     }
