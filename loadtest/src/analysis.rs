@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tgingest::switchboard::Accepted;
 
 use crate::truth::Truth;
@@ -98,21 +98,50 @@ pub struct Delivery {
     pub latency_from_schedule_ms: Percentiles,
 }
 
+/// What the analysis needs of one envelope the fake Switchboard stored (it crosses the pipe from
+/// the fake's process, so only this, not the whole envelope).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    /// `payload.raw.event_id`.
+    pub event_id: String,
+    /// `event.observed_at`, µs since the epoch.
+    pub observed_us: Option<i64>,
+    /// When the fake stored it, µs since the epoch.
+    pub received_us: i64,
+}
+
+impl Stored {
+    /// The parts of `a` the analysis reads.
+    pub fn of(a: &Accepted) -> Stored {
+        Stored {
+            event_id: a
+                .envelope
+                .pointer("/payload/raw/event_id")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string(),
+            observed_us: a
+                .envelope
+                .pointer("/event/observed_at")
+                .and_then(|v| v.as_str())
+                .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_microsecond()),
+            received_us: a.received_at.as_microsecond(),
+        }
+    }
+}
+
 /// Everything `analyze` derives.
 pub struct Analysis {
     pub delivery: Delivery,
     pub bins: Vec<Bin>,
 }
 
-fn ts_us(t: &jiff::Timestamp) -> i64 {
-    t.as_microsecond()
-}
-
 /// Compares `accepted` with `truth` and derives the figures; `t0_us` is when tgingest started
 /// (or, for the fake-DC source, when the measured window started); `schedule(n)` is when
 /// position `n` of an account is due after that account's stream start.
 pub fn analyze(
-    accepted: &[Accepted],
+    accepted: &[Stored],
     truth: &Truth,
     schedule: &dyn Fn(u64) -> std::time::Duration,
     t0_us: i64,
@@ -129,11 +158,7 @@ pub fn analyze(
     let mut unexpected = 0u64;
     let mut arrivals = Vec::with_capacity(accepted.len());
     for a in accepted {
-        let id = a
-            .envelope
-            .pointer("/payload/raw/event_id")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
+        let id = a.event_id.as_str();
         if !seen.insert(id) {
             duplicates += 1;
             continue;
@@ -142,15 +167,9 @@ pub fn analyze(
         if origin.is_none() {
             unexpected += 1;
         }
-        let observed = a
-            .envelope
-            .pointer("/event/observed_at")
-            .and_then(|v| v.as_str())
-            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
-            .map(|t| ts_us(&t));
         arrivals.push(Arrival {
-            received: ts_us(&a.received_at),
-            observed,
+            received: a.received_us,
+            observed: a.observed_us,
             origin,
         });
     }

@@ -1,8 +1,8 @@
 //! `source = "fake-dc"`: real grammers clients (inside the measured `tgingest run` process)
-//! against the in-process fake Telegram DC, as `tests/fakedc_crash.rs` runs them.
+//! against the fake Telegram DC, as `tests/fakedc_crash.rs` runs them.
 //!
-//! The fake DC, nats-server and the fake Switchboard live in the loadtest process; tgingest is
-//! the separate, measured process. Its accounts are imported as Telethon strings through the
+//! The fake DC (with the message driver, `remote_dc.rs`), nats-server and the fake Switchboard
+//! (`remote_switchboard.rs`) each run in a process of their own; tgingest is the measured one. Its accounts are imported as Telethon strings through the
 //! admin API (`POST /v1/accounts/import`) and consented (`POST /v1/accounts/{id}/consent`), as an
 //! operator would; the chat layout and the ground truth are the demo's (`tgingest::demo::
 //! FakeDcLayout`): every driven message, as the event id the normalizer computes for each account
@@ -22,15 +22,17 @@ use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use tgingest::demo::FakeDcLayout;
 use tgingest::policy::Policy;
-use tgingest::telegram::fakedc::{FakeDc, FakeDcConfig};
+use tgingest::telegram::fakedc::FakeDc;
 
 use crate::admin::{free_addr, post_as, wait_up};
 use crate::analysis::analyze;
-use crate::ceiling::measure;
+use crate::floor::FloorRatio;
 use crate::procs::{NeighbourClock, Tgingest};
+use crate::remote_dc::RemoteDc;
 use crate::scenario::Scenario;
 use crate::stage::{
-    CeilingRatio, FakeCounts, Resources, RunOptions, RunReport, Setup, Stage, targets, tgingest_env,
+    CeilingRatio, Resources, RunOptions, RunReport, Setup, Stage, Yardsticks, targets,
+    tgingest_env, yardsticks,
 };
 use crate::truth::{Origin, Truth};
 
@@ -47,26 +49,16 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
             eprintln!("[{}] {m}", scn.name);
         }
     };
-    let Stage {
-        host,
-        started_at,
-        tmp,
-        key,
-        mut nats,
-        fake,
-    } = Stage::start(scn, opts).await?;
-    let dc = Arc::new(
-        FakeDc::start(FakeDcConfig::default())
-            .await
-            .context("start the fake Telegram DC")?,
-    );
+    let stage = Stage::start(opts).await?;
+    let (dc, dc_addr) = RemoteDc::start(&opts.out.join("fake-dc.log"))
+        .await
+        .context("start the fake Telegram DC")?;
     let n = scn.simulator.accounts.max(1) as usize;
     let rate = scn.simulator.rate;
-    let layout = Arc::new(FakeDcLayout::build(&dc, n));
+    let layout = dc.layout(n).await?;
     say(format!(
-        "fake DC at {}: {n} accounts, {} chats",
-        dc.addr(),
-        layout.chats.len()
+        "fake DC at {dc_addr}: {n} accounts, {} chats",
+        layout.chats
     ));
 
     // tgingest without simulated accounts, its grammers adapter on (any api id: the fake DC does
@@ -77,10 +69,10 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let mut env = tgingest_env(
         &no_sim,
         1,
-        &nats.url(),
-        &fake.mcp_url(),
-        &tmp.path().join("data"),
-        &key,
+        &stage.nats.url(),
+        stage.fake.mcp_url(),
+        &stage.tmp.path().join("data"),
+        &stage.key,
     )?;
     env.retain(|(k, _)| k != "TGINGEST_ADMIN_LISTEN");
     env.extend([
@@ -92,21 +84,36 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         ),
     ]);
     let loaded = tgingest::config::load(None, env.clone()).context("tgingest config from env")?;
-    let policy = Arc::new(Policy::new(&loaded.config.policy).context("policy")?);
+    let policy = Policy::new(&loaded.config.policy).context("policy")?;
 
-    let ceiling = match (&opts.ceiling, scn.ceiling.messages) {
-        (Some(c), _) => Some(c.clone()),
-        (None, 0) => None,
-        (None, m) => {
-            say(format!("measuring the bus ceiling with {m} messages"));
-            let c = measure(&nats.url(), m, RAW_BYTES_ESTIMATE, scn.ceiling.inflight).await?;
-            say(format!(
-                "ceiling: publish {:.0}/s, consume {:.0}/s",
-                c.publish_per_s, c.consume_per_s
-            ));
-            Some(c)
-        }
-    };
+    // The floor's events: a small simulated world through the same policy (the envelope's shape
+    // is the same whatever the source).
+    let sample_world = tgingest::telegram::simulated::SimulatedWorld::new(
+        tgingest::telegram::simulated::SimulatorConfig {
+            accounts: (n as u32).min(64),
+            ..Default::default()
+        },
+    )
+    .context("the floor's sample world")?;
+    let pool = crate::floor::sample_events(&sample_world, &policy, 2_000);
+    let Yardsticks { ceiling, floor } = yardsticks(
+        scn,
+        opts,
+        &stage,
+        &loaded.config,
+        &pool,
+        RAW_BYTES_ESTIMATE,
+        &say,
+    )
+    .await?;
+    let Stage {
+        host,
+        started_at,
+        tmp,
+        mut nats,
+        fake,
+        ..
+    } = stage;
 
     // Set-up (not measured): start, import and consent every account, wait until all listen.
     let setup_started = Instant::now();
@@ -114,17 +121,28 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     say(format!("tgingest started (pid {})", proc.pid()));
     wait_up(&admin, &mut proc).await?;
     let token = crate::admin::node_token(&loaded.config)?;
-    import_and_consent(&admin, token.as_deref(), &layout).await?;
+    import_and_consent(&admin, token.as_deref(), &layout.accounts, &layout.sessions).await?;
     say(format!(
         "{n} accounts imported and consented in {:.1}s",
         setup_started.elapsed().as_secs_f64()
     ));
     let ready_by = Instant::now() + scn.drain_timeout.0.max(Duration::from_secs(60));
-    wait_listening(&dc, &layout.accounts, ready_by, &say, || proc.check_alive()).await?;
+    wait_listening(
+        n,
+        async || Ok(dc.listening().await?),
+        ready_by,
+        &say,
+        || proc.check_alive(),
+    )
+    .await?;
     // A second for catch-up (getDifference) to settle before the first driven message.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let at_listen = crate::procs::proc_sample(proc.pid()).unwrap_or_default();
-    let neighbour_clock = NeighbourClock::start(nats.pid());
+    let neighbour_clock = NeighbourClock::start(crate::procs::Neighbours {
+        nats: nats.pid(),
+        fake_switchboard: Some(fake.pid()),
+        fake_dc: Some(dc.pid()),
+    });
     let setup = Setup {
         setup_s: setup_started.elapsed().as_secs_f64(),
         setup_cpu_s: at_listen.cpu_s,
@@ -136,20 +154,14 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         at_listen.rss as f64 / 1048576.0
     ));
 
-    // The measured window: the driver sends `rate` messages/s per account (round-robin over the
-    // accounts, each account's messages round-robin over its chats) for `duration`.
+    // The measured window: the driver (in the fake DC's process) sends `rate` messages/s per
+    // account (round-robin over the accounts, each account's messages round-robin over its
+    // chats) for `duration`.
     let t0 = Instant::now();
     let t0_us = jiff::Timestamp::now().as_microsecond();
     let mut monitor = crate::monitor::Monitor::connect(&nats.url(), proc.pid()).await?;
     let duration: Duration = scn.duration.into();
-    let sender = Driver::start(
-        dc.clone(),
-        layout.clone(),
-        policy.clone(),
-        rate,
-        Some(duration),
-    );
-    let mut sender = Some(sender);
+    dc.drive(rate, duration, &loaded.config.policy).await?;
     let mut truth: Option<(HashMap<String, Origin>, u64)> = None;
     let interval: Duration = scn.sample_interval.into();
     let deadline = duration + scn.drain_timeout.0;
@@ -161,10 +173,8 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         next += interval;
         let t = t0.elapsed();
         proc.check_alive()?;
-        if truth.is_none()
-            && let Some(driver) = sender.take_if(|d| d.is_finished())
-        {
-            let (expected, sent) = driver.finish().await?;
+        if truth.is_none() && dc.driven().await? {
+            let (expected, sent) = dc.finish().await?;
             say(format!(
                 "driver done: {sent} messages sent, {} events must arrive",
                 expected.len()
@@ -189,7 +199,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         samples.push(s);
         if let Some(target) = target
             && stored >= target
-            && fake.stored_event_ids().len() as u64 >= target
+            && fake.stored_unique().await? >= target
         {
             break;
         }
@@ -205,18 +215,13 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     proc.stop(Duration::from_secs(10));
     let (expected, _sent) = match truth {
         Some(t) => t,
-        None => match sender.take() {
-            Some(driver) => driver.finish().await?,
-            None => (HashMap::new(), 0),
-        },
+        None => dc.finish().await?,
     };
-    let accepted = fake.accepted();
-    let counts = FakeCounts::from(fake.stats());
+    let accepted = fake.stored().await?;
+    let counts = fake.status().await?.counts;
     fake.stop().await;
     nats.stop();
-    if let Ok(dc) = Arc::try_unwrap(dc) {
-        dc.stop().await;
-    }
+    dc.stop().await;
     let _ = std::fs::copy(
         tmp.path().join("nats/nats-server.log"),
         opts.out.join("nats-server.log"),
@@ -249,8 +254,17 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         counts.stored,
     );
     let ceiling_ratio = ceiling.as_ref().map(|c| CeilingRatio::of(&d, c));
+    let floor_ratio = floor
+        .as_ref()
+        .map(|f| FloorRatio::of(d.throughput_per_s, &f.live));
     let ok = d.lost == 0 && d.duplicates_stored == 0 && d.unexpected == 0;
-    let targets = targets(&d, &resources, ceiling_ratio.as_ref(), accounts);
+    let targets = targets(
+        &d,
+        &resources,
+        ceiling_ratio.as_ref(),
+        floor_ratio.as_ref(),
+        accounts,
+    );
     Ok(RunReport {
         targets,
         scenario: scn.clone(),
@@ -262,6 +276,8 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         raw_message_bytes: RAW_BYTES_ESTIMATE,
         ceiling,
         ceiling_ratio,
+        floor,
+        floor_ratio,
         delivery: d,
         resources,
         switchboard: counts,
@@ -275,14 +291,15 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     })
 }
 
-/// Imports every account of `layout` through the admin API at `admin` (as a Telethon string)
+/// Imports every account (with its Telethon session string) through the admin API at `admin`
 /// and consents it, a few at a time.
 pub async fn import_and_consent(
     admin: &str,
     token: Option<&str>,
-    layout: &FakeDcLayout,
+    accounts: &[i64],
+    sessions: &[String],
 ) -> anyhow::Result<()> {
-    futures::stream::iter(layout.accounts.iter().zip(&layout.sessions))
+    futures::stream::iter(accounts.iter().zip(sessions))
         .map(|(me, session)| async move {
             post_as(
                 admin,
@@ -311,24 +328,20 @@ pub async fn import_and_consent(
     Ok(())
 }
 
-/// Waits until every one of `accounts` has its update stream subscribed on the fake DC,
-/// calling `alive` (which fails once a process it watches is gone) on every poll; fails at
-/// `ready_by`.
+/// Waits until `listening` (how many accounts have their update stream subscribed on the fake
+/// DC) reaches `n`, calling `alive` (which fails once a process it watches is gone) on every
+/// poll; fails at `ready_by`.
 pub async fn wait_listening(
-    dc: &FakeDc,
-    accounts: &[i64],
+    n: usize,
+    mut listening: impl AsyncFnMut() -> anyhow::Result<usize>,
     ready_by: Instant,
     say: &impl Fn(String),
     mut alive: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let n = accounts.len();
     let mut last_said = Instant::now();
     loop {
         alive()?;
-        let listening = accounts
-            .iter()
-            .filter(|me| dc.subscribed_connections(**me) > 0)
-            .count();
+        let listening = listening().await?;
         if listening == n {
             return Ok(());
         }

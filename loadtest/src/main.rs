@@ -1,16 +1,21 @@
 //! `tgingest-loadtest`: runs load scenarios against a real tgingest process on loopback and
-//! measures it against the bus ceiling of the same run.
+//! measures it against the floor (a reference pipeline) and the bus ceiling of the same run.
 //!
 //! `tgingest-loadtest run loadtest/scenarios/<name>.toml --out <dir> [--step]`
 
 mod admin;
 mod analysis;
 mod ceiling;
+mod child;
 mod failover;
 mod fakedc;
+mod floor;
+mod idle;
 mod monitor;
 mod nodes;
 mod procs;
+mod remote_dc;
+mod remote_switchboard;
 mod replay;
 mod report;
 mod run;
@@ -58,6 +63,12 @@ enum Command {
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
     },
+    /// The fake Switchboard as a helper process of `run` (control on stdin/stdout)
+    #[command(hide = true)]
+    ServeSwitchboard,
+    /// The fake Telegram DC as a helper process of `run` (control on stdin/stdout)
+    #[command(hide = true)]
+    ServeFakeDc,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +82,8 @@ fn main() -> ExitCode {
             quiet,
         } => (scenario, out, step, tgingest, quiet),
         Command::Check { scenarios } => return check(&scenarios),
+        Command::ServeSwitchboard => return serve("fake Switchboard", remote_switchboard::serve()),
+        Command::ServeFakeDc => return serve("fake DC", remote_dc::serve()),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -91,6 +104,21 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs a helper process's service until its stdin ends.
+fn serve(name: &str, service: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    tgingest::telemetry::install_crypto_provider();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(service));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {name}: {e:#}");
             ExitCode::from(2)
         }
     }
@@ -163,13 +191,16 @@ async fn run(
             serde_json::to_string_pretty(&report)?,
         )?;
         println!(
-            "step mode: highest sustainable rate {} pos/s per account ({} events/s), {:.4} x publish ceiling; p99 at half that rate {} ms",
+            "step mode: highest sustainable rate {} pos/s per account ({} events/s), {} x floor, {:.4} x publish ceiling; p99 at half that rate {} ms",
             report
                 .highest_sustainable_rate_per_account
                 .map_or("none".into(), |r| format!("{r}")),
             report
                 .highest_sustainable_throughput_per_s
                 .map_or("-".into(), |t| format!("{t:.0}")),
+            report
+                .ratio_to_floor
+                .map_or("-".into(), |r| format!("{r:.3}")),
             report.ratio_to_publish_ceiling.unwrap_or(0.0),
             report
                 .half_rate
@@ -185,6 +216,7 @@ async fn run(
             tgingest: bin,
             out: out.clone(),
             ceiling: None,
+            floor: None,
             quiet,
         },
     )

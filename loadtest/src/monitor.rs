@@ -9,9 +9,9 @@ use serde::Serialize;
 use tgingest::bus::{STREAM_CLEAN, STREAM_RAW};
 use tgingest::pipeline::clean::DEDUPE_CONSUMER;
 use tgingest::pipeline::delivery::DELIVERY_CONSUMER;
-use tgingest::switchboard::FakeSwitchboard;
 
 use crate::procs::{ProcSample, proc_sample};
+use crate::remote_switchboard::RemoteSwitchboard;
 
 /// A durable consumer's backlog.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -88,8 +88,8 @@ impl Monitor {
         })
     }
 
-    /// Takes one sample at `t` seconds.
-    pub async fn sample(&mut self, t: f64, fake: &FakeSwitchboard) -> Sample {
+    /// Takes one sample at `t` seconds (a fake that does not answer counts as down).
+    pub async fn sample(&mut self, t: f64, fake: &RemoteSwitchboard) -> Sample {
         let proc = proc_sample(self.pid);
         let cpu_cores = match (proc, self.last_proc) {
             (Some(now), Some((t_prev, prev))) if t > t_prev => {
@@ -101,14 +101,15 @@ impl Monitor {
             self.last_proc = Some((t, p));
         }
         let p = proc.unwrap_or_default();
+        let fake = fake.status().await.ok();
         Sample {
             t,
             raw_last_seq: self.last_seq(STREAM_RAW).await,
             clean_last_seq: self.last_seq(STREAM_CLEAN).await,
             dedupe: self.depth(STREAM_RAW, DEDUPE_CONSUMER).await,
             switchboard: self.depth(STREAM_CLEAN, DELIVERY_CONSUMER).await,
-            stored: fake.stats().stored,
-            switchboard_up: fake.is_running(),
+            stored: fake.as_ref().map_or(0, |f| f.counts.stored),
+            switchboard_up: fake.is_some_and(|f| f.running),
             cpu_cores,
             rss_bytes: p.rss,
             hwm_bytes: p.hwm,

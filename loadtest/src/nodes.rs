@@ -1,7 +1,9 @@
 //! Several `tgingest run` nodes on one machine, for the `cluster-failover` and `crash-soak`
 //! scenarios: a three-server NATS cluster (R3 streams and buckets), the fake Switchboard and the
-//! fake Telegram DC in this process (they outlive every node), and nodes started from the
-//! shipped `config/production.example.toml` with only machine-specific values overridden (and
+//! fake Telegram DC in this process (they outlive every node; the CPU these scenarios report is
+//! the nodes' and the NATS servers' read from `/proc`, which the fakes here do not blur, so they
+//! were not moved to processes of their own as the single-node runs' are), and nodes started
+//! from the shipped `config/production.example.toml` with only machine-specific values overridden (and
 //! the shortened ownership timings of `tgingest::cluster::local` when the scenario asks), as
 //! `tests/support/nodes.rs` starts them. Also samples the write counts of the `TG_LEASES` and
 //! `TG_CHECKPOINTS` buckets (their streams' last sequence) over time.
@@ -186,7 +188,13 @@ impl Rig {
     /// Imports and consents every account through any node.
     pub async fn import_accounts(&self) -> anyhow::Result<()> {
         let admin = &self.any_node()?.admin;
-        import_and_consent(admin, Some(ADMIN_TOKEN), &self.layout).await
+        import_and_consent(
+            admin,
+            Some(ADMIN_TOKEN),
+            &self.layout.accounts,
+            &self.layout.sessions,
+        )
+        .await
     }
 
     fn any_node(&self) -> anyhow::Result<&Node> {

@@ -187,41 +187,72 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
 }
 
 /// CPU seconds the run's other processes spent while tgingest ran: they share the machine's
-/// cores, so a saturated run is read against all three.
+/// cores, so a saturated run is read against all of them.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct NeighbourCpu {
     pub nats_server_cpu_s: f64,
-    /// This process: the fake Switchboard, the monitor and, for `fake-dc`, the fake DC.
-    pub loadtest_cpu_s: f64,
+    /// The fake Switchboard's own process.
+    pub fake_switchboard_cpu_s: f64,
+    /// The fake Telegram DC's own process, with its message driver (`fake-dc` runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fake_dc_cpu_s: Option<f64>,
+    /// This process: the monitor's polling and, for a simulated source, nothing else.
+    pub driver_cpu_s: f64,
 }
 
-/// Started when tgingest starts; [`NeighbourClock::elapsed`] before nats-server stops.
+impl NeighbourCpu {
+    /// All of them together.
+    pub fn total_s(&self) -> f64 {
+        self.nats_server_cpu_s
+            + self.fake_switchboard_cpu_s
+            + self.fake_dc_cpu_s.unwrap_or(0.0)
+            + self.driver_cpu_s
+    }
+}
+
+/// The processes besides tgingest whose CPU a run reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Neighbours {
+    pub nats: Option<u32>,
+    pub fake_switchboard: Option<u32>,
+    pub fake_dc: Option<u32>,
+}
+
+/// Started when the measured window starts; [`NeighbourClock::elapsed`] before the processes
+/// stop.
 pub struct NeighbourClock {
-    nats_pid: Option<u32>,
+    pids: Neighbours,
     start: NeighbourCpu,
 }
 
 impl NeighbourClock {
-    pub fn start(nats_pid: Option<u32>) -> NeighbourClock {
+    pub fn start(pids: Neighbours) -> NeighbourClock {
         NeighbourClock {
-            nats_pid,
-            start: neighbour_cpu(nats_pid),
+            pids,
+            start: neighbour_cpu(pids),
         }
     }
 
     pub fn elapsed(&self) -> NeighbourCpu {
-        let now = neighbour_cpu(self.nats_pid);
+        let now = neighbour_cpu(self.pids);
         NeighbourCpu {
             nats_server_cpu_s: now.nats_server_cpu_s - self.start.nats_server_cpu_s,
-            loadtest_cpu_s: now.loadtest_cpu_s - self.start.loadtest_cpu_s,
+            fake_switchboard_cpu_s: now.fake_switchboard_cpu_s - self.start.fake_switchboard_cpu_s,
+            fake_dc_cpu_s: now
+                .fake_dc_cpu_s
+                .zip(self.start.fake_dc_cpu_s)
+                .map(|(n, s)| n - s),
+            driver_cpu_s: now.driver_cpu_s - self.start.driver_cpu_s,
         }
     }
 }
 
-fn neighbour_cpu(nats_pid: Option<u32>) -> NeighbourCpu {
+fn neighbour_cpu(pids: Neighbours) -> NeighbourCpu {
     let cpu = |pid: Option<u32>| pid.and_then(proc_sample).map_or(0.0, |p| p.cpu_s);
     NeighbourCpu {
-        nats_server_cpu_s: cpu(nats_pid),
-        loadtest_cpu_s: cpu(Some(std::process::id())),
+        nats_server_cpu_s: cpu(pids.nats),
+        fake_switchboard_cpu_s: cpu(pids.fake_switchboard),
+        fake_dc_cpu_s: pids.fake_dc.map(|p| cpu(Some(p))),
+        driver_cpu_s: cpu(Some(std::process::id())),
     }
 }

@@ -9,16 +9,16 @@
 
 use std::time::{Duration, Instant};
 
+use crate::admin;
+use crate::analysis::analyze;
+use crate::floor::FloorRatio;
+use crate::procs::{Tgingest, proc_sample};
+use crate::remote_switchboard::RemoteSwitchboard;
+use crate::stage::Yardsticks;
+use crate::truth::Truth;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use tgingest::pipeline::replay::{ReplayProgress, ReplayState};
-use tgingest::switchboard::FakeSwitchboard;
-
-use crate::admin;
-use crate::analysis::analyze;
-use crate::ceiling::Ceiling;
-use crate::procs::{Tgingest, proc_sample};
-use crate::truth::Truth;
 
 /// How often the replay's progress is read.
 const POLL_EVERY: Duration = Duration::from_millis(100);
@@ -38,6 +38,8 @@ pub struct ReplayFigures {
     pub ratio_to_publish_ceiling: Option<f64>,
     /// throughput / the run's raw consume ceiling (a replay is a consumer of `TG_CLEAN`).
     pub ratio_to_consume_ceiling: Option<f64>,
+    /// throughput against the replay floor (ordered consume + one MCP call per event).
+    pub floor_ratio: Option<FloorRatio>,
     /// CPU seconds tgingest spent on the replay.
     pub cpu_s: f64,
     /// Compared with the ground truth after the replay, event by event: all three must be 0.
@@ -55,13 +57,15 @@ pub struct ReplayFigures {
 pub async fn run(
     admin: admin::Target<'_>,
     proc: &mut Tgingest,
-    fake: &FakeSwitchboard,
+    fake: &RemoteSwitchboard,
     truth: &Truth,
-    ceiling: Option<&Ceiling>,
+    yard: &Yardsticks,
     timeout: Duration,
     say: &dyn Fn(String),
 ) -> anyhow::Result<ReplayFigures> {
-    fake.forget_all();
+    let ceiling = yard.ceiling.as_ref();
+    let floor = yard.floor.as_ref().and_then(|f| f.replay.as_ref());
+    fake.forget_all().await?;
     say(format!(
         "Switchboard forgot everything; replaying TG_CLEAN ({} events expected)",
         truth.expected.len()
@@ -104,10 +108,10 @@ pub async fn run(
     };
     let wall_s = started.elapsed().as_secs_f64();
     let cpu_s = proc_sample(proc.pid()).map_or(0.0, |s| s.cpu_s) - cpu_before;
-    let accepted = fake.accepted();
+    let accepted = fake.stored().await?;
     let last_us = accepted
         .iter()
-        .map(|a| a.received_at.as_microsecond())
+        .map(|a| a.received_us)
         .max()
         .unwrap_or(started_us);
     let throughput_per_s = accepted.len() as f64 / ((last_us - started_us) as f64 / 1e6).max(1e-3);
@@ -129,6 +133,7 @@ pub async fn run(
         throughput_per_s,
         ratio_to_publish_ceiling: ceiling.map(|c| throughput_per_s / c.publish_per_s.max(1e-9)),
         ratio_to_consume_ceiling: ceiling.map(|c| throughput_per_s / c.consume_per_s.max(1e-9)),
+        floor_ratio: floor.map(|f| FloorRatio::of(throughput_per_s, f)),
         cpu_s,
         lost: d.lost,
         duplicates_stored: d.duplicates_stored,

@@ -88,20 +88,7 @@ fn svg(path: &Path, r: &RunReport) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (1100, 960)).into_drawing_area();
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(40);
-    title.titled(
-        &format!(
-            "tgingest loadtest: {} ({} accounts x {} pos/s) {}{}",
-            r.scenario.name,
-            r.accounts,
-            r.rate_per_account,
-            if r.ok { "OK" } else { "LOSS/DUPLICATES" },
-            r.replay
-                .as_ref()
-                .map(|x| format!("; replay {:.0} events/s", x.throughput_per_s))
-                .unwrap_or_default()
-        ),
-        ("sans-serif", 20),
-    )?;
+    title.titled(&svg_title(r), ("sans-serif", 18))?;
     let panels = body.split_evenly((3, 1));
     let t_max = max_of(
         r.bins
@@ -242,6 +229,33 @@ fn svg(path: &Path, r: &RunReport) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The SVG's title: the scenario, the verdict, and tgingest's rate against the floor and the
+/// publish ceiling (and the replay's against the replay floor).
+fn svg_title(r: &RunReport) -> String {
+    let d = &r.delivery;
+    let mut t = format!(
+        "{} ({} accounts x {} pos/s) {}: {:.0} events/s",
+        r.scenario.name,
+        r.accounts,
+        r.rate_per_account,
+        if r.ok { "OK" } else { "LOSS/DUPLICATES" },
+        d.throughput_per_s
+    );
+    if let Some(f) = &r.floor_ratio {
+        t += &format!(" = {:.3} x floor ({:.0}/s)", f.ratio, f.floor_per_s);
+    }
+    if let Some(q) = &r.ceiling_ratio {
+        t += &format!(", {:.3} x publish ceiling", q.ratio_to_publish);
+    }
+    if let Some(x) = &r.replay {
+        t += &format!("; replay {:.0}/s", x.throughput_per_s);
+        if let Some(f) = &x.floor_ratio {
+            t += &format!(" = {:.3} x replay floor", f.ratio);
+        }
+    }
+    t
+}
+
 /// The summary a human reads after a run.
 pub fn render(r: &RunReport) -> String {
     let d = &r.delivery;
@@ -275,6 +289,18 @@ pub fn render(r: &RunReport) -> String {
             ""
         }
     );
+    if let (Some(f), Some(q)) = (&r.floor, &r.floor_ratio) {
+        s += &format!(
+            "  floor        {:.0} events/s (reference pipeline, {} calls in flight, publish window {}); throughput = {:.3} x floor\n",
+            f.live.events_per_s, f.settings.max_inflight, f.settings.publish_window, q.ratio
+        );
+        s += &format!(
+            "  floor cpu    per event: loadtest (the floor's loops) {:.0} µs, nats-server {:.0} µs, fake Switchboard {:.0} µs\n",
+            f.live.driver_us_per_event,
+            f.live.nats_server_us_per_event,
+            f.live.fake_switchboard_us_per_event
+        );
+    }
     if let (Some(c), Some(q)) = (&r.ceiling, &r.ceiling_ratio) {
         s += &format!(
             "  ceiling      publish {:.0}/s, consume {:.0}/s ({} B messages); throughput = {:.4} x publish ceiling{}\n",
@@ -306,15 +332,28 @@ pub fn render(r: &RunReport) -> String {
         r.resources.peak_rss_per_account_bytes / 1024.0
     );
     let res = &r.resources;
+    let n = &res.neighbours;
     s += &format!(
-        "  cpu/event    tgingest {:.0} µs, nats-server {:.0} µs, loadtest (fake Switchboard{}) {:.0} µs; {:.2} cores busy in all\n",
+        "  cpu/event    tgingest {:.0} µs, nats-server {:.0} µs, fake Switchboard {:.0} µs{}, loadtest (driver) {:.0} µs; {:.2} cores busy in all\n",
         res.cpu_us_per_event,
         res.nats_server_us_per_event,
-        if r.setup.is_some() { ", fake DC" } else { "" },
-        res.loadtest_us_per_event,
-        (res.cpu_s + res.neighbours.nats_server_cpu_s + res.neighbours.loadtest_cpu_s)
-            / r.wall_s.max(1e-3),
+        res.fake_switchboard_us_per_event,
+        res.fake_dc_us_per_event
+            .map(|us| format!(", fake DC (with its message driver) {us:.0} µs"))
+            .unwrap_or_default(),
+        res.driver_us_per_event,
+        (res.cpu_s + n.total_s()) / r.wall_s.max(1e-3),
     );
+    if let Some(i) = &res.idle {
+        s += &format!(
+            "  idle         {} accounts, nothing offered: tgingest {:.2} % of one core over {:.0}s (RSS {:.1} MiB, {} events in the window)\n",
+            i.accounts,
+            i.share_of_one_core * 100.0,
+            i.window_s,
+            i.rss_bytes as f64 / 1048576.0,
+            i.events_in_window
+        );
+    }
     if let Some(u) = &r.setup {
         s += &format!(
             "  set-up       {} accounts imported, consented and listening in {:.1}s (cpu {:.1}s, RSS {:.1} MiB); not in the figures above\n",
@@ -332,9 +371,13 @@ pub fn render(r: &RunReport) -> String {
             x.progress.scanned,
             x.stored,
             x.throughput_per_s,
-            x.ratio_to_consume_ceiling
-                .map(|q| format!(", {q:.4} x consume ceiling"))
-                .unwrap_or_default(),
+            x.floor_ratio
+                .as_ref()
+                .map(|f| format!(", {:.3} x replay floor of {:.0}/s", f.ratio, f.floor_per_s))
+                .unwrap_or_default()
+                + &x.ratio_to_consume_ceiling
+                    .map(|q| format!(", {q:.4} x consume ceiling"))
+                    .unwrap_or_default(),
             x.progress.duplicates,
             x.progress.rejected,
             x.lost,

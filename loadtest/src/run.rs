@@ -8,13 +8,13 @@ use tgingest::policy::Policy;
 use tgingest::telegram::simulated::SimulatedWorld;
 
 use crate::analysis::analyze;
-use crate::ceiling::measure;
+use crate::floor::FloorRatio;
 use crate::monitor::Monitor;
 use crate::procs::{NeighbourClock, Tgingest};
 use crate::scenario::Scenario;
 use crate::stage::{
-    CeilingRatio, FakeCounts, Resources, RunOptions, RunReport, Stage, Target, targets,
-    tgingest_env,
+    CeilingRatio, Resources, RunOptions, RunReport, Stage, Target, Yardsticks, targets,
+    tgingest_env, yardsticks,
 };
 use crate::truth::Truth;
 
@@ -30,24 +30,17 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
             eprintln!("[{}] {m}", scn.name);
         }
     };
-    let Stage {
-        host,
-        started_at,
-        tmp,
-        key,
-        mut nats,
-        fake,
-    } = Stage::start(scn, opts).await?;
+    let stage = Stage::start(opts).await?;
 
     let rate = scn.simulator.rate;
     let messages = scn.messages_per_account(rate);
     let mut env = tgingest_env(
         scn,
         messages,
-        &nats.url(),
-        &fake.mcp_url(),
-        &tmp.path().join("data"),
-        &key,
+        &stage.nats.url(),
+        stage.fake.mcp_url(),
+        &stage.tmp.path().join("data"),
+        &stage.key,
     )?;
     // The replay phase talks to tgingest's admin API.
     let admin = if scn.replay.enabled {
@@ -75,24 +68,35 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         truth.mean_raw_bytes
     ));
 
-    let ceiling = match (&opts.ceiling, scn.ceiling.messages) {
-        (Some(c), _) => Some(c.clone()),
-        (None, 0) => None,
-        (None, n) => {
-            say(format!("measuring the bus ceiling with {n} messages"));
-            let c = measure(&nats.url(), n, truth.mean_raw_bytes, scn.ceiling.inflight).await?;
-            say(format!(
-                "ceiling: publish {:.0}/s, consume {:.0}/s",
-                c.publish_per_s, c.consume_per_s
-            ));
-            Some(c)
-        }
+    let pool = crate::floor::sample_events(&world, &policy, 2_000);
+    let yard = yardsticks(
+        scn,
+        opts,
+        &stage,
+        &config,
+        &pool,
+        truth.mean_raw_bytes,
+        &say,
+    )
+    .await?;
+    let Stage {
+        host,
+        started_at,
+        tmp,
+        mut nats,
+        fake,
+        ..
+    } = stage;
+    let pids = crate::procs::Neighbours {
+        nats: nats.pid(),
+        fake_switchboard: Some(fake.pid()),
+        fake_dc: None,
     };
 
     let t0 = Instant::now();
     let t0_us = jiff::Timestamp::now().as_microsecond();
     let mut proc = Tgingest::start(&opts.tgingest, &env, &opts.out.join("tgingest.log"))?;
-    let neighbour_clock = NeighbourClock::start(nats.pid());
+    let neighbour_clock = NeighbourClock::start(pids);
     say(format!("tgingest started (pid {})", proc.pid()));
     let mut monitor = Monitor::connect(&nats.url(), proc.pid()).await?;
 
@@ -117,12 +121,10 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
                 "Switchboard down for {}",
                 scn.switchboard.outage_for
             ));
-            fake.stop().await;
+            fake.down().await.context("stop the fake Switchboard")?;
             outage_state = 1;
         } else if outage_state == 1 && t >= outage_at + outage_for {
-            fake.restart()
-                .await
-                .context("restart the fake Switchboard")?;
+            fake.up().await.context("restart the fake Switchboard")?;
             say("Switchboard back".into());
             outage_state = 2;
         }
@@ -143,7 +145,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         let stored = s.stored;
         samples.push(s);
         let sources_done = t >= duration && outage_state != 1;
-        if sources_done && stored >= target && fake.stored_event_ids().len() as u64 >= target {
+        if sources_done && stored >= target && fake.stored_unique().await? >= target {
             break;
         }
         if t >= deadline {
@@ -155,11 +157,11 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let wall_s = t0.elapsed().as_secs_f64();
     let end_proc = crate::procs::proc_sample(proc.pid()).unwrap_or_default();
     let neighbours = neighbour_clock.elapsed();
-    if !fake.is_running() {
-        let _ = fake.restart().await;
+    if outage_state == 1 {
+        fake.up().await.context("restart the fake Switchboard")?;
     }
-    let accepted = fake.accepted();
-    let counts = FakeCounts::from(fake.stats());
+    let accepted = fake.stored().await?;
+    let counts = fake.status().await?.counts;
     let replay = match &admin {
         Some(addr) if !drain_timed_out => Some(
             crate::replay::run(
@@ -170,7 +172,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
                 &mut proc,
                 &fake,
                 &truth,
-                ceiling.as_ref(),
+                &yard,
                 scn.replay.timeout.into(),
                 &say,
             )
@@ -181,6 +183,11 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     proc.stop(Duration::from_secs(10));
     fake.stop().await;
     nats.stop();
+    let idle = if scn.idle.window.is_zero() {
+        None
+    } else {
+        Some(crate::idle::measure(scn, opts, &say).await?)
+    };
     let log = tmp.path().join("nats/nats-server.log");
     let _ = std::fs::copy(&log, opts.out.join("nats-server.log"));
 
@@ -194,7 +201,7 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     );
     let d = analysis.delivery;
     let accounts = world.accounts();
-    let resources = Resources::measured(
+    let mut resources = Resources::measured(
         end_proc.cpu_s,
         wall_s,
         &end_proc,
@@ -203,12 +210,23 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         neighbours,
         counts.stored,
     );
+    resources.idle = idle;
+    let Yardsticks { ceiling, floor } = yard;
     let ceiling_ratio = ceiling.as_ref().map(|c| CeilingRatio::of(&d, c));
+    let floor_ratio = floor
+        .as_ref()
+        .map(|f| FloorRatio::of(d.throughput_per_s, &f.live));
     let ok = d.lost == 0
         && d.duplicates_stored == 0
         && d.unexpected == 0
         && replay.as_ref().is_none_or(|r| r.ok);
-    let mut targets = targets(&d, &resources, ceiling_ratio.as_ref(), accounts);
+    let mut targets = targets(
+        &d,
+        &resources,
+        ceiling_ratio.as_ref(),
+        floor_ratio.as_ref(),
+        accounts,
+    );
     if let Some(r) = &replay {
         targets.push(Target {
             target: "replay: every event stored exactly once again",
@@ -218,6 +236,13 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
             ),
             met: Some(r.ok),
         });
+        if let Some(f) = &r.floor_ratio {
+            targets.push(Target {
+                target: "replay >= 0.8 x replay floor",
+                value: format!("{:.3}", f.ratio),
+                met: Some(f.ratio >= 0.8),
+            });
+        }
     }
     Ok(RunReport {
         targets,
@@ -230,6 +255,8 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         raw_message_bytes: truth.mean_raw_bytes,
         ceiling,
         ceiling_ratio,
+        floor,
+        floor_ratio,
         delivery: d,
         resources,
         switchboard: counts,

@@ -50,6 +50,12 @@ pub struct Scenario {
     pub switchboard: SwitchboardLoad,
     #[serde(default)]
     pub ceiling: CeilingPlan,
+    /// How the floor (the reference pipeline of `floor.rs`) is measured before the scenario.
+    #[serde(default)]
+    pub floor: FloorPlan,
+    /// The idle window of `many-idle-accounts` (see `idle.rs`); off by default.
+    #[serde(default)]
+    pub idle: IdlePlan,
     /// Step mode's parameters (used with `--step`, or when `step.enabled`).
     #[serde(default)]
     pub step: StepPlan,
@@ -260,6 +266,49 @@ impl Default for CeilingPlan {
     }
 }
 
+/// How the floor is measured before the scenario (see `floor.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FloorPlan {
+    /// How long the reference pipeline runs (and its replay, if the scenario replays); 0 skips
+    /// the floor.
+    pub duration: Dur,
+    /// Left out of the rate (connections, first batches).
+    pub warmup: Dur,
+    /// Events published at most (bounds a fast machine's run and the floor's streams).
+    pub max_events: u64,
+}
+
+impl Default for FloorPlan {
+    fn default() -> Self {
+        FloorPlan {
+            duration: Dur::secs(6),
+            warmup: Dur::secs(1),
+            max_events: 1_000_000,
+        }
+    }
+}
+
+/// The idle window (see `idle.rs`): after the run, a fresh tgingest with the same accounts and
+/// nothing due, measured for `window` once every account runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdlePlan {
+    /// How long tgingest's CPU is measured with nothing offered; 0 = no idle window.
+    pub window: Dur,
+    /// How long the accounts may take to all run before the window starts.
+    pub start_timeout: Dur,
+}
+
+impl Default for IdlePlan {
+    fn default() -> Self {
+        IdlePlan {
+            window: Dur::secs(0),
+            start_timeout: Dur::secs(120),
+        }
+    }
+}
+
 /// Step mode: the per-account rate grows step by step until a step breaks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -384,6 +433,12 @@ impl Scenario {
             return Err(
                 "[replay] and step mode do not go together: step runs have no replay phase".into(),
             );
+        }
+        if !self.floor.duration.is_zero() && self.floor.warmup.0 >= self.floor.duration.0 {
+            return Err(format!(
+                "floor.warmup ({}) must be shorter than floor.duration ({})",
+                self.floor.warmup, self.floor.duration
+            ));
         }
         if self.step.factor <= 1.0 {
             return Err("step.factor must be above 1".into());

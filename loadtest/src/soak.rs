@@ -74,9 +74,15 @@ pub async fn run(
     // Phase 1: one node, cluster off.
     rig.start_node(SINGLE, false).await?;
     rig.import_accounts().await?;
+    let (dc, accounts) = (&rig.dc, &rig.layout.accounts);
     wait_listening(
-        &rig.dc,
-        &rig.layout.accounts,
+        accounts.len(),
+        async || {
+            Ok(accounts
+                .iter()
+                .filter(|me| dc.subscribed_connections(**me) > 0)
+                .count())
+        },
         Instant::now() + SETTLE,
         say,
         || Ok(()),

@@ -8,16 +8,18 @@ use anyhow::Context;
 use serde::Serialize;
 use tgingest::keys::MasterKey;
 use tgingest::nats_server::{NatsServer, ServerOptions, find_binary};
-use tgingest::switchboard::{FakeOptions, FakeStats, FakeSwitchboard, Faults};
+use tgingest::switchboard::FakeStats;
 
 use crate::analysis::{Bin, Delivery};
 use crate::ceiling::Ceiling;
+use crate::floor::{Floor, FloorRatio};
 use crate::monitor::Sample;
-use crate::procs::{NeighbourCpu, ProcSample};
+use crate::procs::{NeighbourCpu, Neighbours, ProcSample};
+use crate::remote_switchboard::RemoteSwitchboard;
 use crate::scenario::Scenario;
 
 /// What the fake Switchboard saw, besides the stored envelopes.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FakeCounts {
     pub stored: u64,
     pub duplicates_answered: u64,
@@ -61,7 +63,14 @@ pub struct Resources {
     /// The other processes over the same time, and their CPU per event stored.
     pub neighbours: NeighbourCpu,
     pub nats_server_us_per_event: f64,
-    pub loadtest_us_per_event: f64,
+    pub fake_switchboard_us_per_event: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fake_dc_us_per_event: Option<f64>,
+    /// The loadtest process itself (monitor and polling; the floor ran before this window).
+    pub driver_us_per_event: f64,
+    /// tgingest's CPU with nothing offered (`[idle]` scenarios), as a share of one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<crate::idle::IdleCpu>,
 }
 
 impl Resources {
@@ -87,8 +96,11 @@ impl Resources {
             first_sample_rss_bytes: samples.first().map_or(0, |s| s.rss_bytes),
             cpu_us_per_event: per_event(cpu_s),
             nats_server_us_per_event: per_event(neighbours.nats_server_cpu_s),
-            loadtest_us_per_event: per_event(neighbours.loadtest_cpu_s),
+            fake_switchboard_us_per_event: per_event(neighbours.fake_switchboard_cpu_s),
+            fake_dc_us_per_event: neighbours.fake_dc_cpu_s.map(per_event),
+            driver_us_per_event: per_event(neighbours.driver_cpu_s),
             neighbours,
+            idle: None,
         }
     }
 }
@@ -146,6 +158,7 @@ pub(crate) fn targets(
     d: &Delivery,
     res: &Resources,
     ratio: Option<&CeilingRatio>,
+    floor: Option<&FloorRatio>,
     accounts: u32,
 ) -> Vec<Target> {
     let mut out = vec![Target {
@@ -166,6 +179,29 @@ pub(crate) fn targets(
             } else {
                 Some(q.ratio_to_publish >= 0.25)
             },
+        });
+    }
+    if let Some(f) = floor {
+        let load_limited = ratio.is_some_and(|q| q.load_limited);
+        out.push(Target {
+            target: "throughput >= 0.8 x floor",
+            value: format!("{:.3}", f.ratio),
+            met: if load_limited && f.ratio < 0.8 {
+                None
+            } else {
+                Some(f.ratio >= 0.8)
+            },
+        });
+    }
+    if let Some(idle) = &res.idle {
+        out.push(Target {
+            target: "idle fleet <= 5 % of one core",
+            value: format!(
+                "{:.2} % of one core over {:.0} s with nothing offered",
+                idle.share_of_one_core * 100.0,
+                idle.window_s
+            ),
+            met: Some(idle.share_of_one_core <= 0.05),
         });
     }
     if accounts >= 10_000 {
@@ -194,6 +230,9 @@ pub struct RunReport {
     pub raw_message_bytes: usize,
     pub ceiling: Option<Ceiling>,
     pub ceiling_ratio: Option<CeilingRatio>,
+    /// The reference pipeline of this run (`floor.rs`), and tgingest's throughput against it.
+    pub floor: Option<Floor>,
+    pub floor_ratio: Option<FloorRatio>,
     pub delivery: Delivery,
     pub resources: Resources,
     pub switchboard: FakeCounts,
@@ -220,6 +259,8 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Reuse a ceiling measured earlier in the same invocation (step mode).
     pub ceiling: Option<Ceiling>,
+    /// Reuse a floor measured earlier in the same invocation (step mode).
+    pub floor: Option<Floor>,
     pub quiet: bool,
 }
 
@@ -278,18 +319,19 @@ pub(crate) fn tgingest_env(
 }
 
 /// What every run starts before tgingest: a temp dir with a master key, nats-server, and the
-/// fake Switchboard with the scenario's faults; plus the host facts the report records.
+/// fake Switchboard in its own process (faults are set by the caller, after the floor); plus the
+/// host facts the report records.
 pub(crate) struct Stage {
     pub host: Host,
     pub started_at: String,
     pub tmp: tempfile::TempDir,
     pub key: std::path::PathBuf,
     pub nats: NatsServer,
-    pub fake: FakeSwitchboard,
+    pub fake: RemoteSwitchboard,
 }
 
 impl Stage {
-    pub(crate) async fn start(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<Stage> {
+    pub(crate) async fn start(opts: &RunOptions) -> anyhow::Result<Stage> {
         let host = Host {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             loadavg_1m_at_start: loadavg(),
@@ -316,16 +358,9 @@ impl Stage {
             "loadtest",
         ))
         .context("start nats-server")?;
-        let fake = FakeSwitchboard::start(FakeOptions::default())
+        let fake = RemoteSwitchboard::start(&opts.out.join("fake-switchboard.log"))
             .await
             .context("start the fake Switchboard")?;
-        fake.set_faults(Faults {
-            latency: scn.switchboard.latency.into(),
-            tool_error_probability: scn.switchboard.tool_error_probability,
-            drop_probability: scn.switchboard.drop_probability,
-            drop_after_processing: scn.switchboard.drop_after_processing,
-            ..Faults::default()
-        });
         Ok(Stage {
             host,
             started_at,
@@ -334,6 +369,15 @@ impl Stage {
             nats,
             fake,
         })
+    }
+
+    /// The processes besides tgingest whose CPU the report shows.
+    pub(crate) fn neighbours(&self) -> Neighbours {
+        Neighbours {
+            nats: self.nats.pid(),
+            fake_switchboard: Some(self.fake.pid()),
+            fake_dc: None,
+        }
     }
 }
 
@@ -346,4 +390,78 @@ pub struct Setup {
     pub setup_cpu_s: f64,
     /// RSS when every account listened (before any driven message).
     pub rss_listening_bytes: u64,
+}
+
+/// What a run is measured against: the bus ceiling and the floor (both measured before tgingest
+/// starts, or reused from `opts` in step mode).
+pub(crate) struct Yardsticks {
+    pub ceiling: Option<Ceiling>,
+    pub floor: Option<Floor>,
+}
+
+/// Measures the ceiling and the floor on `stage` (unless `opts` has them or the scenario skips
+/// them), then sets the scenario's faults on the fake. The floor runs against the scenario's
+/// latency but none of its faults: it is the error-free path.
+pub(crate) async fn yardsticks(
+    scn: &Scenario,
+    opts: &RunOptions,
+    stage: &Stage,
+    config: &tgingest::config::Config,
+    pool: &[tgingest::event::Event],
+    raw_bytes: usize,
+    say: &dyn Fn(String),
+) -> anyhow::Result<Yardsticks> {
+    let url = stage.nats.url();
+    let ceiling = match (&opts.ceiling, scn.ceiling.messages) {
+        (Some(c), _) => Some(c.clone()),
+        (None, 0) => None,
+        (None, n) => {
+            say(format!("measuring the bus ceiling with {n} messages"));
+            let c = crate::ceiling::measure(&url, n, raw_bytes, scn.ceiling.inflight).await?;
+            say(format!(
+                "ceiling: publish {:.0}/s, consume {:.0}/s",
+                c.publish_per_s, c.consume_per_s
+            ));
+            Some(c)
+        }
+    };
+    let latency_only = crate::scenario::SwitchboardLoad {
+        latency: scn.switchboard.latency,
+        ..Default::default()
+    };
+    let floor = match &opts.floor {
+        Some(f) => Some(f.clone()),
+        None if scn.floor.duration.is_zero() => None,
+        None => {
+            stage.fake.set_faults(&latency_only).await?;
+            say(format!(
+                "measuring the floor for {}{}",
+                scn.floor.duration,
+                if scn.replay.enabled {
+                    " (and the replay floor)"
+                } else {
+                    ""
+                }
+            ));
+            let target = crate::floor::Target {
+                nats_url: &url,
+                config,
+                accounts: scn.simulator.accounts.max(1),
+                fake: &stage.fake,
+                pids: stage.neighbours(),
+            };
+            let f = crate::floor::measure(&target, pool, &scn.floor, scn.replay.enabled).await?;
+            say(format!(
+                "floor: {:.0} events/s{}",
+                f.live.events_per_s,
+                f.replay
+                    .as_ref()
+                    .map(|r| format!(", replay floor {:.0} events/s", r.events_per_s))
+                    .unwrap_or_default()
+            ));
+            Some(f)
+        }
+    };
+    stage.fake.set_faults(&scn.switchboard).await?;
+    Ok(Yardsticks { ceiling, floor })
 }

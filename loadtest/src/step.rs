@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::ceiling::Ceiling;
+use crate::floor::Floor;
 use crate::run::run_once;
 use crate::scenario::Scenario;
 use crate::stage::{RunOptions, RunReport};
@@ -37,11 +38,15 @@ pub struct StepReport {
     pub scenario: String,
     pub accounts: u32,
     pub ceiling: Option<Ceiling>,
+    /// The floor, measured before the first step and reused by the others.
+    pub floor: Option<Floor>,
     pub steps: Vec<Step>,
     /// Per-account rate of the last step that held (None: even the first broke).
     pub highest_sustainable_rate_per_account: Option<f64>,
     /// Its delivered events per second.
     pub highest_sustainable_throughput_per_s: Option<f64>,
+    /// Highest sustainable throughput / the floor.
+    pub ratio_to_floor: Option<f64>,
     pub ratio_to_publish_ceiling: Option<f64>,
     pub ratio_to_consume_ceiling: Option<f64>,
     /// The run at half the highest sustainable rate.
@@ -124,6 +129,7 @@ pub async fn run_steps(
         base.simulator.rate
     };
     let mut ceiling: Option<Ceiling> = None;
+    let mut floor: Option<Floor> = None;
     let mut steps: Vec<Step> = Vec::new();
     let mut best: Option<(f64, f64)> = None;
     for i in 1..=plan.max_steps {
@@ -133,6 +139,7 @@ pub async fn run_steps(
             tgingest: tgingest.to_path_buf(),
             out: dir.clone(),
             ceiling: ceiling.clone(),
+            floor: floor.clone(),
             quiet,
         };
         eprintln!(
@@ -142,6 +149,7 @@ pub async fn run_steps(
         let report = run_once(&scn, &opts).await?;
         crate::report::write(&dir, &report)?;
         ceiling = ceiling.or(report.ceiling.clone());
+        floor = floor.or(report.floor.clone());
         let step = judge(base, &report, &dir);
         eprintln!(
             "[step {i}] throughput {:.0}/s of {:.0}/s offered, p99 {:.1} ms, source lag p99 {:.0} ms: {}",
@@ -176,6 +184,7 @@ pub async fn run_steps(
                     tgingest: tgingest.to_path_buf(),
                     out: dir.clone(),
                     ceiling: ceiling.clone(),
+                    floor: floor.clone(),
                     quiet,
                 },
             )
@@ -190,11 +199,19 @@ pub async fn run_steps(
             .map(|((_, t), c)| t / f(c).max(1e-9))
     };
     let ratio_publish = ratio(|c| c.publish_per_s);
+    let ratio_to_floor = best
+        .zip(floor.as_ref())
+        .map(|((_, t), f)| t / f.live.events_per_s.max(1e-9));
     let mut targets = vec![crate::stage::Target {
+        target: "highest sustainable throughput >= 0.8 x floor",
+        value: ratio_to_floor.map_or("no step held or no floor".into(), |r| format!("{r:.3}")),
+        met: ratio_to_floor.map(|r| r >= 0.8),
+    }];
+    targets.push(crate::stage::Target {
         target: "throughput >= 0.25 x raw publish ceiling (highest sustainable rate)",
         value: ratio_publish.map_or("no step held".into(), |r| format!("{r:.4}")),
         met: Some(ratio_publish.is_some_and(|r| r >= 0.25)),
-    }];
+    });
     if let Some(h) = &half_rate {
         targets.push(crate::stage::Target {
             target: "p99 <= 50 ms at half the highest sustainable rate",
@@ -209,9 +226,11 @@ pub async fn run_steps(
         targets,
         scenario: base.name.clone(),
         accounts: base.simulator.accounts,
+        ratio_to_floor,
         ratio_to_publish_ceiling: ratio_publish,
         ratio_to_consume_ceiling: ratio(|c| c.consume_per_s),
         ceiling,
+        floor,
         steps,
         highest_sustainable_rate_per_account: best.map(|b| b.0),
         highest_sustainable_throughput_per_s: best.map(|b| b.1),

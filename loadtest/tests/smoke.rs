@@ -45,6 +45,45 @@ fn smoke_scenario_loses_nothing_and_stores_nothing_twice() {
     println!("{stdout}");
 }
 
+/// The smoke run measures the floor before tgingest starts and reports tgingest's rate against
+/// it (report.json, the summary, report.svg's title), and the fake Switchboard runs in a process
+/// of its own whose CPU is reported apart from the driver's.
+#[test]
+fn smoke_report_gives_the_floor_and_the_cpu_of_each_process() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let (report, stdout) = run_ok(&scenario, out.path());
+    let floor = &report["floor"];
+    assert!(
+        floor["live"]["events_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{floor}"
+    );
+    assert_eq!(floor["live"]["not_accepted"], 0, "{floor}");
+    assert!(
+        floor["settings"]["max_inflight"].as_u64().unwrap_or(0) >= 1,
+        "{floor}"
+    );
+    let ratio = report["floor_ratio"]["ratio"].as_f64().unwrap_or(0.0);
+    assert!(ratio > 0.0, "{}", report["floor_ratio"]);
+    assert!(stdout.contains("x floor"), "{stdout}");
+    let svg = std::fs::read_to_string(out.path().join("report.svg")).expect("report.svg");
+    assert!(
+        svg.contains("x floor"),
+        "the SVG title names the floor ratio"
+    );
+    let cpu = &report["resources"]["neighbours"];
+    assert!(
+        cpu["fake_switchboard_cpu_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{cpu}"
+    );
+    assert!(cpu["driver_cpu_s"].as_f64().is_some(), "{cpu}");
+    // The floor's events are gone from the fake before tgingest starts: it stored tgingest's only.
+    assert_eq!(
+        report["switchboard"]["stored"],
+        report["delivery"]["expected"]
+    );
+}
+
 #[test]
 fn a_recorded_capture_source_says_what_is_missing() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -104,6 +143,16 @@ messages = 0
     assert_eq!(r["duplicates_stored"], 0, "{r}");
     assert_eq!(r["unexpected"], 0, "{r}");
     assert!(r["throughput_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    // The replay floor ran after the live floor, and the replay is reported against it.
+    let replay_floor = &report["floor"]["replay"];
+    assert!(
+        replay_floor["events_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{replay_floor}"
+    );
+    assert!(
+        r["floor_ratio"]["ratio"].as_f64().unwrap_or(0.0) > 0.0,
+        "{r}"
+    );
     println!("{stdout}");
 }
 
@@ -137,6 +186,9 @@ messages = 0
     assert_eq!(d["duplicates_stored"], 0, "{d}");
     assert_eq!(d["unexpected"], 0, "{d}");
     assert!(report["setup"]["setup_s"].as_f64().is_some(), "{report}");
+    // The fake DC ran in a process of its own, its CPU reported apart.
+    let cpu = &report["resources"]["neighbours"];
+    assert!(cpu["fake_dc_cpu_s"].as_f64().unwrap_or(0.0) > 0.0, "{cpu}");
     println!("{stdout}");
 }
 
