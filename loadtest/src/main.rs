@@ -92,11 +92,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // On Ctrl-C the run future is dropped, so its guards stop tgingest and nats-server.
+    // On Ctrl-C the run future is dropped, so its guards stop tgingest, nats-server and the fakes.
     let result = runtime.block_on(async {
         tokio::select! {
             r = run(scenario, out, step, tgingest, quiet) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; stopped tgingest and nats-server")),
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; stopped tgingest, nats-server and the fakes")),
         }
     });
     match result {
