@@ -31,8 +31,7 @@ use crate::procs::{NeighbourClock, Tgingest};
 use crate::remote_dc::RemoteDc;
 use crate::scenario::Scenario;
 use crate::stage::{
-    CeilingRatio, Resources, RunOptions, RunReport, Setup, Stage, Yardsticks, targets,
-    tgingest_env, yardsticks,
+    CeilingRatio, Resources, RunOptions, RunReport, Setup, Stage, Yardsticks, targets, yardsticks,
 };
 use crate::truth::{Origin, Truth};
 
@@ -66,17 +65,8 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     let admin = free_addr()?;
     let mut no_sim = scn.clone();
     no_sim.simulator.accounts = 0;
-    let mut env = tgingest_env(
-        &no_sim,
-        1,
-        &stage.nats.url(),
-        stage.fake.mcp_url(),
-        &stage.tmp.path().join("data"),
-        &stage.key,
-    )?;
-    env.retain(|(k, _)| k != "TGINGEST_ADMIN_LISTEN");
+    let mut env = stage.env(&no_sim, 1, Some(&admin))?;
     env.extend([
-        ("TGINGEST_ADMIN_LISTEN".to_string(), admin.clone()),
         ("TGINGEST_TELEGRAM_API_ID".to_string(), "1".to_string()),
         (
             "TGINGEST_TELEGRAM_BACKFILL_WINDOW_H".to_string(),
@@ -106,14 +96,8 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         &say,
     )
     .await?;
-    let Stage {
-        host,
-        started_at,
-        tmp,
-        mut nats,
-        fake,
-        ..
-    } = stage;
+    let pids = stage.neighbours();
+    let (host, started_at, tmp, mut nats, fake) = stage.into_parts();
 
     // Set-up (not measured): start, import and consent every account, wait until all listen.
     let setup_started = Instant::now();
@@ -139,9 +123,8 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     tokio::time::sleep(Duration::from_secs(1)).await;
     let at_listen = crate::procs::proc_sample(proc.pid()).unwrap_or_default();
     let neighbour_clock = NeighbourClock::start(crate::procs::Neighbours {
-        nats: nats.pid(),
-        fake_switchboard: Some(fake.pid()),
         fake_dc: Some(dc.pid()),
+        ..pids
     });
     let setup = Setup {
         setup_s: setup_started.elapsed().as_secs_f64(),

@@ -59,7 +59,9 @@ pub struct Settings {
     /// PubAcks awaited at once by the publisher: tgingest's account actors each keep
     /// `tgingest::pipeline::ACCOUNT_WINDOW` in flight, and all of them share one JetStream
     /// context whose `max_ack_inflight` is `nats.max_ack_inflight` (`config.rs`, applied in
-    /// `bus.rs`): the smaller of accounts x window and that.
+    /// `bus.rs`) with the filter stage's publishes: the smaller of accounts x window and
+    /// `max_ack_inflight` less one raw → clean batch. (An un-awaited PubAck holds its slot, so a
+    /// publisher that could take every slot would starve the raw → clean loop for good.)
     pub publish_window: usize,
     /// Messages the raw → clean loop pulls at once: `tgingest::pipeline::DEDUPE_BATCH` (the
     /// dedupe stage's fetch, `pipeline/clean.rs`, with `expires` 500 ms as there).
@@ -193,11 +195,14 @@ pub async fn measure(
         .await
         .context("connect to nats-server for the floor")?;
     let client = McpClient::new(&config.switchboard).context("the floor's MCP client")?;
-    let publish_window = (target.accounts.max(1) as usize)
-        .saturating_mul(tgingest::pipeline::ACCOUNT_WINDOW)
-        .min(config.nats.max_ack_inflight.max(1) as usize);
-    let max_inflight = config.switchboard.max_inflight.max(1) as usize;
     let dedupe_batch = tgingest::pipeline::DEDUPE_BATCH;
+    let shared = config.nats.max_ack_inflight as usize;
+    let Some(publish_window) = publish_window(target.accounts, shared, dedupe_batch) else {
+        bail!(
+            "nats.max_ack_inflight ({shared}) leaves the floor's publisher no room beside a raw → clean batch of {dedupe_batch}"
+        );
+    };
+    let max_inflight = config.switchboard.max_inflight.max(1) as usize;
     let settings = Settings {
         publish_window,
         dedupe_batch,
@@ -219,6 +224,19 @@ pub async fn measure(
         live,
         replay,
     })
+}
+
+/// The publisher's PubAck window: accounts x `ACCOUNT_WINDOW`, at most what one raw → clean
+/// batch leaves of the context's `max_ack_inflight` (`None` if it leaves nothing). An
+/// un-awaited PubAck holds its slot, so with more the publisher could hold every slot while the
+/// raw → clean loop waits for one, and neither would move again.
+fn publish_window(accounts: u32, max_ack_inflight: usize, batch: usize) -> Option<usize> {
+    let room = max_ack_inflight.checked_sub(batch).filter(|r| *r > 0)?;
+    Some(
+        (accounts.max(1) as usize)
+            .saturating_mul(tgingest::pipeline::ACCOUNT_WINDOW)
+            .min(room),
+    )
 }
 
 async fn drop_streams(bus: &Bus) {
@@ -314,6 +332,9 @@ async fn watch(
     let started = Instant::now();
     let (duration, warmup) = (plan.duration.0, plan.warmup.0);
     let mut mark: Option<(Instant, u64, NeighbourClock)> = None;
+    // The rate's window ends at the last progress: a floor that ran out of events (the replay
+    // floor reads a bounded stream) is not charged for the time it had nothing to do.
+    let (mut last_done, mut last_progress) = (0, started);
     loop {
         tokio::time::sleep(POLL).await;
         if let Some(ended) = loops.try_join_next() {
@@ -324,21 +345,25 @@ async fn watch(
             }
         }
         let done = counters.done.load(Ordering::Relaxed);
+        if done > last_done {
+            (last_done, last_progress) = (done, Instant::now());
+        }
         if mark.is_none() && started.elapsed() >= warmup {
             mark = Some((Instant::now(), done, NeighbourClock::start(pids)));
         }
-        if started.elapsed() >= duration || done >= total {
+        let settled = done + counters.not_accepted.load(Ordering::Relaxed);
+        if started.elapsed() >= duration || settled >= total {
             break;
         }
     }
-    let done = counters.done.load(Ordering::Relaxed);
+    let done = last_done;
     // A floor that ran out of events before the warm-up ended is measured from its start.
     let (t0, d0, cpu) = match mark {
         Some((t, d, clock)) if done > d => (t, d, clock.elapsed()),
         _ => (started, 0, NeighbourCpu::default()),
     };
     let events = done - d0;
-    let window_s = t0.elapsed().as_secs_f64();
+    let window_s = last_progress.saturating_duration_since(t0).as_secs_f64();
     let per_event = |s: f64| s * 1e6 / events.max(1) as f64;
     Ok(FloorRate {
         events_per_s: events as f64 / window_s.max(1e-3),
@@ -360,9 +385,21 @@ async fn publish(
     window: usize,
     credits: Arc<Semaphore>,
 ) -> anyhow::Result<()> {
-    let mut acks = VecDeque::with_capacity(window);
+    let mut acks: VecDeque<jetstream::context::PublishAckFuture> = VecDeque::with_capacity(window);
     for i in 0..max {
-        credits.acquire().await?.forget();
+        // Waiting for credit, the PubAcks in the window are taken first: an un-awaited PubAck
+        // holds one of the JetStream context's `max_ack_inflight` slots, which the raw → clean
+        // loop shares (as tgingest's account actors take their PubAcks while they wait).
+        let credit = match credits.try_acquire() {
+            Ok(credit) => credit,
+            Err(_) => {
+                while let Some(ack) = acks.pop_front() {
+                    ack.await.context("floor PubAck (raw)")?;
+                }
+                credits.acquire().await?
+            }
+        };
+        credit.forget();
         let event = nth_event(&pool, i);
         let payload: bytes::Bytes = tgingest::codec::encode(&event)?.into();
         let subject = format!(
@@ -538,4 +575,22 @@ async fn call(
         counters.not_accepted.fetch_add(1, Ordering::Relaxed);
     }
     accepted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_publish_window_always_leaves_a_raw_to_clean_batch_its_slots() {
+        // 50 accounts want 25,600 in flight; the shared 4,096 less a batch of 512 is the most.
+        assert_eq!(publish_window(50, 4096, 512), Some(3584));
+        // Few accounts: their own windows, which leave room anyway.
+        assert_eq!(publish_window(2, 4096, 512), Some(1024));
+        for accounts in [1, 7, 8, 9, 50, 10_000] {
+            let w = publish_window(accounts, 4096, 512).expect("room");
+            assert!(w + 512 <= 4096, "{accounts} accounts: window {w}");
+        }
+        assert_eq!(publish_window(50, 512, 512), None);
+    }
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::admin::{call_as, free_addr, node_token, wait_up};
 use crate::procs::{Tgingest, proc_sample};
 use crate::scenario::Scenario;
-use crate::stage::{RunOptions, Stage, tgingest_env};
+use crate::stage::{RunOptions, Stage};
 
 /// The tick interval of the idle accounts, seconds (rate = 1 / this).
 pub const IDLE_INTERVAL_S: f64 = 1e6;
@@ -59,20 +59,10 @@ pub async fn measure(
     let mut quiet = scn.clone();
     quiet.simulator.rate = 1.0 / IDLE_INTERVAL_S;
     let admin = free_addr()?;
-    let mut env = tgingest_env(
-        &quiet,
-        1,
-        &stage.nats.url(),
-        stage.fake.mcp_url(),
-        &stage.tmp.path().join("data"),
-        &stage.key,
-    )?;
-    env.retain(|(k, _)| k != "TGINGEST_ADMIN_LISTEN");
-    env.push(("TGINGEST_ADMIN_LISTEN".into(), admin.clone()));
+    let env = stage.env(&quiet, 1, Some(&admin))?;
     let config = tgingest::config::load(None, env.clone())
         .context("tgingest config from env")?
         .config;
-    let token = node_token(&config)?;
     let accounts = scn.simulator.accounts;
     let started = Instant::now();
     let mut proc = Tgingest::start(&opts.tgingest, &env, &out.join("tgingest.log"))?;
@@ -81,6 +71,8 @@ pub async fn measure(
         proc.pid()
     ));
     wait_up(&admin, &mut proc).await?;
+    // The token tgingest generated into its data dir at start.
+    let token = node_token(&config)?;
     let timeout: Duration = scn.idle.start_timeout.into();
     loop {
         proc.check_alive()?;

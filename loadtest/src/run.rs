@@ -13,8 +13,7 @@ use crate::monitor::Monitor;
 use crate::procs::{NeighbourClock, Tgingest};
 use crate::scenario::Scenario;
 use crate::stage::{
-    CeilingRatio, Resources, RunOptions, RunReport, Stage, Target, Yardsticks, targets,
-    tgingest_env, yardsticks,
+    CeilingRatio, Resources, RunOptions, RunReport, Stage, Target, Yardsticks, targets, yardsticks,
 };
 use crate::truth::Truth;
 
@@ -34,23 +33,12 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
 
     let rate = scn.simulator.rate;
     let messages = scn.messages_per_account(rate);
-    let mut env = tgingest_env(
-        scn,
-        messages,
-        &stage.nats.url(),
-        stage.fake.mcp_url(),
-        &stage.tmp.path().join("data"),
-        &stage.key,
-    )?;
     // The replay phase talks to tgingest's admin API.
-    let admin = if scn.replay.enabled {
-        let addr = crate::admin::free_addr()?;
-        env.retain(|(k, _)| k != "TGINGEST_ADMIN_LISTEN");
-        env.push(("TGINGEST_ADMIN_LISTEN".into(), addr.clone()));
-        Some(addr)
-    } else {
-        None
+    let admin = match scn.replay.enabled {
+        true => Some(crate::admin::free_addr()?),
+        false => None,
     };
+    let env = stage.env(scn, messages, admin.as_deref())?;
     // The same loader tgingest uses, on the same variables: the same world and the same policy.
     let loaded = tgingest::config::load(None, env.clone()).context("tgingest config from env")?;
     let config = loaded.config;
@@ -79,19 +67,8 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         &say,
     )
     .await?;
-    let Stage {
-        host,
-        started_at,
-        tmp,
-        mut nats,
-        fake,
-        ..
-    } = stage;
-    let pids = crate::procs::Neighbours {
-        nats: nats.pid(),
-        fake_switchboard: Some(fake.pid()),
-        fake_dc: None,
-    };
+    let pids = stage.neighbours();
+    let (host, started_at, tmp, mut nats, fake) = stage.into_parts();
 
     let t0 = Instant::now();
     let t0_us = jiff::Timestamp::now().as_microsecond();

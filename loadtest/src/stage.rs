@@ -105,6 +105,13 @@ impl Resources {
     }
 }
 
+/// Whether the throughput is limited by the offered load, not by tgingest: the source kept its
+/// schedule and nearly all of it arrived (a ratio to the floor or the ceiling then only says
+/// how much headroom is left).
+pub(crate) fn load_limited(d: &Delivery) -> bool {
+    d.source_lag_ms.p99 < 1000.0 && d.throughput_per_s >= 0.9 * d.offered_per_s
+}
+
 /// Ratios of the pipeline's throughput to the bus ceiling.
 #[derive(Debug, Clone, Serialize)]
 pub struct CeilingRatio {
@@ -128,8 +135,7 @@ impl CeilingRatio {
             consume_ceiling_per_s: c.consume_per_s,
             ratio_to_publish: d.throughput_per_s / c.publish_per_s.max(1e-9),
             ratio_to_consume: d.throughput_per_s / c.consume_per_s.max(1e-9),
-            load_limited: d.source_lag_ms.p99 < 1000.0
-                && d.throughput_per_s >= 0.9 * d.offered_per_s,
+            load_limited: load_limited(d),
         }
     }
 }
@@ -182,11 +188,10 @@ pub(crate) fn targets(
         });
     }
     if let Some(f) = floor {
-        let load_limited = ratio.is_some_and(|q| q.load_limited);
         out.push(Target {
             target: "throughput >= 0.8 x floor",
             value: format!("{:.3}", f.ratio),
-            met: if load_limited && f.ratio < 0.8 {
+            met: if load_limited(d) && f.ratio < 0.8 {
                 None
             } else {
                 Some(f.ratio >= 0.8)
@@ -369,6 +374,43 @@ impl Stage {
             nats,
             fake,
         })
+    }
+
+    /// The environment of a tgingest on this stage (`tgingest_env`), with its admin API on
+    /// `admin` when given.
+    pub(crate) fn env(
+        &self,
+        scn: &Scenario,
+        messages: u64,
+        admin: Option<&str>,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let mut env = tgingest_env(
+            scn,
+            messages,
+            &self.nats.url(),
+            self.fake.mcp_url(),
+            &self.tmp.path().join("data"),
+            &self.key,
+        )?;
+        if let Some(addr) = admin {
+            env.retain(|(k, _)| k != "TGINGEST_ADMIN_LISTEN");
+            env.push(("TGINGEST_ADMIN_LISTEN".into(), addr.to_string()));
+        }
+        Ok(env)
+    }
+
+    /// Its parts, once the floor has been measured: the host facts, when it started, the temp
+    /// dir, nats-server and the fake.
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        Host,
+        String,
+        tempfile::TempDir,
+        NatsServer,
+        RemoteSwitchboard,
+    ) {
+        (self.host, self.started_at, self.tmp, self.nats, self.fake)
     }
 
     /// The processes besides tgingest whose CPU the report shows.

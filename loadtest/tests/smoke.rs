@@ -129,6 +129,9 @@ enabled = true
 timeout = "60s"
 [ceiling]
 messages = 0
+[floor]
+duration = "2s"
+warmup = "500ms"
 "#,
     )
     .expect("scenario");
@@ -175,6 +178,8 @@ accounts = 5
 rate = 2.0
 [ceiling]
 messages = 0
+[floor]
+duration = "0s"
 "#,
     )
     .expect("scenario");
