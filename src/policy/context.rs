@@ -364,6 +364,7 @@ pub(crate) const ID: &[Lang] = &[
             "customer",
             "rcs",
             "sn",
+            "nuban",
         ],
     ),
     (
@@ -397,6 +398,7 @@ pub(crate) const ID: &[Lang] = &[
             "дело",
             "дела",
             "серийный",
+            "накладн",
         ],
     ),
     (
@@ -420,6 +422,7 @@ pub(crate) const ID: &[Lang] = &[
             "справа",
             "серійний",
             "версія",
+            "накладн",
         ],
     ),
     (
@@ -470,6 +473,7 @@ pub(crate) const ID: &[Lang] = &[
             "قضية",
             "باركود",
             "الباركود",
+            "بوليصة",
         ],
     ),
     (
@@ -536,6 +540,9 @@ pub(crate) const ID: &[Lang] = &[
             "rfc",
             "curp",
             "expediente",
+            "contrato",
+            "cuit",
+            "cuil",
         ],
     ),
     (
@@ -561,6 +568,7 @@ pub(crate) const ID: &[Lang] = &[
             "rg",
             "renavam",
             "processo",
+            "contrato",
         ],
     ),
     (
@@ -612,6 +620,9 @@ pub(crate) const ID: &[Lang] = &[
             "sécurité sociale",
             "client",
             "rcs",
+            "numéro de sécu",
+            "sécurité sociale",
+            "contrat",
         ],
     ),
     (
@@ -634,6 +645,8 @@ pub(crate) const ID: &[Lang] = &[
             "patente",
             "cliente",
             "matricola",
+            "protocollo",
+            "contratto",
         ],
     ),
     (
@@ -686,6 +699,8 @@ pub(crate) const ID: &[Lang] = &[
             "免許",
             "チケット",
             "切符",
+            "契約番号",
+            "口座番号",
         ],
     ),
     (
@@ -1155,6 +1170,7 @@ pub(crate) const CODE: &[Lang] = &[
             "كلمة المرور",
             "رمز الدخول",
             "لتأكيد",
+            "الرقم السري المؤقت",
         ],
     ),
     (
@@ -1180,6 +1196,7 @@ pub(crate) const CODE: &[Lang] = &[
             "登入码",
             "认证码",
             "認證碼",
+            "yanzhengma",
         ],
     ),
     (
@@ -1493,6 +1510,7 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "portal",
             "puerta",
             "portero",
+            "área",
         ],
     ),
     (
@@ -1509,6 +1527,7 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "artigo",
             "portão",
             "portaria",
+            "área",
         ],
     ),
     (
@@ -1612,6 +1631,7 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
             "секретный ключ",
             "хеш",
             "хэш",
+            "parol",
         ],
     ),
     ("uk", &["пароль", "токен", "ключ", "секрет", "хеш"]),
@@ -1635,7 +1655,17 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
     ),
     (
         "zh",
-        &["密码", "密碼", "密钥", "密鑰", "秘钥", "令牌", "口令"],
+        &[
+            "密码",
+            "密碼",
+            "密钥",
+            "密鑰",
+            "秘钥",
+            "令牌",
+            "口令",
+            "授权码",
+            "授權碼",
+        ],
     ),
     (
         "es",

@@ -788,4 +788,31 @@ mod tests {
             std::slice::from_ref(&hex)
         );
     }
+
+    #[test]
+    fn an_id_word_far_back_in_the_sentence_leaves_a_valid_international_number_a_phone() {
+        let text = "Order update: delivery agent Suresh +91 9812 345 670 will reach by 7pm";
+        assert_eq!(found(find_phones, text), ["+91 9812 345 670"]);
+        assert!(found(find_phones, "order +91 9812 345 670").is_empty());
+    }
+
+    #[test]
+    fn robot_secrets_and_a_password_with_no_user_name_are_found() {
+        let sign = format!("SEC{}", "d3".repeat(32));
+        assert_eq!(
+            found(find_api_tokens, &format!("加签 {sign}")),
+            [sign.as_str()]
+        );
+        let hook =
+            "https://open.feishu.cn/open-apis/bot/v2/hook/a2133ab7-ea64-4a75-93e2-cf282bffc62a";
+        assert_eq!(found(find_api_tokens, hook).len(), 1);
+        let redis = found(
+            find_api_tokens,
+            "REDIS_URL=redis://:Zk9xQ2vL7wRp@10.0.0.9:6379",
+        );
+        assert!(
+            redis.iter().any(|f| f.contains("Zk9xQ2vL7wRp")),
+            "{redis:?}"
+        );
+    }
 }

@@ -89,6 +89,30 @@ const SIXTH: Corpus = Corpus {
     floors: &[("api_token", 0.96, 0.99), ("login_code", 0.965, 1.0)],
 };
 
+/// The seventh corpus (1,770 cases), first scored whole on 2026-12-07, then split by a hash of
+/// each case's id: the tuning half was tuned on, the frozen half scored only at the end. What
+/// the tuning half still misses: codes whose code word is in another sentence, passwords given
+/// a clause after their key word or after a login (`admin / Tq9!…`), short secrets (10–12
+/// characters) after their key word, secrets separated from `client_secret` by a space; and
+/// where its labels differ (a Razorpay `key_id` is public here, a pickup code a login code).
+const SEVENTH_TUNING: Corpus = Corpus {
+    file: "seventh-tuning.jsonl",
+    floors: &[("api_token", 0.94, 0.97), ("login_code", 0.96, 0.93)],
+};
+
+/// The seventh corpus's frozen half (see [`SEVENTH_TUNING`]): tuning on the other half moved
+/// it from api_token recall 0.851 to 0.856 and phone precision 0.960 to 0.966, nothing else.
+const SEVENTH_FROZEN: Corpus = Corpus {
+    file: "seventh-frozen.jsonl",
+    floors: &[
+        ("api_token", 0.85, 0.97),
+        ("email", 1.0, 0.975),
+        ("login_code", 0.935, 0.94),
+        ("payment_card", 0.96, 1.0),
+        ("phone", 0.98, 0.965),
+    ],
+};
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Case {
@@ -317,4 +341,14 @@ fn every_detector_holds_its_floor_on_the_fifth_corpus() {
 #[test]
 fn every_detector_holds_its_floor_on_the_sixth_corpus() {
     hold(&SIXTH);
+}
+
+#[test]
+fn every_detector_holds_its_floor_on_the_tuning_half_of_the_seventh_corpus() {
+    hold(&SEVENTH_TUNING);
+}
+
+#[test]
+fn every_detector_holds_its_floor_on_the_frozen_half_of_the_seventh_corpus() {
+    hold(&SEVENTH_FROZEN);
 }

@@ -423,6 +423,10 @@ fn written_nationally(id: Id, digits: &str, n: &phonenumber::PhoneNumber) -> boo
     })
 }
 
+/// How close (characters) an id word must stand to a valid international number to make it
+/// an id.
+const ID_NEAR: usize = 24;
+
 fn check_international(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let r = caps.get(0)?.range();
     let n = digit_count(&text[r.clone()]);
@@ -431,7 +435,12 @@ fn check_international(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<
     }
     match context(text, &r) {
         Said::Phone => Some(r),
-        Said::Id => None,
+        // An id word far back in the sentence does not make a valid international number an
+        // id (`Order update: delivery agent Suresh +91 9812 345 670`); one right before does.
+        Said::Id => {
+            let (_, near) = before_in_sentence(text, r.start, ID_NEAR);
+            (!ID_WORDS.any(&near) && valid_international(&text[r.clone()])).then_some(r)
+        }
         Said::Nothing => {
             // Valid by the metadata, or at least written like a phone number (three or more
             // groups, or a bracketed area code): fictional 555 numbers are still numbers.

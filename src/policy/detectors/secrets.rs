@@ -82,6 +82,8 @@ const SHAPES: &[&str] = &[
     r"CCIPAT_[A-Za-z0-9]{22}_[a-f0-9]{40}",
     r"pat-(?:na|eu|ap)[0-9]-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
     r"SCW[A-Z0-9]{17}",
+    // DingTalk robots' signing secret.
+    r"SEC[0-9a-f]{64}",
 ];
 
 /// Webhook URLs whose path is the credential: whoever has one can post (or read) as the
@@ -95,6 +97,8 @@ const WEBHOOKS: &[&str] = &[
     // Make (Integromat) and WeCom (企业微信) group robots.
     r"hook\.[a-z]{2}[0-9]\.make\.com/[a-z0-9]{32}",
     r"qyapi\.weixin\.qq\.com/cgi-bin/webhook/send\?key=[0-9a-f\-]{36}",
+    // Feishu / Lark custom bots.
+    r"open\.(?:feishu\.cn|larksuite\.com)/open-apis/bot/v2/hook/[0-9a-f\-]{36}",
     // Mattermost (and Rocket.Chat-style) incoming hooks: /hooks/<26 lower-case characters>.
     r"[a-z0-9.\-]+/hooks/[a-z0-9]{26}",
 ];
@@ -329,7 +333,7 @@ pub(super) fn rules() -> Vec<Rule> {
         ),
         rule(
             k,
-            r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]{1,64}:(?P<value>[^\s@/]{4,128})@[A-Za-z0-9.\-]+",
+            r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]{0,64}:(?P<value>[^\s@/]{4,128})@[A-Za-z0-9.\-]+",
             one!(check_url_password),
         ),
         rule(
