@@ -7,6 +7,10 @@
 //! in `TG_CHECKPOINTS` (which any node can read), a flushed checkpoint in this node's event log
 //! (the audit of what it did), then `Gateway::commit` — only past updates whose every event has
 //! a PubAck (invariant 1). A publish that fails is sent again; the Msg-Id makes that idempotent.
+//! Each step waits for a PubAck, an update or the checkpoint timer; with no PubAck outstanding
+//! and nothing to checkpoint the actor parks instead (no timer, its mailbox free) and the reader
+//! wakes it when it hands over the next update ([`super::handoff`]), so an idle account costs
+//! no wake-ups.
 //!
 //! The `TG_CHECKPOINTS` record is written only by the account's owner
 //! ([`crate::cluster::checkpoints`]): at start the actor claims it with its epoch and resumes from
@@ -48,6 +52,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::PipelineStats;
+use super::handoff;
 use super::stats::LifecycleGuard;
 use crate::accounts::Lifecycle;
 use crate::bus::{Bus, raw_subject};
@@ -205,7 +210,8 @@ pub struct AccountState {
     /// A gateway kept between `Start` attempts (a flood wait refused `connect` or `catch_up`),
     /// and whether it is connected.
     idle_gateway: Option<(Box<dyn Gateway>, bool)>,
-    updates: Option<mpsc::Receiver<SourceItem>>,
+    /// From the reader; the actor parks on it when it has nothing to wait for.
+    updates: Option<handoff::Receiver<SourceItem>>,
     commits: Option<mpsc::UnboundedSender<Cursor>>,
     /// Lets the reader read again after a flood wait.
     resume: Option<mpsc::UnboundedSender<()>>,
@@ -659,7 +665,7 @@ fn is_wait(e: &GatewayError) -> bool {
 /// the source, it only applies commits until the actor goes.
 async fn read_source(
     mut gateway: Box<dyn Gateway>,
-    updates: mpsc::Sender<SourceItem>,
+    updates: handoff::Sender<SourceItem>,
     mut commits: mpsc::UnboundedReceiver<Cursor>,
     mut resume: mpsc::UnboundedReceiver<()>,
 ) {
@@ -710,7 +716,7 @@ async fn read_source(
 /// is gone.
 async fn wait_for_resume(
     error: GatewayError,
-    updates: &mpsc::Sender<SourceItem>,
+    updates: &handoff::Sender<SourceItem>,
     commits: &mut mpsc::UnboundedReceiver<Cursor>,
     resume: &mut mpsc::UnboundedReceiver<()>,
     latest: &mut Option<Cursor>,
@@ -778,8 +784,14 @@ impl Actor for AccountActor {
         match msg {
             AccountMsg::Start => self.start(&myself, state).await?,
             AccountMsg::Pump => {
-                self.pump(&myself, state).await?;
-                if !(state.source_ended && state.acks.is_empty() && state.acked == state.committed)
+                if self.pump(&myself, state).await? {
+                    // Nothing to wait for: the reader casts the next `Pump` when it hands over.
+                    if !state.updates.as_ref().is_none_or(|u| u.park()) {
+                        myself.cast(AccountMsg::Pump)?;
+                    }
+                } else if !(state.source_ended
+                    && state.acks.is_empty()
+                    && state.acked == state.committed)
                 {
                     myself.cast(AccountMsg::Pump)?;
                 } else {
@@ -859,7 +871,10 @@ impl AccountActor {
             Lifecycle::Running
         });
         metrics::gauge!(obs::METRIC_PUBLISH_WINDOW).set(state.args.window as f64);
-        let (tx, rx) = mpsc::channel(state.args.window.max(1));
+        let me = myself.clone();
+        let (tx, rx) = handoff::channel(state.args.window, move || {
+            let _ = me.cast(AccountMsg::Pump);
+        });
         let (commit_tx, commit_rx) = mpsc::unbounded_channel();
         let (resume_tx, resume_rx) = mpsc::unbounded_channel();
         state._reader = Some(AbortOnDrop(tokio::spawn(read_source(
@@ -873,26 +888,36 @@ impl AccountActor {
     }
 
     /// One step: take a PubAck, or an update if the window has room, or commit when due.
+    /// `true` when there was nothing to do and nothing to wait for but the source — no PubAck
+    /// outstanding, nothing to checkpoint — so the actor parks instead of arming a timer.
     async fn pump(
         &self,
         myself: &ActorRef<AccountMsg>,
         state: &mut AccountState,
-    ) -> Result<(), ActorProcessingErr> {
+    ) -> Result<bool, ActorProcessingErr> {
         let room = state.acks.len() < state.args.window && !state.source_ended;
         // A full window is backpressure: the time until the next step is spent waiting on PubAcks.
         let blocked = (!room && !state.source_ended).then(Instant::now);
         let due = state.checkpoint_due();
         let step = {
             let Some(updates) = state.updates.as_mut() else {
-                return Ok(());
+                return Ok(false);
             };
             let acks = &mut state.acks;
             let waiting = !acks.is_empty();
-            tokio::select! {
-                biased;
-                Some((pending, result)) = acks.next(), if waiting => Step::Ack(pending, result),
-                next = updates.recv(), if room => Step::Update(next),
-                _ = tokio::time::sleep(due) => Step::Tick,
+            if !waiting && room && state.acked == state.committed {
+                match updates.try_recv() {
+                    Ok(item) => Step::Update(Some(item)),
+                    Err(mpsc::error::TryRecvError::Empty) => return Ok(true),
+                    Err(mpsc::error::TryRecvError::Disconnected) => Step::Update(None),
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    Some((pending, result)) = acks.next(), if waiting => Step::Ack(pending, result),
+                    next = updates.recv(), if room => Step::Update(next),
+                    _ = tokio::time::sleep(due) => Step::Tick,
+                }
             }
         };
         if let Some(since) = blocked {
@@ -918,7 +943,7 @@ impl AccountActor {
         if state.checkpoint_due().is_zero() || (state.source_ended && state.acks.is_empty()) {
             state.commit().await?;
         }
-        Ok(())
+        Ok(false)
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod account;
 pub mod clean;
 pub mod delivery;
+pub mod handoff;
 pub mod heartbeat;
 pub mod replay;
 pub mod seen;
