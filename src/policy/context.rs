@@ -621,7 +621,6 @@ pub(crate) const ID: &[Lang] = &[
             "client",
             "rcs",
             "numéro de sécu",
-            "sécurité sociale",
             "contrat",
         ],
     ),
