@@ -82,6 +82,8 @@ pub struct Delivery {
     pub unexpected: u64,
     /// A few lost event ids, to start an investigation with.
     pub lost_examples: Vec<String>,
+    /// A few unexpected event ids, likewise.
+    pub unexpected_examples: Vec<String>,
     /// Events per second the sources offered (expected events over the source duration).
     pub offered_per_s: f64,
     /// Arrivals per second between the end of the warm-up and the end of the sources.
@@ -156,6 +158,7 @@ pub fn analyze(
     let mut seen: HashSet<&str> = HashSet::new();
     let mut duplicates = 0u64;
     let mut unexpected = 0u64;
+    let mut unexpected_examples = Vec::new();
     let mut arrivals = Vec::with_capacity(accepted.len());
     for a in accepted {
         let id = a.event_id.as_str();
@@ -166,6 +169,9 @@ pub fn analyze(
         let origin = truth.expected.get(id).copied();
         if origin.is_none() {
             unexpected += 1;
+            if unexpected_examples.len() < 10 {
+                unexpected_examples.push(id.to_string());
+            }
         }
         arrivals.push(Arrival {
             received: a.received_us,
@@ -243,6 +249,7 @@ pub fn analyze(
         duplicates_stored: duplicates,
         unexpected,
         lost_examples: lost_ids.iter().take(10).map(|s| s.to_string()).collect(),
+        unexpected_examples,
         offered_per_s: truth.expected.len() as f64 / duration_s.max(1e-3),
         throughput_per_s: in_window as f64 / window_s,
         overall_per_s: if last > src0 {

@@ -277,17 +277,19 @@ async fn run(
         credits.clone(),
     ));
     loops.spawn(raw_to_clean(bus.clone(), settings.dedupe_batch));
+    let slots = Arc::new(Semaphore::new(settings.max_inflight));
     loops.spawn(deliver(
         bus.clone(),
         client.clone(),
         sb.clone(),
-        settings.max_inflight,
+        slots.clone(),
         counters.clone(),
         credits,
     ));
     let live = watch(&mut loops, &counters, plan, plan.max_events, target.pids).await;
     loops.abort_all();
     while loops.join_next().await.is_some() {}
+    settle(&slots, settings.max_inflight).await?;
     let live = live?;
     if !replay {
         return Ok((live, None));
@@ -300,18 +302,41 @@ async fn run(
     let stream = bus.js.get_stream(CLEAN).await?;
     let available = stream.cached_info().state.messages;
     let counters = Arc::new(Counters::default());
+    let slots = Arc::new(Semaphore::new(settings.max_inflight));
     loops.spawn(replay_clean(
         stream,
         client.clone(),
         sb.clone(),
-        settings.max_inflight,
+        slots.clone(),
         counters.clone(),
     ));
     let replayed = watch(&mut loops, &counters, plan, available, target.pids).await;
     loops.abort_all();
     while loops.join_next().await.is_some() {}
+    settle(&slots, settings.max_inflight).await?;
     Ok((live, Some(replayed?)))
 }
+
+/// Waits until no floor call is in flight: each holds one of `slots`' `max_inflight` permits,
+/// and is spawned on its own so that stopping the loops does not cut it off. A call cut off
+/// after its request left can still be stored by the fake (its handler runs on after the
+/// client hung up) after `forget_all`, and shows up in tgingest's run as an event nobody sent:
+/// a CI run once reported one. Waiting for every answer orders each store before the forget.
+async fn settle(slots: &Semaphore, max_inflight: usize) -> anyhow::Result<()> {
+    let all = u32::try_from(max_inflight).context("switchboard.max_inflight")?;
+    match tokio::time::timeout(SETTLE_TIMEOUT, slots.acquire_many(all)).await {
+        Ok(permits) => {
+            drop(permits?);
+            Ok(())
+        }
+        Err(_) => bail!(
+            "the floor's Switchboard calls were still in flight {SETTLE_TIMEOUT:?} after it stopped"
+        ),
+    }
+}
+
+/// How long the floor waits for its last calls; the MCP client's own timeouts end each sooner.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 struct Counters {
@@ -470,18 +495,15 @@ async fn deliver(
     bus: Bus,
     client: McpClient,
     sb: tgingest::config::SwitchboardConfig,
-    max_inflight: usize,
+    slots: Arc<Semaphore>,
     counters: Arc<Counters>,
     credits: Arc<Semaphore>,
 ) -> anyhow::Result<()> {
     let consumer = durable_consumer(&bus, CLEAN, "floor-switchboard")
         .await
         .map_err(|e| anyhow::anyhow!("the floor's clean consumer: {e}"))?;
-    let slots = Arc::new(Semaphore::new(max_inflight));
     let sb = Arc::new(sb);
-    let mut calls = JoinSet::new();
     loop {
-        while calls.try_join_next().is_some() {}
         let free = slots.available_permits();
         if free == 0 {
             drop(slots.acquire().await?);
@@ -503,7 +525,7 @@ async fn deliver(
                 counters.clone(),
                 credits.clone(),
             );
-            calls.spawn(async move {
+            tokio::spawn(async move {
                 if call(&client, &sb, &m.payload, &counters).await && m.ack().await.is_ok() {
                     counters.done.fetch_add(1, Ordering::Relaxed);
                     credits.add_permits(1);
@@ -520,7 +542,7 @@ async fn replay_clean(
     stream: jetstream::stream::Stream,
     client: McpClient,
     sb: tgingest::config::SwitchboardConfig,
-    max_inflight: usize,
+    slots: Arc<Semaphore>,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
     let consumer = stream
@@ -534,18 +556,15 @@ async fn replay_clean(
         .messages()
         .await
         .context("read the floor's clean stream")?;
-    let slots = Arc::new(Semaphore::new(max_inflight));
     let sb = Arc::new(sb);
-    let mut calls = JoinSet::new();
     loop {
         let permit = slots.clone().acquire_owned().await?;
-        while calls.try_join_next().is_some() {}
         let m = match messages.next().await {
             Some(m) => m.map_err(|e| anyhow::anyhow!("replay floor read: {e}"))?,
             None => bail!("the replay floor's consumer ended"),
         };
         let (client, sb, counters) = (client.clone(), sb.clone(), counters.clone());
-        calls.spawn(async move {
+        tokio::spawn(async move {
             if call(&client, &sb, &m.payload, &counters).await {
                 counters.done.fetch_add(1, Ordering::Relaxed);
             }

@@ -278,6 +278,14 @@ pub fn render(r: &RunReport) -> String {
         d.unexpected,
         if r.ok { "OK" } else { "PROBLEMS" }
     );
+    for (what, ids) in [
+        ("lost", &d.lost_examples),
+        ("unexpected", &d.unexpected_examples),
+    ] {
+        if !ids.is_empty() {
+            s += &format!("  {what:<12} e.g. {}\n", ids.join(", "));
+        }
+    }
     s += &format!(
         "  throughput   {:.0} events/s after warm-up (offered {:.0}/s); drain {:.1}s{}\n",
         d.throughput_per_s,
