@@ -79,9 +79,18 @@ impl Folded<'_> {
     }
 }
 
+/// The lowest UTF-8 lead byte of a character [`fold_char`] may fold (U+0640 and up): Latin,
+/// Greek and Cyrillic text (lead bytes up to 0xD8) is passed over by a byte scan.
+const FIRST_FOLDABLE_LEAD: u8 = 0xD9;
+
 /// Folds `text` (see the module doc); borrows it when there is nothing to fold.
 pub fn fold(text: &str) -> Folded<'_> {
-    if text.is_ascii() || !text.chars().any(|c| fold_char(c).is_some()) {
+    // Bytes from 0xD9 up are lead bytes (continuation bytes stop at 0xBF): a char boundary.
+    let nothing = match text.bytes().position(|b| b >= FIRST_FOLDABLE_LEAD) {
+        None => true,
+        Some(at) => !text[at..].chars().any(|c| fold_char(c).is_some()),
+    };
+    if nothing {
         return Folded {
             text: Cow::Borrowed(text),
             map: None,
@@ -126,6 +135,18 @@ mod tests {
         let at = f.text.find("88309").unwrap();
         let orig = f.original(at..at + 5);
         assert_eq!(&text[orig], "۸۸۳۰۹");
+    }
+
+    #[test]
+    fn the_byte_scan_passes_over_nothing_that_folds() {
+        // Every character below the first foldable lead byte folds to nothing.
+        for cp in 0..0x640u32 {
+            let c = char::from_u32(cp).expect("below the surrogates");
+            let mut buf = [0u8; 4];
+            assert!(c.encode_utf8(&mut buf).as_bytes()[0] < FIRST_FOLDABLE_LEAD || c.is_ascii());
+            assert_eq!(fold_char(c), None, "{c:?} would fold");
+        }
+        assert_eq!(fold("Привет, ۱۲ and ٣").text, "Привет, 12 and 3");
     }
 
     #[test]

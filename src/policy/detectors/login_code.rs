@@ -502,9 +502,15 @@ fn spelled_out_before(text: &str, r: &Range<usize>) -> bool {
     // 4–8-digit number, so words too long to be a digit name are not lower-cased or looked up.)
     let mut run: Vec<u8> = Vec::new();
     let mut matched = false;
+    // One buffer for every word's lower case: this runs for each short word before each number.
+    let mut lower = String::new();
     let mut end_word = |word: &str, run: &mut Vec<u8>| {
         let named = (word.chars().count() <= LONGEST_DIGIT_NAME)
-            .then(|| digit_named(&word.to_lowercase()))
+            .then(|| {
+                lower.clear();
+                lower.extend(word.chars().flat_map(char::to_lowercase));
+                digit_named(&lower)
+            })
             .flatten();
         match named {
             Some(d) => run.push(d),
