@@ -3,12 +3,17 @@
 //! message in six carrying a secret. Redaction runs on every event, so this is the number that
 //! must not grow unnoticed (issue 14, item 7).
 //!
+//! A few dozen messages over and over keep the automata's caches warm; the simulated world's
+//! texts (`varied_texts`, tens of thousands of different messages in many scripts) are what the
+//! pipeline sees, and where a cache too small for them shows.
+//!
 //! `cargo bench --bench redaction -- --warm-up-time 1 --measurement-time 5`
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tgingest::policy::{RedactionConfig, RedactionTally, Redactor};
+use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
 
 /// Ordinary messages: no secret in them, but numbers, links and mentions like real chats have.
 const ORDINARY: &[&str] = &[
@@ -81,6 +86,31 @@ fn mix() -> Vec<&'static str> {
     out
 }
 
+/// The texts of the simulated world the `saturate` loadtest runs (seed 1, 50 accounts), the
+/// first 400 positions of each account.
+fn varied_texts() -> Vec<String> {
+    let world = SimulatedWorld::new(SimulatorConfig {
+        accounts: 50,
+        seed: 1,
+        ..SimulatorConfig::default()
+    })
+    .expect("simulated world");
+    let mut texts = Vec::new();
+    for a in 0..50 {
+        for p in 0..400 {
+            texts.extend(
+                world
+                    .event_at(a, p)
+                    .events
+                    .into_iter()
+                    .map(|e| e.text)
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    texts
+}
+
 fn redaction(c: &mut Criterion) {
     let redactor = Redactor::new(&RedactionConfig::default()).expect("default redaction config");
     let messages = mix();
@@ -103,6 +133,20 @@ fn redaction(c: &mut Criterion) {
         b.iter(|| {
             let mut tally = RedactionTally::default();
             for m in ORDINARY {
+                black_box(redactor.redact(black_box(m), &mut tally));
+            }
+            tally
+        })
+    });
+    group.finish();
+
+    let varied = varied_texts();
+    let mut group = c.benchmark_group("redaction_varied");
+    group.throughput(Throughput::Elements(varied.len() as u64));
+    group.bench_function("simulated_world", |b| {
+        b.iter(|| {
+            let mut tally = RedactionTally::default();
+            for m in &varied {
                 black_box(redactor.redact(black_box(m), &mut tally));
             }
             tally

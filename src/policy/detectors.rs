@@ -46,6 +46,8 @@ pub(crate) struct Rule {
     /// A cheaper pattern that matches wherever `regex` does, for the prefilter (bounded
     /// repetitions of large classes make the prefilter's automaton slow on every event).
     pub(crate) anchor: Option<String>,
+    /// In the prefilter of large word alternations, apart from the others (see [`Rule::apart`]).
+    pub(crate) apart: bool,
 }
 
 impl Rule {
@@ -57,6 +59,16 @@ impl Rule {
     /// This rule, prefiltered by `anchor` instead of its own pattern.
     fn anchored(mut self, anchor: &str) -> Rule {
         self.anchor = Some(anchor.to_string());
+        self
+    }
+
+    /// This rule's prefilter pattern kept apart from the other rules' ([`super::redact`] runs
+    /// two prefilters): for the large alternations of words in many languages. In one
+    /// automaton with every other rule their states multiply; on the simulated world's varied
+    /// texts the cache of the single prefilter thrashed and redaction cost 13 µs per message,
+    /// 1.1 with the two.
+    fn apart(mut self) -> Rule {
+        self.apart = true;
         self
     }
 }
@@ -81,6 +93,7 @@ fn rule(kind: DetectorKind, pattern: &str, check: Check) -> Rule {
         regex,
         check,
         anchor: None,
+        apart: false,
     }
 }
 

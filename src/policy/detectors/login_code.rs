@@ -69,7 +69,7 @@ pub(super) fn rules() -> Vec<Rule> {
             r"[:：][ \t]*(?P<value>[A-Z0-9]{6,8})",
             one!(check_letter_code),
         ),
-        rule(k, &spelled_pair(), one!(check_spelled_code)),
+        rule(k, &spelled_pair(), one!(check_spelled_code)).apart(),
     ]
 }
 

@@ -310,7 +310,8 @@ pub(super) fn rules() -> Vec<Rule> {
             k,
             &format!("(?:{})", SHAPES.join("|")),
             one!(check_prefixed_token),
-        ),
+        )
+        .apart(),
         rule(
             k,
             r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[0-9A-Z]{16}",
@@ -382,7 +383,8 @@ pub(super) fn rules() -> Vec<Rule> {
             |s, text, caps, out| out.extend(check_spaced(s, text, caps)),
         ),
         rule(k, &assigned_pattern(), check_assigned_rescanning)
-            .anchored(&format!(r"(?i)(?:{})", words.join("|"))),
+            .anchored(&format!(r"(?i)(?:{})", words.join("|")))
+            .apart(),
         rule(
             k,
             r#"(?P<user>[\p{L}\p{N}._@+\-]+)[ \t]*/[ \t]*(?P<value>[^\s"'`<>,、。「」『』/]{8,})"#,
@@ -399,7 +401,8 @@ pub(super) fn rules() -> Vec<Rule> {
             ),
             |s, text, caps, out| out.extend(check_spaced(s, text, caps)),
         )
-        .anchored(&format!(r"(?i)(?:{})", words.join("|"))),
+        .anchored(&format!(r"(?i)(?:{})", words.join("|")))
+        .apart(),
     ]
 }
 
