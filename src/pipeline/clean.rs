@@ -234,7 +234,17 @@ pub async fn durable_consumer(
     stream: &str,
     name: &str,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, ActorProcessingErr> {
-    let (ack_wait, max_ack_pending) = (bus.ack_wait(), MAX_ACK_PENDING);
+    durable_consumer_with(bus, stream, name, MAX_ACK_PENDING).await
+}
+
+/// [`durable_consumer`] with its own `max_ack_pending` (the batcher holds messages unacked).
+pub async fn durable_consumer_with(
+    bus: &Bus,
+    stream: &str,
+    name: &str,
+    max_ack_pending: i64,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, ActorProcessingErr> {
+    let ack_wait = bus.ack_wait();
     let stream = bus.js.get_stream(stream).await?;
     let config = pull::Config {
         durable_name: Some(name.to_string()),

@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::PipelineStats;
+use super::delivery::DeliverySource;
 use super::delivery::{
     DeliveryArgs, ParkError, Progress, Settled, ingest_until_settled, park_rejected,
 };
@@ -326,6 +327,7 @@ impl Replays {
                 eventlog: self.parts.eventlog.clone(),
                 stats: Arc::new(PipelineStats::default()),
                 node_id: self.parts.node_id.clone(),
+                source: DeliverySource::Events,
             },
             actor: format!("{}/replay", self.parts.node_id),
             request,

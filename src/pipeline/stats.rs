@@ -380,6 +380,13 @@ pub struct PipelineStats {
     pub delivered: Counter,
     /// Events Switchboard answered as duplicates (re-sends after a crash or retry).
     pub resend_duplicates: Counter,
+    /// Conversation-history batches recorded in `TG_BATCH` by this node's batcher.
+    pub batches_recorded: Counter,
+    /// Batch members the batcher dropped because a recorded batch already holds them
+    /// (redeliveries after a crash, or another node's batch).
+    pub batch_members_already_batched: Counter,
+    /// Batches Switchboard accepted (as new or as duplicates): one MCP call each.
+    pub batches_delivered: Counter,
     /// Calls retried after a transient error.
     pub retries: Counter,
     /// Events dead-lettered to TG_DLQ.

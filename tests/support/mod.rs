@@ -197,6 +197,7 @@ pub fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+pub mod batches;
 pub mod canary;
 pub mod certs;
 pub mod counters;
