@@ -415,6 +415,11 @@ async fn flush(state: &mut BatcherState, key: &(String, String)) -> Result<(), A
         match recorded {
             Ok(ack) if !ack.duplicate => {
                 chat.last_sequence = ack.sequence;
+                tracing::debug!(
+                    members = taken,
+                    sequence = ack.sequence,
+                    "batch recorded; acknowledging its members"
+                );
                 stats.batches_recorded.add(1);
                 metrics::counter!("tgingest_batches_recorded_total").increment(1);
                 let slots: Vec<(u64, String)> = chat.buffer.keys().take(taken).cloned().collect();

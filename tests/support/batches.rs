@@ -40,11 +40,13 @@ pub fn start_batch_node(
             "TELEGRAM_USER_BUFFER_MAX_MESSAGES",
             max_messages.to_string(),
         )
-        .env("TGINGEST_ADMIN_LISTEN", "");
+        .env("TGINGEST_ADMIN_LISTEN", "")
+        // Redeliveries after a kill come back sooner than with the 5 s default.
+        .env("TGINGEST_NATS_ACK_WAIT", "2s");
     super::simulate(&mut cmd, sim)
         .env(
             "TGINGEST_LOGGING_LEVEL",
-            "info,async_nats=warn,tgingest::pipeline::account=debug",
+            "info,async_nats=warn,tgingest::pipeline::account=debug,tgingest::pipeline::batcher=debug",
         )
         .env("TGINGEST_LOGGING_FORMAT", "json")
         .arg("run")
@@ -148,4 +150,44 @@ pub async fn all_stored(fake: &FakeSwitchboard, kept: &[Event], within: Duration
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Every record in `TG_BATCH` (read with an ordered consumer): the recorded batches.
+pub async fn recorded(nats_url: &str) -> Vec<tgingest::switchboard::batch::Batch> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    use futures::StreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("connect"));
+    let stream = js.get_stream("TG_BATCH").await.expect("TG_BATCH");
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("ordered consumer");
+    let mut out = Vec::new();
+    if consumer.cached_info().num_pending == 0 {
+        return out;
+    }
+    let mut messages = consumer.messages().await.expect("messages");
+    while let Some(message) = messages.next().await {
+        let message = message.expect("message");
+        let pending = message.info().expect("info").pending;
+        out.push(serde_json::from_slice(&message.payload).expect("a batch record"));
+        if pending == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// Event ids that more than one record of `batches` holds as a member.
+pub fn members_in_two_records(batches: &[tgingest::switchboard::batch::Batch]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    batches
+        .iter()
+        .flat_map(|b| b.members())
+        .filter(|m| !seen.insert(m.event_id.clone()))
+        .map(|m| m.event_id.clone())
+        .collect()
 }
