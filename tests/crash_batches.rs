@@ -15,7 +15,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use support::batches::{all_stored, kept, members_in_two_records, recorded, report, start_batch_node};
+use support::batches::{
+    all_stored, kept, members_in_two_records, recorded, report, start_batch_node,
+};
 use support::{TestNats, signal};
 use tgingest::keys::MasterKey;
 use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
@@ -65,7 +67,9 @@ fn simulation() -> SimulatorConfig {
 async fn kill_9_in_batch_mode_puts_every_message_in_exactly_one_batch() {
     tgingest::telemetry::install_crypto_provider();
     let nats = TestNats::start();
-    let fake = FakeSwitchboard::start(FakeOptions::default()).await.unwrap();
+    let fake = FakeSwitchboard::start(FakeOptions::default())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     MasterKey::generate_file(&dir.path().join("master.key")).unwrap();
     let sim = simulation();
@@ -162,5 +166,8 @@ async fn kill_9_in_batch_mode_puts_every_message_in_exactly_one_batch() {
         records.len() as u64,
         "seed {seed}: every recorded batch stored exactly once"
     );
-    assert!(status.success(), "the final node did not stop cleanly: {status}");
+    assert!(
+        status.success(),
+        "the final node did not stop cleanly: {status}"
+    );
 }

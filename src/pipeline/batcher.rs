@@ -461,6 +461,7 @@ fn cut(chat: &ChatState, members: &[&Event], config: &BatchConfig) -> Batch {
     let window = i64::try_from(config.context_window_m)
         .unwrap_or(i64::MAX / 60_000_000)
         .saturating_mul(60_000_000);
+    let mut shown: HashSet<&str> = HashSet::new();
     let mut context: Vec<BatchEntry> = chat
         .ring
         .iter()
@@ -469,6 +470,7 @@ fn cut(chat: &ChatState, members: &[&Event], config: &BatchConfig) -> Batch {
             !ids.contains(e.message_id.as_str())
                 && e.sent_at_us <= oldest
                 && e.sent_at_us >= oldest.saturating_sub(window)
+                && shown.insert(e.message_id.as_str())
         })
         .take(config.context_messages as usize)
         .cloned()
