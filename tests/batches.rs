@@ -8,11 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::batches::{all_stored, kept, report, start_batch_node};
-use support::{TestNats, eventually_some, signal, wait_exit};
-use tgingest::keys::MasterKey;
-use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
-use tgingest::telegram::simulated::SimulatorConfig;
+use support::batches::{kept, simulation, start_batch_node, stop_and_check};
+use support::eventually_some;
 
 /// Records in `TG_BATCH` so far (0 before the stream exists).
 async fn recorded_batches(js: &async_nats::jetstream::Context) -> u64 {
@@ -24,34 +21,12 @@ async fn recorded_batches(js: &async_nats::jetstream::Context) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kept_message_is_in_exactly_one_stored_batch() {
-    tgingest::telemetry::install_crypto_provider();
-    let nats = TestNats::start();
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    MasterKey::generate_file(&dir.path().join("master.key")).unwrap();
-    let sim = SimulatorConfig {
-        accounts: 2,
-        rate: 400.0,
-        messages_per_account: 600,
-        seed: 17,
-        ..SimulatorConfig::default()
-    };
+    let (nats, fake, dir) = support::node_stage().await;
+    let sim = simulation(2, 400.0, 600, 17);
     let kept = kept(&sim);
     let log = dir.path().join("node.log");
     let mut node = start_batch_node(&nats, &fake, dir.path(), &log, &sim, 1, 40);
-    let arrived = all_stored(&fake, &kept, Duration::from_secs(90)).await;
-    signal(node.id(), libc::SIGTERM);
-    let status = wait_exit(&mut node, Duration::from_secs(30));
-    let report = report(&fake, &kept);
-    eprintln!("{report:?}");
-    assert!(
-        arrived,
-        "{report:?}\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    assert!(report.exactly_once(), "{report:?}");
+    let report = stop_and_check(&mut node, &fake, &kept, &log, Duration::from_secs(90)).await;
     let new_messages = kept
         .iter()
         .filter(|e| tgingest::pipeline::batcher::batchable(e))
@@ -60,7 +35,6 @@ async fn every_kept_message_is_in_exactly_one_stored_batch() {
         report.batches > 0 && report.batches < new_messages / 5,
         "one call per batch, not per message: {report:?}, {new_messages} new messages"
     );
-    assert!(status.success(), "{status}");
     // No batch is larger than max_messages.
     for a in fake.accepted() {
         if let Some(history) = a.envelope.pointer("/payload/raw/conversation_history") {
@@ -77,20 +51,8 @@ async fn every_kept_message_is_in_exactly_one_stored_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchboard_outage_longer_than_a_flush_interval_drops_nothing() {
-    tgingest::telemetry::install_crypto_provider();
-    let nats = TestNats::start();
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    MasterKey::generate_file(&dir.path().join("master.key")).unwrap();
-    let sim = SimulatorConfig {
-        accounts: 2,
-        rate: 100.0,
-        messages_per_account: 800,
-        seed: 23,
-        ..SimulatorConfig::default()
-    };
+    let (nats, fake, dir) = support::node_stage().await;
+    let sim = simulation(2, 100.0, 800, 23);
     let kept = kept(&sim);
     let log = dir.path().join("node.log");
     let mut node = start_batch_node(&nats, &fake, dir.path(), &log, &sim, 1, 200);
@@ -115,21 +77,10 @@ async fn a_switchboard_outage_longer_than_a_flush_interval_drops_nothing() {
     assert_eq!(fake.batches_stored(), stored_before, "Switchboard was away");
     fake.restart().await.unwrap();
 
-    let arrived = all_stored(&fake, &kept, Duration::from_secs(120)).await;
-    signal(node.id(), libc::SIGTERM);
-    let status = wait_exit(&mut node, Duration::from_secs(30));
-    let report = report(&fake, &kept);
-    eprintln!("{report:?}");
-    assert!(
-        arrived,
-        "{report:?}\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    assert!(report.exactly_once(), "{report:?}");
+    let report = stop_and_check(&mut node, &fake, &kept, &log, Duration::from_secs(120)).await;
     assert_eq!(
         report.batches,
         recorded_batches(&js).await,
         "every recorded batch stored once"
     );
-    assert!(status.success(), "{status}");
 }

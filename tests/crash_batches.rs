@@ -18,9 +18,7 @@ use rand::{Rng, SeedableRng};
 use support::batches::{
     all_stored, kept, members_in_two_records, recorded, report, start_batch_node,
 };
-use support::{TestNats, signal};
-use tgingest::keys::MasterKey;
-use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
+use support::{signal, wait_log};
 use tgingest::telegram::simulated::SimulatorConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,39 +37,13 @@ const MARKER: Duration = Duration::from_secs(3);
 const FLUSH_S: u64 = 1;
 const MAX_MESSAGES: u32 = 30;
 
-/// Waits until the log (truncated at each start) has a line containing `needle` past byte
-/// `from`; false after `within`.
-async fn wait_log(log: &std::path::Path, needle: &str, from: usize, within: Duration) -> bool {
-    let up = Instant::now() + within;
-    while Instant::now() < up {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.get(from..).is_some_and(|t| t.contains(needle)) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    false
-}
-
 fn simulation() -> SimulatorConfig {
-    SimulatorConfig {
-        accounts: 3,
-        rate: 300.0,
-        messages_per_account: 1500,
-        seed: 31,
-        ..SimulatorConfig::default()
-    }
+    support::batches::simulation(3, 300.0, 1500, 31)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_batch_mode_puts_every_message_in_exactly_one_batch() {
-    tgingest::telemetry::install_crypto_provider();
-    let nats = TestNats::start();
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    MasterKey::generate_file(&dir.path().join("master.key")).unwrap();
+    let (nats, fake, dir) = support::node_stage().await;
     let sim = simulation();
     let kept = kept(&sim);
     let seed = support::crash_seed();
@@ -91,15 +63,12 @@ async fn kill_9_in_batch_mode_puts_every_message_in_exactly_one_batch() {
         let started = Instant::now();
         let mut child = start();
         let died = |what: &str| {
-            format!(
-                "{what} (kill {}, {phase:?}, seed {seed}): {}",
-                kill + 1,
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
+            let log = support::log_text(&log);
+            format!("{what} (kill {}, {phase:?}, seed {seed}): {log}", kill + 1)
         };
         if phase != Phase::StartUp {
             assert!(
-                wait_log(&log, "tgingest node running", 0, UP).await,
+                wait_log(&log, &["tgingest node running"], 0, UP).await,
                 "{}",
                 died("node did not come up")
             );
@@ -111,7 +80,7 @@ async fn kill_9_in_batch_mode_puts_every_message_in_exactly_one_batch() {
             // A batch is recorded; its members' acks are on their way.
             Phase::AfterRecord => {
                 let from = std::fs::read_to_string(&log).map_or(0, |t| t.len());
-                if !wait_log(&log, "batch recorded", from, MARKER).await {
+                if !wait_log(&log, &["batch recorded"], from, MARKER).await {
                     missed.push(kill + 1);
                 }
                 Duration::from_micros(rng.random_range(0..2000))
@@ -138,7 +107,7 @@ async fn kill_9_in_batch_mode_puts_every_message_in_exactly_one_batch() {
 
     let mut child = start();
     assert!(
-        wait_log(&log, "tgingest node running", 0, UP).await,
+        wait_log(&log, &["tgingest node running"], 0, UP).await,
         "the final node did not come up (seed {seed})"
     );
     let arrived = all_stored(&fake, &kept, Duration::from_secs(120)).await;

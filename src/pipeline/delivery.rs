@@ -301,6 +301,7 @@ where
     let mut next_progress = tokio::time::Instant::now() + progress.every;
     loop {
         let attempt = Instant::now();
+        stats.ingest_calls.add(1);
         let call = client.ingest(envelope);
         tokio::pin!(call);
         let reply = loop {

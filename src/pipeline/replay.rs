@@ -533,8 +533,7 @@ impl Run {
             let clean = self.start_policy()?;
             self.scan(&stream, Scanned::Events, clean, self.end).await?;
             if let Some(b) = &self.batches {
-                let policy = b.deliver_policy.clone();
-                self.scan(&b.stream, Scanned::Batches, policy, b.end)
+                self.scan(&b.stream, Scanned::Batches, b.deliver_policy, b.end)
                     .await?;
             }
             Ok::<(), String>(())

@@ -387,6 +387,9 @@ pub struct PipelineStats {
     pub batch_members_already_batched: Counter,
     /// Batches Switchboard accepted (as new or as duplicates): one MCP call each.
     pub batches_delivered: Counter,
+    /// `ingest` calls made to Switchboard (retries included): one per event in `messages`
+    /// mode, one per batch for batched messages.
+    pub ingest_calls: Counter,
     /// Calls retried after a transient error.
     pub retries: Counter,
     /// Events dead-lettered to TG_DLQ.
@@ -418,6 +421,10 @@ pub struct StatsSnapshot {
     pub published_clean: u64,
     pub delivered: u64,
     pub resend_duplicates: u64,
+    /// `ingest` calls made (retries included).
+    pub ingest_calls: u64,
+    /// Conversation-history batches Switchboard accepted (batch mode).
+    pub batches_delivered: u64,
     pub retries: u64,
     pub dead_lettered: u64,
     pub latency_ms: BTreeMap<String, f64>,
@@ -447,6 +454,8 @@ impl PipelineStats {
             published_clean: self.published_clean.get(),
             delivered: self.delivered.get(),
             resend_duplicates: self.resend_duplicates.get(),
+            ingest_calls: self.ingest_calls.get(),
+            batches_delivered: self.batches_delivered.get(),
             retries: self.retries.get(),
             dead_lettered: self.dead_lettered.get(),
             latency_ms: BTreeMap::from([

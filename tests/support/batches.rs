@@ -2,7 +2,7 @@
 //! node on the simulator, and checking exactly-once per message inside the fake's batches.
 
 use std::collections::HashSet;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use tgingest::event::Event;
@@ -11,7 +11,7 @@ use tgingest::policy::{Policy, PolicyConfig};
 use tgingest::switchboard::FakeSwitchboard;
 use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
 
-use super::{TestNats, tgingest_bin};
+use super::TestNats;
 
 /// Starts `tgingest run` in batch mode on `sim` (flush every `flush_s` seconds, batches of at
 /// most `max_messages`); its log (JSON) goes to `log`.
@@ -24,36 +24,20 @@ pub fn start_batch_node(
     flush_s: u64,
     max_messages: u32,
 ) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    let mut cmd = std::process::Command::new(tgingest_bin());
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("TGINGEST_NODE_ID", "batch-node")
-        .env("TGINGEST_NODE_DATA_DIR", dir.join("data"))
-        .env("TGINGEST_MASTER_KEY_FILE", dir.join("master.key"))
-        .env("TGINGEST_NATS_URL", nats.url())
-        .env("SWITCHBOARD_MCP_URL", fake.mcp_url())
-        .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
-        .env("TGINGEST_SWITCHBOARD_MODE", "conversation_batches")
-        .env("TELEGRAM_USER_FLUSH_INTERVAL_S", flush_s.to_string())
-        .env(
+    let extra = [
+        (
+            "TGINGEST_SWITCHBOARD_MODE",
+            "conversation_batches".to_string(),
+        ),
+        ("TELEGRAM_USER_FLUSH_INTERVAL_S", flush_s.to_string()),
+        (
             "TELEGRAM_USER_BUFFER_MAX_MESSAGES",
             max_messages.to_string(),
-        )
-        .env("TGINGEST_ADMIN_LISTEN", "")
+        ),
         // Redeliveries after a kill come back sooner than with the 5 s default.
-        .env("TGINGEST_NATS_ACK_WAIT", "2s");
-    super::simulate(&mut cmd, sim)
-        .env(
-            "TGINGEST_LOGGING_LEVEL",
-            "info,async_nats=warn,tgingest::pipeline::account=debug,tgingest::pipeline::batcher=debug",
-        )
-        .env("TGINGEST_LOGGING_FORMAT", "json")
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn tgingest run")
+        ("TGINGEST_NATS_ACK_WAIT", "2s".to_string()),
+    ];
+    super::spawn_sim_node(nats, fake, dir, log, sim, "batch-node", &extra)
 }
 
 /// The events the policy keeps from `sim` (the ground truth).
@@ -190,4 +174,36 @@ pub fn members_in_two_records(batches: &[tgingest::switchboard::batch::Batch]) -
         .filter(|m| !seen.insert(m.event_id.clone()))
         .map(|m| m.event_id.clone())
         .collect()
+}
+
+/// A simulation of `accounts` accounts at `rate` positions/s, `messages` each, seeded.
+pub fn simulation(accounts: u32, rate: f64, messages: u64, seed: u64) -> SimulatorConfig {
+    SimulatorConfig {
+        accounts,
+        rate,
+        messages_per_account: messages,
+        seed,
+        ..SimulatorConfig::default()
+    }
+}
+
+/// Waits (up to `within`) until every kept event is stored, stops `node` (SIGTERM), and checks
+/// that everything arrived, every new message inside exactly one batch, and that the node
+/// stopped cleanly (its `log` in the failure message); returns the report.
+pub async fn stop_and_check(
+    node: &mut Child,
+    fake: &FakeSwitchboard,
+    kept: &[Event],
+    log: &std::path::Path,
+    within: Duration,
+) -> BatchReport {
+    let arrived = all_stored(fake, kept, within).await;
+    super::signal(node.id(), libc::SIGTERM);
+    let status = super::wait_exit(node, Duration::from_secs(30));
+    let report = report(fake, kept);
+    eprintln!("{report:?}");
+    assert!(arrived, "{report:?}\n{}", super::log_text(log));
+    assert!(report.exactly_once(), "{report:?}");
+    assert!(status.success(), "{status}");
+    report
 }
