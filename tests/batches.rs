@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use support::batches::{kept, simulation, start_batch_node, stop_and_check};
-use support::eventually_some;
+use support::{KillOnDrop, eventually_some};
 
 /// Records in `TG_BATCH` so far (0 before the stream exists).
 async fn recorded_batches(js: &async_nats::jetstream::Context) -> u64 {
@@ -25,8 +25,16 @@ async fn every_kept_message_is_in_exactly_one_stored_batch() {
     let sim = simulation(2, 400.0, 600, 17);
     let kept = kept(&sim);
     let log = dir.path().join("node.log");
-    let mut node = start_batch_node(&nats, &fake, dir.path(), &log, &sim, 1, 40);
-    let report = stop_and_check(&mut node, &fake, &kept, &log, Duration::from_secs(90)).await;
+    let mut node = KillOnDrop(start_batch_node(
+        &nats,
+        &fake,
+        dir.path(),
+        &log,
+        &sim,
+        1,
+        40,
+    ));
+    let report = stop_and_check(&mut node.0, &fake, &kept, &log, Duration::from_secs(90)).await;
     let new_messages = kept
         .iter()
         .filter(|e| tgingest::pipeline::batcher::batchable(e))
@@ -55,7 +63,15 @@ async fn a_switchboard_outage_longer_than_a_flush_interval_drops_nothing() {
     let sim = simulation(2, 100.0, 800, 23);
     let kept = kept(&sim);
     let log = dir.path().join("node.log");
-    let mut node = start_batch_node(&nats, &fake, dir.path(), &log, &sim, 1, 200);
+    let mut node = KillOnDrop(start_batch_node(
+        &nats,
+        &fake,
+        dir.path(),
+        &log,
+        &sim,
+        1,
+        200,
+    ));
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
 
     // Some batches arrive; then Switchboard goes away.
@@ -77,10 +93,97 @@ async fn a_switchboard_outage_longer_than_a_flush_interval_drops_nothing() {
     assert_eq!(fake.batches_stored(), stored_before, "Switchboard was away");
     fake.restart().await.unwrap();
 
-    let report = stop_and_check(&mut node, &fake, &kept, &log, Duration::from_secs(120)).await;
+    let report = stop_and_check(&mut node.0, &fake, &kept, &log, Duration::from_secs(120)).await;
     assert_eq!(
         report.batches,
         recorded_batches(&js).await,
         "every recorded batch stored once"
     );
+}
+
+/// Two nodes share the batcher's durable consumer. Node A is frozen (SIGSTOP) with messages
+/// buffered until JetStream redelivers them to node B, which batches and records them; thawed,
+/// A flushes its stale buffer: the compare-and-set on the chat's `TG_BATCH` subject refuses it,
+/// A reads B's records and drops what they hold. Every message is in exactly one record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_batcher_whose_messages_went_to_another_never_records_them_again() {
+    let (nats, fake, dir) = support::node_stage().await;
+    let sim = simulation(2, 200.0, 1200, 41);
+    let kept = kept(&sim);
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("master.key"),
+        other.path().join("master.key"),
+    )
+    .unwrap();
+    let (log_a, log_b) = (dir.path().join("a.log"), other.path().join("b.log"));
+    let mut a = KillOnDrop(start_batch_node(
+        &nats,
+        &fake,
+        dir.path(),
+        &log_a,
+        &sim,
+        1,
+        10,
+    ));
+    let mut b = KillOnDrop(support::spawn_sim_node(
+        &nats,
+        &fake,
+        other.path(),
+        &log_b,
+        &sim,
+        "batch-node-b",
+        &[
+            ("TGINGEST_SWITCHBOARD_MODE", "conversation_batches".into()),
+            ("TELEGRAM_USER_FLUSH_INTERVAL_S", "1".into()),
+            ("TELEGRAM_USER_BUFFER_MAX_MESSAGES", "10".into()),
+            ("TGINGEST_NATS_ACK_WAIT", "2s".into()),
+        ],
+    ));
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let redelivered = || async {
+        let stream = js.get_stream("TG_CLEAN").await.ok()?;
+        let info = stream.consumer_info("batcher").await.ok()?;
+        Some(info.num_redelivered)
+    };
+    eventually_some(
+        "batches from both nodes",
+        Duration::from_secs(60),
+        || async {
+            let texts = [support::log_text(&log_a), support::log_text(&log_b)];
+            texts
+                .iter()
+                .all(|t| t.contains("batch recorded"))
+                .then_some(())
+        },
+    )
+    .await;
+    let before = redelivered().await.unwrap_or(0);
+    support::signal(a.0.id(), libc::SIGSTOP);
+    let recorded_at_stop = recorded_batches(&js).await;
+    // A's buffered messages come back to B once A's progress acks stop; B records them.
+    eventually_some(
+        "A's messages redelivered to B and batched",
+        Duration::from_secs(60),
+        || async {
+            let moved = redelivered().await.unwrap_or(0) > before;
+            (moved && recorded_batches(&js).await >= recorded_at_stop + 5).then_some(())
+        },
+    )
+    .await;
+    support::signal(a.0.id(), libc::SIGCONT);
+
+    support::all_stored_then_stop(&mut b.0, &fake, &kept, &log_b).await;
+    let report = stop_and_check(&mut a.0, &fake, &kept, &log_a, Duration::from_secs(60)).await;
+    let records = support::batches::recorded(&nats.url()).await;
+    let twice = support::batches::members_in_two_records(&records);
+    let conflicts = support::log_text(&log_a)
+        .matches("the chat has a newer record")
+        .count();
+    eprintln!(
+        "{} records; A met {conflicts} compare-and-set conflicts",
+        records.len()
+    );
+    assert!(twice.is_empty(), "{} members in two records", twice.len());
+    assert_eq!(report.batches, records.len() as u64, "{report:?}");
 }

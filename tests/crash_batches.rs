@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use support::batches::{
     all_stored, kept, members_in_two_records, recorded, report, start_batch_node,
 };
-use support::{signal, wait_log};
+use support::{KillOnDrop, signal, wait_log};
 use tgingest::telegram::simulated::SimulatorConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,7 +49,17 @@ async fn kill_9_in_batch_mode_puts_every_message_in_exactly_one_batch() {
     let seed = support::crash_seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let log = dir.path().join("node.log");
-    let start = || start_batch_node(&nats, &fake, dir.path(), &log, &sim, FLUSH_S, MAX_MESSAGES);
+    let start = || {
+        KillOnDrop(start_batch_node(
+            &nats,
+            &fake,
+            dir.path(),
+            &log,
+            &sim,
+            FLUSH_S,
+            MAX_MESSAGES,
+        ))
+    };
 
     let mut startup = Duration::from_millis(300);
     let mut missed = Vec::new();
@@ -91,11 +101,11 @@ async fn kill_9_in_batch_mode_puts_every_message_in_exactly_one_batch() {
             }
         };
         tokio::time::sleep(after).await;
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             panic!("{}", died(&format!("tgingest exited on its own: {status}")));
         }
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().unwrap();
         eprintln!(
             "kill {:>2} ({phase:?}), {:>4} ms in: {} batches stored",
             kill + 1,
@@ -111,8 +121,8 @@ async fn kill_9_in_batch_mode_puts_every_message_in_exactly_one_batch() {
         "the final node did not come up (seed {seed})"
     );
     let arrived = all_stored(&fake, &kept, Duration::from_secs(120)).await;
-    signal(child.id(), libc::SIGTERM);
-    let status = child.wait().unwrap();
+    signal(child.0.id(), libc::SIGTERM);
+    let status = child.0.wait().unwrap();
 
     let report = report(&fake, &kept);
     let records = recorded(&nats.url()).await;

@@ -439,7 +439,14 @@ async fn flush(state: &mut BatcherState, key: &(String, String)) -> Result<(), A
             // Someone recorded first (this very key, or another batch of the chat): learn what,
             // then record the rest.
             Ok(_) => read_records(&bus, chat, cap).await?,
-            Err(e) if wrong_last_sequence(&e) => read_records(&bus, chat, cap).await?,
+            Err(e) if wrong_last_sequence(&e) => {
+                tracing::debug!(
+                    expected = chat.last_sequence,
+                    "batch not recorded: the chat has a newer record; reading it"
+                );
+                stats.batch_conflicts.add(1);
+                read_records(&bus, chat, cap).await?
+            }
             Err(e) => {
                 return Err(BatcherError::Record {
                     key: batch.idempotency_key(),

@@ -385,6 +385,9 @@ pub struct PipelineStats {
     /// Batch members the batcher dropped because a recorded batch already holds them
     /// (redeliveries after a crash, or another node's batch).
     pub batch_members_already_batched: Counter,
+    /// Batch records refused because another batcher recorded one for the chat first (the
+    /// compare-and-set on the chat's subject).
+    pub batch_conflicts: Counter,
     /// Batches Switchboard accepted (as new or as duplicates): one MCP call each.
     pub batches_delivered: Counter,
     /// `ingest` calls made to Switchboard (retries included): one per event in `messages`

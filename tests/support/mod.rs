@@ -343,3 +343,28 @@ pub async fn wait_log(
 pub fn log_text(log: &std::path::Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
 }
+
+/// Waits (up to 60 s) until every one of `kept` is stored in `fake`, then stops `node` with
+/// SIGTERM and checks it stopped cleanly (its `log` in the failure message).
+pub async fn all_stored_then_stop(
+    node: &mut std::process::Child,
+    fake: &tgingest::switchboard::FakeSwitchboard,
+    kept: &[tgingest::event::Event],
+    log: &std::path::Path,
+) {
+    let arrived = batches::all_stored(fake, kept, Duration::from_secs(60)).await;
+    signal(node.id(), libc::SIGTERM);
+    let status = wait_exit(node, Duration::from_secs(30));
+    assert!(arrived && status.success(), "{status}\n{}", log_text(log));
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves none
+/// behind (after a clean exit the kill finds nothing to do).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
