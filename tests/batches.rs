@@ -19,21 +19,40 @@ async fn recorded_batches(js: &async_nats::jetstream::Context) -> u64 {
     }
 }
 
+/// A nats-server, the fake Switchboard, and a batch-mode node on a simulation (flush every second).
+struct Stage {
+    nats: support::TestNats,
+    fake: tgingest::switchboard::FakeSwitchboard,
+    dir: tempfile::TempDir,
+    kept: Vec<tgingest::event::Event>,
+    log: std::path::PathBuf,
+    node: KillOnDrop,
+}
+
+/// Starts a [`Stage`] on `sim`, batches of at most `max_messages`.
+async fn stage(sim: &tgingest::telegram::simulated::SimulatorConfig, max_messages: u32) -> Stage {
+    let (nats, fake, dir) = support::node_stage().await;
+    let log = dir.path().join("node.log");
+    let node = start_batch_node(&nats, &fake, dir.path(), &log, sim, 1, max_messages);
+    Stage {
+        kept: kept(sim),
+        node: KillOnDrop(node),
+        nats,
+        fake,
+        dir,
+        log,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kept_message_is_in_exactly_one_stored_batch() {
-    let (nats, fake, dir) = support::node_stage().await;
-    let sim = simulation(2, 400.0, 600, 17);
-    let kept = kept(&sim);
-    let log = dir.path().join("node.log");
-    let mut node = KillOnDrop(start_batch_node(
-        &nats,
-        &fake,
-        dir.path(),
-        &log,
-        &sim,
-        1,
-        40,
-    ));
+    let Stage {
+        fake,
+        kept,
+        log,
+        mut node,
+        ..
+    } = stage(&simulation(2, 400.0, 600, 17), 40).await;
     let report = stop_and_check(&mut node.0, &fake, &kept, &log, Duration::from_secs(90)).await;
     let new_messages = kept
         .iter()
@@ -59,19 +78,14 @@ async fn every_kept_message_is_in_exactly_one_stored_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchboard_outage_longer_than_a_flush_interval_drops_nothing() {
-    let (nats, fake, dir) = support::node_stage().await;
-    let sim = simulation(2, 100.0, 800, 23);
-    let kept = kept(&sim);
-    let log = dir.path().join("node.log");
-    let mut node = KillOnDrop(start_batch_node(
-        &nats,
-        &fake,
-        dir.path(),
-        &log,
-        &sim,
-        1,
-        200,
-    ));
+    let Stage {
+        nats,
+        fake,
+        kept,
+        log,
+        mut node,
+        ..
+    } = stage(&simulation(2, 100.0, 800, 23), 200).await;
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
 
     // Some batches arrive; then Switchboard goes away.
@@ -107,25 +121,22 @@ async fn a_switchboard_outage_longer_than_a_flush_interval_drops_nothing() {
 /// A reads B's records and drops what they hold. Every message is in exactly one record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_batcher_whose_messages_went_to_another_never_records_them_again() {
-    let (nats, fake, dir) = support::node_stage().await;
     let sim = simulation(2, 200.0, 1200, 41);
-    let kept = kept(&sim);
+    let Stage {
+        nats,
+        fake,
+        dir,
+        kept,
+        log: log_a,
+        node: mut a,
+    } = stage(&sim, 10).await;
     let other = tempfile::tempdir().unwrap();
     std::fs::copy(
         dir.path().join("master.key"),
         other.path().join("master.key"),
     )
     .unwrap();
-    let (log_a, log_b) = (dir.path().join("a.log"), other.path().join("b.log"));
-    let mut a = KillOnDrop(start_batch_node(
-        &nats,
-        &fake,
-        dir.path(),
-        &log_a,
-        &sim,
-        1,
-        10,
-    ));
+    let log_b = other.path().join("b.log");
     let mut b = KillOnDrop(support::spawn_sim_node(
         &nats,
         &fake,
