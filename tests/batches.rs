@@ -46,12 +46,14 @@ async fn stage(sim: &tgingest::telegram::simulated::SimulatorConfig, max_message
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kept_message_is_in_exactly_one_stored_batch() {
+    // Every part bound: one left out would be dropped here (the server stopped, the dir gone).
     let Stage {
+        nats: _nats,
         fake,
+        dir: _dir,
         kept,
         log,
         mut node,
-        ..
     } = stage(&simulation(2, 400.0, 600, 17), 40).await;
     let report = stop_and_check(&mut node.0, &fake, &kept, &log, Duration::from_secs(90)).await;
     let new_messages = kept
@@ -81,10 +83,10 @@ async fn a_switchboard_outage_longer_than_a_flush_interval_drops_nothing() {
     let Stage {
         nats,
         fake,
+        dir: _dir,
         kept,
         log,
         mut node,
-        ..
     } = stage(&simulation(2, 100.0, 800, 23), 200).await;
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
 
