@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::batches::{kept, simulation, start_batch_node, stop_and_check};
+use support::batches::{batch_env, kept, simulation, start_batch_node, stop_and_check};
 use support::{KillOnDrop, eventually_some};
 
 /// Records in `TG_BATCH` so far (0 before the stream exists).
@@ -146,12 +146,7 @@ async fn a_frozen_batcher_whose_messages_went_to_another_never_records_them_agai
         &log_b,
         &sim,
         "batch-node-b",
-        &[
-            ("TGINGEST_SWITCHBOARD_MODE", "conversation_batches".into()),
-            ("TELEGRAM_USER_FLUSH_INTERVAL_S", "1".into()),
-            ("TELEGRAM_USER_BUFFER_MAX_MESSAGES", "10".into()),
-            ("TGINGEST_NATS_ACK_WAIT", "2s".into()),
-        ],
+        &batch_env(1, 10),
     ));
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let redelivered = || async {
@@ -199,4 +194,45 @@ async fn a_frozen_batcher_whose_messages_went_to_another_never_records_them_agai
     );
     assert!(twice.is_empty(), "{} members in two records", twice.len());
     assert_eq!(report.batches, records.len() as u64, "{report:?}");
+}
+
+/// A node that delivered in `messages` mode and restarts in batch mode does not send again,
+/// inside batches, what it already delivered one by one: its batcher starts past the delivery
+/// consumer's ack floor, not at the start of `TG_CLEAN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_to_batch_mode_does_not_re_send_what_was_delivered_one_by_one() {
+    let (nats, fake, dir) = support::node_stage().await;
+    let sim = simulation(2, 400.0, 400, 53);
+    let kept = kept(&sim);
+    let log = dir.path().join("node.log");
+    let spawn = |extra: &[(&str, String)]| {
+        KillOnDrop(support::spawn_sim_node(
+            &nats,
+            &fake,
+            dir.path(),
+            &log,
+            &sim,
+            "switch-node",
+            extra,
+        ))
+    };
+    let mut node = spawn(&[]);
+    support::all_stored_then_stop(&mut node.0, &fake, &kept, &log).await;
+    let stored = fake.stats().stored;
+
+    // Batch mode on the same data: the sources have nothing new to give.
+    let mut node = spawn(&batch_env(1, 40));
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    eventually_some("the batcher caught up", Duration::from_secs(60), || async {
+        let stream = js.get_stream("TG_CLEAN").await.ok()?;
+        let info = stream.consumer_info("batcher").await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    support::signal(node.0.id(), libc::SIGTERM);
+    let status = support::wait_exit(&mut node.0, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    assert_eq!(recorded_batches(&js).await, 0, "nothing new, so no batch");
+    assert_eq!(fake.stats().stored, stored, "nothing stored again");
+    assert_eq!(fake.stored_twice(), 0);
 }

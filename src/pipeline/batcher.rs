@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
@@ -50,7 +50,8 @@ use tokio::time::Instant;
 use super::PipelineStats;
 use super::clean::{durable_consumer_with, take_batch};
 use crate::bus::{
-    BATCHER_CONSUMER, Bus, STREAM_BATCH, STREAM_CLEAN, batch_subject, wrong_last_sequence,
+    BATCHER_CONSUMER, Bus, DELIVERY_CONSUMER, STREAM_BATCH, STREAM_CLEAN, batch_subject,
+    wrong_last_sequence,
 };
 use crate::config::BatchConfig;
 use crate::event::{Chat, Event, EventKind, now_us};
@@ -158,9 +159,15 @@ impl Actor for BatcherActor {
         myself: ActorRef<BatcherMsg>,
         args: BatcherArgs,
     ) -> Result<BatcherState, ActorProcessingErr> {
-        let consumer =
-            durable_consumer_with(&args.bus, STREAM_CLEAN, BATCHER_CONSUMER, MAX_ACK_PENDING)
-                .await?;
+        let start = batcher_start(&args.bus).await?;
+        let consumer = durable_consumer_with(
+            &args.bus,
+            STREAM_CLEAN,
+            BATCHER_CONSUMER,
+            MAX_ACK_PENDING,
+            start,
+        )
+        .await?;
         myself.cast(BatcherMsg::Pump)?;
         let next_progress = Instant::now() + args.bus.progress_every();
         Ok(BatcherState {
@@ -193,6 +200,24 @@ impl Actor for BatcherActor {
         myself.cast(BatcherMsg::Pump)?;
         Ok(())
     }
+}
+
+/// Where the batcher's consumer starts. An existing one keeps its start. A new one, on a
+/// `TG_CLEAN` the `messages` mode already delivered from, starts past the delivery consumer's
+/// ack floor: what was sent one by one is not sent again inside batches when a node switches to
+/// batch mode (messages acknowledged past the floor, at most `switchboard.max_inflight` at the
+/// switch, can reach Switchboard both ways). On a fresh stream: from the start.
+async fn batcher_start(bus: &Bus) -> Result<DeliverPolicy, ActorProcessingErr> {
+    let stream = bus.js.get_stream(STREAM_CLEAN).await?;
+    if let Ok(info) = stream.consumer_info(BATCHER_CONSUMER).await {
+        return Ok(info.config.deliver_policy);
+    }
+    Ok(match stream.consumer_info(DELIVERY_CONSUMER).await {
+        Ok(info) if info.ack_floor.stream_sequence > 0 => DeliverPolicy::ByStartSequence {
+            start_sequence: info.ack_floor.stream_sequence + 1,
+        },
+        _ => DeliverPolicy::All,
+    })
 }
 
 /// One round: pull, buffer, flush what is due, keep the held messages from redelivery.

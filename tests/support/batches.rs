@@ -13,18 +13,11 @@ use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
 
 use super::TestNats;
 
-/// Starts `tgingest run` in batch mode on `sim` (flush every `flush_s` seconds, batches of at
-/// most `max_messages`); its log (JSON) goes to `log`.
-pub fn start_batch_node(
-    nats: &TestNats,
-    fake: &FakeSwitchboard,
-    dir: &std::path::Path,
-    log: &std::path::Path,
-    sim: &SimulatorConfig,
-    flush_s: u64,
-    max_messages: u32,
-) -> Child {
-    let extra = [
+/// The variables of batch mode: flush every `flush_s` seconds, batches of at most
+/// `max_messages`, and a 2 s ack wait (redeliveries after a kill come back sooner than with the
+/// 5 s default).
+pub fn batch_env(flush_s: u64, max_messages: u32) -> Vec<(&'static str, String)> {
+    vec![
         (
             "TGINGEST_SWITCHBOARD_MODE",
             "conversation_batches".to_string(),
@@ -34,9 +27,21 @@ pub fn start_batch_node(
             "TELEGRAM_USER_BUFFER_MAX_MESSAGES",
             max_messages.to_string(),
         ),
-        // Redeliveries after a kill come back sooner than with the 5 s default.
         ("TGINGEST_NATS_ACK_WAIT", "2s".to_string()),
-    ];
+    ]
+}
+
+/// Starts `tgingest run` in batch mode ([`batch_env`]) on `sim`; its log (JSON) goes to `log`.
+pub fn start_batch_node(
+    nats: &TestNats,
+    fake: &FakeSwitchboard,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    sim: &SimulatorConfig,
+    flush_s: u64,
+    max_messages: u32,
+) -> Child {
+    let extra = batch_env(flush_s, max_messages);
     super::spawn_sim_node(nats, fake, dir, log, sim, "batch-node", &extra)
 }
 
