@@ -191,7 +191,8 @@ pub async fn run_once(scn: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         &samples,
         accounts,
         neighbours,
-        counts.stored,
+        // Events stored (a batch counts its members), not envelopes: CPU per event.
+        accepted.len() as u64,
     );
     resources.idle = idle;
     let Yardsticks { ceiling, floor } = yard;
