@@ -236,3 +236,63 @@ async fn switching_to_batch_mode_does_not_re_send_what_was_delivered_one_by_one(
     assert_eq!(fake.stats().stored, stored, "nothing stored again");
     assert_eq!(fake.stored_twice(), 0);
 }
+
+/// With an hour's flush interval only a stop cuts batches: a graceful stop records everything
+/// the batcher holds, and the restarted node sends those batches at once instead of buffering
+/// the messages for another interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_records_the_buffers_and_the_restart_sends_them() {
+    let (nats, fake, dir) = support::node_stage().await;
+    let sim = simulation(2, 400.0, 300, 61);
+    let kept = kept(&sim);
+    let batchable: std::collections::HashSet<String> = kept
+        .iter()
+        .filter(|e| tgingest::pipeline::batcher::batchable(e))
+        .map(|e| e.event_id.clone())
+        .collect();
+    let log = dir.path().join("node.log");
+    let env = batch_env(3600, 5000);
+    let spawn = || {
+        KillOnDrop(support::spawn_sim_node(
+            &nats,
+            &fake,
+            dir.path(),
+            &log,
+            &sim,
+            "stop-node",
+            &env,
+        ))
+    };
+    let mut node = spawn();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    // Every new message is held by the batcher (delivered to it, unacknowledged).
+    eventually_some(
+        "the batcher holds every new message",
+        Duration::from_secs(60),
+        || async {
+            let stream = js.get_stream("TG_CLEAN").await.ok()?;
+            let info = stream.consumer_info("batcher").await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == batchable.len()).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(recorded_batches(&js).await, 0, "nothing flushed yet");
+    support::signal(node.0.id(), libc::SIGTERM);
+    let status = support::wait_exit(&mut node.0, Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{}", support::log_text(&log));
+    let records = support::batches::recorded(&nats.url()).await;
+    let members: std::collections::HashSet<String> = records
+        .iter()
+        .flat_map(|b| b.members().map(|m| m.event_id.clone()))
+        .collect();
+    assert!(
+        members == batchable,
+        "the stop recorded {} of the {} held messages ({} others)",
+        members.intersection(&batchable).count(),
+        batchable.len(),
+        members.difference(&batchable).count()
+    );
+
+    let mut node = spawn();
+    stop_and_check(&mut node.0, &fake, &kept, &log, Duration::from_secs(60)).await;
+}

@@ -32,7 +32,8 @@
 //!
 //! Limits: held messages count toward the consumer's `max_ack_pending`
 //! ([`MAX_ACK_PENDING`]); at [`HELD_CAP`] the chat buffered longest is flushed early instead of
-//! stalling. After a crash the flush clock of the redelivered members starts again. The set of
+//! stalling. A graceful stop records the buffers (for up to `STOP_FLUSH`); after a crash the
+//! flush clock of the redelivered members starts again. The set of
 //! batched ids per chat grows with the chat's recorded history (bounded by `streams.batch`'s
 //! `max_age`).
 
@@ -200,7 +201,42 @@ impl Actor for BatcherActor {
         myself.cast(BatcherMsg::Pump)?;
         Ok(())
     }
+
+    /// A graceful stop records what is buffered (as the butlers connector flushes on stop), so
+    /// a restart does not wait a flush interval again; what cannot be recorded in
+    /// [`STOP_FLUSH`] stays unacknowledged in `TG_CLEAN` and is batched after the restart.
+    async fn post_stop(
+        &self,
+        _: ActorRef<BatcherMsg>,
+        state: &mut BatcherState,
+    ) -> Result<(), ActorProcessingErr> {
+        let keys: Vec<(String, String)> = state
+            .chats
+            .iter()
+            .filter(|(_, c)| !c.buffer.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let flush_all = async {
+            for key in &keys {
+                flush(state, key).await?;
+            }
+            Ok::<(), ActorProcessingErr>(())
+        };
+        match tokio::time::timeout(STOP_FLUSH, flush_all).await {
+            Ok(Ok(())) => tracing::info!(chats = keys.len(), "batcher: buffers recorded on stop"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "batcher: cannot record the buffers on stop; they are batched after the restart")
+            }
+            Err(_) => tracing::warn!(
+                "batcher: recording the buffers on stop took too long; the rest is batched after the restart"
+            ),
+        }
+        Ok(())
+    }
 }
+
+/// How long a graceful stop may spend recording the buffers.
+const STOP_FLUSH: Duration = Duration::from_secs(5);
 
 /// Where the batcher's consumer starts. An existing one keeps its start. A new one, on a
 /// `TG_CLEAN` the `messages` mode already delivered from, starts past the delivery consumer's
