@@ -19,6 +19,31 @@ async fn recorded_batches(js: &async_nats::jetstream::Context) -> u64 {
     }
 }
 
+/// The batcher's consumer on `TG_CLEAN`, if it exists yet.
+async fn batcher_info(
+    js: &async_nats::jetstream::Context,
+) -> Option<async_nats::jetstream::consumer::Info> {
+    let stream = js.get_stream("TG_CLEAN").await.ok()?;
+    stream.consumer_info("batcher").await.ok()
+}
+
+/// Starts `tgingest run` as node `id` on `sim` with the given variables, killed if the test
+/// fails.
+fn spawner<'a>(
+    nats: &'a support::TestNats,
+    fake: &'a tgingest::switchboard::FakeSwitchboard,
+    dir: &'a std::path::Path,
+    log: &'a std::path::Path,
+    sim: &'a tgingest::telegram::simulated::SimulatorConfig,
+    id: &'a str,
+) -> impl Fn(&[(&str, String)]) -> KillOnDrop + 'a {
+    move |extra| {
+        KillOnDrop(support::spawn_sim_node(
+            nats, fake, dir, log, sim, id, extra,
+        ))
+    }
+}
+
 /// A nats-server, the fake Switchboard, and a batch-mode node on a simulation (flush every second).
 struct Stage {
     nats: support::TestNats,
@@ -139,19 +164,11 @@ async fn a_frozen_batcher_whose_messages_went_to_another_never_records_them_agai
     )
     .unwrap();
     let log_b = other.path().join("b.log");
-    let mut b = KillOnDrop(support::spawn_sim_node(
-        &nats,
-        &fake,
-        other.path(),
-        &log_b,
-        &sim,
-        "batch-node-b",
-        &batch_env(1, 10),
-    ));
+    let mut b =
+        spawner(&nats, &fake, other.path(), &log_b, &sim, "batch-node-b")(&batch_env(1, 10));
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let redelivered = || async {
-        let stream = js.get_stream("TG_CLEAN").await.ok()?;
-        let info = stream.consumer_info("batcher").await.ok()?;
+        let info = batcher_info(&js).await?;
         Some(info.num_redelivered)
     };
     eventually_some(
@@ -205,17 +222,7 @@ async fn switching_to_batch_mode_does_not_re_send_what_was_delivered_one_by_one(
     let sim = simulation(2, 400.0, 400, 53);
     let kept = kept(&sim);
     let log = dir.path().join("node.log");
-    let spawn = |extra: &[(&str, String)]| {
-        KillOnDrop(support::spawn_sim_node(
-            &nats,
-            &fake,
-            dir.path(),
-            &log,
-            &sim,
-            "switch-node",
-            extra,
-        ))
-    };
+    let spawn = spawner(&nats, &fake, dir.path(), &log, &sim, "switch-node");
     let mut node = spawn(&[]);
     support::all_stored_then_stop(&mut node.0, &fake, &kept, &log).await;
     let stored = fake.stats().stored;
@@ -224,8 +231,7 @@ async fn switching_to_batch_mode_does_not_re_send_what_was_delivered_one_by_one(
     let mut node = spawn(&batch_env(1, 40));
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     eventually_some("the batcher caught up", Duration::from_secs(60), || async {
-        let stream = js.get_stream("TG_CLEAN").await.ok()?;
-        let info = stream.consumer_info("batcher").await.ok()?;
+        let info = batcher_info(&js).await?;
         (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
     })
     .await;
@@ -252,17 +258,7 @@ async fn a_graceful_stop_records_the_buffers_and_the_restart_sends_them() {
         .collect();
     let log = dir.path().join("node.log");
     let env = batch_env(3600, 5000);
-    let spawn = || {
-        KillOnDrop(support::spawn_sim_node(
-            &nats,
-            &fake,
-            dir.path(),
-            &log,
-            &sim,
-            "stop-node",
-            &env,
-        ))
-    };
+    let spawn = || spawner(&nats, &fake, dir.path(), &log, &sim, "stop-node")(&env);
     let mut node = spawn();
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     // Every new message is held by the batcher (delivered to it, unacknowledged).
@@ -270,8 +266,7 @@ async fn a_graceful_stop_records_the_buffers_and_the_restart_sends_them() {
         "the batcher holds every new message",
         Duration::from_secs(60),
         || async {
-            let stream = js.get_stream("TG_CLEAN").await.ok()?;
-            let info = stream.consumer_info("batcher").await.ok()?;
+            let info = batcher_info(&js).await?;
             (info.num_pending == 0 && info.num_ack_pending == batchable.len()).then_some(())
         },
     )
