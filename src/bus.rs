@@ -26,6 +26,13 @@ pub const DEDUPE_CONSUMER: &str = "dedupe";
 pub const DELIVERY_CONSUMER: &str = "switchboard";
 /// Deduplicated, scope-filtered, redacted events: the replay source.
 pub const STREAM_CLEAN: &str = "TG_CLEAN";
+/// Conversation-history batches, recorded before they are sent (batch mode only): one subject
+/// per chat, written by compare-and-set on the subject's last sequence.
+pub const STREAM_BATCH: &str = "TG_BATCH";
+/// Durable consumer of the batcher on `TG_CLEAN` (batch mode).
+pub const BATCHER_CONSUMER: &str = "batcher";
+/// Durable consumer of the batch delivery stage on `TG_BATCH`.
+pub const BATCH_DELIVERY_CONSUMER: &str = "switchboard_batches";
 /// Events Switchboard refused permanently, with the reason.
 pub const STREAM_DLQ: &str = "TG_DLQ";
 /// Every node's chained event-log records, one subject per node, each a gap-free chain.
@@ -53,6 +60,11 @@ pub fn raw_subject(account_id: &str, chat: ChatKind) -> String {
 /// `tg.clean.<account>`.
 pub fn clean_subject(account_id: &str) -> String {
     format!("tg.clean.{account_id}")
+}
+
+/// `tg.batch.<account>.<marked chat id>`: the chat's recorded batches, in order.
+pub fn batch_subject(account_id: &str, chat_id: &str) -> String {
+    format!("tg.batch.{account_id}.{chat_id}")
 }
 
 /// `tg.dlq.<account>`.
@@ -456,6 +468,19 @@ impl Bus {
                 "events Switchboard refused permanently",
             ),
         ];
+        let batches = cfg.switchboard.mode == crate::config::DeliveryMode::ConversationBatches;
+        let batch = batches.then(|| {
+            (
+                STREAM_BATCH,
+                "batch",
+                stream_config(
+                    STREAM_BATCH,
+                    "tg.batch.>",
+                    &cfg.streams.batch,
+                    "conversation-history batches, recorded before they are sent",
+                ),
+            )
+        });
         let audit = (
             STREAM_AUDIT,
             "audit",
@@ -466,7 +491,8 @@ impl Bus {
             .map(|(name, section, subject, sc, description)| {
                 (name, section, stream_config(name, subject, sc, description))
             })
-            .chain([audit]);
+            .chain([audit])
+            .chain(batch);
         for (name, section, desired) in streams {
             let applied = self
                 .apply_stream(desired)
@@ -591,6 +617,9 @@ pub fn publish_probes(cfg: &Config) -> Vec<String> {
         dlq_subject(PROBE_ACCOUNT),
         audit_subject(&cfg.node_id()),
     ];
+    if cfg.switchboard.mode == crate::config::DeliveryMode::ConversationBatches {
+        subjects.push(batch_subject(PROBE_ACCOUNT, PROBE_ACCOUNT));
+    }
     let seen = cfg.cluster.enabled.then_some(BUCKET_SEEN);
     for bucket in BUCKETS.into_iter().chain(seen) {
         subjects.push(format!("$KV.{bucket}.{PROBE_ACCOUNT}"));

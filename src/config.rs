@@ -44,6 +44,25 @@ pub const ALIASES: &[(&str, &str)] = &[
     ),
     ("CONNECTOR_MAX_INFLIGHT", "switchboard.max_inflight"),
     ("CONNECTOR_BACKFILL_WINDOW_H", "telegram.backfill_window_h"),
+    // Conversation-history batches: the names the butlers Telegram user-client connector reads
+    // (tzeusy-org/butlers, src/butlers/connectors/telegram_user_client.py, module docs and
+    // `TelegramUserClientConnectorConfig.from_env`).
+    (
+        "TELEGRAM_USER_FLUSH_INTERVAL_S",
+        "switchboard.batches.flush_interval_s",
+    ),
+    (
+        "TELEGRAM_USER_BUFFER_MAX_MESSAGES",
+        "switchboard.batches.max_messages",
+    ),
+    (
+        "TELEGRAM_USER_HISTORY_MAX_MESSAGES",
+        "switchboard.batches.context_messages",
+    ),
+    (
+        "TELEGRAM_USER_HISTORY_TIME_WINDOW_M",
+        "switchboard.batches.context_window_m",
+    ),
     ("TELEGRAM_API_ID", "telegram.api_id"),
     ("TELEGRAM_API_HASH", "telegram.api_hash"),
 ];
@@ -166,6 +185,9 @@ pub struct StreamsConfig {
     pub raw: StreamConfig,
     pub clean: StreamConfig,
     pub dlq: StreamConfig,
+    /// `TG_BATCH`, the recorded conversation-history batches (only with
+    /// `switchboard.mode = "conversation_batches"`): what a replay re-sends.
+    pub batch: StreamConfig,
     /// `TG_AUDIT`, every node's chained event log: `max_age` 0 keeps it for good, and a full
     /// stream refuses new records instead of removing old ones (see `bus::Bus::setup`).
     pub audit: StreamConfig,
@@ -177,6 +199,7 @@ impl Default for StreamsConfig {
             raw: StreamConfig::with_max_age(Dur::hours(24)),
             clean: StreamConfig::with_max_age(Dur::days(30)),
             dlq: StreamConfig::with_max_age(Dur::days(90)),
+            batch: StreamConfig::with_max_age(Dur::days(30)),
             audit: StreamConfig::with_max_age(Dur::secs(0)),
         }
     }
@@ -375,6 +398,8 @@ pub struct SwitchboardConfig {
     pub request_timeout: Dur,
     /// `connector.heartbeat` period per endpoint; 0s = off.
     pub heartbeat_interval: Dur,
+    /// One envelope per message, or one conversation-history batch per chat per flush.
+    pub mode: DeliveryMode,
     /// Send `sender.display_name`, `chat_type`, `participant_count` (servers from April 2026 on).
     pub send_sender_details: bool,
     /// Optional bearer token, sent on every request of both transports. Prefer
@@ -386,6 +411,8 @@ pub struct SwitchboardConfig {
     /// PEM file of the CA certificate(s) that sign Switchboard's certificate (`https://` URLs
     /// only). They replace the system's trust store for this link; empty = the system's store.
     pub ca_file: PathBuf,
+    /// How batches are cut (only with `mode = "conversation_batches"`).
+    pub batches: BatchConfig,
 }
 
 impl Default for SwitchboardConfig {
@@ -398,10 +425,49 @@ impl Default for SwitchboardConfig {
             max_inflight: 8,
             request_timeout: Dur::secs(30),
             heartbeat_interval: Dur::secs(120),
+            mode: DeliveryMode::Messages,
             send_sender_details: false,
             auth_token: Secret::default(),
             auth_token_file: PathBuf::new(),
             ca_file: PathBuf::new(),
+            batches: BatchConfig::default(),
+        }
+    }
+}
+
+/// What one `ingest` call carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// One envelope per event (every Switchboard).
+    Messages,
+    /// New messages as one conversation-history batch per chat per flush (Switchboard from late
+    /// March 2026 on); edits, deletions and service events still go one by one.
+    ConversationBatches,
+}
+
+/// How conversation-history batches are cut. Whole numbers with the unit in the name, as the
+/// butlers connector's variables (see [`ALIASES`]) are written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Seconds a chat's first buffered message waits before its batch is recorded.
+    pub flush_interval_s: u64,
+    /// A chat's batch is recorded as soon as this many new messages are buffered.
+    pub max_messages: u32,
+    /// Earlier messages (already sent) shown as context before the oldest new one, at most.
+    pub context_messages: u32,
+    /// How far back (minutes before the oldest new message) context may reach.
+    pub context_window_m: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            flush_interval_s: 1800,
+            max_messages: 200,
+            context_messages: 50,
+            context_window_m: 35,
         }
     }
 }
@@ -1148,6 +1214,7 @@ impl Config {
             ("clean", &self.streams.clean),
             ("dlq", &self.streams.dlq),
             ("audit", &self.streams.audit),
+            ("batch", &self.streams.batch),
         ] {
             let key = |k: &str| format!("streams.{name}.{k}");
             // The audit stream is the only one kept for good: its history is what is verified.
@@ -1252,6 +1319,35 @@ impl Config {
                 "switchboard.max_inflight",
                 sb.max_inflight,
                 "a whole number from 1 to 1024",
+            )
+        })?;
+        let b = &sb.batches;
+        check((1..=86_400).contains(&b.flush_interval_s), || {
+            invalid(
+                "switchboard.batches.flush_interval_s",
+                b.flush_interval_s,
+                "a whole number of seconds from 1 to 86400",
+            )
+        })?;
+        check((1..=5_000).contains(&b.max_messages), || {
+            invalid(
+                "switchboard.batches.max_messages",
+                b.max_messages,
+                "a whole number from 1 to 5000",
+            )
+        })?;
+        check(b.context_messages <= 1_000, || {
+            invalid(
+                "switchboard.batches.context_messages",
+                b.context_messages,
+                "a whole number from 0 to 1000",
+            )
+        })?;
+        check(b.context_window_m <= 10_080, || {
+            invalid(
+                "switchboard.batches.context_window_m",
+                b.context_window_m,
+                "a whole number of minutes from 0 to 10080 (a week)",
             )
         })?;
         check(sb.request_timeout.0 >= Duration::from_secs(1), || {
@@ -1518,6 +1614,49 @@ mod tests {
         .unwrap();
         assert_eq!(loaded.config.streams.raw.max_age, Dur::hours(2));
         assert!(loaded.config.switchboard.send_sender_details);
+    }
+
+    #[test]
+    fn batch_mode_takes_the_butlers_connectors_buffer_and_history_variables() {
+        let loaded = load(
+            None,
+            env(&[
+                ("TGINGEST_SWITCHBOARD_MODE", "conversation_batches"),
+                ("TELEGRAM_USER_FLUSH_INTERVAL_S", "600"),
+                ("TELEGRAM_USER_BUFFER_MAX_MESSAGES", "50"),
+                ("TELEGRAM_USER_HISTORY_MAX_MESSAGES", "20"),
+                ("TELEGRAM_USER_HISTORY_TIME_WINDOW_M", "15"),
+            ]),
+        )
+        .unwrap();
+        let sb = &loaded.config.switchboard;
+        assert_eq!(sb.mode, DeliveryMode::ConversationBatches);
+        assert_eq!(
+            sb.batches,
+            BatchConfig {
+                flush_interval_s: 600,
+                max_messages: 50,
+                context_messages: 20,
+                context_window_m: 15,
+            }
+        );
+        assert_eq!(
+            Config::default().switchboard.mode,
+            DeliveryMode::Messages,
+            "messages stay the default"
+        );
+        let err = load(None, env(&[("TELEGRAM_USER_BUFFER_MAX_MESSAGES", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("switchboard.batches.max_messages")
+                && err.contains("TELEGRAM_USER_BUFFER_MAX_MESSAGES"),
+            "{err}"
+        );
+        let err = load(None, env(&[("TGINGEST_SWITCHBOARD_MODE", "batches")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("conversation_batches"), "{err}");
     }
 
     #[test]

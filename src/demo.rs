@@ -80,6 +80,14 @@ pub struct DemoSummary {
     /// Events the node delivered (Switchboard accepted as new) per second, from the start to
     /// the last acknowledgement.
     pub throughput_per_s: f64,
+    /// `switchboard.mode`: `messages` or `conversation_batches`.
+    pub mode: crate::config::DeliveryMode,
+    /// `ingest` calls the node made (retries included): one per event, or one per batch.
+    pub ingest_calls: u64,
+    /// Those calls per second, over the same window as `throughput_per_s`.
+    pub ingest_calls_per_s: f64,
+    /// Conversation-history batches Switchboard accepted (batch mode).
+    pub batches: u64,
     pub elapsed_s: f64,
     pub eventlog_ok: bool,
     /// Peak resident memory of the demo process (`VmHWM`, KiB; Linux only). The embedded
@@ -218,6 +226,10 @@ pub async fn run(mut config: Config, plan: &DemoPlan) -> Result<DemoSummary, Dem
         retries: snapshot.retries,
         latency_ms: snapshot.latency_ms,
         throughput_per_s: throughput(snapshot.delivered, &stats, started_us, elapsed),
+        mode: config.switchboard.mode,
+        ingest_calls: snapshot.ingest_calls,
+        ingest_calls_per_s: throughput(snapshot.ingest_calls, &stats, started_us, elapsed),
+        batches: snapshot.batches_delivered,
         elapsed_s: elapsed.as_secs_f64(),
         eventlog_ok,
         peak_rss_kib: peak_rss_kib(),
@@ -235,9 +247,22 @@ struct Drain {
 /// Messages the delivery stage's consumer on `TG_CLEAN` has not settled: not yet handed out,
 /// or handed out and not acknowledged. `None` when JetStream cannot say.
 async fn delivery_backlog(node: &Node) -> Option<u64> {
-    let stream = node.bus.js.get_stream(STREAM_CLEAN).await.ok()?;
-    let info = stream.consumer_info(DELIVERY_CONSUMER).await.ok()?;
-    Some(info.num_pending + info.num_ack_pending as u64)
+    let backlog = |stream: &'static str, consumer: &'static str| async move {
+        let stream = node.bus.js.get_stream(stream).await.ok()?;
+        let info = stream.consumer_info(consumer).await.ok()?;
+        Some(info.num_pending + info.num_ack_pending as u64)
+    };
+    let mut pending = backlog(STREAM_CLEAN, DELIVERY_CONSUMER).await?;
+    // Batch mode: what the batcher holds, and what is recorded but not yet sent.
+    if node.config.switchboard.mode == crate::config::DeliveryMode::ConversationBatches {
+        pending += backlog(STREAM_CLEAN, crate::bus::BATCHER_CONSUMER).await?;
+        pending += backlog(
+            crate::bus::STREAM_BATCH,
+            crate::bus::BATCH_DELIVERY_CONSUMER,
+        )
+        .await?;
+    }
+    Some(pending)
 }
 
 /// How many of `expected` Switchboard has acknowledged so far (none without the ledger).
@@ -416,6 +441,7 @@ pub fn render(s: &DemoSummary) -> String {
          \x20 retries                     {}\n\
          \x20 latency p50 / p99 / max     {:.1} / {:.1} / {:.1} ms\n\
          \x20 throughput                  {:.0} events/s over {:.1}s\n\
+         \x20 ingest calls                {} ({:.0}/s; mode {}, {} batches)\n\
          \x20 event log                   {}\n\
          \x20 peak RSS (this process)     {}\n",
         s.source,
@@ -448,6 +474,13 @@ pub fn render(s: &DemoSummary) -> String {
         lat("max"),
         s.throughput_per_s,
         s.elapsed_s,
+        s.ingest_calls,
+        s.ingest_calls_per_s,
+        match s.mode {
+            crate::config::DeliveryMode::Messages => "messages",
+            crate::config::DeliveryMode::ConversationBatches => "conversation_batches",
+        },
+        s.batches,
         if s.eventlog_ok {
             "verified"
         } else {
@@ -826,6 +859,15 @@ pub async fn run_fake_dc(mut config: Config, plan: &DemoPlan) -> Result<DemoSumm
             driven.started_us,
             driven.elapsed,
         ),
+        mode: config.switchboard.mode,
+        ingest_calls: snapshot.ingest_calls,
+        ingest_calls_per_s: throughput(
+            snapshot.ingest_calls,
+            &driven.stats,
+            driven.started_us,
+            driven.elapsed,
+        ),
+        batches: snapshot.batches_delivered,
         elapsed_s: driven.elapsed.as_secs_f64(),
         eventlog_ok,
         peak_rss_kib: peak_rss_kib(),

@@ -19,15 +19,14 @@
 mod support;
 
 use std::collections::HashSet;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use support::{TestNats, signal, tgingest_bin};
 use tgingest::demo::expected_after_policy;
-use tgingest::keys::MasterKey;
 use tgingest::policy::{Policy, PolicyConfig};
-use tgingest::switchboard::{FakeOptions, FakeSwitchboard};
+use tgingest::switchboard::FakeSwitchboard;
 use tgingest::telegram::simulated::{SimulatedWorld, SimulatorConfig};
 
 /// The phases kills are placed in, in turn (see the module docs); then [`IDLE_KILLS`] more
@@ -58,18 +57,8 @@ enum Phase {
     Idle,
 }
 
-/// Waits until the log (truncated at each start) has a line containing every one of `needles`;
-/// false after `within`.
 async fn wait_log(log: &std::path::Path, needles: &[&str], within: Duration) -> bool {
-    let up = Instant::now() + within;
-    while Instant::now() < up {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.lines().any(|l| needles.iter().all(|n| l.contains(n))) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    false
+    support::wait_log(log, needles, 0, within).await
 }
 
 fn simulation() -> SimulatorConfig {
@@ -89,29 +78,7 @@ fn start_node(
     dir: &std::path::Path,
     log: &std::path::Path,
 ) -> Child {
-    let sim = simulation();
-    let log = std::fs::File::create(log).unwrap();
-    let mut cmd = std::process::Command::new(tgingest_bin());
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("TGINGEST_NODE_ID", "crash-node")
-        .env("TGINGEST_NODE_DATA_DIR", dir.join("data"))
-        .env("TGINGEST_MASTER_KEY_FILE", dir.join("master.key"))
-        .env("TGINGEST_NATS_URL", nats.url())
-        .env("SWITCHBOARD_MCP_URL", fake.mcp_url())
-        .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
-        .env("TGINGEST_ADMIN_LISTEN", "");
-    support::simulate(&mut cmd, &sim)
-        .env(
-            "TGINGEST_LOGGING_LEVEL",
-            "info,async_nats=warn,tgingest::pipeline::account=debug",
-        )
-        .env("TGINGEST_LOGGING_FORMAT", "json")
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn tgingest run")
+    support::spawn_sim_node(nats, fake, dir, log, &simulation(), "crash-node", &[])
 }
 
 fn expected() -> HashSet<String> {
@@ -129,13 +96,7 @@ fn delivered(fake: &FakeSwitchboard) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing_and_stores_nothing_twice() {
-    tgingest::telemetry::install_crypto_provider();
-    let nats = TestNats::start();
-    let fake = FakeSwitchboard::start(FakeOptions::default())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    MasterKey::generate_file(&dir.path().join("master.key")).unwrap();
+    let (nats, fake, dir) = support::node_stage().await;
     let expected = expected();
     let seed = support::crash_seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

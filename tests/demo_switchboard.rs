@@ -15,9 +15,15 @@ use tgingest::switchboard::{FakeOptions, FakeSwitchboard, Faults};
 /// Runs `tgingest demo --json` with `args` against `url`; returns the exit code, the summary and
 /// the stderr (for failure messages).
 async fn demo(url: &str, args: &[&str]) -> (Option<i32>, Value, String) {
+    demo_with(url, args, &[]).await
+}
+
+/// [`demo`] with extra environment variables.
+async fn demo_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cmd = tgingest_cmd(dir.path());
-    cmd.args(["demo", "--json", "--switchboard-url", url, "--data-dir"])
+    cmd.envs(env.iter().copied())
+        .args(["demo", "--json", "--switchboard-url", url, "--data-dir"])
         .arg(dir.path())
         .args(args);
     let out = tokio::process::Command::from(cmd)
@@ -144,5 +150,34 @@ async fn fake_dc_demo_against_an_external_switchboard_waits_for_every_delivery()
     assert_eq!(summary["not_acknowledged"], 0, "{summary}");
     assert_eq!(summary["pending_at_stop"], 0, "{summary}");
     assert_eq!(summary["drained"], true, "{summary}");
+    fake.stop().await;
+}
+
+/// The demo in batch mode: every event acknowledged (new messages inside batches), and far fewer
+/// `ingest` calls than events, side by side in the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_in_batch_mode_counts_events_and_ingest_calls_side_by_side() {
+    let fake = FakeSwitchboard::start(FakeOptions::default())
+        .await
+        .expect("fake switchboard");
+    let env = [
+        ("TGINGEST_SWITCHBOARD_MODE", "conversation_batches"),
+        ("TELEGRAM_USER_FLUSH_INTERVAL_S", "1"),
+    ];
+    let args = ["--accounts", "2", "--rate", "50", "--duration", "2s"];
+    let (code, summary, stderr) = demo_with(&fake.mcp_url(), &args, &env).await;
+    assert_eq!(code, Some(0), "{summary}\n{stderr}");
+    assert_eq!(summary["mode"], "conversation_batches", "{summary}");
+    let expected = summary["expected"].as_u64().expect("expected");
+    assert_eq!(summary["delivered"], expected, "{summary}");
+    assert_eq!(fake.stored_event_ids().len() as u64, expected, "{summary}");
+    assert_eq!(fake.stored_twice(), 0);
+    let calls = summary["ingest_calls"].as_u64().expect("ingest_calls");
+    assert!(summary["batches"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert!(calls > 0 && calls < expected / 2, "{summary}");
+    assert!(
+        summary["ingest_calls_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{summary}"
+    );
     fake.stop().await;
 }

@@ -845,3 +845,116 @@ async fn two_concurrent_calls_with_one_key_are_stored_twice_by_a_racy_dedupe_and
     assert_eq!(rc["structuredContent"]["duplicate"], true);
     assert_eq!(fake.overlapping_keys().len(), 1);
 }
+
+/// A batch as tgingest builds it: members 9 and 10, context 8.
+fn batch_envelope() -> Value {
+    use tgingest::event::{Chat, ChatKind};
+    use tgingest::switchboard::batch::{Batch, BatchEntry, batch_envelope};
+    let entry = |id: i64, is_new: bool| BatchEntry {
+        event_id: format!("e{id}"),
+        message_id: id.to_string(),
+        sender_id: "99".into(),
+        display_name: "Ann".into(),
+        text: format!("text {id}"),
+        sent_at_us: 1_772_360_000_000_000 + id * 1_000_000,
+        is_new,
+        reply_to: None,
+    };
+    let batch = Batch {
+        account_id: "42".into(),
+        chat: Chat {
+            kind: ChatKind::Supergroup,
+            id: "-1001234".into(),
+            title: Some("Team".into()),
+        },
+        flushed_at_us: 1_772_360_100_000_000,
+        entries: vec![entry(8, false), entry(9, true), entry(10, true)],
+    };
+    let cfg = tgingest::config::SwitchboardConfig {
+        send_sender_details: true,
+        ..Default::default()
+    };
+    batch_envelope(&batch, &cfg)
+}
+
+#[tokio::test]
+async fn batches_are_validated_stored_once_and_their_members_recorded() {
+    let fake = FakeSwitchboard::start_default().await.unwrap();
+    let raw = Raw::open(&fake).await;
+    let first = raw.call("ingest", &batch_envelope()).await;
+    assert_eq!(first["structuredContent"]["status"], "accepted", "{first}");
+    assert_eq!(first["structuredContent"]["duplicate"], false, "{first}");
+    let again = raw.call("ingest", &batch_envelope()).await;
+    assert_eq!(again["structuredContent"]["duplicate"], true, "{again}");
+    assert_eq!(fake.batches_stored(), 1);
+    let members = fake.batch_members();
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert_eq!(members["telegram:user:42|-1001234|9"], 1);
+    assert!(fake.stored_event_ids().contains("e10"));
+    assert!(
+        !fake.stored_event_ids().contains("e8"),
+        "context is not a member"
+    );
+    assert_eq!(fake.stored_twice(), 0);
+}
+
+#[tokio::test]
+async fn a_malformed_batch_is_refused_with_a_multi_line_report_naming_every_problem() {
+    let fake = FakeSwitchboard::start_default().await.unwrap();
+    let raw = Raw::open(&fake).await;
+    let mut bad = batch_envelope();
+    let history = &mut bad["payload"]["raw"]["conversation_history"];
+    history[0]["colour"] = json!("red");
+    history[1]["is_new"] = json!("yes");
+    history[2]["message_id"] = json!("8");
+    bad["sender"]["participants"]["99"] = json!(7);
+    let result = raw.call("ingest", &bad).await;
+    for path in [
+        "payload.raw.conversation_history.0.colour",
+        "payload.raw.conversation_history.1.is_new",
+        "payload.raw.conversation_history.2.message_id",
+        "sender.participants.99",
+    ] {
+        assert_invalid(&result, path, "malformed batch");
+    }
+    let error = result["structuredContent"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("validation errors for IngestEnvelopeV1\n"),
+        "{error}"
+    );
+    assert!(error.lines().count() >= 12, "{error}");
+    assert!(error.contains("For further information visit"), "{error}");
+
+    let mut unknown_type = batch_envelope();
+    unknown_type["control"]["payload_type"] = json!("conversation");
+    let result = raw.call("ingest", &unknown_type).await;
+    assert_invalid(&result, "control.payload_type", "unknown payload type");
+
+    // Members and ids must agree: a key naming other messages is refused.
+    let mut wrong = batch_envelope();
+    wrong["control"]["idempotency_key"] = json!("tg_batch:-1001234:1:2");
+    let result = raw.call("ingest", &wrong).await;
+    assert_invalid(
+        &result,
+        "control.idempotency_key",
+        "key not naming the members",
+    );
+
+    // A server older than batches refuses the batch keys as unknown.
+    let old = FakeSwitchboard::start(FakeOptions {
+        conversation_batches: false,
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    let raw = Raw::open(&old).await;
+    let result = raw.call("ingest", &batch_envelope()).await;
+    for path in [
+        "control.payload_type",
+        "sender.participants",
+        "sender.owner_sender_id",
+    ] {
+        assert_invalid(&result, path, "older server");
+    }
+    assert_eq!(fake.stats().stored + old.stats().stored, 0);
+}

@@ -395,3 +395,58 @@ async fn cli(rig: &Rig, base: &str, args: &[&str]) -> (Option<i32>, String, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Batch mode: a replay re-sends the recorded batches unchanged (same envelopes, same keys) and
+/// never a batched message on its own; Switchboard that kept them answers duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_batch_mode_a_replay_re_sends_the_recorded_batches_unchanged() {
+    use support::batches::report;
+    use tgingest::config::DeliveryMode;
+    let rig = Rig::start(simulation(2, 300, 300.0, 7), |c| {
+        c.admin.listen = "127.0.0.1:0".into();
+        c.switchboard.mode = DeliveryMode::ConversationBatches;
+        c.switchboard.batches.flush_interval_s = 1;
+        c.switchboard.batches.max_messages = 40;
+    })
+    .await;
+    let kept: Vec<Event> = rig.expected().into_values().collect();
+    assert!(
+        support::batches::all_stored(&rig.fake, &kept, WAIT).await,
+        "{:?}",
+        report(&rig.fake, &kept)
+    );
+    let first = report(&rig.fake, &kept);
+    assert!(first.exactly_once() && first.batches > 0, "{first:?}");
+    let batches = |rig: &Rig| -> BTreeMap<String, Value> {
+        rig.fake
+            .accepted()
+            .into_iter()
+            .filter(|a| a.envelope["control"]["payload_type"] == "conversation_history")
+            .map(|a| {
+                let key = a.envelope["control"]["idempotency_key"].as_str().unwrap();
+                (key.to_string(), a.envelope)
+            })
+            .collect()
+    };
+    let before = batches(&rig);
+
+    rig.fake.forget_all();
+    let api = api(&rig);
+    let started = start_replay(&api, json!({})).await;
+    let done = wait_replay(&api, started["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "finished", "{done}");
+    let again = report(&rig.fake, &kept);
+    assert!(again.exactly_once(), "{again:?}");
+    assert_eq!(batches(&rig), before, "the very same batch envelopes");
+    assert_eq!(done["rejected"], 0, "{done}");
+
+    // Switchboard kept them: everything is a duplicate.
+    let started = start_replay(&api, json!({})).await;
+    let done = wait_replay(&api, started["id"].as_str().unwrap()).await;
+    assert_eq!(done["accepted"], 0, "{done}");
+    assert!(
+        done["duplicates"].as_u64().unwrap() >= before.len() as u64,
+        "{done}"
+    );
+    assert_eq!(rig.fake.stored_twice(), 0);
+}

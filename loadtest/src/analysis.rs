@@ -113,6 +113,27 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// What `a` stored: its event, or each member of a conversation-history batch (arriving
+    /// together, `observed_us` unknown: the batch's `observed_at` is its flush time).
+    pub fn all_of(a: &Accepted) -> Vec<Stored> {
+        let Some(members) = a
+            .envelope
+            .pointer("/payload/raw/event_ids")
+            .and_then(|v| v.as_array())
+        else {
+            return vec![Stored::of(a)];
+        };
+        members
+            .iter()
+            .filter_map(|id| id.as_str())
+            .map(|id| Stored {
+                event_id: id.to_string(),
+                observed_us: None,
+                received_us: a.received_at.as_microsecond(),
+            })
+            .collect()
+    }
+
     /// The parts of `a` the analysis reads.
     pub fn of(a: &Accepted) -> Stored {
         Stored {

@@ -81,7 +81,8 @@ pub async fn serve() -> anyhow::Result<()> {
             })?,
             Command::StoredUnique => serde_json::to_value(fake.stored_event_ids().len())?,
             Command::Stored => {
-                serde_json::to_value(fake.accepted().iter().map(Stored::of).collect::<Vec<_>>())?
+                let stored: Vec<Stored> = fake.accepted().iter().flat_map(Stored::all_of).collect();
+                serde_json::to_value(stored)?
             }
             Command::Forget => {
                 fake.forget_all();

@@ -234,7 +234,20 @@ pub async fn durable_consumer(
     stream: &str,
     name: &str,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, ActorProcessingErr> {
-    let (ack_wait, max_ack_pending) = (bus.ack_wait(), MAX_ACK_PENDING);
+    use async_nats::jetstream::consumer::DeliverPolicy;
+    durable_consumer_with(bus, stream, name, MAX_ACK_PENDING, DeliverPolicy::All).await
+}
+
+/// [`durable_consumer`] with its own `max_ack_pending` (the batcher holds messages unacked) and
+/// where a new consumer starts (an existing one keeps its own: JetStream cannot change it).
+pub async fn durable_consumer_with(
+    bus: &Bus,
+    stream: &str,
+    name: &str,
+    max_ack_pending: i64,
+    deliver_policy: async_nats::jetstream::consumer::DeliverPolicy,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, ActorProcessingErr> {
+    let ack_wait = bus.ack_wait();
     let stream = bus.js.get_stream(stream).await?;
     let config = pull::Config {
         durable_name: Some(name.to_string()),
@@ -242,6 +255,7 @@ pub async fn durable_consumer(
         ack_wait,
         max_ack_pending,
         max_deliver: -1,
+        deliver_policy,
         ..Default::default()
     };
     Ok(stream.create_consumer(config).await?)

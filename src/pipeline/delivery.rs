@@ -9,6 +9,11 @@
 //! stream. Transport errors and `isError:true` are retried with exponential backoff and jitter
 //! (never sooner than a 429's `Retry-After`), with progress acks so JetStream does not redeliver
 //! a message that is still being worked on: one envelope is never in two calls at once.
+//!
+//! In batch mode (`switchboard.mode = "conversation_batches"`) two of these run: one on
+//! `TG_CLEAN` that sends edits, deletions and service events one by one and leaves new
+//! messages to the batcher ([`super::batcher`]), and one on `TG_BATCH` (durable consumer
+//! `switchboard_batches`) that sends each recorded batch, unchanged, as one envelope.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,12 +27,16 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::PipelineStats;
+use super::batcher::batchable;
 use super::clean::{REASON_HEADER, durable_consumer, take_batch};
-use crate::bus::{Bus, STREAM_CLEAN, dlq_subject, header_value};
+use crate::bus::{
+    BATCH_DELIVERY_CONSUMER, Bus, STREAM_BATCH, STREAM_CLEAN, dlq_subject, header_value,
+};
 use crate::config::SwitchboardConfig;
 use crate::event::{Event, now_us};
 use crate::eventlog::{AuditEntry, Durability, EventLog};
 use crate::observability as obs;
+use crate::switchboard::batch::{Batch, batch_envelope};
 use crate::switchboard::{CallError, IngestReply, McpClient, envelope};
 
 pub use crate::bus::DELIVERY_CONSUMER;
@@ -41,6 +50,19 @@ pub struct DeliveryArgs {
     pub eventlog: Arc<EventLog>,
     pub stats: Arc<PipelineStats>,
     pub node_id: String,
+    /// What this delivery actor reads and sends.
+    pub source: DeliverySource,
+}
+
+/// What a delivery actor reads and sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliverySource {
+    /// Every `TG_CLEAN` event as its own envelope (`messages` mode).
+    Events,
+    /// `TG_CLEAN` events the batcher does not take (batch mode).
+    EventsBesideBatches,
+    /// The batches recorded in `TG_BATCH` (batch mode).
+    Batches,
 }
 
 /// Messages of the delivery actor.
@@ -72,7 +94,12 @@ impl Actor for DeliveryActor {
         args: DeliveryArgs,
     ) -> Result<DeliveryState, ActorProcessingErr> {
         let max_inflight = args.config.max_inflight as usize;
-        let consumer = durable_consumer(&args.bus, STREAM_CLEAN, DELIVERY_CONSUMER).await?;
+        let consumer = match args.source {
+            DeliverySource::Batches => {
+                durable_consumer(&args.bus, STREAM_BATCH, BATCH_DELIVERY_CONSUMER).await?
+            }
+            _ => durable_consumer(&args.bus, STREAM_CLEAN, DELIVERY_CONSUMER).await?,
+        };
         myself.cast(DeliveryMsg::Pump)?;
         Ok(DeliveryState {
             args: Arc::new(args),
@@ -133,6 +160,9 @@ async fn fill_slots(state: &mut DeliveryState, free: usize) -> Result<(), ActorP
 
 /// Delivers one message until Switchboard accepts or rejects it.
 async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
+    if args.source == DeliverySource::Batches {
+        return deliver_batch(args, message).await;
+    }
     let event: Event = match crate::codec::decode(&message.payload) {
         Ok(e) => e,
         Err(e) => {
@@ -145,16 +175,15 @@ async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
             .await;
         }
     };
+    if args.source == DeliverySource::EventsBesideBatches && batchable(&event) {
+        // The batcher's: it reaches Switchboard inside a recorded batch.
+        if let Err(e) = message.ack().await {
+            tracing::debug!(error = %e, "ack of a batched message on TG_CLEAN failed; it comes again");
+        }
+        return;
+    }
     let envelope = envelope(&event, &args.config);
-    let msg = &message;
-    let progress = Progress {
-        every: args.bus.progress_every(),
-        send: move || async move {
-            let _ = msg.ack_with(AckKind::Progress).await;
-        },
-    };
-    let settled = ingest_until_settled(&args.client, &envelope, &args.stats, progress).await;
-    match settled {
+    match settle(args, &message, &envelope).await {
         Settled::Accepted { duplicate } => {
             if duplicate {
                 args.stats.resend_duplicates.add(1);
@@ -176,6 +205,61 @@ async fn deliver(args: &DeliveryArgs, message: jetstream::Message) {
             }
         }
         Settled::Rejected(error) => dead_letter(args, &message, Some(&event), &error).await,
+    }
+}
+
+/// Sends `envelope`, the content of `message`, until Switchboard settles it, with progress acks
+/// on `message` meanwhile.
+async fn settle(
+    args: &DeliveryArgs,
+    message: &jetstream::Message,
+    envelope: &serde_json::Value,
+) -> Settled {
+    let progress = Progress {
+        every: args.bus.progress_every(),
+        send: move || async move {
+            let _ = message.ack_with(AckKind::Progress).await;
+        },
+    };
+    ingest_until_settled(&args.client, envelope, &args.stats, progress).await
+}
+
+/// Delivers one recorded batch (one MCP call); its members count as delivered events.
+async fn deliver_batch(args: &DeliveryArgs, message: jetstream::Message) {
+    let batch: Batch = match serde_json::from_slice(&message.payload) {
+        Ok(b) => b,
+        Err(e) => {
+            let reason = format!("undecodable TG_BATCH record: {e}");
+            return dead_letter(args, &message, None, &reason).await;
+        }
+    };
+    let envelope = batch_envelope(&batch, &args.config);
+    match settle(args, &message, &envelope).await {
+        Settled::Accepted { duplicate } => {
+            args.stats.batches_delivered.add(1);
+            let members = batch.members().count() as u64;
+            if duplicate {
+                args.stats.resend_duplicates.add(members);
+            } else {
+                args.stats.delivered.add(members);
+            }
+            args.stats.accounts.update(&batch.account_id, |c| {
+                c.messages_ingested += members;
+                c.dedupe_accepted += if duplicate { members } else { 0 };
+            });
+            if let Some(ledger) = &args.stats.acknowledged {
+                for member in batch.members() {
+                    ledger.record(&member.event_id, duplicate);
+                }
+            }
+            let latency = now_us().saturating_sub(batch.flushed_at_us).max(0) as u64;
+            metrics::histogram!("tgingest_batch_delivery_latency_seconds")
+                .record(latency as f64 / 1e6);
+            if let Err(e) = message.ack().await {
+                tracing::warn!(error = %e, "ack on TG_BATCH failed; Switchboard will answer the redelivery as a duplicate");
+            }
+        }
+        Settled::Rejected(error) => dead_letter(args, &message, None, &error).await,
     }
 }
 
@@ -217,6 +301,7 @@ where
     let mut next_progress = tokio::time::Instant::now() + progress.every;
     loop {
         let attempt = Instant::now();
+        stats.ingest_calls.add(1);
         let call = client.ingest(envelope);
         tokio::pin!(call);
         let reply = loop {

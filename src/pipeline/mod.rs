@@ -1,9 +1,11 @@
 //! The pipeline: account actors → `TG_RAW` → dedupe → scope filter and redaction → `TG_CLEAN` →
-//! Switchboard delivery. Each stage acknowledges upstream only after the step below it is
+//! Switchboard delivery (in batch mode: `TG_CLEAN` → batcher → `TG_BATCH` → delivery, see
+//! [`batcher`]). Each stage acknowledges upstream only after the step below it is
 //! durable (invariant 1), and each has a bounded window (invariant 6). Every stage is a child of
 //! the node's root supervisor. Operator replays from `TG_CLEAN` are in [`replay`].
 
 pub mod account;
+pub mod batcher;
 pub mod clean;
 pub mod delivery;
 pub mod handoff;
@@ -21,10 +23,12 @@ use ractor::{Actor, ActorRef};
 pub use stats::{PipelineStats, StatsSnapshot};
 
 use self::account::{AccountActor, AccountArgs};
+use self::batcher::{BatcherActor, BatcherArgs};
 use self::clean::{DedupeActor, DedupeArgs, FilterActor, FilterArgs};
-use self::delivery::{DeliveryActor, DeliveryArgs};
+use self::delivery::{DeliveryActor, DeliveryArgs, DeliverySource};
 use self::heartbeat::{HeartbeatActor, HeartbeatArgs};
 use crate::bus::Bus;
+use crate::config::DeliveryMode;
 use crate::eventlog::EventLog;
 use crate::policy::Policy;
 use crate::supervision::{ChildSpec, Restart, SupervisorCallError, SupervisorMsg, start_child};
@@ -142,6 +146,7 @@ pub async fn start(
         .await?;
     }
 
+    let batches = node.config.switchboard.mode == DeliveryMode::ConversationBatches;
     let delivery = DeliveryArgs {
         bus: node.bus.clone(),
         client: parts.client,
@@ -149,7 +154,44 @@ pub async fn start(
         eventlog: node.eventlog.clone(),
         stats: stats.clone(),
         node_id: node.node_id.to_string(),
+        source: match batches {
+            true => DeliverySource::EventsBesideBatches,
+            false => DeliverySource::Events,
+        },
     };
+    if batches {
+        let batcher = BatcherArgs {
+            bus: node.bus.clone(),
+            config: node.config.switchboard.batches.clone(),
+            stats: stats.clone(),
+        };
+        start_child(
+            sup,
+            ChildSpec::actor(
+                "batcher",
+                "batcher",
+                Restart::Permanent,
+                BatcherActor,
+                batcher,
+            ),
+        )
+        .await?;
+        let batch_delivery = DeliveryArgs {
+            source: DeliverySource::Batches,
+            ..delivery.clone()
+        };
+        start_child(
+            sup,
+            ChildSpec::actor(
+                "batch-delivery",
+                "delivery",
+                Restart::Permanent,
+                DeliveryActor,
+                batch_delivery,
+            ),
+        )
+        .await?;
+    }
     start_child(
         sup,
         ChildSpec::actor(

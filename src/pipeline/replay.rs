@@ -8,6 +8,14 @@
 //! the delivery actor's envelope and retry rules ([`ingest_until_settled`]); Switchboard's
 //! idempotency key makes re-sending safe: what it still has comes back as a duplicate. Permanent
 //! rejections are dead-lettered as delivery does. One replay runs at a time; it can be cancelled.
+//!
+//! In batch mode (`switchboard.mode = "conversation_batches"`) new messages reached Switchboard
+//! inside recorded batches, so a replay sends from `TG_CLEAN` only what went one by one (edits,
+//! deletions, service events), then re-sends every batch `TG_BATCH` recorded in the same bounds
+//! (by time; a `from_sequence` start is turned into that `TG_CLEAN` message's time; `account`
+//! selects `tg.batch.<account>.>`), unchanged: same members, same context, same flush time, same
+//! key, so Switchboard answers the batches it still has as duplicates. A message is never
+//! re-sent on its own in batch mode: that would store it a second time under another key.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,13 +28,16 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::PipelineStats;
+use super::batcher::batchable;
+use super::delivery::DeliverySource;
 use super::delivery::{
     DeliveryArgs, ParkError, Progress, Settled, ingest_until_settled, park_rejected,
 };
-use crate::bus::{Bus, STREAM_CLEAN, clean_subject};
-use crate::config::SwitchboardConfig;
+use crate::bus::{Bus, STREAM_BATCH, STREAM_CLEAN, batch_subject, clean_subject};
+use crate::config::{DeliveryMode, SwitchboardConfig};
 use crate::event::Event;
 use crate::eventlog::{AuditEntry, Durability, EventLog};
+use crate::switchboard::batch::{Batch, batch_envelope};
 use crate::switchboard::{McpClient, envelope};
 
 pub use crate::observability::METRIC_REPLAYED;
@@ -122,7 +133,8 @@ pub struct ReplayProgress {
     pub last_sequence: u64,
     /// Stream sequence of the newest event read.
     pub position: Option<u64>,
-    /// Events read from `TG_CLEAN` and handed to Switchboard.
+    /// Events read from `TG_CLEAN` (in batch mode, also batches read from `TG_BATCH`). In batch
+    /// mode the new messages among the events are not sent (their batches are).
     pub scanned: u64,
     /// Stored again by Switchboard.
     pub accepted: u64,
@@ -281,6 +293,12 @@ impl Replays {
                 ));
             }
         }
+        let batches = match self.parts.switchboard.mode {
+            DeliveryMode::ConversationBatches => {
+                Some(batch_source(&self.parts.bus, &stream, &request).await?)
+            }
+            DeliveryMode::Messages => None,
+        };
         let client = McpClient::new(&self.parts.switchboard)
             .map_err(|e| ReplayError::Switchboard(e.to_string()))?;
 
@@ -326,10 +344,15 @@ impl Replays {
                 eventlog: self.parts.eventlog.clone(),
                 stats: Arc::new(PipelineStats::default()),
                 node_id: self.parts.node_id.clone(),
+                source: match self.parts.switchboard.mode {
+                    DeliveryMode::ConversationBatches => DeliverySource::EventsBesideBatches,
+                    DeliveryMode::Messages => DeliverySource::Events,
+                },
             },
             actor: format!("{}/replay", self.parts.node_id),
             request,
             end: state.last_sequence,
+            batches,
         };
         tokio::spawn(run.run(stream, cancelled));
         tracing::info!(%id, last_sequence = state.last_sequence, "replay started");
@@ -445,12 +468,78 @@ struct Run {
     request: ReplayRequest,
     /// The stream's last sequence when the replay started.
     end: u64,
+    /// Batch mode: the recorded batches to re-send after `TG_CLEAN`'s singles.
+    batches: Option<BatchSource>,
+}
+
+/// Where a batch-mode replay reads the recorded batches.
+struct BatchSource {
+    stream: jetstream::stream::Stream,
+    /// `TG_BATCH`'s last sequence when the replay started.
+    end: u64,
+    deliver_policy: DeliverPolicy,
+}
+
+/// What one scan reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scanned {
+    /// Events from `TG_CLEAN`.
+    Events,
+    /// Recorded batches from `TG_BATCH`.
+    Batches,
+}
+
+/// The `TG_BATCH` side of a batch-mode replay of `request` (`clean` is `TG_CLEAN`).
+async fn batch_source(
+    bus: &Bus,
+    clean: &jetstream::stream::Stream,
+    request: &ReplayRequest,
+) -> Result<BatchSource, ReplayError> {
+    let bus_error = |e: &dyn std::fmt::Display| ReplayError::Bus(e.to_string());
+    let mut stream = bus
+        .js
+        .get_stream(STREAM_BATCH)
+        .await
+        .map_err(|e| bus_error(&e))?;
+    let end = stream
+        .info()
+        .await
+        .map_err(|e| bus_error(&e))?
+        .state
+        .last_sequence;
+    let deliver_policy = match request.start {
+        ReplayStart::Beginning => DeliverPolicy::All,
+        ReplayStart::Since(t) => DeliverPolicy::ByStartTime {
+            start_time: async_nats::datetime::from_nanos(t.as_nanosecond())
+                .map_err(|e| ReplayError::bad("since", format!("since {t}: {e}")))?,
+        },
+        // The batches recorded from that event's time on (a batch holds messages up to one
+        // flush interval older than itself: it may re-send a little more, never less).
+        ReplayStart::Sequence(n) => match clean.get_raw_message(n).await {
+            Ok(m) => DeliverPolicy::ByStartTime { start_time: m.time },
+            Err(_) => DeliverPolicy::All,
+        },
+    };
+    Ok(BatchSource {
+        stream,
+        end,
+        deliver_policy,
+    })
 }
 
 impl Run {
     async fn run(self, stream: jetstream::stream::Stream, mut cancelled: watch::Receiver<bool>) {
+        let both = async {
+            let clean = self.start_policy()?;
+            self.scan(&stream, Scanned::Events, clean, self.end).await?;
+            if let Some(b) = &self.batches {
+                self.scan(&b.stream, Scanned::Batches, b.deliver_policy, b.end)
+                    .await?;
+            }
+            Ok::<(), String>(())
+        };
         let outcome = tokio::select! {
-            r = self.scan(&stream) => r.map(|()| ReplayState::Finished),
+            r = both => r.map(|()| ReplayState::Finished),
             _ = cancelled.wait_for(|c| *c) => Ok(ReplayState::Cancelled),
         };
         // The final state shows only once it is audited, so a node stopping after
@@ -474,34 +563,44 @@ impl Run {
         *self.job.progress() = progress;
     }
 
-    /// Reads `TG_CLEAN` up to the end point and settles every event, at most
-    /// `switchboard.max_inflight` at once.
-    async fn scan(&self, stream: &jetstream::stream::Stream) -> Result<(), String> {
-        if self.end == 0 {
-            return Ok(());
-        }
-        let deliver_policy = match self.request.start {
+    /// Where the `TG_CLEAN` scan starts.
+    fn start_policy(&self) -> Result<DeliverPolicy, String> {
+        Ok(match self.request.start {
             ReplayStart::Beginning => DeliverPolicy::All,
             ReplayStart::Since(t) => DeliverPolicy::ByStartTime {
                 start_time: async_nats::datetime::from_nanos(t.as_nanosecond())
                     .map_err(|e| format!("since {t} is not a time JetStream takes: {e}"))?,
             },
             ReplayStart::Sequence(n) => DeliverPolicy::ByStartSequence { start_sequence: n },
+        })
+    }
+
+    /// Reads `stream` (`TG_CLEAN` or `TG_BATCH`) from `deliver_policy` up to `end` and settles
+    /// every event or batch, at most `switchboard.max_inflight` at once.
+    async fn scan(
+        &self,
+        stream: &jetstream::stream::Stream,
+        what: Scanned,
+        deliver_policy: DeliverPolicy,
+        end: u64,
+    ) -> Result<(), String> {
+        if end == 0 {
+            return Ok(());
+        }
+        let account = self.request.account.as_deref();
+        let (name, filter_subject) = match what {
+            Scanned::Events => (STREAM_CLEAN, account.map(clean_subject)),
+            Scanned::Batches => (STREAM_BATCH, account.map(|a| batch_subject(a, ">"))),
         };
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
                 name: None,
-                filter_subject: self
-                    .request
-                    .account
-                    .as_deref()
-                    .map(clean_subject)
-                    .unwrap_or_default(),
+                filter_subject: filter_subject.unwrap_or_default(),
                 deliver_policy,
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("cannot create a replay consumer on TG_CLEAN: {e}"))?;
+            .map_err(|e| format!("cannot create a replay consumer on {name}: {e}"))?;
         if consumer.cached_info().num_pending == 0 {
             return Ok(());
         }
@@ -523,15 +622,15 @@ impl Run {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
                     errors += 1;
-                    tracing::warn!(error = %e, "replay: reading TG_CLEAN failed; retrying");
+                    tracing::warn!(error = %e, stream = name, "replay: reading failed; retrying");
                     if errors >= MAX_READ_ERRORS {
                         return Err(format!(
-                            "reading TG_CLEAN failed {errors} times in a row: {e}"
+                            "reading {name} failed {errors} times in a row: {e}"
                         ));
                     }
                     continue;
                 }
-                None => return Err("the replay consumer on TG_CLEAN ended".into()),
+                None => return Err(format!("the replay consumer on {name} ended")),
             };
             errors = 0;
             let info = message.info().map_err(|e| e.to_string())?;
@@ -541,22 +640,27 @@ impl Run {
                 .request
                 .until
                 .is_some_and(|u| published_ns > u.as_nanosecond());
-            if seq > self.end || past_until {
+            if seq > end || past_until {
                 break;
             }
             {
                 let mut p = self.job.progress();
-                p.first_sequence.get_or_insert(seq);
-                p.position = Some(seq);
+                if what == Scanned::Events {
+                    p.first_sequence.get_or_insert(seq);
+                    p.position = Some(seq);
+                }
                 p.scanned += 1;
             }
             let (job, delivery, actor) =
                 (self.job.clone(), self.delivery.clone(), self.actor.clone());
             tasks.spawn(async move {
-                replay_one(&job, &delivery, &actor, message).await;
+                match what {
+                    Scanned::Events => replay_one(&job, &delivery, &actor, message).await,
+                    Scanned::Batches => replay_batch(&job, &delivery, &actor, message).await,
+                }
                 drop(permit);
             });
-            if seq >= self.end || pending == 0 {
+            if seq >= end || pending == 0 {
                 break;
             }
         }
@@ -565,30 +669,52 @@ impl Run {
     }
 }
 
-/// Settles one event with Switchboard and counts the result.
+/// Sends `envelope` until Switchboard settles it (no progress acks: a replay's consumer has none).
+async fn settle(args: &DeliveryArgs, envelope: &serde_json::Value) -> Settled {
+    let progress = Progress {
+        every: args.bus.progress_every(),
+        send: || async {},
+    };
+    ingest_until_settled(&args.client, envelope, &args.stats, progress).await
+}
+
+/// Settles one event with Switchboard and counts the result (in batch mode, a new message is
+/// left to its batch).
 async fn replay_one(job: &Job, args: &DeliveryArgs, actor: &str, message: jetstream::Message) {
     let event: Result<Event, _> = crate::codec::decode(&message.payload);
     let settled = match &event {
-        Ok(event) => {
-            let envelope = envelope(event, &args.config);
-            ingest_until_settled(
-                &args.client,
-                &envelope,
-                &args.stats,
-                Progress {
-                    every: args.bus.progress_every(),
-                    send: || async {},
-                },
-            )
-            .await
+        Ok(event) if args.source == DeliverySource::EventsBesideBatches && batchable(event) => {
+            return;
         }
+        Ok(event) => settle(args, &envelope(event, &args.config)).await,
         Err(e) => Settled::Rejected(format!("undecodable TG_CLEAN message: {e}")),
     };
+    count(job, args, actor, &message, event.as_ref().ok(), settled).await;
+}
+
+/// Re-sends one recorded batch, unchanged, and counts the result.
+async fn replay_batch(job: &Job, args: &DeliveryArgs, actor: &str, message: jetstream::Message) {
+    let settled = match serde_json::from_slice::<Batch>(&message.payload) {
+        Ok(batch) => settle(args, &batch_envelope(&batch, &args.config)).await,
+        Err(e) => Settled::Rejected(format!("undecodable TG_BATCH record: {e}")),
+    };
+    count(job, args, actor, &message, None, settled).await;
+}
+
+/// Counts how Switchboard settled one replayed message (dead-lettering a rejection).
+async fn count(
+    job: &Job,
+    args: &DeliveryArgs,
+    actor: &str,
+    message: &jetstream::Message,
+    event: Option<&Event>,
+    settled: Settled,
+) {
     let result = match settled {
         Settled::Accepted { duplicate: false } => "accepted",
         Settled::Accepted { duplicate: true } => "duplicate",
         Settled::Rejected(reason) => {
-            match park_rejected(args, actor, &message, event.as_ref().ok(), &reason).await {
+            match park_rejected(args, actor, message, event, &reason).await {
                 Ok(()) => {}
                 Err(ParkError::Publish(e) | ParkError::Audit(e)) => {
                     tracing::error!(error = %e, "replay: cannot dead-letter a rejected event");

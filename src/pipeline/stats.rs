@@ -380,6 +380,19 @@ pub struct PipelineStats {
     pub delivered: Counter,
     /// Events Switchboard answered as duplicates (re-sends after a crash or retry).
     pub resend_duplicates: Counter,
+    /// Conversation-history batches recorded in `TG_BATCH` by this node's batcher.
+    pub batches_recorded: Counter,
+    /// Batch members the batcher dropped because a recorded batch already holds them
+    /// (redeliveries after a crash, or another node's batch).
+    pub batch_members_already_batched: Counter,
+    /// Batch records refused because another batcher recorded one for the chat first (the
+    /// compare-and-set on the chat's subject).
+    pub batch_conflicts: Counter,
+    /// Batches Switchboard accepted (as new or as duplicates): one MCP call each.
+    pub batches_delivered: Counter,
+    /// `ingest` calls made to Switchboard (retries included): one per event in `messages`
+    /// mode, one per batch for batched messages.
+    pub ingest_calls: Counter,
     /// Calls retried after a transient error.
     pub retries: Counter,
     /// Events dead-lettered to TG_DLQ.
@@ -411,6 +424,10 @@ pub struct StatsSnapshot {
     pub published_clean: u64,
     pub delivered: u64,
     pub resend_duplicates: u64,
+    /// `ingest` calls made (retries included).
+    pub ingest_calls: u64,
+    /// Conversation-history batches Switchboard accepted (batch mode).
+    pub batches_delivered: u64,
     pub retries: u64,
     pub dead_lettered: u64,
     pub latency_ms: BTreeMap<String, f64>,
@@ -440,6 +457,8 @@ impl PipelineStats {
             published_clean: self.published_clean.get(),
             delivered: self.delivered.get(),
             resend_duplicates: self.resend_duplicates.get(),
+            ingest_calls: self.ingest_calls.get(),
+            batches_delivered: self.batches_delivered.get(),
             retries: self.retries.get(),
             dead_lettered: self.dead_lettered.get(),
             latency_ms: BTreeMap::from([

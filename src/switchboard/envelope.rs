@@ -82,22 +82,27 @@ pub fn idempotency_key(event: &Event) -> String {
 /// The text Switchboard triages: the message text (or a placeholder), then a reference line that
 /// makes it unique per message (see the module docs for why).
 pub fn normalized_text(event: &Event) -> String {
+    format!("{}\n[{}]", body(event), idempotency_key(event))
+}
+
+/// The message's readable text: trimmed text, a placeholder for media (before any caption), or
+/// one for a deletion, a service message or an empty message. Also a batch entry's `text`.
+pub fn body(event: &Event) -> String {
     let text = event.text.trim();
     let media = event.media.as_ref().map(|m| media_placeholder(m.kind));
-    let body = match (event.kind, media, text.is_empty()) {
+    match (event.kind, media, text.is_empty()) {
         (EventKind::Delete, _, _) => "[deleted message]".to_string(),
         (_, Some(m), false) => format!("{m} {text}"),
         (_, Some(m), true) => m.to_string(),
         (_, None, false) => text.to_string(),
         (EventKind::Service, None, true) => "[service message]".to_string(),
         (_, None, true) => "[empty message]".to_string(),
-    };
-    format!("{body}\n[{}]", idempotency_key(event))
+    }
 }
 
 /// Who sent it; a channel post without a signature is attributed to the channel itself (and an
 /// event with neither, such as a deletion Telegram reported without its chat, to the account).
-fn sender_identity(event: &Event) -> String {
+pub(crate) fn sender_identity(event: &Event) -> String {
     [
         event.sender.as_ref().map(|s| s.id.as_str()),
         Some(event.chat.id.as_str()),
@@ -110,7 +115,7 @@ fn sender_identity(event: &Event) -> String {
 }
 
 /// Switchboard takes a non-empty string or null, never `""`.
-fn non_empty(s: &str) -> Option<&str> {
+pub(crate) fn non_empty(s: &str) -> Option<&str> {
     (!s.trim().is_empty()).then_some(s)
 }
 

@@ -79,6 +79,9 @@ pub struct FakeOptions {
     pub sender_details: bool,
     /// The content-hash duplicate check of real servers (see [`FakeSwitchboard::set_content_hash_dedupe`]).
     pub content_hash_dedupe: bool,
+    /// Accept conversation-history batches (`control.payload_type`, `sender.participants`,
+    /// `sender.owner_sender_id`: servers from late March 2026 on; older ones refuse the keys).
+    pub conversation_batches: bool,
     /// Streamable-HTTP replies as `application/json` instead of an SSE body.
     pub json_response: bool,
     /// Seed of the fault probabilities.
@@ -133,6 +136,7 @@ impl Default for FakeOptions {
             channels: vec!["telegram_user_client".into()],
             sender_details: true,
             content_hash_dedupe: true,
+            conversation_batches: true,
             json_response: false,
             seed: 0,
             tls: None,
@@ -290,6 +294,34 @@ impl Drop for InFlight {
 }
 
 impl Store {
+    /// Counts a stored conversation-history batch: each new member by endpoint, chat and
+    /// message id, and each of its `payload.raw.event_ids` as a stored event (twice = a member
+    /// in two stored batches, or a batch member also stored on its own).
+    fn record_batch(&mut self, envelope: &Value) {
+        if envelope["control"]["payload_type"] != super::batch::PAYLOAD_TYPE {
+            return;
+        }
+        self.batches_stored += 1;
+        let endpoint = str_at(envelope, "source", "endpoint_identity").to_string();
+        let chat = str_at(envelope, "event", "external_thread_id").to_string();
+        let history = envelope["payload"]["raw"]["conversation_history"].as_array();
+        for entry in history.into_iter().flatten() {
+            if entry["is_new"] == true {
+                let id = entry["message_id"].as_str().unwrap_or_default();
+                *self
+                    .batch_members
+                    .entry(format!("{endpoint}|{chat}|{id}"))
+                    .or_default() += 1;
+            }
+        }
+        let ids = envelope["payload"]["raw"]["event_ids"].as_array();
+        for id in ids.into_iter().flatten().filter_map(Value::as_str) {
+            if !self.stored_event_ids.insert(id.to_string()) {
+                self.stored_twice += 1;
+            }
+        }
+    }
+
     /// The stored record an envelope is a duplicate of, and by which rule.
     fn earlier(
         &self,
@@ -319,6 +351,10 @@ struct Store {
     stats: FakeStats,
     stored_event_ids: HashSet<String>,
     stored_twice: usize,
+    /// Per batch member (`endpoint|chat|message id`), how many stored batches hold it new.
+    batch_members: HashMap<String, u32>,
+    /// Conversation-history batches stored.
+    batches_stored: u64,
     /// `ingest` calls being handled now, per dedupe key.
     in_flight: HashMap<String, u32>,
     /// Keys that had two `ingest` calls in the server at once (whatever became of them).
@@ -603,25 +639,27 @@ impl FakeSwitchboard {
         lock(&self.shared.store).stored_twice
     }
 
+    /// Conversation-history batches stored.
+    pub fn batches_stored(&self) -> u64 {
+        lock(&self.shared.store).batches_stored
+    }
+
+    /// Per new member of a stored batch (`endpoint|chat|message id`), how many stored batches
+    /// hold it: exactly-once means every count is 1.
+    pub fn batch_members(&self) -> HashMap<String, u32> {
+        lock(&self.shared.store).batch_members.clone()
+    }
+
     /// Forgets everything stored, as a Switchboard restored from an empty backup: records,
     /// dedupe keys and counts (sessions and faults stay). For replay tests.
     pub fn forget_all(&self) {
         *lock(&self.shared.store) = Store::default();
     }
 
-    /// The `payload.raw.event_id`s of every stored envelope (what tests and the demo compare
-    /// with the ground truth).
+    /// The `payload.raw.event_id`s of every stored envelope, and the `payload.raw.event_ids` of
+    /// every stored batch (what tests and the demo compare with the ground truth).
     pub fn stored_event_ids(&self) -> std::collections::HashSet<String> {
-        lock(&self.shared.store)
-            .accepted
-            .iter()
-            .filter_map(|a| {
-                a.envelope
-                    .pointer("/payload/raw/event_id")?
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .collect()
+        lock(&self.shared.store).stored_event_ids.clone()
     }
 
     /// When the newest envelope was stored.
@@ -978,6 +1016,7 @@ impl AppState {
         {
             store.stored_twice += 1;
         }
+        store.record_batch(&envelope);
         store.stats.stored += 1;
         store.accepted.push(Accepted {
             request_id: request_id.clone(),

@@ -2,6 +2,7 @@
 //!
 //! - [`envelope`]: one [`Event`](crate::event::Event) → one `ingest.v1` envelope
 //!   (`/work/shared/switchboard-contract.md` is the contract it follows).
+//! - [`batch`]: one recorded conversation-history batch → one `conversation_history` envelope.
 //! - [`McpClient`]: the MCP `tools/call` subset over streamable HTTP (`…/mcp`) or legacy SSE
 //!   (`…/sse`), with automatic re-initialization when the server forgets the session.
 //! - [`answer`]: reading what Switchboard answers (pure functions, property-tested).
@@ -12,6 +13,7 @@
 //!   loadtest.
 
 pub mod answer;
+pub mod batch;
 mod client;
 mod envelope;
 mod fake;
@@ -21,7 +23,7 @@ mod sse;
 
 pub use client::{CallError, IngestReply, McpClient, NewClientError, Transport};
 pub use envelope::{
-    endpoint_identity, envelope, idempotency_key, media_placeholder, normalized_text,
+    body, endpoint_identity, envelope, idempotency_key, media_placeholder, normalized_text,
 };
 pub use fake::{
     Accepted, Duplicate, DuplicateReason, FakeOptions, FakeStats, FakeSwitchboard, FakeTls, Faults,

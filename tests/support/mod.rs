@@ -197,6 +197,7 @@ pub fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+pub mod batches;
 pub mod canary;
 pub mod certs;
 pub mod counters;
@@ -260,4 +261,110 @@ pub fn crash_seed() -> u64 {
         .unwrap_or_else(rand::random);
     eprintln!("crash seed {seed} (TGINGEST_CRASH_SEED={seed} repeats this run)");
     seed
+}
+
+/// What a test of `tgingest run` processes needs around them: a nats-server, the fake
+/// Switchboard (in the test process), and a temp dir holding a fresh master key.
+pub async fn node_stage() -> (
+    TestNats,
+    tgingest::switchboard::FakeSwitchboard,
+    tempfile::TempDir,
+) {
+    tgingest::telemetry::install_crypto_provider();
+    let nats = TestNats::start();
+    let fake = tgingest::switchboard::FakeSwitchboard::start(Default::default())
+        .await
+        .expect("fake switchboard");
+    let dir = tempfile::tempdir().expect("temp dir");
+    tgingest::keys::MasterKey::generate_file(&dir.path().join("master.key")).expect("master key");
+    (nats, fake, dir)
+}
+
+/// Starts `tgingest run` as node `node_id` on the simulation `sim`, with its data and master key
+/// in `dir`, against `nats` and `fake`, plus the `extra` variables; its JSON log goes to `log`
+/// (debug for the account actors and the batcher, whose lines tests wait for).
+pub fn spawn_sim_node(
+    nats: &TestNats,
+    fake: &tgingest::switchboard::FakeSwitchboard,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    sim: &tgingest::telegram::simulated::SimulatorConfig,
+    node_id: &str,
+    extra: &[(&str, String)],
+) -> std::process::Child {
+    let log = std::fs::File::create(log).expect("log file");
+    let mut cmd = std::process::Command::new(tgingest_bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TGINGEST_NODE_ID", node_id)
+        .env("TGINGEST_NODE_DATA_DIR", dir.join("data"))
+        .env("TGINGEST_MASTER_KEY_FILE", dir.join("master.key"))
+        .env("TGINGEST_NATS_URL", nats.url())
+        .env("SWITCHBOARD_MCP_URL", fake.mcp_url())
+        .env("TGINGEST_SWITCHBOARD_HEARTBEAT_INTERVAL", "0s")
+        .env("TGINGEST_ADMIN_LISTEN", "")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())));
+    simulate(&mut cmd, sim)
+        .env(
+            "TGINGEST_LOGGING_LEVEL",
+            "info,async_nats=warn,tgingest::pipeline::account=debug,tgingest::pipeline::batcher=debug",
+        )
+        .env("TGINGEST_LOGGING_FORMAT", "json")
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn tgingest run")
+}
+
+/// Waits until the log (truncated at each start), past its byte `from`, has a line containing
+/// every one of `needles`; false after `within`. Polled every millisecond.
+pub async fn wait_log(
+    log: &std::path::Path,
+    needles: &[&str],
+    from: usize,
+    within: Duration,
+) -> bool {
+    let up = Instant::now() + within;
+    while Instant::now() < up {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text
+            .get(from..)
+            .is_some_and(|t| t.lines().any(|l| needles.iter().all(|n| l.contains(n))))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    false
+}
+
+/// The text of a node's log file, for a failure message (empty if unreadable).
+pub fn log_text(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits (up to 60 s) until every one of `kept` is stored in `fake`, then stops `node` with
+/// SIGTERM and checks it stopped cleanly (its `log` in the failure message).
+pub async fn all_stored_then_stop(
+    node: &mut std::process::Child,
+    fake: &tgingest::switchboard::FakeSwitchboard,
+    kept: &[tgingest::event::Event],
+    log: &std::path::Path,
+) {
+    let arrived = batches::all_stored(fake, kept, Duration::from_secs(60)).await;
+    signal(node.id(), libc::SIGTERM);
+    let status = wait_exit(node, Duration::from_secs(30));
+    assert!(arrived && status.success(), "{status}\n{}", log_text(log));
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves none
+/// behind (after a clean exit the kill finds nothing to do).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

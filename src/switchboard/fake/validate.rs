@@ -16,6 +16,18 @@ const CHAT_TYPES: &[&str] = &["private", "group", "supergroup", "channel"];
 const POLICY_TIERS: &[&str] = &["default", "interactive", "high_priority", "passive"];
 /// `control.ingestion_tier` values.
 const INGESTION_TIERS: &[&str] = &["full", "metadata"];
+/// `control.payload_type` values (servers from late March 2026 on).
+const PAYLOAD_TYPES: &[&str] = &[crate::switchboard::batch::PAYLOAD_TYPE];
+/// The keys of one `payload.raw.conversation_history` entry (all sent, all required here).
+const HISTORY_KEYS: &[&str] = &[
+    "message_id",
+    "sender_id",
+    "display_name",
+    "text",
+    "timestamp",
+    "is_new",
+    "reply_to",
+];
 /// `status.state` values of a heartbeat.
 const STATES: &[&str] = &["healthy", "degraded", "error"];
 
@@ -429,16 +441,27 @@ pub(super) fn ingest(args: &Map<String, Value>, opts: &FakeOptions) -> Result<()
         timestamp(event.get("observed_at"), "event.observed_at", &mut errs);
     }
 
+    let is_batch = opts.conversation_batches
+        && args
+            .get("control")
+            .and_then(|c| c.get("payload_type"))
+            .and_then(Value::as_str)
+            == Some(crate::switchboard::batch::PAYLOAD_TYPE);
     if let Some(sender) = args
         .get("sender")
         .and_then(|v| object(v, "sender", &mut errs))
     {
-        let details: &[&str] = if opts.sender_details {
-            &["display_name", "chat_type", "participant_count"]
-        } else {
-            &[]
-        };
-        keys(sender, "sender", &["identity"], details, &mut errs);
+        let mut optional: Vec<&str> = Vec::new();
+        if opts.sender_details {
+            optional.extend(["display_name", "chat_type", "participant_count"]);
+        }
+        if opts.conversation_batches {
+            optional.extend(["participants", "owner_sender_id"]);
+        }
+        keys(sender, "sender", &["identity"], &optional, &mut errs);
+        if opts.conversation_batches {
+            batch_sender(sender, &mut errs);
+        }
         non_empty(sender.get("identity"), "sender.identity", &mut errs);
         if opts.sender_details {
             string_or_null(sender.get("display_name"), "sender.display_name", &mut errs);
@@ -465,16 +488,20 @@ pub(super) fn ingest(args: &Map<String, Value>, opts: &FakeOptions) -> Result<()
         .get("control")
         .and_then(|v| object(v, "control", &mut errs))
     {
-        keys(
-            control,
-            "control",
-            &[],
-            &[
-                "idempotency_key",
-                "policy_tier",
-                "ingestion_tier",
-                "trace_context",
-            ],
+        let mut optional = vec![
+            "idempotency_key",
+            "policy_tier",
+            "ingestion_tier",
+            "trace_context",
+        ];
+        if opts.conversation_batches {
+            optional.push("payload_type");
+        }
+        keys(control, "control", &[], &optional, &mut errs);
+        one_of(
+            control.get("payload_type"),
+            "control.payload_type",
+            PAYLOAD_TYPES,
             &mut errs,
         );
         non_empty_or_null(
@@ -533,6 +560,9 @@ pub(super) fn ingest(args: &Map<String, Value>, opts: &FakeOptions) -> Result<()
                 other,
             ),
         }
+        if is_batch {
+            batch_payload(args, payload, &mut errs);
+        }
         match payload.get("attachments") {
             None | Some(Value::Null) | Some(Value::Array(_)) => {}
             Some(other) => errs.add(
@@ -544,6 +574,159 @@ pub(super) fn ingest(args: &Map<String, Value>, opts: &FakeOptions) -> Result<()
         }
     }
     errs.into_result("IngestEnvelopeV1")
+}
+
+/// `sender.participants` (`{id: name}`) and `sender.owner_sender_id` (string or null).
+fn batch_sender(sender: &Map<String, Value>, errs: &mut Errors) {
+    if let Some(p) = sender.get("participants")
+        && let Some(p) = object(p, "sender.participants", errs)
+    {
+        for (id, name) in p {
+            if !name.is_string() {
+                errs.add(
+                    &format!("sender.participants.{id}"),
+                    "string_type",
+                    "Input should be a valid string",
+                    name,
+                );
+            }
+        }
+    }
+    string_or_null(
+        sender.get("owner_sender_id"),
+        "sender.owner_sender_id",
+        errs,
+    );
+}
+
+/// A message id as a batch carries it: a non-empty decimal string (or a whole number).
+fn message_id(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// `payload.raw.conversation_history` of a batch: a list of entries with exactly
+/// [`HISTORY_KEYS`], typed, strictly ascending by message id, at least one `is_new`; and the
+/// batch's ids agree with its members (`batch:<chat>:<min>-<max>`, `tg_batch:<chat>:<min>:<max>`).
+fn batch_payload(args: &Map<String, Value>, payload: &Map<String, Value>, errs: &mut Errors) {
+    let path = "payload.raw.conversation_history";
+    let Some(raw) = payload.get("raw").and_then(Value::as_object) else {
+        return; // reported as payload.raw already, or missing
+    };
+    let history = match raw.get("conversation_history") {
+        Some(Value::Array(h)) => h,
+        Some(other) => {
+            return errs.add(path, "list_type", "Input should be a valid list", other);
+        }
+        None => {
+            return errs.add(
+                path,
+                "missing",
+                "Field required",
+                &Value::Object(raw.clone()),
+            );
+        }
+    };
+    let mut previous: Option<u64> = None;
+    let mut new_ids = Vec::new();
+    for (i, entry) in history.iter().enumerate() {
+        let at = format!("{path}.{i}");
+        let Some(e) = object(entry, &at, errs) else {
+            continue;
+        };
+        keys(e, &at, HISTORY_KEYS, &[], errs);
+        let id = message_id(e.get("message_id"));
+        match id {
+            None if e.contains_key("message_id") => errs.add(
+                &join(&at, "message_id"),
+                "int_parsing",
+                "Input should be a valid integer, unable to parse string as an integer",
+                &e["message_id"],
+            ),
+            Some(id) if previous.is_some_and(|p| p >= id) => errs.add(
+                &join(&at, "message_id"),
+                "value_error",
+                "Value error, conversation_history must be sorted by message_id, without repeats",
+                &e["message_id"],
+            ),
+            _ => {}
+        }
+        previous = id.or(previous);
+        non_empty(e.get("sender_id"), &join(&at, "sender_id"), errs);
+        string_or_null(e.get("display_name"), &join(&at, "display_name"), errs);
+        if let Some(t) = e.get("text")
+            && !t.is_string()
+        {
+            errs.add(
+                &join(&at, "text"),
+                "string_type",
+                "Input should be a valid string",
+                t,
+            );
+        }
+        timestamp(e.get("timestamp"), &join(&at, "timestamp"), errs);
+        match e.get("is_new") {
+            Some(Value::Bool(true)) => new_ids.extend(id),
+            Some(Value::Bool(false)) | None => {}
+            Some(other) => errs.add(
+                &join(&at, "is_new"),
+                "bool_type",
+                "Input should be a valid boolean",
+                other,
+            ),
+        }
+        if let Some(r) = e.get("reply_to")
+            && !r.is_null()
+            && message_id(Some(r)).is_none()
+        {
+            errs.add(
+                &join(&at, "reply_to"),
+                "int_parsing",
+                "Input should be a valid integer or None",
+                r,
+            );
+        }
+    }
+    let (Some(min), Some(max)) = (new_ids.first(), new_ids.last()) else {
+        return errs.add(
+            path,
+            "value_error",
+            "Value error, a conversation_history batch needs at least one entry with is_new = true",
+            &Value::Array(history.clone()),
+        );
+    };
+    let chat = args
+        .get("event")
+        .and_then(|e| e.get("external_thread_id"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let expected = [
+        (
+            "event.external_event_id",
+            args.get("event").and_then(|e| e.get("external_event_id")),
+            format!("batch:{chat}:{min}-{max}"),
+        ),
+        (
+            "control.idempotency_key",
+            args.get("control").and_then(|c| c.get("idempotency_key")),
+            format!("tg_batch:{chat}:{min}:{max}"),
+        ),
+    ];
+    for (at, got, want) in expected {
+        if let Some(got) = got
+            && got.as_str() != Some(want.as_str())
+        {
+            errs.add(
+                at,
+                "value_error",
+                format!("Value error, a batch's id must name its new messages: expected {want:?}"),
+                got,
+            );
+        }
+    }
 }
 
 /// Validates `connector.heartbeat` arguments whose required top-level keys are present.
