@@ -330,6 +330,33 @@ fn merge<'k>(
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_rule_is_in_exactly_one_prefilter_and_a_shared_pattern_is_searched_once() {
+        let r = redactor();
+        let mut places = vec![0; r.rules.len()];
+        for p in [&r.words, &r.others] {
+            assert_eq!(p.set.len(), p.members.len());
+            for &i in p.members.iter().flatten() {
+                places[i] += 1;
+            }
+        }
+        assert!(places.iter().all(|&n| n == 1), "{places:?}");
+        let shared = r.words.members.iter().find(|m| m.len() >= 2);
+        assert!(shared.is_some(), "the key-word rules share one pattern");
+        // Both rules behind that pattern still run: a value after `=` and one after a phrase.
+        for text in [
+            "db password = Tq9xK2vLr9mZ",
+            "пароль до адмінки PnO#AWBt-cl2",
+        ] {
+            let kinds: Vec<_> = r.find(text).into_iter().map(|f| f.kind).collect();
+            assert_eq!(
+                kinds,
+                [RedactionKind::Builtin(DetectorKind::ApiToken)],
+                "{text}"
+            );
+        }
+    }
+
     fn redactor() -> Redactor {
         Redactor::new(&RedactionConfig {
             detectors: DetectorKind::ALL.to_vec(),
