@@ -9,7 +9,8 @@
 //! restarted; what was sent while it was down arrives through catch-up. The DC is rude all the
 //! while (pushes sent twice, late, or cut mid-frame) and each restart meets one more fault: a
 //! FLOOD_WAIT on `getDifference`, a stalled `getDifference`, a dropped connection on
-//! `getState`. The seed is `$TGINGEST_CRASH_SEED` or a fresh one, printed. Ground truth: the
+//! `getState`. The seed is `$TGINGEST_CRASH_SEED` or a fresh one, printed; `$TGINGEST_CRASH_KILLS`
+//! makes a longer soak. A loss is reported with the stage the event reached. Ground truth: the
 //! event id of every sent message, per account that sees it, computed with `event::event_id` as
 //! the normalizer does.
 
@@ -21,13 +22,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use support::dc_traffic::{DcAccounts, Sender};
+use support::dc_traffic::{DcAccounts, Sender, msg_ids_in};
 use support::{TestNats, signal, tgingest_bin};
 use tgingest::event::ChatKind;
 use tgingest::keys::MasterKey;
 use tgingest::switchboard::FakeSwitchboard;
 use tgingest::telegram::fakedc::{FakeDc, Fault, PushFaults};
 
+/// Kills per run, unless `$TGINGEST_CRASH_KILLS` says otherwise (a longer soak).
 const KILLS: usize = 6;
 const ACCOUNTS: usize = 3;
 
@@ -178,6 +180,7 @@ impl Rig {
 async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twice() {
     let (rig, mut node) = Rig::start(ACCOUNTS, &[ChatKind::Group, ChatKind::Supergroup]).await;
     let Rig {
+        nats,
         fake,
         dc,
         log,
@@ -197,7 +200,11 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
     // The sender: ~60 messages/s round-robin over the chats, until told to stop.
     let sender = Sender::start(dc.clone(), world.targets.clone(), Duration::from_millis(16));
 
-    for kill in 0..KILLS {
+    let kills: usize = std::env::var("TGINGEST_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(KILLS);
+    for kill in 0..kills {
         let delay = Duration::from_millis(rng.random_range(300..2500));
         tokio::time::sleep(delay).await;
         let mut child = node.0.take().expect("node running");
@@ -245,7 +252,7 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
     let lost = expected.difference(&got).count();
     let unexpected = got.difference(&expected).count();
     eprintln!(
-        "after {KILLS} kills: {sent} messages sent, {} events expected, {} stored, {lost} lost, {} stored twice, {unexpected} unexpected",
+        "after {kills} kills: {sent} messages sent, {} events expected, {} stored, {lost} lost, {} stored twice, {unexpected} unexpected",
         expected.len(),
         fake.stats().stored,
         fake.stored_twice()
@@ -253,10 +260,18 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
     eprintln!("push faults: {:?}", dc.push_fault_stats());
     let stored_twice = fake.stored_twice();
     if lost > 0 {
-        eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+        // Where each lost event stopped, before the (long) node log.
+        let raw = msg_ids_in(&nats.url(), "TG_RAW").await;
+        let clean = msg_ids_in(&nats.url(), "TG_CLEAN").await;
         for id in expected.difference(&got) {
-            eprintln!("lost: {}", described[id]);
+            eprintln!(
+                "lost: {} (in TG_RAW: {}, in TG_CLEAN: {})",
+                described[id],
+                raw.contains(id),
+                clean.contains(id)
+            );
         }
+        eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
     }
     rig.stop().await;
     assert_eq!(lost, 0, "events lost (seed {seed})");

@@ -141,33 +141,13 @@ pub async fn all_stored(fake: &FakeSwitchboard, kept: &[Event], within: Duration
     }
 }
 
-/// Every record in `TG_BATCH` (read with an ordered consumer): the recorded batches.
+/// Every record in `TG_BATCH`: the recorded batches.
 pub async fn recorded(nats_url: &str) -> Vec<tgingest::switchboard::batch::Batch> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-    use futures::StreamExt;
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("connect"));
-    let stream = js.get_stream("TG_BATCH").await.expect("TG_BATCH");
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
+    super::stream_messages(nats_url, "TG_BATCH")
         .await
-        .expect("ordered consumer");
-    let mut out = Vec::new();
-    if consumer.cached_info().num_pending == 0 {
-        return out;
-    }
-    let mut messages = consumer.messages().await.expect("messages");
-    while let Some(message) = messages.next().await {
-        let message = message.expect("message");
-        let pending = message.info().expect("info").pending;
-        out.push(serde_json::from_slice(&message.payload).expect("a batch record"));
-        if pending == 0 {
-            break;
-        }
-    }
-    out
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).expect("a batch record"))
+        .collect()
 }
 
 /// Event ids that more than one record of `batches` holds as a member.

@@ -204,3 +204,18 @@ impl Sender {
         self.expected.lock().unwrap().clone()
     }
 }
+
+/// The `Nats-Msg-Id`s of every message in `stream`: which events reached a stage, so a crash
+/// test's report can say where a lost event stopped.
+pub async fn msg_ids_in(nats_url: &str, stream: &str) -> HashSet<String> {
+    super::stream_messages(nats_url, stream)
+        .await
+        .iter()
+        .filter_map(|m| {
+            m.headers
+                .as_ref()?
+                .get("Nats-Msg-Id")
+                .map(|v| v.to_string())
+        })
+        .collect()
+}

@@ -368,3 +368,35 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Every message `stream` holds, read with an ordered consumer; none when there is no such
+/// stream.
+pub async fn stream_messages(nats_url: &str, stream: &str) -> Vec<async_nats::jetstream::Message> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    use futures::StreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("connect"));
+    let mut out = Vec::new();
+    let Ok(stream) = js.get_stream(stream).await else {
+        return out;
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("ordered consumer");
+    if consumer.cached_info().num_pending == 0 {
+        return out;
+    }
+    let mut messages = consumer.messages().await.expect("messages");
+    while let Some(message) = messages.next().await {
+        let message = message.expect("message");
+        let pending = message.info().expect("info").pending;
+        out.push(message);
+        if pending == 0 {
+            break;
+        }
+    }
+    out
+}
