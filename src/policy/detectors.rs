@@ -828,4 +828,29 @@ mod tests {
             "{redis:?}"
         );
     }
+    #[test]
+    fn a_password_standing_alone_is_found_and_addresses_digests_and_names_are_not() {
+        for (text, password) in [
+            ("панель ISPmanager: admin / Tq9!xW3mLp7K", "Tq9!xW3mLp7K"),
+            ("a ot paneli — Hx9!zQ3mWp8L.", "Hx9!zQ3mWp8L"),
+            (
+                "La contraseña del servidor es Vq82!mLxR7p, usuario soporte",
+                "Vq82!mLxR7p",
+            ),
+            ("«Zr7&uKp2#Lw»", "Zr7&uKp2#Lw"),
+        ] {
+            let got = found(find_api_tokens, text);
+            assert!(got.iter().any(|f| f.contains(password)), "{text}: {got:?}");
+        }
+        for text in [
+            "mailto:billing@acme.io?subject=Invoice%2027",
+            "$2b$12$7Em8pMs2KhV2yehbLuBGih2UhCNQ5bvjJvLQx5e1WvjpDdtV",
+            "t.me/ShopBot?start=cmVmXzE3MDUyMDJfcHJvbW8",
+            "/list?page=2&Sort_Order9!=desc",
+            "C++17 and C#10 are fine! Really?",
+            "Price: $1,299.99 — 20% off!",
+        ] {
+            assert!(found(find_api_tokens, text).is_empty(), "{text}");
+        }
+    }
 }

@@ -387,6 +387,12 @@ pub(super) fn rules() -> Vec<Rule> {
             .apart(),
         rule(
             k,
+            r"[A-Za-z0-9!#$%^&*~?.+_\-]*[!#$%^&*~?][A-Za-z0-9!#$%^&*~?.+_\-]*",
+            one!(check_standalone_password),
+        )
+        .anchored("[!#$%^&*~?]"),
+        rule(
+            k,
             r#"(?P<user>[\p{L}\p{N}._@+\-]+)[ \t]*/[ \t]*(?P<value>[^\s"'`<>,、。「」『』/]{8,})"#,
             one!(check_credential_pair),
         )
@@ -450,6 +456,48 @@ fn check_credential_pair(text: &str, caps: &Captures<'_>) -> Option<Range<usize>
     }
     let (_, lead) = before_in_sentence(text, user.start(), LOGIN_NEAR);
     LOGIN_WORDS.any(&lead).then_some(r)
+}
+
+/// Symbols that password generators and password rules use (not `@`, `/`, `:` or `=`, which
+/// belong to addresses, paths and assignments).
+const PASSWORD_SYMBOLS: &[u8] = b"!#$%^&*~?";
+
+/// A password standing alone, with no key word near it (`admin / Tq9!xW3mLp7K`, `... a ot
+/// paneli — Hx9!zQ3mWp8L`, `La contraseña del servidor es Vq82!mLxR7p`): a whole token of
+/// every character class, a password symbol among them. That is the shape generators and
+/// password rules produce, and one ordinary words, numbers, prices, URLs, identifiers and
+/// encodings (base64 has no such symbol; a bcrypt digest `$2b$…` is a hash, not a secret) do
+/// not have, in any language. (A password like `Tq9%4x…` would pass for percent-encoding and
+/// stay: a lost finding, not a masked URL.)
+fn check_standalone_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let mut r = caps.get(0)?.range();
+    // The sentence's punctuation, not the password's (which may end in `!` or `?`).
+    while text[r.clone()].ends_with(['.', ',']) {
+        r.end -= 1;
+    }
+    let v = &text[r.clone()];
+    let apart = |c: Option<char>| {
+        c.is_none_or(|c| c.is_whitespace() || "\"'`«»“”„‘’()[]{}<>:|,;—–".contains(c))
+    };
+    let classes = v.bytes().any(|b| b.is_ascii_lowercase())
+        && v.bytes().any(|b| b.is_ascii_uppercase())
+        && v.bytes().any(|b| b.is_ascii_digit())
+        && v.bytes().any(|b| PASSWORD_SYMBOLS.contains(&b));
+    (classes
+        && (apart(before(text, r.start)) || before(text, r.start) == Some('='))
+        // Followed by `=`, it is the name of an assignment (`…&grant_type=`).
+        && (apart(after(text, r.end)) || after(text, r.end) == Some('.'))
+        && !v.starts_with("$2")
+        && !percent_encoded(v)
+        && password_ok(v))
+    .then_some(r)
+}
+
+/// `Invoice%2027`: a URL's percent-encoding, not a password's `%`.
+fn percent_encoded(v: &str) -> bool {
+    v.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
 /// The text right before `i` is part of a URL (`https://host/a / b`).
