@@ -1337,6 +1337,184 @@ pub(crate) const CODE_SERVICE: &[Lang] = &[
     ("ko", &["텔레그램"]),
 ];
 
+/// The warning of a one-time-code message not to pass it on (`Não compartilhe.`, `Никому не
+/// сообщайте код`): services put it in the message, often in a sentence of its own.
+pub(crate) const SHARE_WARNING: &[Lang] = &[
+    (
+        "en",
+        &[
+            "do not share",
+            "don't share",
+            "dont share",
+            "never share",
+            "do not disclose",
+            "never disclose",
+            "do not give this",
+            "don't give this",
+            "do not give it",
+            "don't give it",
+            "do not tell anyone",
+            "don't tell anyone",
+            "do not forward",
+            "never give",
+        ],
+    ),
+    (
+        "ru",
+        &[
+            "никому не",
+            "не сообщайте",
+            "не передавайте",
+            "не говорите его",
+            "не пересылайте",
+        ],
+    ),
+    (
+        "uk",
+        &[
+            "нікому не",
+            "не повідомляйте",
+            "не передавайте",
+            "не кажіть",
+        ],
+    ),
+    (
+        "fa",
+        &[
+            "به کسی ندهید",
+            "به هیچ کس",
+            "در اختیار دیگران قرار ندهید",
+            "فاش نکنید",
+        ],
+    ),
+    ("ar", &["لا تشارك", "لا تعط", "لا تفصح", "لا تخبر", "لا تعطي"]),
+    (
+        "zh",
+        &[
+            "不要告诉",
+            "请勿泄露",
+            "切勿泄露",
+            "勿告知",
+            "不要泄露",
+            "切勿告诉",
+            "请勿转发",
+            "勿向他人",
+            "不要透露",
+            "請勿洩露",
+            "切勿洩露",
+        ],
+    ),
+    (
+        "es",
+        &[
+            "no compartas",
+            "no lo compartas",
+            "no la compartas",
+            "no comparta",
+            "nunca compartas",
+            "no se lo des",
+            "no lo reveles",
+        ],
+    ),
+    (
+        "pt",
+        &[
+            "não compartilhe",
+            "nao compartilhe",
+            "não partilhe",
+            "nunca compartilhe",
+            "não forneça",
+            "não informe este",
+        ],
+    ),
+    (
+        "de",
+        &[
+            "nicht weitergeben",
+            "niemals weiter",
+            "gib ihn nicht",
+            "geben sie ihn nicht",
+            "geben sie diesen code nicht",
+            "nicht teilen",
+            "an niemanden",
+        ],
+    ),
+    (
+        "fr",
+        &[
+            "ne le partagez",
+            "ne partagez",
+            "ne le communiquez",
+            "ne communiquez",
+            "ne le donnez",
+            "ne le transmettez",
+            "ne le divulguez",
+        ],
+    ),
+    (
+        "it",
+        &[
+            "non condividere",
+            "non condividerlo",
+            "non comunicarlo",
+            "non comunicare a nessuno",
+            "non fornirlo",
+            "non rivelare",
+        ],
+    ),
+    (
+        "tr",
+        &[
+            "paylaşmayın",
+            "kimseyle paylaş",
+            "kimseye vermeyin",
+            "kimseye söylemeyin",
+        ],
+    ),
+    (
+        "hi",
+        &[
+            "साझा न करें",
+            "किसी को न बताएं",
+            "किसी को भी न",
+            "शेयर न करें",
+            "share na kare",
+        ],
+    ),
+    (
+        "id",
+        &[
+            "jangan berikan",
+            "jangan bagikan",
+            "jangan beritahu",
+            "jangan memberikan",
+            "jangan sebarkan",
+            "rahasiakan",
+        ],
+    ),
+    (
+        "ja",
+        &[
+            "誰にも教えない",
+            "他人に教えない",
+            "絶対に教え",
+            "共有しないで",
+            "教えないで",
+        ],
+    ),
+    (
+        "ko",
+        &[
+            "알려주지 마",
+            "공유하지 마",
+            "타인에게 알려",
+            "절대 알려",
+            "누구에게도",
+        ],
+    ),
+    ("uz", &["hech kimga"]),
+];
+
 /// Words that make a code another kind of code (postal, promo, error, pickup …).
 pub(crate) const CODE_NOT: &[Lang] = &[
     (
@@ -1875,6 +2053,7 @@ pub(crate) static ID_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(ID));
 pub(crate) static CODE_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(CODE));
 pub(crate) static CODE_SERVICES: LazyLock<Words> = LazyLock::new(|| Words::new(CODE_SERVICE));
 pub(crate) static CODE_NOT_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(CODE_NOT));
+pub(crate) static SHARE_WARNINGS: LazyLock<Words> = LazyLock::new(|| Words::new(SHARE_WARNING));
 pub(crate) static SECRET_NOT_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(SECRET_NOT));
 pub(crate) static CARD_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(CARD));
 pub(crate) static LOGIN_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(LOGIN));
@@ -2018,6 +2197,7 @@ mod tests {
             ("secret", SECRET_KEY),
             ("code_not", CODE_NOT),
             ("card", CARD),
+            ("share_warning", SHARE_WARNING),
         ] {
             assert!(table.len() >= 15, "{name}: {} languages", table.len());
             for (_, ws) in table {

@@ -853,4 +853,29 @@ mod tests {
             assert!(found(find_api_tokens, text).is_empty(), "{text}");
         }
     }
+    #[test]
+    fn a_code_in_a_message_that_warns_not_to_share_it_is_found_but_not_the_stop_number() {
+        assert_eq!(
+            found(
+                find_login_codes,
+                "Inter: Use 772019 para autorizar o Pix de R$ 1.250,00. Não compartilhe."
+            ),
+            ["772019"]
+        );
+        assert_eq!(
+            found(
+                find_login_codes,
+                "Payme kodi: 305119. Hech kimga bermang! / Никому не сообщайте код"
+            ),
+            ["305119"]
+        );
+        assert_eq!(
+            found(
+                find_login_codes,
+                "[#] 3381 is your Uber code. Never share this code. reply STOP to 89203 to unsubscribe."
+            ),
+            ["3381"]
+        );
+        assert!(found(find_login_codes, "Use 772019 para autorizar o Pix.").is_empty());
+    }
 }

@@ -97,20 +97,21 @@ const SIXTH: Corpus = Corpus {
 /// where its labels differ (a Razorpay `key_id` is public here, a pickup code a login code).
 const SEVENTH_TUNING: Corpus = Corpus {
     file: "seventh-tuning.jsonl",
-    floors: &[("api_token", 0.96, 0.97), ("login_code", 0.96, 0.93)],
+    floors: &[("api_token", 0.96, 0.97), ("login_code", 0.97, 0.93)],
 };
 
 /// The seventh corpus's frozen half (see [`SEVENTH_TUNING`]): tuning on the other half case by
 /// case moved it from api_token recall 0.851 to 0.856 and phone precision 0.960 to 0.966,
 /// nothing else; a shape rule (a password standing alone, every character class with a
-/// password symbol) then moved api_token recall to 0.952 with no new false positive here or in
-/// any other corpus.
+/// password symbol) then moved api_token recall to 0.952, and a code near a warning not to
+/// share it (`Não compartilhe.`) login_code recall to 0.945, with no new false positive here or
+/// in any other corpus.
 const SEVENTH_FROZEN: Corpus = Corpus {
     file: "seventh-frozen.jsonl",
     floors: &[
         ("api_token", 0.95, 0.97),
         ("email", 1.0, 0.975),
-        ("login_code", 0.935, 0.94),
+        ("login_code", 0.94, 0.94),
         ("payment_card", 0.96, 1.0),
         ("phone", 0.98, 0.965),
     ],

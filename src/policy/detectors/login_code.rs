@@ -12,16 +12,17 @@ use super::{
 };
 use crate::policy::config::DetectorKind;
 use crate::policy::context::{
-    CODE_NOT_WORDS, CODE_SERVICES, CODE_WORDS, DIGIT_NAMES, ID_WORDS, LONGEST_DIGIT_NAME, Words,
-    after_in_sentence, before_in_sentence, digit_named, no_space_script,
+    CODE_NOT_WORDS, CODE_SERVICES, CODE_WORDS, DIGIT_NAMES, ID_WORDS, LONGEST_DIGIT_NAME,
+    SHARE_WARNINGS, Words, after_in_sentence, before_in_sentence, digit_named, no_space_script,
 };
 
 /// Login and verification codes: 4–8 digits of any script (also split as `12 345`, `676-917`
 /// or `1 2 3 4 5`) with a code word near in the same sentence (`Login code: 12345`, `Код для
 /// входа: 12345`, `کد ورود: ۸۸۳۰۹`, `验证码是494336`, `12345 is your code`); five or six digits
 /// also right next to the name of a service that sends them (`hab 92706 von Telegram
-/// bekommen`), answering a question about a code (`which code came? — «79 067»`), or as the
-/// short reply to a message that asked for one; five to eight digits read out one by one
+/// bekommen`), answering a question about a code (`which code came? — «79 067»`), as the short
+/// reply to a message that asked for one, or in a message that warns not to share it (`Use
+/// 772019 para autorizar o Pix. Não compartilhe.`); five to eight digits read out one by one
 /// (`4 8 1 7 2`) or written after the words that spelled them (`four one nine two seven →
 /// 41927`); the code of an origin-bound SMS (`@apple.com #902374`); capitals and digits after a
 /// code word and a colon (`Einmalpasswort: ZX4TQ9`); the digits of a `t.me/login/…` link; and
@@ -445,6 +446,9 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     if common && (CODE_SERVICES.any(&near_before) || CODE_SERVICES.any(&near_after)) {
         return Some(r);
     }
+    if common && warned_not_to_share(text, &r) {
+        return Some(r);
+    }
     // An answer to a question about a code: `which code came? — «79 067»`.
     if let Some(q) = before_char(text, from).filter(|c| matches!(c, '?' | '？' | '؟'))
         && text[from..r.start].chars().count() <= ANSWER_NEAR
@@ -455,6 +459,38 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         }
     }
     (reply_to_code_request(text, &r) || short_answer_after_code(text, &r, from)).then_some(r)
+}
+
+/// How far from a number (characters, either side, across sentences) the warning of a code
+/// message may stand.
+const WARNING_NEAR: usize = 100;
+
+/// The message warns not to pass something on (`Inter: Use 772019 para autorizar o Pix. Não
+/// compartilhe.`, `Payme kodi: 305119. … Никому не сообщайте код`): what one-time-code messages
+/// say in every language, often in a sentence of their own, so it is looked for across
+/// sentences but only near the number.
+fn warned_not_to_share(text: &str, r: &Range<usize>) -> bool {
+    let start = text[..r.start]
+        .char_indices()
+        .rev()
+        .take(WARNING_NEAR)
+        .last()
+        .map_or(r.start, |(i, _)| i);
+    let end = text[r.end..]
+        .char_indices()
+        .nth(WARNING_NEAR)
+        .map_or(text.len(), |(i, _)| r.end + i);
+    // `reply STOP to 89203`, `envía STOP al 12345`: the short number that takes the opt-out
+    // keyword every SMS service uses, whatever its language.
+    let (_, lead) = before_in_sentence(text, r.start, BEFORE);
+    if lead
+        .split(|c: char| !c.is_alphanumeric())
+        .any(|w| w == "stop")
+    {
+        return false;
+    }
+    SHARE_WARNINGS.any(&text[start..r.start].to_lowercase())
+        || SHARE_WARNINGS.any(&text[r.end..end].to_lowercase())
 }
 
 /// The key whose value the number is: `key=` anywhere, `key: ` when it opens an indented line
