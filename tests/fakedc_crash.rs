@@ -10,7 +10,7 @@
 //! while (pushes sent twice, late, or cut mid-frame) and each restart meets one more fault: a
 //! FLOOD_WAIT on `getDifference`, a stalled `getDifference`, a dropped connection on
 //! `getState`. The seed is `$TGINGEST_CRASH_SEED` or a fresh one, printed; `$TGINGEST_CRASH_KILLS`
-//! makes a longer soak. A loss is reported with the stage the event reached. Ground truth: the
+//! makes a longer soak. A loss is reported with the stages the event reached. Ground truth: the
 //! event id of every sent message, per account that sees it, computed with `event::event_id` as
 //! the normalizer does.
 
@@ -263,12 +263,14 @@ async fn kill_9_with_real_grammers_clients_loses_nothing_and_stores_nothing_twic
         // Where each lost event stopped, before the (long) node log.
         let raw = msg_ids_in(&nats.url(), "TG_RAW").await;
         let clean = msg_ids_in(&nats.url(), "TG_CLEAN").await;
+        let dead = msg_ids_in(&nats.url(), "TG_DLQ").await;
         for id in expected.difference(&got) {
             eprintln!(
-                "lost: {} (in TG_RAW: {}, in TG_CLEAN: {})",
+                "lost: {} (in TG_RAW: {}, in TG_CLEAN: {}, dead-lettered: {})",
                 described[id],
                 raw.contains(id),
-                clean.contains(id)
+                clean.contains(id),
+                dead.contains(id)
             );
         }
         eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
