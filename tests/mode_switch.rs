@@ -98,7 +98,7 @@ async fn switching_modes_back_and_forth_through_crashes_stores_every_message_exa
                 died("node did not come up")
             );
             startup = started.elapsed();
-            Duration::from_millis(rng.random_range(200..1500))
+            Duration::from_millis(rng.random_range(500..2500))
         };
         tokio::time::sleep(after).await;
         if let Some(status) = child.0.try_wait().unwrap() {
@@ -193,4 +193,48 @@ async fn switching_modes_back_and_forth_through_crashes_stores_every_message_exa
         status.success(),
         "the final node did not stop cleanly: {status}"
     );
+}
+
+/// A node started in `messages` mode while another node still runs the batcher on the same
+/// streams refuses to start, saying why and what to do, instead of taking the batcher's
+/// messages from under it; the batch-mode node goes on untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_mode_refuses_to_start_while_another_node_runs_the_batcher() {
+    let (nats, fake, dir) = support::node_stage().await;
+    let sim = support::batches::simulation(1, 100.0, 200, 73);
+    let log_a = dir.path().join("a.log");
+    let spawn = |dir: &std::path::Path, log: &std::path::Path, id: &str, env: &[(&str, String)]| {
+        KillOnDrop(support::spawn_sim_node(
+            &nats, &fake, dir, log, &sim, id, env,
+        ))
+    };
+    let mut batches = spawn(dir.path(), &log_a, "batch-a", &batch_env(1, 40));
+    assert!(
+        wait_log(&log_a, &["tgingest node running"], 0, UP).await,
+        "{}",
+        support::log_text(&log_a)
+    );
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("master.key"),
+        other.path().join("master.key"),
+    )
+    .unwrap();
+    let log_b = other.path().join("b.log");
+    let mut messages = spawn(other.path(), &log_b, "messages-b", &[]);
+    let status = support::wait_exit(&mut messages.0, Duration::from_secs(30));
+    let text = support::log_text(&log_b);
+    assert!(!status.success(), "it started: {text}");
+    assert!(
+        text.contains("another node still runs in conversation_batches mode"),
+        "{text}"
+    );
+    assert!(
+        batches.0.try_wait().unwrap().is_none(),
+        "{}",
+        support::log_text(&log_a)
+    );
+    let kept = kept(&sim);
+    support::all_stored_then_stop(&mut batches.0, &fake, &kept, &log_a).await;
+    assert_eq!(fake.stored_twice(), 0);
 }

@@ -60,12 +60,9 @@ use crate::bus::{
 };
 use crate::config::DeliveryMode;
 use crate::event::Event;
+use crate::observability::METRIC_HANDOVER_SENDS;
 use crate::switchboard::batch::{Batch, batch_envelope};
 use crate::switchboard::envelope;
-
-/// Counter of what hand-overs sent, labelled `kind` (`single`, `batch`) and `result`
-/// (`accepted`, `duplicate`, `rejected`).
-pub const METRIC_HANDOVER_SENDS: &str = "tgingest_mode_handover_sends_total";
 
 /// Why a node does not start in the configured mode. Nothing was lost: the other mode's state
 /// is still there for the next start.
@@ -409,24 +406,26 @@ impl HandOver {
             .map_err(|e| self.bus_error(&format!("cannot delete the consumer {name}"), &e))
     }
 
-    /// Refuses while pull requests wait on `batcher` past their expiry (a batcher pulls with
-    /// 200 ms ones: a killed node's are gone by then).
+    /// Refuses while another process pulls from `batcher`. A batcher keeps a pull request
+    /// waiting almost all the time (each expires after 200 ms, and the next follows at once);
+    /// those of a killed node are gone 200 ms after it died, so only what is seen after that
+    /// counts.
     async fn refuse_if_a_batcher_runs(
         &self,
         clean: &mut jetstream::stream::Stream,
     ) -> Result<(), ModeSwitchError> {
-        let mut waiting = 0;
-        for _ in 0..3 {
-            waiting = match clean.consumer_info(BATCHER_CONSUMER).await {
-                Ok(info) => info.num_waiting,
-                Err(_) => 0,
-            };
-            if waiting == 0 {
-                return Ok(());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for _ in 0..20 {
+            if let Ok(info) = clean.consumer_info(BATCHER_CONSUMER).await
+                && info.num_waiting > 0
+            {
+                return Err(ModeSwitchError::BatcherRunning {
+                    waiting: info.num_waiting,
+                });
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(ModeSwitchError::BatcherRunning { waiting })
+        Ok(())
     }
 }
 
