@@ -157,12 +157,7 @@ async fn a_frozen_batcher_whose_messages_went_to_another_never_records_them_agai
         log: log_a,
         node: mut a,
     } = stage(&sim, 10).await;
-    let other = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        dir.path().join("master.key"),
-        other.path().join("master.key"),
-    )
-    .unwrap();
+    let other = support::second_node_dir(dir.path());
     let log_b = other.path().join("b.log");
     let mut b =
         spawner(&nats, &fake, other.path(), &log_b, &sim, "batch-node-b")(&batch_env(1, 10));

@@ -214,12 +214,7 @@ async fn messages_mode_refuses_to_start_while_another_node_runs_the_batcher() {
         "{}",
         support::log_text(&log_a)
     );
-    let other = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        dir.path().join("master.key"),
-        other.path().join("master.key"),
-    )
-    .unwrap();
+    let other = support::second_node_dir(dir.path());
     let log_b = other.path().join("b.log");
     let mut messages = spawn(other.path(), &log_b, "messages-b", &[]);
     let status = support::wait_exit(&mut messages.0, Duration::from_secs(30));

@@ -115,8 +115,18 @@ impl Tally {
         metrics::counter!(METRIC_HANDOVER_SENDS, "kind" => kind, "result" => result).increment(1);
     }
 
-    fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    /// Logs what the hand-over into `mode` did; the mode's consumer starts at `starts_at`.
+    fn report(&self, mode: &str, starts_at: u64) {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        tracing::info!(
+            batches = get(&self.batches),
+            singles = get(&self.singles),
+            already_batched = get(&self.already_batched),
+            duplicates = get(&self.duplicates),
+            rejected = get(&self.rejected),
+            starts_at,
+            "switched to {mode} mode: what the other mode left is delivered"
+        );
     }
 }
 
@@ -257,14 +267,7 @@ impl HandOver {
             start_sequence: end + 1,
         })
         .await?;
-        let t = &self.tally;
-        tracing::info!(
-            sent = Tally::get(&t.singles),
-            duplicates = Tally::get(&t.duplicates),
-            rejected = Tally::get(&t.rejected),
-            batcher_starts_at = end + 1,
-            "switched to conversation_batches mode: what messages mode left is delivered"
-        );
+        self.tally.report(self.mode, end + 1);
         Ok(())
     }
 
@@ -377,16 +380,7 @@ impl HandOver {
         self.delete_consumer(&batches, BATCH_DELIVERY_CONSUMER)
             .await?;
         self.delete_consumer(&clean, BATCHER_CONSUMER).await?;
-        let t = &self.tally;
-        tracing::info!(
-            batches = Tally::get(&t.batches),
-            singles = Tally::get(&t.singles),
-            already_batched = Tally::get(&t.already_batched),
-            duplicates = Tally::get(&t.duplicates),
-            rejected = Tally::get(&t.rejected),
-            delivery_starts_at = end + 1,
-            "switched to messages mode: what conversation_batches mode left is delivered"
-        );
+        self.tally.report(self.mode, end + 1);
         Ok(())
     }
 
