@@ -209,8 +209,8 @@ async fn a_frozen_batcher_whose_messages_went_to_another_never_records_them_agai
 }
 
 /// A node that delivered in `messages` mode and restarts in batch mode does not send again,
-/// inside batches, what it already delivered one by one: its batcher starts past the delivery
-/// consumer's ack floor, not at the start of `TG_CLEAN`.
+/// inside batches, what it already delivered one by one: the mode hand-over starts its batcher
+/// past the end of `TG_CLEAN`, not at its start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_to_batch_mode_does_not_re_send_what_was_delivered_one_by_one() {
     let (nats, fake, dir) = support::node_stage().await;

@@ -136,6 +136,12 @@ async fn switching_modes_back_and_forth_through_crashes_stores_every_message_exa
         support::log_text(&log)
     );
     let arrived = all_stored(&fake, &kept, Duration::from_secs(60)).await;
+    let handed_over = support::log_text(&log)
+        .lines()
+        .find(|l| l.contains("switched to messages mode"))
+        .map(str::to_string);
+    eprintln!("{handed_over:?}");
+    assert!(handed_over.is_some(), "the final node logged no hand-over");
     signal(child.0.id(), libc::SIGTERM);
     let status = support::wait_exit(&mut child.0, Duration::from_secs(30));
 

@@ -2,7 +2,8 @@
 //! Switchboard delivery (in batch mode: `TG_CLEAN` → batcher → `TG_BATCH` → delivery, see
 //! [`batcher`]). Each stage acknowledges upstream only after the step below it is
 //! durable (invariant 1), and each has a bounded window (invariant 6). Every stage is a child of
-//! the node's root supervisor. Operator replays from `TG_CLEAN` are in [`replay`].
+//! the node's root supervisor. Operator replays from `TG_CLEAN` are in [`replay`]; what a change of
+//! `switchboard.mode` leaves behind is handed over at start-up by [`mode_switch`].
 
 pub mod account;
 pub mod batcher;
