@@ -82,7 +82,7 @@ pub enum NodeError {
     #[error("cannot set up the Switchboard client: {0}")]
     Switchboard(String),
     #[error("cannot start the pipeline: {0}")]
-    Pipeline(#[from] crate::supervision::SupervisorCallError),
+    Pipeline(#[from] crate::pipeline::PipelineError),
     #[error("admin API: {0}")]
     Admin(#[from] crate::admin::AdminError),
     #[error("accounts: {0}")]

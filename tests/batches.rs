@@ -157,12 +157,7 @@ async fn a_frozen_batcher_whose_messages_went_to_another_never_records_them_agai
         log: log_a,
         node: mut a,
     } = stage(&sim, 10).await;
-    let other = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        dir.path().join("master.key"),
-        other.path().join("master.key"),
-    )
-    .unwrap();
+    let other = support::second_node_dir(dir.path());
     let log_b = other.path().join("b.log");
     let mut b =
         spawner(&nats, &fake, other.path(), &log_b, &sim, "batch-node-b")(&batch_env(1, 10));
@@ -214,8 +209,8 @@ async fn a_frozen_batcher_whose_messages_went_to_another_never_records_them_agai
 }
 
 /// A node that delivered in `messages` mode and restarts in batch mode does not send again,
-/// inside batches, what it already delivered one by one: its batcher starts past the delivery
-/// consumer's ack floor, not at the start of `TG_CLEAN`.
+/// inside batches, what it already delivered one by one: the mode hand-over starts its batcher
+/// past the end of `TG_CLEAN`, not at its start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_to_batch_mode_does_not_re_send_what_was_delivered_one_by_one() {
     let (nats, fake, dir) = support::node_stage().await;

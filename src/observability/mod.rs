@@ -29,6 +29,9 @@ pub const METRIC_RECONNECTS: &str = "tgingest_reconnects_total";
 pub const METRIC_TERMINAL: &str = "tgingest_account_terminal_total";
 /// Replayed events by result (`accepted`, `duplicate`, `rejected`).
 pub const METRIC_REPLAYED: &str = "tgingest_replay_events_total";
+/// Calls a delivery-mode hand-over made at start-up, labelled `kind` (`single`, `batch`) and
+/// `result` (`accepted`, `duplicate`, `rejected`).
+pub const METRIC_HANDOVER_SENDS: &str = "tgingest_mode_handover_sends_total";
 /// Seconds from an account's last sign of life on its old owner to running on a new one.
 pub const METRIC_FAILOVER_SECONDS: &str = "tgingest_cluster_failover_seconds";
 /// Seconds one flush of the event log took.
@@ -202,6 +205,10 @@ fn describe() {
         METRIC_REPLAYED,
         "Events re-delivered by operator replays, by result"
     );
+    c!(
+        METRIC_HANDOVER_SENDS,
+        "Calls a delivery-mode hand-over made at start-up, by kind and result"
+    );
     h!(
         METRIC_DELIVERY_LATENCY,
         "Seconds of one Switchboard ingest attempt"
@@ -252,6 +259,9 @@ fn register_zeros() {
     }
     for result in ["accepted", "duplicate", "rejected"] {
         counter!(METRIC_REPLAYED, "result" => result).increment(0);
+        for kind in ["single", "batch"] {
+            counter!(METRIC_HANDOVER_SENDS, "kind" => kind, "result" => result).increment(0);
+        }
     }
     for status in ["accepted", "duplicate", "rejected", "error"] {
         counter!("connector_ingest_submissions_total", "status" => status).increment(0);

@@ -51,8 +51,7 @@ use tokio::time::Instant;
 use super::PipelineStats;
 use super::clean::{durable_consumer_with, take_batch};
 use crate::bus::{
-    BATCHER_CONSUMER, Bus, DELIVERY_CONSUMER, STREAM_BATCH, STREAM_CLEAN, batch_subject,
-    wrong_last_sequence,
+    BATCHER_CONSUMER, Bus, STREAM_BATCH, STREAM_CLEAN, batch_subject, wrong_last_sequence,
 };
 use crate::config::BatchConfig;
 use crate::event::{Chat, Event, EventKind, now_us};
@@ -136,6 +135,34 @@ struct ChatState {
     since: Option<Instant>,
 }
 
+impl ChatState {
+    /// A chat whose recorded batches are not read yet.
+    fn new(account_id: &str, chat: &Chat) -> ChatState {
+        ChatState {
+            account_id: account_id.to_string(),
+            chat: chat.clone(),
+            loaded: false,
+            last_sequence: 0,
+            batched: HashSet::new(),
+            ring: VecDeque::new(),
+            buffer: BTreeMap::new(),
+            since: None,
+        }
+    }
+}
+
+/// The event ids every batch recorded for `chat` of `account_id` holds as members: messages
+/// that reached (or will reach) Switchboard inside a batch, never to be sent again otherwise.
+pub async fn recorded_members(
+    bus: &Bus,
+    account_id: &str,
+    chat: &Chat,
+) -> Result<HashSet<String>, BatcherError> {
+    let mut state = ChatState::new(account_id, chat);
+    read_records(bus, &mut state, 0).await?;
+    Ok(state.batched)
+}
+
 /// The batcher's state.
 pub struct BatcherState {
     args: BatcherArgs,
@@ -160,13 +187,14 @@ impl Actor for BatcherActor {
         myself: ActorRef<BatcherMsg>,
         args: BatcherArgs,
     ) -> Result<BatcherState, ActorProcessingErr> {
-        let start = batcher_start(&args.bus).await?;
+        // A new consumer starts where the mode hand-over put it (see `super::mode_switch`),
+        // or, on a fresh stream, at its start.
         let consumer = durable_consumer_with(
             &args.bus,
             STREAM_CLEAN,
             BATCHER_CONSUMER,
             MAX_ACK_PENDING,
-            start,
+            DeliverPolicy::All,
         )
         .await?;
         myself.cast(BatcherMsg::Pump)?;
@@ -238,24 +266,6 @@ impl Actor for BatcherActor {
 /// How long a graceful stop may spend recording the buffers.
 const STOP_FLUSH: Duration = Duration::from_secs(5);
 
-/// Where the batcher's consumer starts. An existing one keeps its start. A new one, on a
-/// `TG_CLEAN` the `messages` mode already delivered from, starts past the delivery consumer's
-/// ack floor: what was sent one by one is not sent again inside batches when a node switches to
-/// batch mode (messages acknowledged past the floor, at most `switchboard.max_inflight` at the
-/// switch, can reach Switchboard both ways). On a fresh stream: from the start.
-async fn batcher_start(bus: &Bus) -> Result<DeliverPolicy, ActorProcessingErr> {
-    let stream = bus.js.get_stream(STREAM_CLEAN).await?;
-    if let Ok(info) = stream.consumer_info(BATCHER_CONSUMER).await {
-        return Ok(info.config.deliver_policy);
-    }
-    Ok(match stream.consumer_info(DELIVERY_CONSUMER).await {
-        Ok(info) if info.ack_floor.stream_sequence > 0 => DeliverPolicy::ByStartSequence {
-            start_sequence: info.ack_floor.stream_sequence + 1,
-        },
-        _ => DeliverPolicy::All,
-    })
-}
-
 /// One round: pull, buffer, flush what is due, keep the held messages from redelivery.
 async fn pump(state: &mut BatcherState) -> Result<(), ActorProcessingErr> {
     let room = HELD_CAP.saturating_sub(state.held).min(FETCH);
@@ -325,16 +335,10 @@ async fn take(
         return ack(&message).await;
     }
     let key = (event.account_id.clone(), event.chat.id.clone());
-    let chat = state.chats.entry(key.clone()).or_insert_with(|| ChatState {
-        account_id: event.account_id.clone(),
-        chat: event.chat.clone(),
-        loaded: false,
-        last_sequence: 0,
-        batched: HashSet::new(),
-        ring: VecDeque::new(),
-        buffer: BTreeMap::new(),
-        since: None,
-    });
+    let chat = state
+        .chats
+        .entry(key.clone())
+        .or_insert_with(|| ChatState::new(&event.account_id, &event.chat));
     if !chat.loaded {
         read_records(&state.args.bus, chat, ring_cap(&state.args.config)).await?;
         chat.loaded = true;
@@ -600,14 +604,9 @@ mod tests {
 
     fn chat_with_ring(ring: &[Event]) -> ChatState {
         ChatState {
-            account_id: "1".into(),
-            chat: ring[0].chat.clone(),
             loaded: true,
-            last_sequence: 0,
-            batched: HashSet::new(),
             ring: ring.iter().map(|e| BatchEntry::of(e, false)).collect(),
-            buffer: BTreeMap::new(),
-            since: None,
+            ..ChatState::new("1", &ring[0].chat)
         }
     }
 

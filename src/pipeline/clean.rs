@@ -225,7 +225,7 @@ pub struct DedupeState {
 pub struct DedupeActor;
 
 /// Messages a stage's consumer may have delivered and not yet acknowledged.
-const MAX_ACK_PENDING: i64 = 20_000;
+pub(crate) const MAX_ACK_PENDING: i64 = 20_000;
 
 /// The durable pull consumer of a stage, created or brought in line with this config (its
 /// `ack_wait` is `nats.ack_wait`).
@@ -249,6 +249,10 @@ pub async fn durable_consumer_with(
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, ActorProcessingErr> {
     let ack_wait = bus.ack_wait();
     let stream = bus.js.get_stream(stream).await?;
+    let deliver_policy = match stream.consumer_info(name).await {
+        Ok(info) => info.config.deliver_policy,
+        Err(_) => deliver_policy,
+    };
     let config = pull::Config {
         durable_name: Some(name.to_string()),
         ack_policy: AckPolicy::Explicit,

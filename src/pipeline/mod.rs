@@ -2,7 +2,8 @@
 //! Switchboard delivery (in batch mode: `TG_CLEAN` → batcher → `TG_BATCH` → delivery, see
 //! [`batcher`]). Each stage acknowledges upstream only after the step below it is
 //! durable (invariant 1), and each has a bounded window (invariant 6). Every stage is a child of
-//! the node's root supervisor. Operator replays from `TG_CLEAN` are in [`replay`].
+//! the node's root supervisor. Operator replays from `TG_CLEAN` are in [`replay`]; what a change of
+//! `switchboard.mode` leaves behind is handed over at start-up by [`mode_switch`].
 
 pub mod account;
 pub mod batcher;
@@ -10,6 +11,7 @@ pub mod clean;
 pub mod delivery;
 pub mod handoff;
 pub mod heartbeat;
+pub mod mode_switch;
 pub mod replay;
 pub mod seen;
 pub mod shared_seen;
@@ -66,11 +68,23 @@ pub struct Host<'a> {
     pub accounts: &'a Arc<crate::accounts::AccountsControl>,
 }
 
-/// Starts every stage under the node's root supervisor; returns the shared counters.
+/// Why the pipeline did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Stage(#[from] SupervisorCallError),
+    /// The delivery mode changed and what the other mode left cannot be handed over.
+    #[error(transparent)]
+    ModeSwitch(#[from] mode_switch::ModeSwitchError),
+}
+
+/// Starts every stage under the node's root supervisor; returns the shared counters. The
+/// delivery stages start once what the other delivery mode left is handed over
+/// ([`mode_switch`]).
 pub async fn start(
     node: Host<'_>,
     parts: PipelineParts,
-) -> Result<Arc<PipelineStats>, SupervisorCallError> {
+) -> Result<Arc<PipelineStats>, PipelineError> {
     let stats = Arc::new(PipelineStats {
         acknowledged: parts.record_acknowledged.then(stats::AckLedger::default),
         ..PipelineStats::default()
@@ -159,6 +173,11 @@ pub async fn start(
             false => DeliverySource::Events,
         },
     };
+    mode_switch::hand_over(&DeliveryArgs {
+        source: DeliverySource::Events,
+        ..delivery.clone()
+    })
+    .await?;
     if batches {
         let batcher = BatcherArgs {
             bus: node.bus.clone(),

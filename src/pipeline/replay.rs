@@ -584,93 +584,176 @@ impl Run {
         deliver_policy: DeliverPolicy,
         end: u64,
     ) -> Result<(), String> {
-        if end == 0 {
-            return Ok(());
-        }
         let account = self.request.account.as_deref();
         let (name, filter_subject) = match what {
             Scanned::Events => (STREAM_CLEAN, account.map(clean_subject)),
             Scanned::Batches => (STREAM_BATCH, account.map(|a| batch_subject(a, ">"))),
         };
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                name: None,
-                filter_subject: filter_subject.unwrap_or_default(),
-                deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot create a replay consumer on {name}: {e}"))?;
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(());
-        }
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| format!("cannot read TG_CLEAN: {e}"))?;
-        let slots = Arc::new(Semaphore::new(self.delivery.config.max_inflight as usize));
-        let mut tasks = JoinSet::new();
-        let mut errors = 0;
-        loop {
-            let permit = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| e.to_string())?;
-            while tasks.try_join_next().is_some() {}
-            let message = match messages.next().await {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    errors += 1;
-                    tracing::warn!(error = %e, stream = name, "replay: reading failed; retrying");
-                    if errors >= MAX_READ_ERRORS {
-                        return Err(format!(
-                            "reading {name} failed {errors} times in a row: {e}"
-                        ));
-                    }
-                    continue;
-                }
-                None => return Err(format!("the replay consumer on {name} ended")),
-            };
-            errors = 0;
-            let info = message.info().map_err(|e| e.to_string())?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            let published_ns = info.published.unix_timestamp_nanos();
-            let past_until = self
-                .request
-                .until
-                .is_some_and(|u| published_ns > u.as_nanosecond());
-            if seq > end || past_until {
-                break;
-            }
-            {
-                let mut p = self.job.progress();
-                if what == Scanned::Events {
-                    p.first_sequence.get_or_insert(seq);
-                    p.position = Some(seq);
-                }
-                p.scanned += 1;
-            }
-            let (job, delivery, actor) =
-                (self.job.clone(), self.delivery.clone(), self.actor.clone());
-            tasks.spawn(async move {
-                match what {
-                    Scanned::Events => replay_one(&job, &delivery, &actor, message).await,
-                    Scanned::Batches => replay_batch(&job, &delivery, &actor, message).await,
-                }
-                drop(permit);
-            });
-            if seq >= end || pending == 0 {
-                break;
-            }
-        }
-        while tasks.join_next().await.is_some() {}
-        Ok(())
+        let range = Range {
+            name,
+            filter_subject: filter_subject.unwrap_or_default(),
+            deliver_policy,
+            end,
+            inflight: self.delivery.config.max_inflight as usize,
+        };
+        scan_range(stream, &range, &mut ReplayStep { run: self, what }).await
     }
 }
 
-/// Sends `envelope` until Switchboard settles it (no progress acks: a replay's consumer has none).
-async fn settle(args: &DeliveryArgs, envelope: &serde_json::Value) -> Settled {
+/// A replay's handling of each message it reads.
+struct ReplayStep<'a> {
+    run: &'a Run,
+    what: Scanned,
+}
+
+impl RangeStep for ReplayStep<'_> {
+    async fn step(&mut self, message: jetstream::Message, at: Position) -> Scan {
+        let run = self.run;
+        if run
+            .request
+            .until
+            .is_some_and(|u| at.published_ns > u.as_nanosecond())
+        {
+            return Scan::Stop;
+        }
+        {
+            let mut p = run.job.progress();
+            if self.what == Scanned::Events {
+                p.first_sequence.get_or_insert(at.sequence);
+                p.position = Some(at.sequence);
+            }
+            p.scanned += 1;
+        }
+        let (job, delivery, actor) = (run.job.clone(), run.delivery.clone(), run.actor.clone());
+        let what = self.what;
+        Scan::Run(Box::pin(async move {
+            match what {
+                Scanned::Events => replay_one(&job, &delivery, &actor, message).await,
+                Scanned::Batches => replay_batch(&job, &delivery, &actor, message).await,
+            }
+        }))
+    }
+}
+
+/// A stretch of a stream to read in order, by sequence.
+pub(crate) struct Range<'a> {
+    /// The stream's name (for errors).
+    pub name: &'a str,
+    /// Only this subject ("": all).
+    pub filter_subject: String,
+    pub deliver_policy: DeliverPolicy,
+    /// The last sequence to read (inclusive); 0 reads nothing.
+    pub end: u64,
+    /// How many messages' work may run at once.
+    pub inflight: usize,
+}
+
+/// Where a message read by [`scan_range`] sits in its stream.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Position {
+    pub sequence: u64,
+    /// When the stream stored it (Unix nanoseconds).
+    pub published_ns: i128,
+}
+
+/// What [`scan_range`] does with one message.
+pub(crate) enum Scan {
+    /// Run this for it, beside up to `inflight - 1` others.
+    Run(futures::future::BoxFuture<'static, ()>),
+    /// Nothing to do for it.
+    Skip,
+    /// Stop reading before it.
+    Stop,
+}
+
+/// Decides, in stream order, what a range scan does with each message.
+pub(crate) trait RangeStep {
+    async fn step(&mut self, message: jetstream::Message, at: Position) -> Scan;
+}
+
+/// Reads `range` of `stream` with an ordered (ephemeral) consumer, never a durable one, and runs
+/// the work `steps` makes of each message, at most `range.inflight` at once; returns when all of
+/// it has run.
+pub(crate) async fn scan_range(
+    stream: &jetstream::stream::Stream,
+    range: &Range<'_>,
+    steps: &mut impl RangeStep,
+) -> Result<(), String> {
+    let name = range.name;
+    if range.end == 0 {
+        return Ok(());
+    }
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            name: None,
+            filter_subject: range.filter_subject.clone(),
+            deliver_policy: range.deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot create an ordered consumer on {name}: {e}"))?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("cannot read {name}: {e}"))?;
+    let slots = Arc::new(Semaphore::new(range.inflight.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut errors = 0;
+    loop {
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        while tasks.try_join_next().is_some() {}
+        let message = match messages.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                errors += 1;
+                tracing::warn!(error = %e, stream = name, "reading a range failed; retrying");
+                if errors >= MAX_READ_ERRORS {
+                    return Err(format!(
+                        "reading {name} failed {errors} times in a row: {e}"
+                    ));
+                }
+                continue;
+            }
+            None => return Err(format!("the ordered consumer on {name} ended")),
+        };
+        errors = 0;
+        let info = message.info().map_err(|e| e.to_string())?;
+        let (sequence, pending) = (info.stream_sequence, info.pending);
+        let published_ns = info.published.unix_timestamp_nanos();
+        if sequence > range.end {
+            break;
+        }
+        let at = Position {
+            sequence,
+            published_ns,
+        };
+        match steps.step(message, at).await {
+            Scan::Run(work) => {
+                tasks.spawn(async move {
+                    work.await;
+                    drop(permit);
+                });
+            }
+            Scan::Skip => {}
+            Scan::Stop => break,
+        }
+        if sequence >= range.end || pending == 0 {
+            break;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Sends `envelope` until Switchboard settles it (no progress acks: an ordered consumer has none).
+pub(crate) async fn settle(args: &DeliveryArgs, envelope: &serde_json::Value) -> Settled {
     let progress = Progress {
         every: args.bus.progress_every(),
         send: || async {},
@@ -710,25 +793,37 @@ async fn count(
     event: Option<&Event>,
     settled: Settled,
 ) {
-    let result = match settled {
-        Settled::Accepted { duplicate: false } => "accepted",
-        Settled::Accepted { duplicate: true } => "duplicate",
-        Settled::Rejected(reason) => {
-            match park_rejected(args, actor, message, event, &reason).await {
-                Ok(()) => {}
-                Err(ParkError::Publish(e) | ParkError::Audit(e)) => {
-                    tracing::error!(error = %e, "replay: cannot dead-letter a rejected event");
-                }
-            }
-            "rejected"
-        }
-    };
+    let result = park_if_rejected(args, actor, message, event, settled).await;
     metrics::counter!(METRIC_REPLAYED, "result" => result).increment(1);
     let mut p = job.progress();
     match result {
         "accepted" => p.accepted += 1,
         "duplicate" => p.duplicates += 1,
         _ => p.rejected += 1,
+    }
+}
+
+/// Dead-letters a re-sent `message` Switchboard rejected, as delivery does (by `actor`); how
+/// it was settled: `accepted`, `duplicate` or `rejected`.
+pub(crate) async fn park_if_rejected(
+    args: &DeliveryArgs,
+    actor: &str,
+    message: &jetstream::Message,
+    event: Option<&Event>,
+    settled: Settled,
+) -> &'static str {
+    match settled {
+        Settled::Accepted { duplicate: false } => "accepted",
+        Settled::Accepted { duplicate: true } => "duplicate",
+        Settled::Rejected(reason) => {
+            match park_rejected(args, actor, message, event, &reason).await {
+                Ok(()) => {}
+                Err(ParkError::Publish(e) | ParkError::Audit(e)) => {
+                    tracing::error!(error = %e, %actor, "cannot dead-letter a rejected re-send");
+                }
+            }
+            "rejected"
+        }
     }
 }
 

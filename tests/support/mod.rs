@@ -280,6 +280,13 @@ pub async fn node_stage() -> (
     (nats, fake, dir)
 }
 
+/// A second node's temp dir beside `dir` (a [`node_stage`] dir), holding the same master key.
+pub fn second_node_dir(dir: &std::path::Path) -> tempfile::TempDir {
+    let other = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(dir.join("master.key"), other.path().join("master.key")).expect("master key");
+    other
+}
+
 /// Starts `tgingest run` as node `node_id` on the simulation `sim`, with its data and master key
 /// in `dir`, against `nats` and `fake`, plus the `extra` variables; its JSON log goes to `log`
 /// (debug for the account actors and the batcher, whose lines tests wait for).
