@@ -1139,7 +1139,9 @@ mod sse {
 
     /// The events of `bytes` fed in one piece and fed split at `cuts`.
     fn parse(bytes: &[u8], cuts: &[Index]) -> (Vec<SseEvent>, Vec<SseEvent>) {
-        let whole = SseParser::default().push(bytes);
+        let whole = SseParser::default()
+            .push(bytes)
+            .expect("under the size limit");
         let mut at: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
         at.push(0);
         at.push(bytes.len());
@@ -1147,7 +1149,11 @@ mod sse {
         let mut parser = SseParser::default();
         let chunked = at
             .windows(2)
-            .flat_map(|w| parser.push(&bytes[w[0]..w[1]]))
+            .flat_map(|w| {
+                parser
+                    .push(&bytes[w[0]..w[1]])
+                    .expect("under the size limit")
+            })
             .collect();
         (whole, chunked)
     }

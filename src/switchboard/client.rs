@@ -604,7 +604,10 @@ impl McpClient {
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(transport_error)?;
-            for ev in parser.push(&chunk) {
+            let events = parser
+                .push(&chunk)
+                .map_err(|e| CallError::Transport(e.to_string()))?;
+            for ev in events {
                 if let Some(v) = response_to(&ev.event, &ev.data, id) {
                     return Ok((session_id, Some(v)));
                 }
@@ -733,7 +736,14 @@ async fn read_sse_stream(
     let mut parser = SseParser::default();
     let mut body = resp.bytes_stream();
     while let Some(Ok(chunk)) = body.next().await {
-        for ev in parser.push(&chunk) {
+        let events = match parser.push(&chunk) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping the switchboard SSE stream");
+                break;
+            }
+        };
+        for ev in events {
             if ev.event == "endpoint" {
                 if let Some(tx) = endpoint_tx.take() {
                     let _ = tx.send(ev.data);

@@ -31,7 +31,7 @@ pub use fake::{
 };
 pub use heartbeat::{ConnectorState, HeartbeatCounters, heartbeat};
 pub use link::{LinkError, refusal};
-pub use sse::{SseEvent, SseParser};
+pub use sse::{EventTooLarge, MAX_EVENT_BYTES, SseEvent, SseParser};
 
 /// `connector.connector_type` in heartbeats: the butlers name of a Telegram user-account connector.
 pub const CONNECTOR_TYPE: &str = "telegram_user_client";
