@@ -1425,6 +1425,7 @@ pub(crate) const SHARE_WARNING: &[Lang] = &[
             "nunca compartilhe",
             "não forneça",
             "não informe este",
+            "nunca informe",
         ],
     ),
     (
@@ -1796,6 +1797,7 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
             "appsid",
             "userkey",
             "passkey",
+            "pw",
         ],
     ),
     (
@@ -1812,7 +1814,18 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
         ],
     ),
     ("uk", &["пароль", "токен", "ключ", "секрет", "хеш"]),
-    ("fa", &["رمز عبور", "پسورد", "توکن", "کلید", "رمز"]),
+    (
+        "fa",
+        &[
+            "رمز عبور",
+            "پسورد",
+            "توکن",
+            "کلید",
+            "رمز",
+            "ramz",
+            "pasvord",
+        ],
+    ),
     (
         "ar",
         &[
@@ -1828,6 +1841,10 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
             "كلمة سر",
             "كلمة مرور",
             "الرقم السري",
+            "kalimat al sir",
+            "kalimat alsir",
+            "kalimat sir",
+            "kalimat al murur",
         ],
     ),
     (
@@ -1842,6 +1859,7 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
             "口令",
             "授权码",
             "授權碼",
+            "mima",
         ],
     ),
     (
@@ -1892,7 +1910,20 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
             "暗号鍵",
         ],
     ),
-    ("ko", &["비밀번호", "비번", "암호", "토큰", "시크릿", "키"]),
+    (
+        "ko",
+        &[
+            "비밀번호",
+            "비번",
+            "암호",
+            "토큰",
+            "시크릿",
+            "키",
+            "패스워드",
+            "bibeon",
+            "bimilbeonho",
+        ],
+    ),
 ];
 
 /// Words right before a secret key word that make its value public (`commit hash:`,

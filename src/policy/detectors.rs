@@ -878,4 +878,29 @@ mod tests {
         );
         assert!(found(find_login_codes, "Use 772019 para autorizar o Pix.").is_empty());
     }
+    #[test]
+    fn passphrases_latin_key_words_escaped_pem_blocks_and_digitless_aws_ids_are_secrets() {
+        for (text, secret) in [
+            ("пароль от вайфая piano-horse-20", "piano-horse-20"),
+            ("parol ot wifi fve4Hq3eE4oc esli chto", "fve4Hq3eE4oc"),
+            ("ramz wifi: Ric6Kjv8OxbLuLniyX", "Ric6Kjv8OxbLuLniyX"),
+            (
+                "aws_access_key_id = AKIAKKWVTPMPLNUEIZIY",
+                "AKIAKKWVTPMPLNUEIZIY",
+            ),
+        ] {
+            let got = found(find_api_tokens, text);
+            assert!(got.iter().any(|f| f.contains(secret)), "{text}: {got:?}");
+        }
+        let body = "MIIEpAIBAAKCAQEAC7Bryax61p3SA75PzQGdb1QLasynilob";
+        let json = format!(
+            r#"{{"private_key": "-----BEGIN PRIVATE KEY-----\n{body}\n{body}\n-----END PRIVATE KEY-----\n", "x": 1}}"#
+        );
+        let got = found(find_api_tokens, &json);
+        assert!(
+            got.iter()
+                .any(|f| f.contains(body) && f.ends_with("END PRIVATE KEY-----")),
+            "{got:?}"
+        );
+    }
 }

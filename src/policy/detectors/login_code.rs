@@ -400,6 +400,12 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         return None;
     }
     let common = common_length(&text[r.clone()]);
+    // A warning not to share it outweighs an account or bank named near the number (`رمز
+    // التحقق لحساب إنستاباي: 465666 لا تشاركه`, `ICICI Bank: 632920 is the OTP …`), unless its
+    // sentence names another kind of code (`promo code 12345 — don't share`).
+    if common && !CODE_NOT_WORDS.any(&before) && warned_not_to_share(text, &r) {
+        return Some(r);
+    }
     // Four, seven and eight digits need the code word itself, not an inflection of it
     // (`tokens=1234` counts tokens); a phrase may inflect (`doğrulama kodunu`).
     let whole = |hay: &str, m: &Range<usize>| {
@@ -443,10 +449,11 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         rev.chars().rev().collect()
     };
     let near_after: String = after.chars().take(SERVICE_NEAR + 4).collect();
-    if common && (CODE_SERVICES.any(&near_before) || CODE_SERVICES.any(&near_after)) {
-        return Some(r);
-    }
-    if common && warned_not_to_share(text, &r) {
+    if common
+        && (CODE_SERVICES.any(&near_before)
+            || CODE_SERVICES.any(&near_after)
+            || warned_not_to_share(text, &r))
+    {
         return Some(r);
     }
     // An answer to a question about a code: `which code came? — «79 067»`.

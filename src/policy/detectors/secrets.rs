@@ -182,6 +182,20 @@ const PASSWORD_WORDS: &[&str] = &[
     "비밀번호",
     "비번",
     "암호",
+    "패스워드",
+    // Written in Latin letters, as people type them: `parol`, `mima` (密码), `ramz` (رمز),
+    // `kalimat al sir` (كلمة السر), `bibeon` (비번).
+    "pw",
+    "parol",
+    "mima",
+    "ramz",
+    "pasvord",
+    "kalimat al sir",
+    "kalimat alsir",
+    "kalimat sir",
+    "kalimat al murur",
+    "bibeon",
+    "bimilbeonho",
 ];
 
 /// Key words that name a secret outright: their values may be as short as a password's.
@@ -511,9 +525,20 @@ fn token_before_is_url(text: &str, i: usize) -> bool {
 /// From the PEM header over the base64 body to the end line (or as far as the body goes).
 fn check_pem_block(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let header = caps.get(0)?.range();
-    let body_len = text[header.end..]
-        .find(|c: char| !(c.is_ascii_alphanumeric() || "+/=\r\n\t ".contains(c)))
-        .unwrap_or(text.len() - header.end);
+    // The body: base64 and line breaks, also written as `\n` escapes (the `private_key` of a
+    // JSON service-account file).
+    let rest = &text.as_bytes()[header.end..];
+    let mut body_len = 0;
+    while body_len < rest.len() {
+        let b = rest[body_len];
+        if b.is_ascii_alphanumeric() || b"+/=\r\n\t ".contains(&b) {
+            body_len += 1;
+        } else if b == b'\\' && matches!(rest.get(body_len + 1), Some(b'n' | b'r')) {
+            body_len += 2;
+        } else {
+            break;
+        }
+    }
     let mut end = header.end + body_len;
     let tail = &text[end..];
     if tail.starts_with("-----END ")
@@ -628,7 +653,13 @@ fn check_webhook(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
 /// An AWS access key id, and the 40-character secret access key when it follows within the
 /// next two lines (`aws_secret_access_key = …`, `AKIA… / …`).
 fn check_aws(_: &Settings, text: &str, caps: &Captures<'_>, out: &mut Vec<Range<usize>>) {
-    let Some(id) = check_prefixed_token(text, caps) else {
+    // An id is base32 (`A–Z`, `2–7`): one in thirty has no digit, which the shared check asks
+    // for; the name of its line (`aws_access_key_id = AKIA…`) vouches for such a one.
+    let Some(id) = check_prefixed_token(text, caps).or_else(|| {
+        let r = caps.get(0)?.range();
+        let line = text[..r.start].rsplit('\n').next().unwrap_or_default();
+        (bounded(text, &r) && line.to_ascii_lowercase().contains("aws")).then_some(r)
+    }) else {
         return;
     };
     let end = id.end;
@@ -747,15 +778,28 @@ fn secret_value_ok(v: &str) -> bool {
     v.len() >= 16 && mixed && !is_placeholder(v) && entropy(v) >= 3.0
 }
 
-/// Lower-case words joined by `-`, `_` or `.`, a number perhaps ending them
-/// (`patience-and-practice-2024`): a phrase, not a password.
+/// Lower-case words joined by `-`, `_` or `.`, a year perhaps ending them
+/// (`patience-and-practice-2024`): a phrase, not a password. Two or three words and a short
+/// number (`purple-cloud-69`, `piano-horse-20`) are the passphrases generators and people make
+/// (a key word before them decides).
 fn phrase(v: &str) -> bool {
     let parts: Vec<&str> = v.split(['-', '_', '.']).collect();
-    parts.len() > 1
-        && parts.iter().enumerate().all(|(i, p)| {
-            p.bytes().all(|b| b.is_ascii_lowercase())
-                || (i == parts.len() - 1 && p.bytes().all(|b| b.is_ascii_digit()))
-        })
+    let Some((last, words)) = parts.split_last() else {
+        return false;
+    };
+    let words_only = |ps: &[&str]| {
+        ps.iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+    };
+    if parts.len() < 2 {
+        return false;
+    }
+    if words_only(&parts) {
+        return true;
+    }
+    let number = !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
+    let passphrase = (2..=3).contains(&words.len()) && (1..=3).contains(&last.len());
+    number && words_only(words) && !passphrase
 }
 
 /// A password-looking value: 8–64 visible ASCII characters, at least two classes of lower,
