@@ -400,10 +400,11 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         return None;
     }
     let common = common_length(&text[r.clone()]);
+    let warned = common && warned_not_to_share(text, &r, &before);
     // A warning not to share it outweighs an account or bank named near the number (`رمز
     // التحقق لحساب إنستاباي: 465666 لا تشاركه`, `ICICI Bank: 632920 is the OTP …`), unless its
     // sentence names another kind of code (`promo code 12345 — don't share`).
-    if common && !CODE_NOT_WORDS.any(&before) && warned_not_to_share(text, &r) {
+    if warned && !CODE_NOT_WORDS.any(&before) {
         return Some(r);
     }
     // Four, seven and eight digits need the code word itself, not an inflection of it
@@ -449,11 +450,7 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         rev.chars().rev().collect()
     };
     let near_after: String = after.chars().take(SERVICE_NEAR + 4).collect();
-    if common
-        && (CODE_SERVICES.any(&near_before)
-            || CODE_SERVICES.any(&near_after)
-            || warned_not_to_share(text, &r))
-    {
+    if warned || (common && (CODE_SERVICES.any(&near_before) || CODE_SERVICES.any(&near_after))) {
         return Some(r);
     }
     // An answer to a question about a code: `which code came? — «79 067»`.
@@ -475,8 +472,8 @@ const WARNING_NEAR: usize = 100;
 /// The message warns not to pass something on (`Inter: Use 772019 para autorizar o Pix. Não
 /// compartilhe.`, `Payme kodi: 305119. … Никому не сообщайте код`): what one-time-code messages
 /// say in every language, often in a sentence of their own, so it is looked for across
-/// sentences but only near the number.
-fn warned_not_to_share(text: &str, r: &Range<usize>) -> bool {
+/// sentences but only near the number. `lead` is the number's sentence before it, lower-cased.
+fn warned_not_to_share(text: &str, r: &Range<usize>, lead: &str) -> bool {
     let start = text[..r.start]
         .char_indices()
         .rev()
@@ -489,7 +486,6 @@ fn warned_not_to_share(text: &str, r: &Range<usize>) -> bool {
         .map_or(text.len(), |(i, _)| r.end + i);
     // `reply STOP to 89203`, `envía STOP al 12345`: the short number that takes the opt-out
     // keyword every SMS service uses, whatever its language.
-    let (_, lead) = before_in_sentence(text, r.start, BEFORE);
     if lead
         .split(|c: char| !c.is_alphanumeric())
         .any(|w| w == "stop")
