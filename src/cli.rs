@@ -305,7 +305,16 @@ async fn run(cfg: Config) -> ExitCode {
     {
         eprintln!("error: {e}");
         let _ = node.shutdown().await;
-        return ExitCode::FAILURE;
+        // A mode switch that needs the operator (another node still in batch mode, a damaged
+        // or missing TG_BATCH) cannot run as asked; anything else may pass on a retry.
+        return match e {
+            node::NodeError::Pipeline(crate::pipeline::PipelineError::ModeSwitch(e))
+                if e.needs_the_operator() =>
+            {
+                ExitCode::from(2)
+            }
+            _ => ExitCode::FAILURE,
+        };
     }
     tracing::info!(node = %node.node_id, nats = %node.nats_url(), "tgingest node running");
     match node.run_until_signal().await {

@@ -89,6 +89,14 @@ pub enum ModeSwitchError {
     BatcherRunning { waiting: usize },
 }
 
+impl ModeSwitchError {
+    /// Starting again as it is cannot help: the operator must act first (everything but a bus
+    /// that did not answer).
+    pub fn needs_the_operator(&self) -> bool {
+        !matches!(self, ModeSwitchError::Bus { .. })
+    }
+}
+
 /// What one hand-over did (logged at its end).
 #[derive(Default)]
 struct Tally {
