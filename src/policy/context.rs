@@ -1245,6 +1245,10 @@ pub(crate) const CODE: &[Lang] = &[
             "phototan",
             "chiptan",
             "smstan",
+            "sms-tan",
+            "mtan",
+            "m-tan",
+            "apptan",
             "mobiletan",
             "verifizierungscode",
             "einmalcode",
@@ -1795,6 +1799,7 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
             "signature",
             "salt",
             "appsid",
+            "appid",
             "userkey",
             "passkey",
             "pw",
@@ -1811,6 +1816,9 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
             "хеш",
             "хэш",
             "parol",
+            "пасс",
+            "пасворд",
+            "пассворд",
         ],
     ),
     ("uk", &["пароль", "токен", "ключ", "секрет", "хеш"]),
@@ -1866,7 +1874,10 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
         "es",
         &["contraseña", "clave", "secreto", "token", "contrasena"],
     ),
-    ("pt", &["senha", "chave", "segredo", "token"]),
+    (
+        "pt",
+        &["senha", "chave", "segredo", "token", "palavra-passe"],
+    ),
     (
         "de",
         &[
@@ -1882,7 +1893,17 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
         "fr",
         &["mot de passe", "mdp", "clé", "secret", "jeton", "cle"],
     ),
-    ("it", &["password", "chiave", "segreto", "token"]),
+    (
+        "it",
+        &[
+            "password",
+            "chiave",
+            "segreto",
+            "token",
+            "parola d'ordine",
+            "parola d’ordine",
+        ],
+    ),
     (
         "tr",
         &[
@@ -2154,18 +2175,20 @@ fn hard_stop(c: char) -> bool {
 
 /// Words that end in a dot without ending the sentence (`tel. +7…`, `No. 5`).
 const ABBREVIATIONS: &[&str] = &[
-    "tel", "tél", "mob", "cód", "cod", "no", "nr", "idnr", "n", "nro", "num", "núm", "ref", "inv",
-    "ext", "dr", "mr", "mrs", "ms", "st", "p", "s", "z", "e", "i", "co", "inc", "ltd", "vs", "etc",
-    "т", "д", "ул", "тел", "моб", "tlf", "telf", "cel", "cell", "tlp", "hp",
+    "tel", "tél", "mob", "cód", "cod", "no", "nr", "idnr", "nro", "num", "núm", "ref", "inv",
+    "ext", "dr", "mr", "mrs", "ms", "st", "co", "inc", "ltd", "vs", "etc", "ул", "тел", "моб",
+    "tlf", "telf", "cel", "cell", "tlp", "hp",
 ];
 
-/// A `.` that ends a sentence: followed by a space or the end, and not after an abbreviation
-/// or a number (`15. März`).
+/// A `.` that ends a sentence: followed by a space or the end, and not after an abbreviation,
+/// a number (`15. März`) or a single letter (an initial: `an M. Schmidt über 250,00 EUR`).
 fn sentence_dot(s: &str, i: usize) -> bool {
     if !next(s, i + 1).is_none_or(char::is_whitespace) {
         return false;
     }
-    !ABBREVIATIONS.contains(&word_ending_at(s, i, char::is_alphanumeric).as_str())
+    let word = word_ending_at(s, i, char::is_alphanumeric);
+    let initial = word.chars().count() == 1 && word.chars().all(char::is_alphabetic);
+    !initial && !ABBREVIATIONS.contains(&word.as_str())
 }
 
 /// The run of characters meeting `is_part` that ends at byte `i`, lower-cased.

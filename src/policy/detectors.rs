@@ -903,4 +903,78 @@ mod tests {
             "{got:?}"
         );
     }
+    #[test]
+    fn passwords_of_admin_accounts_glued_key_words_and_keys_in_urls_are_secrets() {
+        for (text, secret) in [
+            ("Root on the NAS: root / VQWLbdAOrrmCyk", "VQWLbdAOrrmCyk"),
+            (
+                "Benutzer: k.mueller, Kennwort: Lena1999 (DATEV)",
+                "Lena1999",
+            ),
+            ("服务器root密码QCQO4H56imv，别外传", "QCQO4H56imv"),
+            ("パスワードの方ね、WC85mMI8yVu", "WC85mMI8yVu"),
+            ("路由器管理密码 etyQMV#FwMKmAd", "etyQMV#FwMKmAd"),
+            (
+                "百度地图ak：SI1heVSrrBaL217NirdSVBYG",
+                "SI1heVSrrBaL217NirdSVBYG",
+            ),
+            (
+                "docker login -u deploy -p admin_935pt reg.io",
+                "admin_935pt",
+            ),
+            (
+                "git clone https://Zx81kQm2LpV7rT4nWc9s@git.example.org/app.git",
+                "Zx81kQm2LpV7rT4nWc9s",
+            ),
+            (
+                "api_hash من: 31326365 و ac60aca76a000a153bf6f91a77202729",
+                "ac60aca76a000a153bf6f91a77202729",
+            ),
+            (
+                "forecast?city=Berlin&appid=ccbab479c1d56c154ac90b3234218f3e",
+                "ccbab479c1d56c154ac90b3234218f3e",
+            ),
+        ] {
+            let got = found(find_api_tokens, text);
+            assert!(got.iter().any(|f| f.contains(secret)), "{text}: {got:?}");
+        }
+        for text in [
+            "login for the box is admin / password: see the vault",
+            "пассажиров 2024Abc1",
+            "docker run -p 127.0.0.1:8080:80 nginx",
+            "SENTRY_DSN=https://1e7bf8f3b89655b70917b5a6c995bdd3@o44120.ingest.sentry.io/611402",
+            "wechat appid=wx1a2b3c4d5e6f7a8b",
+            "密码长度至少8位",
+            "пароль от WhatsApp не помню",
+        ] {
+            assert!(found(find_api_tokens, text).is_empty(), "{text}");
+        }
+    }
+    #[test]
+    fn a_senders_name_initials_and_letter_codes_after_a_verb_do_not_hide_a_code() {
+        for (text, code) in [
+            (
+                "ICICI Bank: 632920 is the OTP for your net banking login.",
+                "632920",
+            ),
+            ("A-Bank: 4180 - код для підтвердження входу", "4180"),
+            (
+                "Deine mTAN für die Überweisung an M. Schmidt lautet 437350",
+                "437350",
+            ),
+            ("Ihr Anmeldecode für das ELSTER-Portal: 951832", "951832"),
+            ("La Banque Postale : code 199066 à saisir.", "199066"),
+            ("[Steam] Your Steam Guard code is 7VSKZ", "7VSKZ"),
+        ] {
+            assert_eq!(found(find_login_codes, text), [code], "{text}");
+        }
+        for text in [
+            "citofono: codice 1432, poi scala B",
+            "Order: 4180 - shipped, see the code below",
+            "código del portal 4821",
+            "Your promo code is SAVE20X",
+        ] {
+            assert!(found(find_login_codes, text).is_empty(), "{text}");
+        }
+    }
 }

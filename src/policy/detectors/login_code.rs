@@ -67,7 +67,7 @@ pub(super) fn rules() -> Vec<Rule> {
         rule(k, r"(?i)my\.telegram\.org", one!(check_web_code)),
         rule(
             k,
-            r"[:：][ \t]*(?P<value>[A-Z0-9]{6,8})",
+            r"(?:[:：][ \t]*|(?:is|est|ist|lautet|es|é|è|adalah|это)[ \t]+|是[ \t]*)(?P<value>[A-Z0-9]{5,8})",
             one!(check_letter_code),
         ),
         rule(k, &spelled_pair(), one!(check_spelled_code)).apart(),
@@ -242,13 +242,15 @@ fn check_spelled_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
 /// ELSTER-Anmeldung:`).
 const LETTER_CODE_BEFORE: usize = 48;
 
-/// A code of capitals and digits right after a code word and a colon (`Einmalpasswort für die
-/// ELSTER-Anmeldung: ZX4TQ9`); not a promo, booking or other kind of code (`Promo code:
-/// SUMMER24`, `booking code: XK4T9P`).
+/// A code of capitals and digits right after a code word and a colon or a verb
+/// (`Einmalpasswort für die ELSTER-Anmeldung: ZX4TQ9`, `Your Steam Guard code is 7VSKZ`); not a
+/// promo, booking or other kind of code (`Promo code: SUMMER24`, `booking code: XK4T9P`).
 fn check_letter_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let v = caps.name("value")?;
     let code = v.as_str();
-    if is_alnum(after(text, v.end()))
+    let sign = caps.get(0)?.as_str().starts_with([':', '：', '是']);
+    if (!sign && is_alnum(before(text, caps.get(0)?.start())))
+        || is_alnum(after(text, v.end()))
         || after(text, v.end()) == Some(':')
         || !code.bytes().any(|b| b.is_ascii_digit())
         || !code.bytes().any(|b| b.is_ascii_uppercase())
@@ -258,8 +260,7 @@ fn check_letter_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let colon = caps.get(0)?.start();
     let (_, before) = before_in_sentence(text, colon, LETTER_CODE_BEFORE);
     let kw = CODE_WORDS.find(&before).last()?;
-    let modifier = last_word(&before[..kw.start]).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w));
-    (!modifier && !CODE_NOT_WORDS.any(&before)).then(|| v.range())
+    (!modifier(&before[..kw.start]) && !CODE_NOT_WORDS.any(&before)).then(|| v.range())
 }
 
 /// Boundaries of a code: not part of a longer number, word, amount, time or decimal; a sender's
@@ -401,10 +402,12 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     }
     let common = common_length(&text[r.clone()]);
     let warned = common && warned_not_to_share(text, &r, &before);
+    // The sender's name opening the message (`ICICI Bank: `) says nothing of the number.
+    let lead = if sender_label(&before) { "" } else { &before };
     // A warning not to share it outweighs an account or bank named near the number (`رمز
     // التحقق لحساب إنستاباي: 465666 لا تشاركه`, `ICICI Bank: 632920 is the OTP …`), unless its
     // sentence names another kind of code (`promo code 12345 — don't share`).
-    if warned && !CODE_NOT_WORDS.any(&before) {
+    if warned && !CODE_NOT_WORDS.any(lead) {
         return Some(r);
     }
     // Four, seven and eight digits need the code word itself, not an inflection of it
@@ -417,9 +420,7 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         .filter(|m| whole(&before, m))
         .last()
     {
-        // `promo code 12345`, `код ошибки 12345`: another kind of code.
-        let modifier =
-            last_word(&before[..kw.start]).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w));
+        let modifier = modifier(&before[..kw.start]);
         // An id word at most two words before the number names it (`код ПриватБанку,
         // публічний, МФО 305299`, `account ending 4411`), unless a verb links them (`code de
         // connexion à votre compte est 295 031`); a bare `ID` is the name of a login service
@@ -434,10 +435,18 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
                 && rest.len() <= 2
                 && !rest.iter().any(|w| COPULAS.contains(w))
         });
-        return (!modifier && !CODE_NOT_WORDS.any(between) && !named).then_some(r);
+        // A code word of its own (`Anmeldecode`, `verification code`) is not vetoed by what
+        // follows it (`… für das ELSTER-Portal: 951832`); a bare `code` may be another kind's
+        // (`código del portal 4821`).
+        let specific = {
+            let w = &before[kw.clone()];
+            w.chars().count() >= 8 || w.contains(' ')
+        };
+        let vetoed = !specific && CODE_NOT_WORDS.any(between);
+        return (!modifier && !vetoed && !named).then_some(r);
     }
     // `Order 12345`, `Line 12345`: the word right before says what the number is.
-    if last_word(&before).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w)) {
+    if last_word(lead).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w)) {
         return None;
     }
     if let Some(kw) = CODE_WORDS.find(&after).find(|m| whole(&after, m)) {
@@ -494,6 +503,22 @@ fn warned_not_to_share(text: &str, r: &Range<usize>, lead: &str) -> bool {
     }
     SHARE_WARNINGS.any(&text[start..r.start].to_lowercase())
         || SHARE_WARNINGS.any(&text[r.end..end].to_lowercase())
+}
+
+/// The sentence before a number is only a sender's name and a colon (`ICICI Bank: `, `A-Bank:
+/// `): a word of another kind of number in it (`bank`) names who sends the message, not what
+/// the number is. (A label of such words alone, `Order: `, `Booking ref: `, still names it.)
+fn sender_label(before: &str) -> bool {
+    let Some(label) = before.trim_end().strip_suffix(':') else {
+        return false;
+    };
+    let words: Vec<&str> = label
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    (1..=3).contains(&words.len())
+        && !CODE_WORDS.any(label)
+        && words.iter().any(|w| !is_exactly(&CODE_NOT_WORDS, w))
 }
 
 /// The key whose value the number is: `key=` anywhere, `key: ` when it opens an indented line
@@ -652,6 +677,13 @@ fn sender_tag(text: &str, r: &Range<usize>) -> bool {
         }
         _ => false,
     }
+}
+
+/// The word right before a code word makes it another kind of code (`promo code 12345`,
+/// `citofono: codice 1432`), unless a sender's name ends there (`La Banque Postale : code
+/// 199066`).
+fn modifier(head: &str) -> bool {
+    last_word(head).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w)) && !sender_label(head)
 }
 
 /// The first word (letters only) of `s`.

@@ -190,6 +190,12 @@ const PASSWORD_WORDS: &[&str] = &[
     "mima",
     "ramz",
     "pasvord",
+    "пасс",
+    "пасворд",
+    "пассворд",
+    "parola d'ordine",
+    "parola d’ordine",
+    "palavra-passe",
     "kalimat al sir",
     "kalimat alsir",
     "kalimat sir",
@@ -220,7 +226,7 @@ fn key_words() -> Vec<String> {
 }
 
 /// Commands that take a password on their command line.
-const COMMANDS: &str = "(?:mysql|mysqldump|mariadb|redis-cli|sshpass|openssl|curl|wget|psql|mongosh|mongo|smbclient|sqlcmd|lftp|7z|zip|unzip|rar)";
+const COMMANDS: &str = "(?:mysql|mysqldump|mariadb|redis-cli|sshpass|openssl|curl|wget|psql|mongosh|mongo|smbclient|sqlcmd|lftp|7z|zip|unzip|rar|(?:docker|podman|nerdctl|buildah|skopeo|helm[ \\t]+registry)[ \\t]+login)";
 
 /// The key words of scripts written without spaces (`令牌`, `トークン`, `토큰`).
 fn glued_key_words() -> Vec<String> {
@@ -238,6 +244,19 @@ fn glued_key_words() -> Vec<String> {
     words.iter().map(|w| regex::escape(w)).collect()
 }
 
+/// The password words of scripts written without spaces (`密码`, `パスワード`, `비번`).
+fn glued_password_words() -> Vec<String> {
+    PASSWORD_WORDS
+        .iter()
+        .filter(|w| {
+            w.chars()
+                .next()
+                .is_some_and(crate::policy::context::no_space_script)
+        })
+        .map(|w| regex::escape(w))
+        .collect()
+}
+
 /// The password given to a command on its command line: a password-looking value, not a path,
 /// a URL, an option or a port.
 fn check_command_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
@@ -249,11 +268,12 @@ fn check_command_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize
         .then_some(v.range())
 }
 
-/// One half of a cloud key pair after `AK`/`SK`: a key-looking value.
+/// One half of a cloud key pair after `AK`/`SK` (`百度地图ak：…`): a key-looking value.
 fn check_key_pair_half(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let v = caps.name("value")?;
     let start = caps.get(0)?.start();
-    (before(text, start).is_none_or(|c| !c.is_alphanumeric())
+    (before(text, start)
+        .is_none_or(|c| !c.is_alphanumeric() || crate::policy::context::no_space_script(c))
         && secret_value_ok(v.as_str())
         && bounded(text, &v.range()))
     .then_some(v.range())
@@ -322,6 +342,11 @@ pub(super) fn rules() -> Vec<Rule> {
         ),
         rule(
             k,
+            r"rzp_(?:live|test)_[A-Za-z0-9]{14}",
+            one!(check_razorpay_key_id),
+        ),
+        rule(
+            k,
             &format!("(?:{})", SHAPES.join("|")),
             one!(check_prefixed_token),
         )
@@ -343,13 +368,18 @@ pub(super) fn rules() -> Vec<Rule> {
         ),
         rule(
             k,
-            r"(?i)(?P<kw>api[_\-. ]?hash)\W{0,8}(?P<value>[0-9a-f]{32})",
+            r"(?i)(?P<kw>api[_\-. ]?hash)[^\n]{0,48}?(?P<value>[0-9a-f]{32})",
             one!(check_api_hash),
         ),
         rule(
             k,
             r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]{0,64}:(?P<value>[^\s@/]{4,128})@[A-Za-z0-9.\-]+",
             one!(check_url_password),
+        ),
+        rule(
+            k,
+            r"[a-zA-Z][a-zA-Z0-9+.\-]*://(?P<value>[A-Za-z0-9_\-]{16,128})@[A-Za-z0-9.\-]+",
+            one!(check_url_user_token),
         ),
         rule(
             k,
@@ -383,7 +413,7 @@ pub(super) fn rules() -> Vec<Rule> {
         // A cloud key pair named by the usual abbreviations (`AK=… SK=…`, `AK … / SK …`).
         rule(
             k,
-            r"(?:AK|SK|AccessKey|SecretKey)[ \t]*[=:：]?[ \t]*(?P<value>[A-Za-z0-9/+_\-]{16,64})",
+            r"(?i:AK|SK|AccessKey|SecretKey)[ \t]*[=:：]?[ \t]*(?P<value>[A-Za-z0-9/+_\-]{16,64})",
             one!(check_key_pair_half),
         ),
         // A key word of a script written without spaces, the value glued to it
@@ -396,6 +426,17 @@ pub(super) fn rules() -> Vec<Rule> {
             ),
             |s, text, caps, out| out.extend(check_spaced(s, text, caps)),
         ),
+        // A password word of such a script, a few of its letters (`パスワードの方ね、`,
+        // `管理密码 `) and the password (`服务器root密码QCQO4H56imv`).
+        rule(
+            k,
+            &format!(
+                r"(?P<kw>{})[^\x00-\x7F\s]{{0,6}}?[ \t]*[:：=]?[ \t]*(?P<value>[A-Za-z0-9!#$%^&*~?@_\-+/=.]{{6,64}})",
+                glued_password_words().join("|")
+            ),
+            |s, text, caps, out| out.extend(check_assigned(s, text, caps)),
+        )
+        .anchored(&glued_password_words().join("|")),
         rule(k, &assigned_pattern(), check_assigned_rescanning)
             .anchored(&format!(r"(?i)(?:{})", words.join("|")))
             .apart(),
@@ -431,11 +472,21 @@ pub(super) fn rules() -> Vec<Rule> {
 fn check_spaced(s: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let kw = caps.name("kw")?.as_str().to_lowercase();
     let value = caps.name("value")?.as_str();
-    // Without a sign, only a value with a digit is taken for a secret: a name may follow the
-    // key word (`رمز WhatsApp`, `Passwort für den Kunden-Login ist …`).
+    // Without a sign, a value is taken for a secret when it has a digit, or (after a password
+    // word) the look of a generated password: a password symbol among both letter cases
+    // (`etyQMV#FwMKmAd`), or letters whose case keeps changing (`piLPnNtOrlLL`). A name may
+    // follow the key word (`رمز WhatsApp`, `Passwort für den Kunden-Login ist …`).
+    let password = PASSWORD_WORDS.iter().any(|w| kw.starts_with(w));
+    let upper = value.bytes().any(|b| b.is_ascii_uppercase());
+    let lower = value.bytes().any(|b| b.is_ascii_lowercase());
+    let generated = password
+        && upper
+        && lower
+        && (value.bytes().any(|b| PASSWORD_SYMBOLS.contains(&b))
+            || (value.bytes().all(|b| b.is_ascii_alphabetic()) && case_switches(value) >= 4));
     if HASH_WORDS.contains(&kw.as_str())
         || value.starts_with("0x")
-        || !value.bytes().any(|b| b.is_ascii_digit())
+        || !(value.bytes().any(|b| b.is_ascii_digit()) || generated)
         || phrase(value.trim_end_matches(['.', ',', '!', '?']))
     {
         return None;
@@ -446,9 +497,25 @@ fn check_spaced(s: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range<u
 /// How far before a `user / password` pair a login word may stand.
 const LOGIN_NEAR: usize = 48;
 
+/// The accounts every system ships with: `root / VQWLbdAOrrmCyk` is a credential pair without
+/// a login word announcing it.
+const ADMIN_ACCOUNTS: &[&str] = &[
+    "admin",
+    "administrator",
+    "root",
+    "sa",
+    "postgres",
+    "ubuntu",
+    "pi",
+    "superuser",
+    "sysadmin",
+    "supervisor",
+];
+
 /// The password of a `user / password` pair that a login word announces (`admin login for the
-/// WordPress is admin / Sunflower#8812x`, `Zugang zum Router-Admin: admin / R0uter_Hx72q`): a
-/// password with a digit, not a path, a date or a fraction.
+/// WordPress is admin / Sunflower#8812x`, `Zugang zum Router-Admin: admin / R0uter_Hx72q`), or
+/// whose user is a system's own administrator (`root / …`): a password (with a digit, unless
+/// the user is such an account), not a path, a date or a fraction.
 fn check_credential_pair(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let user = caps.name("user")?;
     let value = caps.name("value")?;
@@ -458,18 +525,20 @@ fn check_credential_pair(text: &str, caps: &Captures<'_>) -> Option<Range<usize>
         r.end -= 1;
     }
     let v = &text[r.clone()];
+    let admin = ADMIN_ACCOUNTS.contains(&user.as_str().to_ascii_lowercase().as_str());
     // (Lengths are checked here: bounded repetitions of Unicode classes make big automata.)
     if !(2..=40).contains(&user.as_str().chars().count())
         || before(text, user.start()).is_some_and(|c| c.is_alphanumeric() || c == '/')
         || token_before_is_url(text, user.start())
-        || !v.bytes().any(|b| b.is_ascii_digit())
+        || !(admin || v.bytes().any(|b| b.is_ascii_digit()))
+        || v.ends_with(':')
         || !password_ok(v)
         || phrase(v)
     {
         return None;
     }
     let (_, lead) = before_in_sentence(text, user.start(), LOGIN_NEAR);
-    LOGIN_WORDS.any(&lead).then_some(r)
+    (admin || LOGIN_WORDS.any(&lead)).then_some(r)
 }
 
 /// Symbols that password generators and password rules use (not `@`, `/`, `:` or `=`, which
@@ -590,6 +659,20 @@ fn check_vendor_prefixed(text: &str, caps: &Captures<'_>) -> Option<Range<usize>
     (random && !is_placeholder(body) && !said_public_after(text, r.end)).then_some(r)
 }
 
+/// A Razorpay key id (`rzp_live_` and 14 characters, too short for the `vendor_` rule): masked
+/// with its secret, as the key's id is half the credential (unless a remark calls it public).
+fn check_razorpay_key_id(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let r = caps.get(0)?.range();
+    let body = &text[r.start + "rzp_live_".len()..r.end];
+    let mixed = body.bytes().any(|b| b.is_ascii_uppercase())
+        && body
+            .bytes()
+            .any(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let (_, lead) = before_in_sentence(text, r.start, PUBLIC_NEAR);
+    let public_before = PUBLIC_WORDS.iter().any(|w| lead.contains(w));
+    (bounded(text, &r) && mixed && !public_before && !said_public_after(text, r.end)).then_some(r)
+}
+
 /// How long a remark in brackets after a key may be.
 const PUBLIC_NEAR: usize = 48;
 
@@ -690,12 +773,15 @@ fn check_basic_auth(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     (!token_char(after(text, v.end())) && !is_placeholder(v.as_str())).then(|| v.range())
 }
 
+/// A Telegram `api_hash`: 32 hex after its name, also further along its line (`api_id و
+/// api_hash من: 31326365 و ac60aca7…`), never part of a longer hex run.
 fn check_api_hash(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let kw = caps.name("kw")?;
     let value = caps.name("value")?;
     let glued = before(text, kw.start())
         .is_some_and(|c| c.is_alphanumeric() && !crate::policy::context::no_space_script(c));
-    if glued || after(text, value.end()).is_some_and(|c| c.is_ascii_hexdigit()) {
+    let hex = |c: Option<char>| c.is_some_and(|c| c.is_ascii_hexdigit());
+    if glued || hex(after(text, value.end())) || hex(before(text, value.start())) {
         return None;
     }
     Some(value.range())
@@ -724,6 +810,20 @@ fn check_url_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         end -= c.len_utf8();
     }
     Some(whole.start()..end)
+}
+
+/// A key standing as a URL's user name (`https://ghp_…@github.com/…`,
+/// `https://<token>@registry.example/…`): whoever has the URL can use the key. The key alone is
+/// masked: a user name is never that long and random. A Sentry DSN's key is public by design
+/// (it only lets a client submit events; Sentry's documentation says so).
+fn check_url_user_token(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let whole = caps.get(0)?;
+    let v = caps.name("value")?;
+    let host = &text[v.end() + 1..whole.end()];
+    (!before(text, whole.start()).is_some_and(char::is_alphanumeric)
+        && !host.contains("sentry.io")
+        && secret_value_ok(v.as_str()))
+    .then(|| v.range())
 }
 
 /// A value that stands for a secret instead of being one.
@@ -827,14 +927,19 @@ fn password_ok(v: &str) -> bool {
         return false;
     }
     if !digit && !symbol {
-        let switches = v
-            .as_bytes()
-            .windows(2)
-            .filter(|w| w[0].is_ascii_uppercase() != w[1].is_ascii_uppercase())
-            .count();
-        return switches >= 3;
+        return case_switches(v) >= 3;
     }
-    entropy(v) >= 2.5
+    // A name and a year (`Lena1999`, `Mimi1983`), the password people pick most, repeats
+    // characters; one without letters of both cases must vary more (a date: `2023-10-05`).
+    entropy(v) >= if lower && upper && digit { 2.25 } else { 2.5 }
+}
+
+/// How often the letter case changes along `v` (`piLPnNtOrlLL`: 7; `WhatsApp`: 3).
+fn case_switches(v: &str) -> usize {
+    v.as_bytes()
+        .windows(2)
+        .filter(|w| w[0].is_ascii_uppercase() != w[1].is_ascii_uppercase())
+        .count()
 }
 
 /// The value after a key word, when it looks like a secret of that kind of key.
@@ -846,8 +951,12 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
             .chars()
             .next()
             .is_some_and(crate::policy::context::no_space_script);
-    // A boundary before the key word; camelCase counts (`accessKey`, `clientSecret`).
+    // A boundary before the key word; camelCase counts (`accessKey`, `clientSecret`). `пасс`
+    // (slang for a password) only as a word of its own: `пассажир` is a passenger.
     let b = before(text, kw.start());
+    if kw_text == "пасс" && after(text, kw.end()).is_some_and(char::is_alphabetic) {
+        return None;
+    }
     let camel = b.is_some_and(|c| c.is_ascii_lowercase())
         && kw.as_str().starts_with(|c: char| c.is_ascii_uppercase());
     if spaced && b.is_some_and(char::is_alphanumeric) && !camel {
@@ -937,6 +1046,11 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
         || (v.contains('@') && v.contains('.'))
         || code_reference(v)
     {
+        return None;
+    }
+    // An `appid` is a public id (`wx…`, digits) unless it has a key's length: some APIs call
+    // their key that (`appid=ccbab479…`, 32 hex).
+    if kw_text == "appid" && v.len() < 32 {
         return None;
     }
     // A password, or a secret named as one (`Client Secret: eJcyJ908kJ`): shorter values count.
