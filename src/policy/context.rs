@@ -1151,6 +1151,9 @@ pub(crate) const CODE: &[Lang] = &[
             "کدتون",
             "رمز",
             "رمز یکبار مصرف",
+            // A bank's dynamic second password (`رمز دوم پویا بانک ملی: 68349151`).
+            "رمز دوم",
+            "رمز پویا",
             "کد تایید",
             "کد تأیید",
             "کد ورود",
@@ -1329,7 +1332,16 @@ pub(crate) const CODE: &[Lang] = &[
 pub(crate) const CODE_SERVICE: &[Lang] = &[
     (
         "en",
-        &["telegram", "whatsapp", "instagram", "signal", "viber"],
+        &[
+            "telegram",
+            "whatsapp",
+            "instagram",
+            "signal",
+            "viber",
+            // The apps that show codes (`Authenticator zeigt 593244`).
+            "authenticator",
+            "authy",
+        ],
     ),
     ("ru", &["телеграм", "телеграмм", "телеги"]),
     ("uk", &["телеграм"]),
@@ -1539,6 +1551,7 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "promo",
             "discount",
             "coupon",
+            "merchant",
             "gift",
             "referral",
             "invite",
@@ -1761,15 +1774,18 @@ pub(crate) const CODE_NOT: &[Lang] = &[
             "posta", "indirim", "hata", "alan", "ders", "şube", "madde", "kapı",
         ],
     ),
-    ("hi", &["पिन", "प्रोमो", "डिस्काउंट", "शाखा"]),
+    ("hi", &["पिन", "प्रोमो", "डिस्काउंट", "शाखा", "कूपन"]),
     (
         "id",
         &[
             "pos", "voucher", "promo", "area", "diskon", "pasal", "gedung", "pintu", "pagar",
         ],
     ),
-    ("ja", &["郵便", "クーポン", "割引", "エラー", "品番"]),
-    ("ko", &["우편", "할인", "쿠폰", "오류"]),
+    (
+        "ja",
+        &["郵便", "クーポン", "割引", "エラー", "品番", "履修"],
+    ),
+    ("ko", &["우편", "할인", "쿠폰", "오류", "에러"]),
 ];
 
 /// Words that name a secret: the value after them (`k=v`, `k: v`, `"k": "v"`, `?k=v`) is one.
@@ -1800,6 +1816,7 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
             "salt",
             "appsid",
             "appid",
+            "appsecret",
             "userkey",
             "passkey",
             "pw",
@@ -1947,6 +1964,38 @@ pub(crate) const SECRET_KEY: &[Lang] = &[
     ),
 ];
 
+/// Words that announce a list of recovery (backup) codes: each code opens the account once.
+pub(crate) const RECOVERY: &[Lang] = &[
+    ("en", &["backup", "recovery", "one-time use", "single-use"]),
+    ("ru", &["резервн", "восстановлени", "запасн"]),
+    ("uk", &["резервн", "відновлення", "запасн"]),
+    ("fa", &["پشتیبان", "بازیابی", "یدک"]),
+    (
+        "ar",
+        &["احتياطي", "احتياطية", "الاسترداد", "استرداد", "الاسترجاع"],
+    ),
+    ("zh", &["备用", "備用", "恢复码", "恢復碼", "救援"]),
+    (
+        "es",
+        &["respaldo", "recuperación", "recuperacion", "reserva"],
+    ),
+    ("pt", &["backup", "recuperação", "recuperacao", "reserva"]),
+    ("de", &["backup", "wiederherstellung", "notfall", "ersatz"]),
+    (
+        "fr",
+        &["secours", "récupération", "recuperation", "sauvegarde"],
+    ),
+    ("it", &["backup", "recupero", "riserva", "emergenza"]),
+    ("tr", &["yedek", "kurtarma"]),
+    ("hi", &["बैकअप", "रिकवरी", "बैकअप कोड"]),
+    ("id", &["cadangan", "pemulihan"]),
+    (
+        "ja",
+        &["バックアップ", "リカバリー", "リカバリ", "復旧", "予備"],
+    ),
+    ("ko", &["백업", "복구", "예비"]),
+];
+
 /// Words right before a secret key word that make its value public (`commit hash:`,
 /// `public key:`).
 pub(crate) const SECRET_NOT: &[Lang] = &[
@@ -2055,9 +2104,20 @@ pub(crate) const CARD: &[Lang] = &[
 pub(crate) struct Words {
     ac: AhoCorasick,
     lens: Vec<usize>,
+    /// The second half of a one-letter compound (`e-posta`, `A-Bank`) is no match: for the
+    /// words that veto (an e-mail is no postal code), not for those that name (`m-Token`).
+    compounds_apart: bool,
 }
 
 impl Words {
+    /// A table whose words veto: see [`Words::compounds_apart`].
+    fn vetoes(table: &[Lang]) -> Words {
+        Words {
+            compounds_apart: true,
+            ..Words::new(table)
+        }
+    }
+
     fn new(table: &[Lang]) -> Words {
         let words: Vec<&str> = table
             .iter()
@@ -2069,7 +2129,11 @@ impl Words {
             .match_kind(MatchKind::LeftmostLongest)
             .build(&words)
             .unwrap_or_else(|e| panic!("context words do not compile: {e}"));
-        Words { ac, lens }
+        Words {
+            ac,
+            lens,
+            compounds_apart: false,
+        }
     }
 
     /// Every occurrence in `hay` (already lower-cased) that respects the boundary rules.
@@ -2080,8 +2144,8 @@ impl Words {
             let spaced = w.chars().next().is_some_and(|c| !no_space_script(c));
             if spaced
                 && w.starts_with(char::is_alphanumeric)
-                && is_word(prev(hay, r.start))
-                && !arabic_proclitic(hay, r.start)
+                && ((is_word(prev(hay, r.start)) && !arabic_proclitic(hay, r.start))
+                    || (self.compounds_apart && letter_compound(hay, r.start)))
             {
                 return None;
             }
@@ -2104,11 +2168,12 @@ pub(crate) static NUMBER_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(NU
 pub(crate) static ID_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(ID));
 pub(crate) static CODE_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(CODE));
 pub(crate) static CODE_SERVICES: LazyLock<Words> = LazyLock::new(|| Words::new(CODE_SERVICE));
-pub(crate) static CODE_NOT_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(CODE_NOT));
+pub(crate) static CODE_NOT_WORDS: LazyLock<Words> = LazyLock::new(|| Words::vetoes(CODE_NOT));
 pub(crate) static SHARE_WARNINGS: LazyLock<Words> = LazyLock::new(|| Words::new(SHARE_WARNING));
 pub(crate) static SECRET_NOT_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(SECRET_NOT));
 pub(crate) static CARD_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(CARD));
 pub(crate) static LOGIN_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(LOGIN));
+pub(crate) static RECOVERY_WORDS: LazyLock<Words> = LazyLock::new(|| Words::new(RECOVERY));
 
 /// Chinese, Japanese, Korean and Thai are written without spaces between words: their letters
 /// are no word boundary problem for a number glued to them.
@@ -2155,6 +2220,15 @@ fn arabic_proclitic(s: &str, i: usize) -> bool {
     };
     let starts_arabic = next(s, i).is_some_and(|c| ('\u{0600}'..='\u{06FF}').contains(&c));
     starts_arabic && matches!(p, 'و' | 'ب' | 'ل' | 'ف' | 'ك') && !is_word(prev(s, i - p.len_utf8()))
+}
+
+/// The word at `i` is the second half of a one-letter compound (`e-posta`, `e-mail`, `A-Bank`):
+/// a word of its own (an e-mail, a bank's name), not the table's word.
+pub(crate) fn letter_compound(s: &str, i: usize) -> bool {
+    let mut back = s[..i].chars().rev();
+    back.next() == Some('-')
+        && back.next().is_some_and(char::is_alphabetic)
+        && !is_word(back.next())
 }
 
 fn prev(s: &str, i: usize) -> Option<char> {
@@ -2252,6 +2326,7 @@ mod tests {
             ("code_not", CODE_NOT),
             ("card", CARD),
             ("share_warning", SHARE_WARNING),
+            ("recovery", RECOVERY),
         ] {
             assert!(table.len() >= 15, "{name}: {} languages", table.len());
             for (_, ws) in table {

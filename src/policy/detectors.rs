@@ -899,7 +899,7 @@ mod tests {
         let got = found(find_api_tokens, &json);
         assert!(
             got.iter()
-                .any(|f| f.contains(body) && f.ends_with("END PRIVATE KEY-----")),
+                .any(|f| f.contains(body) && f.contains("END PRIVATE KEY-----")),
             "{got:?}"
         );
     }
@@ -934,6 +934,10 @@ mod tests {
                 "forecast?city=Berlin&appid=ccbab479c1d56c154ac90b3234218f3e",
                 "ccbab479c1d56c154ac90b3234218f3e",
             ),
+            (
+                "SENTRY_DSN=https://1e7bf8f3b89655b70917b5a6c995bdd3@o44120.ingest.sentry.io/611402",
+                "1e7bf8f3b89655b70917b5a6c995bdd3",
+            ),
         ] {
             let got = found(find_api_tokens, text);
             assert!(got.iter().any(|f| f.contains(secret)), "{text}: {got:?}");
@@ -942,7 +946,6 @@ mod tests {
             "login for the box is admin / password: see the vault",
             "пассажиров 2024Abc1",
             "docker run -p 127.0.0.1:8080:80 nginx",
-            "SENTRY_DSN=https://1e7bf8f3b89655b70917b5a6c995bdd3@o44120.ingest.sentry.io/611402",
             "wechat appid=wx1a2b3c4d5e6f7a8b",
             "密码长度至少8位",
             "пароль от WhatsApp не помню",
@@ -975,6 +978,59 @@ mod tests {
             "Your promo code is SAVE20X",
         ] {
             assert!(found(find_login_codes, text).is_empty(), "{text}");
+        }
+    }
+    #[test]
+    fn recovery_code_lists_app_passwords_passphrases_and_pins_are_secrets() {
+        let list = "резервні коди для входу:\nu3wn3-ats93\ncmvo3-hwtwy\nshm9p-p1hku\ncflek-1ssgb\nlgnh6-9lbcy";
+        assert_eq!(found(find_api_tokens, list).len(), 5, "{list}");
+        let unnamed = "mxezc7hi0n\n3xg55evx86\nm9i7ce513v\njwyz8pxh05\n49eexnqsvq\nrakpqc2qzz";
+        assert_eq!(found(find_api_tokens, unnamed).len(), 6);
+        for (text, secret) in [
+            (
+                "use peka ilro nemf diqd as the app password",
+                "peka ilro nemf diqd",
+            ),
+            (
+                "senha de app do iCloud pdka-khxy-nxqx-ljgk",
+                "pdka-khxy-nxqx-ljgk",
+            ),
+            ("압축파일 비번 candle lemon battery", "candle lemon battery"),
+            (
+                "Passphrase für den Schlüssel: battery.mango.anchor.pixel",
+                "battery.mango.anchor.pixel",
+            ),
+            ("UPI PIN 659668 hai, kisi ko mat batana", "659668"),
+            ("a senha do wifi é 03420704, rede VIVO", "03420704"),
+            (
+                "the password, which I wrote on the fridge lol, is b26n77p8ug9h",
+                "b26n77p8ug9h",
+            ),
+            (
+                "PGPASSWORD=SswSg=k8K?6VnYxULVlt psql -h pg",
+                "SswSg=k8K?6VnYxULVlt",
+            ),
+        ] {
+            let got = found(find_api_tokens, text);
+            assert!(got.iter().any(|f| f.contains(secret)), "{text}: {got:?}");
+        }
+        for text in [
+            "orders:\nAB12CD\nEF34GH\nIJ56KL\nMN78OP",
+            "this will help them move over here",
+            "pin code 560001, Bengaluru",
+            "पिन कोड 110001 नई दिल्ली",
+            "password must be at least 8 characters",
+            "wifi password at the café is 12345678 lol",
+            "apartman kapı şifresi 1071",
+            "NPWP 01.234.567.8-901.000",
+            "Bu şifreyi kimseyle paylaşmayınız",
+            "password reset on mail.google.com",
+        ] {
+            assert!(
+                found(find_api_tokens, text).is_empty(),
+                "{text}: {:?}",
+                found(find_api_tokens, text)
+            );
         }
     }
 }

@@ -67,7 +67,7 @@ pub(super) fn rules() -> Vec<Rule> {
         rule(k, r"(?i)my\.telegram\.org", one!(check_web_code)),
         rule(
             k,
-            r"(?:[:：][ \t]*|(?:is|est|ist|lautet|es|é|è|adalah|это)[ \t]+|是[ \t]*)(?P<value>[A-Z0-9]{5,8})",
+            r"(?:[:：][ \t]*|(?:is|est|ist|lautet|es|é|è|adalah|это)[ \t]+|[是为はが는은][ \t]*|(?P<bare>[ \t]))(?P<value>[A-Z0-9]{4,8}(?:-[A-Z0-9]{3,5})?)",
             one!(check_letter_code),
         ),
         rule(k, &spelled_pair(), one!(check_spelled_code)).apart(),
@@ -242,24 +242,53 @@ fn check_spelled_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
 /// ELSTER-Anmeldung:`).
 const LETTER_CODE_BEFORE: usize = 48;
 
-/// A code of capitals and digits right after a code word and a colon or a verb
-/// (`Einmalpasswort für die ELSTER-Anmeldung: ZX4TQ9`, `Your Steam Guard code is 7VSKZ`); not a
-/// promo, booking or other kind of code (`Promo code: SUMMER24`, `booking code: XK4T9P`).
+/// How far before a letter code with nothing between may its code word end (`Steam Guard code
+/// 63BDG`, `كود التحقق على الإيميل VB67XY`).
+const LETTER_CODE_BARE: usize = 32;
+
+/// A code of capitals and digits (5–8, or two dashed groups: `BV6E-OWQB`) after a code word and
+/// a colon, a verb or a particle (`Einmalpasswort für die ELSTER-Anmeldung: ZX4TQ9`, `Your
+/// Steam Guard code is 7VSKZ`, `確認コードはR5X2D0`), or a few words after one (`邮箱验证码
+/// 75RLPJ`); not a promo, booking or other kind of code (`Promo code: SUMMER24`, `booking code:
+/// XK4T9P`).
 fn check_letter_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let v = caps.name("value")?;
     let code = v.as_str();
-    let sign = caps.get(0)?.as_str().starts_with([':', '：', '是']);
-    if (!sign && is_alnum(before(text, caps.get(0)?.start())))
+    let bare = caps.name("bare").is_some();
+    let word_verb = !bare
+        && caps
+            .get(0)?
+            .as_str()
+            .starts_with(|c: char| c.is_ascii_alphabetic());
+    let length = code.bytes().filter(u8::is_ascii_alphanumeric).count();
+    if (word_verb && is_alnum(before(text, caps.get(0)?.start())))
+        || !(5..=if code.contains('-') { 10 } else { 8 }).contains(&length)
         || is_alnum(after(text, v.end()))
-        || after(text, v.end()) == Some(':')
+        || matches!(after(text, v.end()), Some(':' | '-'))
         || !code.bytes().any(|b| b.is_ascii_digit())
         || !code.bytes().any(|b| b.is_ascii_uppercase())
     {
         return None;
     }
-    let colon = caps.get(0)?.start();
-    let (_, before) = before_in_sentence(text, colon, LETTER_CODE_BEFORE);
+    let at = caps.get(0)?.start();
+    let (_, before) = before_in_sentence(text, at, LETTER_CODE_BEFORE);
     let kw = CODE_WORDS.find(&before).last()?;
+    // With nothing between, a code needs the look of one: two letters and two digits at
+    // least, not a word and a number (`DIWALI50`, `MATH1020`, `APE 6201Z`).
+    let letters = code.bytes().filter(u8::is_ascii_uppercase).count();
+    let digits = code.bytes().filter(u8::is_ascii_digit).count();
+    let word_number = code
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .bytes()
+        .all(|b| b.is_ascii_uppercase());
+    if bare
+        && (before[kw.end..].chars().count() > LETTER_CODE_BARE
+            || letters < 2
+            || digits < 2
+            || word_number)
+    {
+        return None;
+    }
     (!modifier(&before[..kw.start]) && !CODE_NOT_WORDS.any(&before)).then(|| v.range())
 }
 
@@ -454,12 +483,15 @@ fn check_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         let linked = !gap.contains(',') && gap.split_whitespace().count() <= 4;
         return (linked && !CODE_NOT_WORDS.any(gap)).then_some(r);
     }
-    let near_before: String = {
-        let rev: String = before.chars().rev().take(SERVICE_NEAR).collect();
-        rev.chars().rev().collect()
-    };
-    let near_after: String = after.chars().take(SERVICE_NEAR + 4).collect();
-    if warned || (common && (CODE_SERVICES.any(&near_before) || CODE_SERVICES.any(&near_after))) {
+    // The service's name ends at most this close before the number, or starts this close
+    // after it (`Authenticator zeigt 593244`, `92706 von Telegram`).
+    let service_before = CODE_SERVICES
+        .find(&before)
+        .any(|m| before[m.end..].chars().count() <= SERVICE_NEAR);
+    let service_after = CODE_SERVICES
+        .find(&after)
+        .any(|m| after[..m.start].chars().count() <= SERVICE_NEAR + 4);
+    if warned || (common && (service_before || service_after)) {
         return Some(r);
     }
     // An answer to a question about a code: `which code came? — «79 067»`.
@@ -683,7 +715,13 @@ fn sender_tag(text: &str, r: &Range<usize>) -> bool {
 /// `citofono: codice 1432`), unless a sender's name ends there (`La Banque Postale : code
 /// 199066`).
 fn modifier(head: &str) -> bool {
-    last_word(head).is_some_and(|w| is_exactly(&CODE_NOT_WORDS, &w)) && !sender_label(head)
+    let Some(w) = last_word(head) else {
+        return false;
+    };
+    // `e-posta doğrulama kodu`: the second half of a one-letter compound is a word of its own.
+    let trimmed = head.trim_end_matches([' ', '-', '\u{a0}', ':']);
+    let compound = crate::policy::context::letter_compound(trimmed, trimmed.len() - w.len());
+    is_exactly(&CODE_NOT_WORDS, &w) && !compound && !sender_label(head)
 }
 
 /// The first word (letters only) of `s`.

@@ -8,7 +8,10 @@ use regex::Captures;
 
 use super::{Rule, Settings, after, before, entropy, is_digit, one, rule};
 use crate::policy::config::DetectorKind;
-use crate::policy::context::{LOGIN_WORDS, SECRET_KEY, SECRET_NOT_WORDS, before_in_sentence};
+use crate::policy::context::{
+    CODE_NOT_WORDS, ID_WORDS, LOGIN_WORDS, RECOVERY_WORDS, SECRET_KEY, SECRET_NOT_WORDS,
+    after_in_sentence, before_in_sentence, no_space_script,
+};
 
 /// API tokens and keys: Telegram bot tokens (also inside `api.telegram.org/bot…` URLs); the
 /// prefixed shapes of OpenAI and Anthropic (`sk-…`, `sk-ant-…`), Stripe (`sk_live_…`,
@@ -84,6 +87,8 @@ const SHAPES: &[&str] = &[
     r"SCW[A-Z0-9]{17}",
     // DingTalk robots' signing secret.
     r"SEC[0-9a-f]{64}",
+    // Mercado Pago access tokens.
+    r"(?:APP_USR|TEST)-[0-9]{16}-[0-9]{6}-[0-9a-f]{32}-[0-9]{6,12}",
 ];
 
 /// Webhook URLs whose path is the credential: whoever has one can post (or read) as the
@@ -464,7 +469,350 @@ pub(super) fn rules() -> Vec<Rule> {
         )
         .anchored(&format!(r"(?i)(?:{})", words.join("|")))
         .apart(),
+        // A password word, more of its sentence, a verb and the password (`the password, which
+        // I wrote on the fridge lol, is b26n77p8ug9h`).
+        rule(
+            k,
+            &format!(
+                r#"(?i)(?P<kw>{})(?P<rest>[\p{{L}}\p{{M}}]*)[^\n.!?。]{{0,64}}?[ \t,](?:is|es|é|è|est|ist|lautet|adalah|era|это)[ \t]+(?P<value>[^\s"'`<>,、。「」『』]{{6,}})"#,
+                password_words().join("|")
+            ),
+            |s, text, caps, out| out.extend(check_password_after_verb(s, text, caps)),
+        )
+        .anchored(&format!(r"(?i)(?:{})", password_words().join("|")))
+        .apart(),
+        // A password or PIN of digits (`kart şifresi 6822`, `UPI PIN 659668`, `a senha do wifi
+        // é 03420704`).
+        rule(
+            k,
+            &format!(
+                r"(?i)(?P<kw>{})(?P<rest>[\p{{L}}\p{{M}}\-]*)[^\n.!?。0-9]{{0,48}}?(?P<value>[0-9]{{4,8}})",
+                numeric_password_words().join("|")
+            ),
+            one!(check_numeric_password),
+        )
+        .anchored(&format!(r"(?i)(?:{})", numeric_password_words().join("|")))
+        .apart(),
+        // An app password: four groups of four letters (`peka ilro nemf diqd`).
+        rule(
+            k,
+            r"(?-u:\b)[a-z]{4}[ \-][a-z]{4}[ \-][a-z]{4}[ \-][a-z]{4}(?-u:\b)",
+            one!(check_app_password),
+        ),
+        // Words in Latin letters after a password word of another script (`압축파일 비번
+        // candle lemon battery`): a passphrase.
+        rule(
+            k,
+            &format!(
+                r"(?P<kw>{})[^\n]{{0,48}}?(?P<value>[a-z]{{3,10}}(?: [a-z]{{3,10}}){{2,5}})",
+                foreign_password_words().join("|")
+            ),
+            one!(check_foreign_passphrase),
+        )
+        .anchored(&foreign_password_words().join("|"))
+        .apart(),
+        // One line of a list of recovery codes (`u3wn3-ats93`, `mxezc7hi0n`).
+        rule(k, LIST_LINE, one!(check_recovery_code)),
     ]
+}
+
+/// Words for a PIN (a password of digits).
+const PIN_WORDS: &[&str] = &[
+    "pin",
+    "пін",
+    "пин",
+    "पिन",
+    "پین",
+    "핀",
+    "ピン",
+    "暗証番号",
+    "pin码",
+    "pin碼",
+];
+
+/// Password words that also mean "code" in general (`رمز`, `ramz`): a number after them is a
+/// login code's business, not a password's.
+const CODE_TOO: &[&str] = &["رمز", "ramz"];
+
+/// The words a password of digits or a PIN follows: the password words (not those that mean
+/// any code) and the PIN words.
+fn numeric_password_words() -> Vec<String> {
+    let mut words: Vec<&str> = PASSWORD_WORDS
+        .iter()
+        .chain(PIN_WORDS)
+        .copied()
+        .filter(|w| !CODE_TOO.contains(w))
+        .collect();
+    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    words.iter().map(|w| regex::escape(w)).collect()
+}
+
+/// Every password word, longest first, escaped for a pattern.
+fn password_words() -> Vec<String> {
+    let mut words: Vec<&str> = PASSWORD_WORDS.to_vec();
+    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    words.iter().map(|w| regex::escape(w)).collect()
+}
+
+/// The password words not written in Latin letters (`пароль`, `비번`, `پسورد`; not `şifre`).
+fn foreign_password_words() -> Vec<String> {
+    let mut words: Vec<&str> = PASSWORD_WORDS
+        .iter()
+        .copied()
+        .filter(|w| w.chars().all(|c| c == ' ' || u32::from(c) > 0x024F))
+        .collect();
+    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    words.iter().map(|w| regex::escape(w)).collect()
+}
+
+/// A short password word (`pass`, `pw`, `mdp`) must stand alone: `passenger` is no key.
+fn key_word_whole(caps: &Captures<'_>) -> bool {
+    let kw = caps.name("kw").map_or("", |m| m.as_str());
+    let rest = caps.name("rest").map_or("", |m| m.as_str());
+    rest.is_empty() || kw.chars().count() >= 5
+}
+
+/// The password a verb gives further along the password word's sentence: as
+/// [`check_spaced`] (a digit or a generated look).
+fn check_password_after_verb(
+    s: &Settings,
+    text: &str,
+    caps: &Captures<'_>,
+) -> Option<Range<usize>> {
+    if !key_word_whole(caps) {
+        return None;
+    }
+    check_spaced(s, text, caps)
+}
+
+/// A password or PIN of 4–8 digits shortly after its word: not a year, an amount, a count, a
+/// phone or a postal PIN code (`pin code 560001`), and not a number another word names
+/// (`пароль к заказу 123456`).
+fn check_numeric_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let kw = caps.name("kw")?;
+    let v = caps.name("value")?;
+    let r = v.range();
+    let digits = v.as_str();
+    let glued_kw = no_space_script(kw.as_str().chars().next()?);
+    if !key_word_whole(caps)
+        || (!glued_kw && before(text, kw.start()).is_some_and(char::is_alphanumeric))
+        || before(text, r.start).is_some_and(|c| {
+            c.is_alphanumeric() || matches!(c, '+' | '-' | '.' | ',' | '$' | '€' | '£' | '#' | '№')
+        })
+        || after(text, r.end).is_some_and(|c| {
+            (c.is_alphanumeric() && !no_space_script(c)) || matches!(c, '%' | '$' | '€' | '-' | '/')
+        })
+        || (matches!(after(text, r.end), Some('.' | ',' | ':'))
+            && is_digit(super::after2(text, r.end)))
+        || super::amount_after(text, r.end)
+    {
+        return None;
+    }
+    let between = text[kw.end()..r.start].to_lowercase();
+    let signed = between.trim_end().ends_with([':', '=', '：']);
+    let year = digits.len() == 4 && (digits.starts_with("19") || digits.starts_with("20"));
+    // India's postal PIN code (`pin code 560001`, `पिन कोड 110001`, `पिन 110092`).
+    let kw_lower = kw.as_str().to_lowercase();
+    let postal = PIN_WORDS.contains(&kw_lower.as_str())
+        && digits.len() == 6
+        && (kw_lower == "पिन"
+            || ["code", "कोड"]
+                .iter()
+                .any(|c| between.trim_start_matches([' ', '-']).starts_with(c)));
+    // What everyone knows is no secret: `12345678`, `0000`.
+    let d = digits.as_bytes();
+    let trivial = d.windows(2).all(|w| w[0] == w[1])
+        || d.windows(2).all(|w| w[1] == w[0] + 1)
+        || d.windows(2).all(|w| w[0] == w[1] + 1);
+    // A word of another kind of code before the password word (`apartman kapı şifresi`).
+    let (_, lead) = before_in_sentence(text, kw.start(), 24);
+    let after_words = after_in_sentence(text, r.end, 16);
+    let counted = after_words
+        .trim_start()
+        .split(|c: char| !c.is_alphabetic())
+        .next()
+        .is_some_and(is_unit);
+    if (year && !signed)
+        || postal
+        || trivial
+        || counted
+        || CODE_NOT_WORDS.any(&lead)
+        // (A PIN word among them is this number's own: `رمز PIN للبطاقة 4844`.)
+        || CODE_NOT_WORDS
+            .find(&between)
+            .any(|m| !PIN_WORDS.contains(&&between[m]))
+        || ID_WORDS.any(&between)
+    {
+        return None;
+    }
+    Some(r)
+}
+
+/// Words that make a number a count, a length or a time (`8 символов`, `30 days`).
+fn is_unit(w: &str) -> bool {
+    const UNITS: &[&str] = &[
+        "char",
+        "characters",
+        "digits",
+        "days",
+        "day",
+        "hours",
+        "minutes",
+        "times",
+        "attempts",
+        "символ",
+        "символов",
+        "символа",
+        "цифр",
+        "дней",
+        "раз",
+        "попыт",
+        "caracteres",
+        "dígitos",
+        "días",
+        "caractères",
+        "chiffres",
+        "jours",
+        "zeichen",
+        "stellen",
+        "tage",
+        "karakter",
+        "hane",
+        "gün",
+        "digit",
+        "hari",
+        "kali",
+        "文字",
+        "位",
+        "자리",
+        "자",
+    ];
+    let w = w.to_lowercase();
+    UNITS.iter().any(|u| w.starts_with(u))
+}
+
+/// How far from its four groups an app password's password word may stand.
+const APP_PASSWORD_NEAR: usize = 64;
+
+/// An app password (`peka ilro nemf diqd`, `pdka-khxy-nxqx-ljgk`: what Google, Apple and
+/// Microsoft hand out): four groups of four lower-case letters with one separator, and a
+/// password word in its line or sentence (four ordinary words of four letters have none).
+fn check_app_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let m = caps.get(0)?;
+    let r = m.range();
+    let seps: Vec<u8> = m
+        .as_str()
+        .bytes()
+        .filter(|b| !b.is_ascii_lowercase())
+        .collect();
+    if seps.windows(2).any(|w| w[0] != w[1])
+        || before(text, r.start).is_some_and(|c| c.is_alphanumeric() || c == '-')
+        || after(text, r.end).is_some_and(|c| c.is_alphanumeric() || c == '-')
+    {
+        return None;
+    }
+    let (_, lead) = before_in_sentence(text, r.start, APP_PASSWORD_NEAR);
+    let tail = after_in_sentence(text, r.end, APP_PASSWORD_NEAR);
+    let named = |s: &str| {
+        PASSWORD_WORDS
+            .iter()
+            .any(|w| w.chars().count() >= 4 && s.contains(w))
+    };
+    (named(&lead) || named(&tail)).then_some(r)
+}
+
+/// A passphrase of three to six words in Latin letters after a password word of another
+/// script (`пароль від архіву з документами silver candle pixel river`): the words end the
+/// line or give way to the other script again, so they are not an English sentence.
+fn check_foreign_passphrase(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let v = caps.name("value")?;
+    let r = v.range();
+    let lead_ok = before(text, r.start).is_some_and(|c| !c.is_alphanumeric())
+        && text[..r.start]
+            .trim_end_matches([' ', '\t', ':', '：'])
+            .chars()
+            .next_back()
+            .is_some_and(|c| !c.is_ascii());
+    let end_ok = text[r.end..]
+        .trim_start_matches([' ', '\t'])
+        .chars()
+        .next()
+        .is_none_or(|c| c == '\n' || !c.is_ascii());
+    (lead_ok && end_ok).then_some(r)
+}
+
+/// A line that may be one code of a list: an optional list marker, one to three groups of
+/// letters and digits.
+const LIST_LINE: &str = r"(?m)^[ \t]*(?:[-*•]|[0-9]{1,2}[.)])?[ \t]*(?P<value>[A-Za-z0-9]{3,10}(?:[- ][A-Za-z0-9]{3,10}){0,2})[ \t]*\r?$";
+
+static LIST_LINE_RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(LIST_LINE)
+        .unwrap_or_else(|e| panic!("list line pattern does not compile: {e}"))
+});
+
+/// How many codes of one shape make a list.
+const LIST_MIN: usize = 4;
+/// How many codes, all of letters and digits, make a list of codes without a heading.
+const LIST_MIN_UNNAMED: usize = 6;
+
+/// The shape of a code: `x` for each letter or digit, its separators kept (`xxxxx-xxxxx`).
+fn code_shape(code: &str) -> String {
+    code.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { 'x' } else { c })
+        .collect()
+}
+
+/// One line of a list of recovery codes (`u3wn3-ats93`, `mxezc7hi0n`, `1234 5678`): at least
+/// four lines in a row hold one code each of the same shape, under a heading that names
+/// recovery or backup codes (`резервні коди для входу`, `备用验证码`, `kode cadangan`), or six
+/// and more of letters and digits mixed (random, as no list of words or order numbers is).
+fn check_recovery_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let v = caps.name("value")?;
+    let shape = code_shape(v.as_str());
+    let line_start = text[..v.start()].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[v.end()..]
+        .find('\n')
+        .map_or(text.len(), |i| v.end() + i);
+    let code_of = |line: &str| {
+        LIST_LINE_RE
+            .captures(line)
+            .and_then(|c| c.name("value"))
+            .map(|m| m.as_str().to_string())
+            .filter(|c| code_shape(c) == shape)
+    };
+    // The run of lines with codes of this shape, and the line above it.
+    let mut codes = vec![v.as_str().to_string()];
+    let mut heading = "";
+    for line in text[..line_start].split('\n').rev().skip(1) {
+        match code_of(line) {
+            Some(c) => codes.push(c),
+            None => {
+                heading = line;
+                break;
+            }
+        }
+    }
+    for line in text[line_end..].split('\n').skip(1) {
+        match code_of(line) {
+            Some(c) => codes.push(c),
+            None => break,
+        }
+    }
+    if codes.len() < LIST_MIN {
+        return None;
+    }
+    let digit = |c: &&String| c.bytes().any(|b| b.is_ascii_digit());
+    let letter = |c: &&String| c.bytes().any(|b| b.is_ascii_alphabetic());
+    let mixed = codes.iter().filter(|c| digit(c) && letter(c)).count();
+    let words = codes.iter().filter(|c| !digit(c)).count();
+    let heading = heading.to_lowercase();
+    // Under a heading that names recovery codes, codes of digits count (`1234 5678`); a few
+    // of letters alone may be among random ones (`lhgsj-runzu`), not most.
+    let named = RECOVERY_WORDS.any(&heading) && !CODE_NOT_WORDS.any(&heading);
+    let random = codes.len() >= LIST_MIN_UNNAMED
+        && codes.iter().all(|c| letter(&c))
+        && mixed * 4 >= codes.len() * 3;
+    ((named && words * 4 <= codes.len()) || random).then(|| v.range())
 }
 
 /// A value after its key word and a space: as [`check_assigned`], but never after a digest
@@ -480,14 +828,26 @@ fn check_spaced(s: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range<u
     let upper = value.bytes().any(|b| b.is_ascii_uppercase());
     let lower = value.bytes().any(|b| b.is_ascii_lowercase());
     let generated = password
-        && upper
-        && lower
-        && (value.bytes().any(|b| PASSWORD_SYMBOLS.contains(&b))
-            || (value.bytes().all(|b| b.is_ascii_alphabetic()) && case_switches(value) >= 4));
+        && ((upper
+            && lower
+            && (value.bytes().any(|b| PASSWORD_SYMBOLS.contains(&b))
+                || (value.bytes().all(|b| b.is_ascii_alphabetic()) && case_switches(value) >= 4)))
+            || word_passphrase(value.trim_end_matches(['.', ','])));
+    // A digit and a capitalised word is a product's name (`1Password`, `7Zip`).
+    let product = value
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .split_at_checked(1)
+        .is_some_and(|(head, tail)| {
+            value.starts_with(|c: char| c.is_ascii_digit())
+                && head.bytes().all(|b| b.is_ascii_uppercase())
+                && !tail.is_empty()
+                && tail.bytes().all(|b| b.is_ascii_lowercase())
+        });
     if HASH_WORDS.contains(&kw.as_str())
+        || product
         || value.starts_with("0x")
         || !(value.bytes().any(|b| b.is_ascii_digit()) || generated)
-        || phrase(value.trim_end_matches(['.', ',', '!', '?']))
+        || (phrase(value.trim_end_matches(['.', ',', '!', '?'])) && !generated)
     {
         return None;
     }
@@ -614,6 +974,10 @@ fn check_pem_block(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
         && let Some(close) = tail["-----END ".len()..].find("-----")
     {
         end += "-----END ".len() + close + "-----".len();
+        // The escaped line break a JSON string ends the block with (`…-----\n"`).
+        if text[end..].starts_with("\\n") {
+            end += 2;
+        }
     } else {
         end = header.end + text[header.end..end].trim_end().len();
     }
@@ -812,18 +1176,16 @@ fn check_url_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     Some(whole.start()..end)
 }
 
-/// A key standing as a URL's user name (`https://ghp_…@github.com/…`,
-/// `https://<token>@registry.example/…`): whoever has the URL can use the key. The key alone is
-/// masked: a user name is never that long and random. A Sentry DSN's key is public by design
-/// (it only lets a client submit events; Sentry's documentation says so).
+/// A key standing as a URL's user name (`https://ghp_…@github.com/…`, a Sentry DSN
+/// `https://030c8ce0…@o4507.ingest.sentry.io/…`): whoever has the URL can use the key. The key
+/// alone is masked: a user name is never that long and random. (Sentry calls a DSN safe to
+/// ship in a client, as it only lets one submit events; masked all the same, since anyone
+/// holding it can flood the project.)
 fn check_url_user_token(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let whole = caps.get(0)?;
     let v = caps.name("value")?;
-    let host = &text[v.end() + 1..whole.end()];
-    (!before(text, whole.start()).is_some_and(char::is_alphanumeric)
-        && !host.contains("sentry.io")
-        && secret_value_ok(v.as_str()))
-    .then(|| v.range())
+    (!before(text, whole.start()).is_some_and(char::is_alphanumeric) && secret_value_ok(v.as_str()))
+        .then(|| v.range())
 }
 
 /// A value that stands for a secret instead of being one.
@@ -898,8 +1260,24 @@ fn phrase(v: &str) -> bool {
         return true;
     }
     let number = !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
-    let passphrase = (2..=3).contains(&words.len()) && (1..=3).contains(&last.len());
+    // A word or up to three and a number that is no year (`tianya_902`, `purple-cloud-69`).
+    let passphrase = (1..=3).contains(&words.len()) && matches!(last.len(), 1..=3 | 5..=6);
     number && words_only(words) && !passphrase
+}
+
+/// Three to six lower-case words joined by one `-` or `.` (`battery.mango.anchor.pixel`,
+/// `staple-pixel-walnut`): the passphrases password managers generate. Not a host name (a last
+/// word of three letters or fewer: `mail.google.com`).
+fn word_passphrase(v: &str) -> bool {
+    let Some(sep) = v.chars().find(|c| matches!(c, '-' | '.')) else {
+        return false;
+    };
+    let words: Vec<&str> = v.split(sep).collect();
+    (3..=6).contains(&words.len())
+        && words
+            .iter()
+            .all(|w| (3..=10).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && words.last().is_some_and(|w| w.len() > 3)
 }
 
 /// A password-looking value: 8–64 visible ASCII characters, at least two classes of lower,
@@ -923,7 +1301,7 @@ fn password_ok(v: &str) -> bool {
     if classes < 2 {
         return false;
     }
-    if phrase(v) {
+    if phrase(v) && !word_passphrase(v) {
         return false;
     }
     if !digit && !symbol {
@@ -959,7 +1337,13 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
     }
     let camel = b.is_some_and(|c| c.is_ascii_lowercase())
         && kw.as_str().starts_with(|c: char| c.is_ascii_uppercase());
-    if spaced && b.is_some_and(char::is_alphanumeric) && !camel {
+    // An environment variable's name glues a password word to its program's (`PGPASSWORD`,
+    // `MYSQL_PWD` has its `_`).
+    let shouting = b.is_some_and(|c| c.is_ascii_uppercase())
+        && kw.as_str().bytes().all(|c| c.is_ascii_uppercase())
+        && kw_text.len() >= 6
+        && PASSWORD_WORDS.contains(&kw_text.as_str());
+    if spaced && b.is_some_and(char::is_alphanumeric) && !camel && !shouting {
         return None;
     }
     // `hashes: …` lists digests; only the word itself names a secret, and a value of a
@@ -1040,11 +1424,22 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
     let hashed = ["$2a$", "$2b$", "$2y$", "$argon2", "$6$", "$5$", "$1$"]
         .iter()
         .any(|p| v.starts_with(p));
+    // What stands between the key word and its sign is the rest of its name, not an address
+    // or a variable (`postgres://user:${DB_PASSWORD}@localhost:5432/app`).
+    let through_address = text[kw.end()..m.start()].contains(['@', '}']);
+    // `--from-literal=username=app`: the value of another assignment; `//host/path`: the rest
+    // of a URL whose `https:` the pattern took for a sign.
+    let assignment = v.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    });
     if fingerprint
         || hashed
+        || through_address
+        || assignment
+        || v.starts_with("//")
         || v.contains("://")
         || (v.contains('@') && v.contains('.'))
-        || code_reference(v)
+        || (code_reference(v) && !word_passphrase(v))
     {
         return None;
     }
@@ -1055,7 +1450,7 @@ fn check_assigned(_: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range
     }
     // A password, or a secret named as one (`Client Secret: eJcyJ908kJ`): shorter values count.
     let password = PASSWORD_WORDS.iter().any(|w| kw_text.starts_with(w))
-        || SECRET_WORDS.iter().any(|w| kw_text.starts_with(w));
+        || SECRET_WORDS.iter().any(|w| kw_text.contains(w));
     let ok = if password {
         password_ok(v) || secret_value_ok(v)
     } else {
