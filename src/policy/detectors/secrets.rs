@@ -1176,16 +1176,19 @@ fn check_url_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     Some(whole.start()..end)
 }
 
-/// A key standing as a URL's user name (`https://ghp_…@github.com/…`, a Sentry DSN
-/// `https://030c8ce0…@o4507.ingest.sentry.io/…`): whoever has the URL can use the key. The key
-/// alone is masked: a user name is never that long and random. (Sentry calls a DSN safe to
-/// ship in a client, as it only lets one submit events; masked all the same, since anyone
-/// holding it can flood the project.)
+/// A key standing as a URL's user name (`https://ghp_…@github.com/…`,
+/// `https://<token>@registry.example/…`): whoever has the URL can use the key. The key alone is
+/// masked: a user name is never that long and random. Not a Sentry DSN's key
+/// (`https://030c8ce0…@o4507.ingest.sentry.io/…`): Sentry documents it as safe to ship in
+/// clients, since it only lets one submit events.
 fn check_url_user_token(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
     let whole = caps.get(0)?;
     let v = caps.name("value")?;
-    (!before(text, whole.start()).is_some_and(char::is_alphanumeric) && secret_value_ok(v.as_str()))
-        .then(|| v.range())
+    let host = &text[v.end()..whole.end()];
+    (!before(text, whole.start()).is_some_and(char::is_alphanumeric)
+        && !host.contains("sentry.io")
+        && secret_value_ok(v.as_str()))
+    .then(|| v.range())
 }
 
 /// A value that stands for a secret instead of being one.
