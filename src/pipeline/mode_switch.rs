@@ -50,6 +50,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::context::GetStreamErrorKind;
 
 use super::batcher::{self, BatcherError, batchable, recorded_members};
 use super::clean::{self, durable_consumer_with};
@@ -173,6 +174,22 @@ impl HandOver {
         }
     }
 
+    /// The consumer `name` of `stream`, or `None` when the server says it does not exist. Any
+    /// other failure (a timeout, no responders) is an error: taking a bus that did not answer
+    /// for an absent consumer would pick the wrong hand-over.
+    async fn consumer(
+        &self,
+        stream: &jetstream::stream::Stream,
+        name: &str,
+    ) -> Result<Option<jetstream::consumer::Info>, ModeSwitchError> {
+        use async_nats::jetstream::context::ConsumerInfoErrorKind;
+        match stream.consumer_info(name).await {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.bus_error(&format!("cannot read the consumer {name}"), &e)),
+        }
+    }
+
     async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream, ModeSwitchError> {
         let js = &self.args.bus.js;
         js.get_stream(name)
@@ -247,10 +264,10 @@ impl HandOver {
     /// Batch mode takes over from `messages` mode (see the module docs).
     async fn to_batches(&self) -> Result<(), ModeSwitchError> {
         let mut clean = self.stream(STREAM_CLEAN).await?;
-        if clean.consumer_info(BATCHER_CONSUMER).await.is_ok() {
+        if self.consumer(&clean, BATCHER_CONSUMER).await?.is_some() {
             return Ok(());
         }
-        let Ok(delivery) = clean.consumer_info(DELIVERY_CONSUMER).await else {
+        let Some(delivery) = self.consumer(&clean, DELIVERY_CONSUMER).await? else {
             return self.create_batch_consumers(DeliverPolicy::All).await;
         };
         let floor = delivery.ack_floor.stream_sequence;
@@ -316,22 +333,27 @@ impl HandOver {
     /// `messages` mode takes over from batch mode (see the module docs).
     async fn to_messages(&self) -> Result<(), ModeSwitchError> {
         let mut clean = self.stream(STREAM_CLEAN).await?;
-        let Ok(batcher) = clean.consumer_info(BATCHER_CONSUMER).await else {
+        let Some(batcher) = self.consumer(&clean, BATCHER_CONSUMER).await? else {
             return Ok(());
         };
         self.refuse_if_a_batcher_runs(&mut clean).await?;
-        let mut batches = self
-            .args
-            .bus
-            .js
-            .get_stream(STREAM_BATCH)
-            .await
-            .map_err(|e| ModeSwitchError::NoRecords(e.to_string()))?;
-        let batched_floor = batcher.ack_floor.stream_sequence;
-        let delivered_floor = match clean.consumer_info(DELIVERY_CONSUMER).await {
-            Ok(info) => info.ack_floor.stream_sequence,
-            Err(_) => 0,
+        let mut batches = match self.args.bus.js.get_stream(STREAM_BATCH).await {
+            Ok(stream) => stream,
+            // Only the server's word that it is gone calls for the operator; a bus that did not
+            // answer is asked again at the next start.
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                return Err(ModeSwitchError::NoRecords(e.to_string()));
+            }
+            Err(e) => return Err(self.bus_error(&format!("cannot open {STREAM_BATCH}"), &e)),
         };
+        let batched_floor = batcher.ack_floor.stream_sequence;
+        let delivered_floor = self
+            .consumer(&clean, DELIVERY_CONSUMER)
+            .await?
+            .map_or(0, |info| info.ack_floor.stream_sequence);
         let (first, end) = self.bounds(&mut clean).await?;
         tracing::info!(
             batched_floor,
@@ -341,10 +363,10 @@ impl HandOver {
         );
 
         // 1. The recorded batches not yet delivered, unchanged.
-        let sent_from = match batches.consumer_info(BATCH_DELIVERY_CONSUMER).await {
-            Ok(info) => info.ack_floor.stream_sequence + 1,
-            Err(_) => 1,
-        };
+        let sent_from = self
+            .consumer(&batches, BATCH_DELIVERY_CONSUMER)
+            .await?
+            .map_or(1, |info| info.ack_floor.stream_sequence + 1);
         let (records_first, records_end) = self.bounds(&mut batches).await?;
         let mut records = EachMessage(|message: jetstream::Message, _: Position| {
             let envelope = serde_json::from_slice::<Batch>(&message.payload)
@@ -398,7 +420,7 @@ impl HandOver {
         stream: &jetstream::stream::Stream,
         name: &str,
     ) -> Result<(), ModeSwitchError> {
-        if stream.consumer_info(name).await.is_err() {
+        if self.consumer(stream, name).await?.is_none() {
             return Ok(());
         }
         stream

@@ -242,8 +242,8 @@ fn check_spelled_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
 /// ELSTER-Anmeldung:`).
 const LETTER_CODE_BEFORE: usize = 48;
 
-/// How far before a letter code with nothing between may its code word end (`Steam Guard code
-/// 63BDG`, `كود التحقق على الإيميل VB67XY`).
+/// How far before a letter code its code word may end when only words stand between them
+/// (`Steam Guard code 63BDG`, `كود التحقق على الإيميل VB67XY`).
 const LETTER_CODE_BARE: usize = 32;
 
 /// A code of capitals and digits (5–8, or two dashed groups: `BV6E-OWQB`) after a code word and
@@ -537,9 +537,9 @@ fn warned_not_to_share(text: &str, r: &Range<usize>, lead: &str) -> bool {
         || SHARE_WARNINGS.any(&text[r.end..end].to_lowercase())
 }
 
-/// The sentence before a number is only a sender's name and a colon (`ICICI Bank: `, `A-Bank:
-/// `): a word of another kind of number in it (`bank`) names who sends the message, not what
-/// the number is. (A label of such words alone, `Order: `, `Booking ref: `, still names it.)
+/// The sentence before a number is only a sender's name and a colon (`ICICI Bank:`,
+/// `A-Bank:`): a word of another kind of number in it (`bank`) names who sends the message, not
+/// what the number is. (A label of such words alone, `Order:`, `Booking ref:`, still names it.)
 fn sender_label(before: &str) -> bool {
     let Some(label) = before.trim_end().strip_suffix(':') else {
         return false;
