@@ -983,6 +983,14 @@ mod tests {
         assert_eq!(found(find_api_tokens, list).len(), 5, "{list}");
         let unnamed = "mxezc7hi0n\n3xg55evx86\nm9i7ce513v\njwyz8pxh05\n49eexnqsvq\nrakpqc2qzz";
         assert_eq!(found(find_api_tokens, unnamed).len(), 6);
+        // Two lists in one block, each judged under the line above it: digits need the
+        // heading, the random run after them stands alone; a short run of words is no list.
+        let two = format!(
+            "Google backup codes:\n1234 5678\n2345 6789\n3456 7890\n4567 8901\n{unnamed}\nok\nyes\nfine\nthanks"
+        );
+        assert_eq!(found(find_api_tokens, &two).len(), 10, "{two}");
+        let digits_unnamed = "1234 5678\n2345 6789\n3456 7890\n4567 8901";
+        assert!(found(find_api_tokens, digits_unnamed).is_empty());
         for (text, secret) in [
             (
                 "use peka ilro nemf diqd as the app password",

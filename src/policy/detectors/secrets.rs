@@ -219,47 +219,47 @@ const SECRET_WORDS: &[&str] = &[
     "geheimnis",
 ];
 
-/// The key words of every language, longest first, escaped for a pattern.
-fn key_words() -> Vec<String> {
-    let mut words: Vec<&str> = SECRET_KEY
-        .iter()
-        .flat_map(|(_, ws)| ws.iter().copied())
-        .collect();
+/// `words` as a pattern's alternation (`a|b|c`), escaped, longest first so that a word is not
+/// cut short by another that starts it.
+fn alternation<'a>(words: impl IntoIterator<Item = &'a str>) -> String {
+    let mut words: Vec<&str> = words.into_iter().collect();
     words.sort_by_key(|w| std::cmp::Reverse(w.len()));
     words.dedup();
-    words.iter().map(|w| regex::escape(w)).collect()
+    words
+        .iter()
+        .map(|w| regex::escape(w))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// The first character of `w` belongs to a script written without spaces (`令牌`, `密码`).
+fn glued_script(w: &str) -> bool {
+    w.chars()
+        .next()
+        .is_some_and(crate::policy::context::no_space_script)
+}
+
+/// The key words of every language.
+fn key_words() -> String {
+    alternation(SECRET_KEY.iter().flat_map(|(_, ws)| ws.iter().copied()))
 }
 
 /// Commands that take a password on their command line.
 const COMMANDS: &str = "(?:mysql|mysqldump|mariadb|redis-cli|sshpass|openssl|curl|wget|psql|mongosh|mongo|smbclient|sqlcmd|lftp|7z|zip|unzip|rar|(?:docker|podman|nerdctl|buildah|skopeo|helm[ \\t]+registry)[ \\t]+login)";
 
 /// The key words of scripts written without spaces (`令牌`, `トークン`, `토큰`).
-fn glued_key_words() -> Vec<String> {
-    let mut words: Vec<&str> = SECRET_KEY
-        .iter()
-        .flat_map(|(_, ws)| ws.iter().copied())
-        .filter(|w| {
-            w.chars()
-                .next()
-                .is_some_and(crate::policy::context::no_space_script)
-        })
-        .collect();
-    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-    words.dedup();
-    words.iter().map(|w| regex::escape(w)).collect()
+fn glued_key_words() -> String {
+    alternation(
+        SECRET_KEY
+            .iter()
+            .flat_map(|(_, ws)| ws.iter().copied())
+            .filter(|w| glued_script(w)),
+    )
 }
 
 /// The password words of scripts written without spaces (`密码`, `パスワード`, `비번`).
-fn glued_password_words() -> Vec<String> {
-    PASSWORD_WORDS
-        .iter()
-        .filter(|w| {
-            w.chars()
-                .next()
-                .is_some_and(crate::policy::context::no_space_script)
-        })
-        .map(|w| regex::escape(w))
-        .collect()
+fn glued_password_words() -> String {
+    alternation(PASSWORD_WORDS.iter().copied().filter(|w| glued_script(w)))
 }
 
 /// The password given to a command on its command line: a password-looking value, not a path,
@@ -288,7 +288,7 @@ fn check_key_pair_half(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> 
 fn assigned_pattern() -> String {
     format!(
         r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*[^\n:=：.!?。]{{0,32}}?["'\)\]]?[ \t]*(?:=>|:=|[:=]|[はが是为는은])[ \t]*(?:\n[ \t]*)?["'`*_«“(\[「『]*(?P<value>[^\s"'`<>,、。「」『』]{{6,}})"#,
-        key_words().join("|")
+        key_words()
     )
 }
 
@@ -402,7 +402,7 @@ pub(super) fn rules() -> Vec<Rule> {
             k,
             &format!(
                 r"(?i)<[A-Za-z_:\-]*?(?P<kw>{})[A-Za-z_\-]*>[ \t]*(?P<value>[^<\s]{{6,}})[ \t]*</",
-                words.join("|")
+                words
             ),
             |s, text, caps, out| out.extend(check_assigned(s, text, caps)),
         )
@@ -427,7 +427,7 @@ pub(super) fn rules() -> Vec<Rule> {
             k,
             &format!(
                 r"(?P<kw>{})[ \t]*[:：=]?[ \t]*(?P<value>[A-Za-z0-9_\-+/=.]{{16,}})",
-                glued_key_words().join("|")
+                glued_key_words()
             ),
             |s, text, caps, out| out.extend(check_spaced(s, text, caps)),
         ),
@@ -437,13 +437,13 @@ pub(super) fn rules() -> Vec<Rule> {
             k,
             &format!(
                 r"(?P<kw>{})[^\x00-\x7F\s]{{0,6}}?[ \t]*[:：=]?[ \t]*(?P<value>[A-Za-z0-9!#$%^&*~?@_\-+/=.]{{6,64}})",
-                glued_password_words().join("|")
+                glued_password_words()
             ),
             |s, text, caps, out| out.extend(check_assigned(s, text, caps)),
         )
-        .anchored(&glued_password_words().join("|")),
+        .anchored(&glued_password_words()),
         rule(k, &assigned_pattern(), check_assigned_rescanning)
-            .anchored(&format!(r"(?i)(?:{})", words.join("|")))
+            .anchored(&format!(r"(?i)(?:{})", words))
             .apart(),
         rule(
             k,
@@ -463,11 +463,11 @@ pub(super) fn rules() -> Vec<Rule> {
             k,
             &format!(
                 r#"(?i)(?P<kw>{})[\p{{L}}\p{{M}}_\-]*(?:[ \t]+[\p{{L}}\p{{M}}'’\-]+){{0,4}}[ \t]+(?P<value>[^\s"'`<>,、。「」『』]{{8,}})"#,
-                words.join("|")
+                words
             ),
             |s, text, caps, out| out.extend(check_spaced(s, text, caps)),
         )
-        .anchored(&format!(r"(?i)(?:{})", words.join("|")))
+        .anchored(&format!(r"(?i)(?:{})", words))
         .apart(),
         // A password word, more of its sentence, a verb and the password (`the password, which
         // I wrote on the fridge lol, is b26n77p8ug9h`).
@@ -475,11 +475,11 @@ pub(super) fn rules() -> Vec<Rule> {
             k,
             &format!(
                 r#"(?i)(?P<kw>{})(?P<rest>[\p{{L}}\p{{M}}]*)[^\n.!?。]{{0,64}}?[ \t,](?:is|es|é|è|est|ist|lautet|adalah|era|это)[ \t]+(?P<value>[^\s"'`<>,、。「」『』]{{6,}})"#,
-                password_words().join("|")
+                password_words()
             ),
             |s, text, caps, out| out.extend(check_password_after_verb(s, text, caps)),
         )
-        .anchored(&format!(r"(?i)(?:{})", password_words().join("|")))
+        .anchored(&format!(r"(?i)(?:{})", password_words()))
         .apart(),
         // A password or PIN of digits (`kart şifresi 6822`, `UPI PIN 659668`, `a senha do wifi
         // é 03420704`).
@@ -487,11 +487,11 @@ pub(super) fn rules() -> Vec<Rule> {
             k,
             &format!(
                 r"(?i)(?P<kw>{})(?P<rest>[\p{{L}}\p{{M}}\-]*)[^\n.!?。0-9]{{0,48}}?(?P<value>[0-9]{{4,8}})",
-                numeric_password_words().join("|")
+                numeric_password_words()
             ),
             one!(check_numeric_password),
         )
-        .anchored(&format!(r"(?i)(?:{})", numeric_password_words().join("|")))
+        .anchored(&format!(r"(?i)(?:{})", numeric_password_words()))
         .apart(),
         // An app password: four groups of four letters (`peka ilro nemf diqd`).
         rule(
@@ -505,14 +505,14 @@ pub(super) fn rules() -> Vec<Rule> {
             k,
             &format!(
                 r"(?P<kw>{})[^\n]{{0,48}}?(?P<value>[a-z]{{3,10}}(?: [a-z]{{3,10}}){{2,5}})",
-                foreign_password_words().join("|")
+                foreign_password_words()
             ),
             one!(check_foreign_passphrase),
         )
-        .anchored(&foreign_password_words().join("|"))
+        .anchored(&foreign_password_words())
         .apart(),
         // One line of a list of recovery codes (`u3wn3-ats93`, `mxezc7hi0n`).
-        rule(k, LIST_LINE, one!(check_recovery_code)),
+        rule(k, &list_block(), check_recovery_codes),
     ]
 }
 
@@ -536,33 +536,29 @@ const CODE_TOO: &[&str] = &["رمز", "ramz"];
 
 /// The words a password of digits or a PIN follows: the password words (not those that mean
 /// any code) and the PIN words.
-fn numeric_password_words() -> Vec<String> {
-    let mut words: Vec<&str> = PASSWORD_WORDS
-        .iter()
-        .chain(PIN_WORDS)
-        .copied()
-        .filter(|w| !CODE_TOO.contains(w))
-        .collect();
-    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-    words.iter().map(|w| regex::escape(w)).collect()
+fn numeric_password_words() -> String {
+    alternation(
+        PASSWORD_WORDS
+            .iter()
+            .chain(PIN_WORDS)
+            .copied()
+            .filter(|w| !CODE_TOO.contains(w)),
+    )
 }
 
-/// Every password word, longest first, escaped for a pattern.
-fn password_words() -> Vec<String> {
-    let mut words: Vec<&str> = PASSWORD_WORDS.to_vec();
-    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-    words.iter().map(|w| regex::escape(w)).collect()
+/// Every password word.
+fn password_words() -> String {
+    alternation(PASSWORD_WORDS.iter().copied())
 }
 
 /// The password words not written in Latin letters (`пароль`, `비번`, `پسورد`; not `şifre`).
-fn foreign_password_words() -> Vec<String> {
-    let mut words: Vec<&str> = PASSWORD_WORDS
-        .iter()
-        .copied()
-        .filter(|w| w.chars().all(|c| c == ' ' || u32::from(c) > 0x024F))
-        .collect();
-    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-    words.iter().map(|w| regex::escape(w)).collect()
+fn foreign_password_words() -> String {
+    alternation(
+        PASSWORD_WORDS
+            .iter()
+            .copied()
+            .filter(|w| w.chars().all(|c| c == ' ' || u32::from(c) > 0x024F)),
+    )
 }
 
 /// A short password word (`pass`, `pw`, `mdp`) must stand alone: `passenger` is no key.
@@ -650,41 +646,36 @@ fn check_numeric_password(text: &str, caps: &Captures<'_>) -> Option<Range<usize
 
 /// Words that make a number a count, a length or a time (`8 символов`, `30 days`).
 fn is_unit(w: &str) -> bool {
+    // Prefixes: `char` is also `characters`, `символ` also `символов`.
     const UNITS: &[&str] = &[
         "char",
-        "characters",
-        "digits",
-        "days",
+        "digit",
         "day",
-        "hours",
-        "minutes",
+        "hour",
+        "minute",
         "times",
-        "attempts",
+        "attempt",
         "символ",
-        "символов",
-        "символа",
         "цифр",
         "дней",
         "раз",
         "попыт",
-        "caracteres",
-        "dígitos",
-        "días",
-        "caractères",
-        "chiffres",
-        "jours",
+        "caracter",
+        "dígito",
+        "día",
+        "caractère",
+        "chiffre",
+        "jour",
         "zeichen",
-        "stellen",
+        "stelle",
         "tage",
         "karakter",
         "hane",
         "gün",
-        "digit",
         "hari",
         "kali",
         "文字",
         "位",
-        "자리",
         "자",
     ];
     let w = w.to_lowercase();
@@ -741,19 +732,27 @@ fn check_foreign_passphrase(text: &str, caps: &Captures<'_>) -> Option<Range<usi
     (lead_ok && end_ok).then_some(r)
 }
 
-/// A line that may be one code of a list: an optional list marker, one to three groups of
+/// One line that may hold one code of a list: an optional list marker, one to three groups of
 /// letters and digits.
-const LIST_LINE: &str = r"(?m)^[ \t]*(?:[-*•]|[0-9]{1,2}[.)])?[ \t]*(?P<value>[A-Za-z0-9]{3,10}(?:[- ][A-Za-z0-9]{3,10}){0,2})[ \t]*\r?$";
-
-static LIST_LINE_RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new(LIST_LINE)
-        .unwrap_or_else(|e| panic!("list line pattern does not compile: {e}"))
-});
+const LIST_LINE: &str = r"[ \t]*(?:[-*•]|[0-9]{1,2}[.)])?[ \t]*([A-Za-z0-9]{3,10}(?:[- ][A-Za-z0-9]{3,10}){0,2})[ \t]*\r?";
 
 /// How many codes of one shape make a list.
 const LIST_MIN: usize = 4;
 /// How many codes, all of letters and digits, make a list of codes without a heading.
 const LIST_MIN_UNNAMED: usize = 6;
+
+/// [`LIST_MIN`] lines or more in a row that may each hold a code: the candidate of
+/// [`check_recovery_codes`], which reads the block once (a check per line that looked at its
+/// neighbours was quadratic in a long list).
+fn list_block() -> String {
+    format!(r"(?m)^{LIST_LINE}(?:\n{LIST_LINE}){{{},}}$", LIST_MIN - 1)
+}
+
+/// [`LIST_LINE`] as a whole line, to take the code out of it.
+static LIST_LINE_RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(&format!("^{LIST_LINE}$"))
+        .unwrap_or_else(|e| panic!("list line pattern does not compile: {e}"))
+});
 
 /// The shape of a code: `x` for each letter or digit, its separators kept (`xxxxx-xxxxx`).
 fn code_shape(code: &str) -> String {
@@ -762,47 +761,62 @@ fn code_shape(code: &str) -> String {
         .collect()
 }
 
-/// One line of a list of recovery codes (`u3wn3-ats93`, `mxezc7hi0n`, `1234 5678`): at least
-/// four lines in a row hold one code each of the same shape, under a heading that names
-/// recovery or backup codes (`резервні коди для входу`, `备用验证码`, `kode cadangan`), or six
-/// and more of letters and digits mixed (random, as no list of words or order numbers is).
-fn check_recovery_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
-    let v = caps.name("value")?;
-    let shape = code_shape(v.as_str());
-    let line_start = text[..v.start()].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[v.end()..]
-        .find('\n')
-        .map_or(text.len(), |i| v.end() + i);
-    let code_of = |line: &str| {
-        LIST_LINE_RE
-            .captures(line)
-            .and_then(|c| c.name("value"))
-            .map(|m| m.as_str().to_string())
-            .filter(|c| code_shape(c) == shape)
+/// Lists of recovery codes (`u3wn3-ats93`, `mxezc7hi0n`, `1234 5678`) in a block of short lines:
+/// every run of at least four lines in a row whose codes have one shape, under a heading that
+/// names recovery or backup codes (`резервні коди для входу`, `备用验证码`, `kode cadangan`), or
+/// of six and more of letters and digits mixed (random, as no list of words or order numbers
+/// is). The heading of the block's first run is the line above the block; of a later run, the
+/// line before it.
+fn check_recovery_codes(
+    _: &Settings,
+    text: &str,
+    caps: &Captures<'_>,
+    out: &mut Vec<Range<usize>>,
+) {
+    let Some(block) = caps.get(0) else {
+        return;
     };
-    // The run of lines with codes of this shape, and the line above it.
-    let mut codes = vec![v.as_str().to_string()];
-    let mut heading = "";
-    for line in text[..line_start].split('\n').rev().skip(1) {
-        match code_of(line) {
-            Some(c) => codes.push(c),
-            None => {
-                heading = line;
-                break;
-            }
+    let above = text[..block.start()]
+        .strip_suffix('\n')
+        .and_then(|t| t.rsplit('\n').next())
+        .unwrap_or_default();
+    // Each line of the block and the range of its code (the block's pattern is made of
+    // `LIST_LINE`s, so every line has one).
+    let mut lines: Vec<(&str, Range<usize>)> = Vec::new();
+    let mut at = block.start();
+    for line in block.as_str().split('\n') {
+        if let Some(code) = LIST_LINE_RE.captures(line).and_then(|c| c.get(1)) {
+            lines.push((line, at + code.start()..at + code.end()));
         }
+        at += line.len() + 1;
     }
-    for line in text[line_end..].split('\n').skip(1) {
-        match code_of(line) {
-            Some(c) => codes.push(c),
-            None => break,
+    let mut heading = above;
+    let mut run_start = 0;
+    for i in 1..=lines.len() {
+        let shape_of = |j: usize| code_shape(&text[lines[j].1.clone()]);
+        if i < lines.len() && shape_of(i) == shape_of(run_start) {
+            continue;
         }
+        let codes: Vec<&str> = lines[run_start..i]
+            .iter()
+            .map(|(_, r)| &text[r.clone()])
+            .collect();
+        if recovery_list(&codes, heading) {
+            out.extend(lines[run_start..i].iter().map(|(_, r)| r.clone()));
+        }
+        heading = lines[i - 1].0;
+        run_start = i;
     }
+}
+
+/// `codes`, all of one shape under `heading`, are a list of recovery codes (see
+/// [`check_recovery_codes`]).
+fn recovery_list(codes: &[&str], heading: &str) -> bool {
     if codes.len() < LIST_MIN {
-        return None;
+        return false;
     }
-    let digit = |c: &&String| c.bytes().any(|b| b.is_ascii_digit());
-    let letter = |c: &&String| c.bytes().any(|b| b.is_ascii_alphabetic());
+    let digit = |c: &&&str| c.bytes().any(|b| b.is_ascii_digit());
+    let letter = |c: &&&str| c.bytes().any(|b| b.is_ascii_alphabetic());
     let mixed = codes.iter().filter(|c| digit(c) && letter(c)).count();
     let words = codes.iter().filter(|c| !digit(c)).count();
     let heading = heading.to_lowercase();
@@ -812,7 +826,7 @@ fn check_recovery_code(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> 
     let random = codes.len() >= LIST_MIN_UNNAMED
         && codes.iter().all(|c| letter(&c))
         && mixed * 4 >= codes.len() * 3;
-    ((named && words * 4 <= codes.len()) || random).then(|| v.range())
+    (named && words * 4 <= codes.len()) || random
 }
 
 /// A value after its key word and a space: as [`check_assigned`], but never after a digest
@@ -834,15 +848,11 @@ fn check_spaced(s: &Settings, text: &str, caps: &Captures<'_>) -> Option<Range<u
                 || (value.bytes().all(|b| b.is_ascii_alphabetic()) && case_switches(value) >= 4)))
             || word_passphrase(value.trim_end_matches(['.', ','])));
     // A digit and a capitalised word is a product's name (`1Password`, `7Zip`).
-    let product = value
-        .trim_start_matches(|c: char| c.is_ascii_digit())
-        .split_at_checked(1)
-        .is_some_and(|(head, tail)| {
-            value.starts_with(|c: char| c.is_ascii_digit())
-                && head.bytes().all(|b| b.is_ascii_uppercase())
-                && !tail.is_empty()
-                && tail.bytes().all(|b| b.is_ascii_lowercase())
-        });
+    let name = value.trim_start_matches(|c: char| c.is_ascii_digit());
+    let product = name.len() < value.len()
+        && name.len() > 1
+        && name.as_bytes()[0].is_ascii_uppercase()
+        && name.as_bytes()[1..].iter().all(u8::is_ascii_lowercase);
     if HASH_WORDS.contains(&kw.as_str())
         || product
         || value.starts_with("0x")
